@@ -1,0 +1,164 @@
+//! The `Device` custom resource: the twin of one IoT device.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Largest `spec.desired` document, serialized as JSON, that the operator publishes.
+pub const MAX_DESIRED_BYTES: usize = 32 * 1024;
+
+/// Desired state of a device twin.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kubetwin.io",
+    version = "v1alpha1",
+    kind = "Device",
+    namespaced,
+    status = "DeviceStatus",
+    shortname = "dev",
+    category = "kubetwin",
+    doc = "Device is the twin of one IoT device: desired properties in spec, what the device \
+           reports (properties, connection, applied version) in status.",
+    printcolumn(name = "Device-ID", type_ = "string", json_path = ".status.deviceId",
+                description = "Device id used on MQTT topics"),
+    printcolumn(name = "Connected", type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"Connected\")].status",
+                description = "Whether the device is connected to the broker"),
+    printcolumn(name = "In-Sync", type_ = "string",
+                json_path = ".status.conditions[?(@.type==\"InSync\")].status",
+                description = "Whether the device applied the current desired properties"),
+    printcolumn(name = "Firmware", type_ = "string", json_path = ".status.reported.firmwareVersion",
+                description = "Firmware version the device reported"),
+    printcolumn(name = "Last-Reboot", type_ = "date", json_path = ".status.reported.lastReboot",
+                description = "When the device last rebooted, as it reported"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".spec.deviceId"
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.deviceId) == has(oldSelf.deviceId) && (!has(self.deviceId) || self.deviceId == oldSelf.deviceId)"
+).message("spec.deviceId is immutable: create a new Device to use another device id"))]
+pub struct DeviceSpec {
+    /// Id of the device on MQTT topics (`<root>/<deviceId>/...`). Defaults to
+    /// `<namespace>.<name>`. Lowercase letters, digits, '-' and '.', starting and ending with a
+    /// letter or digit, at most 253 characters. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message(
+        "deviceId must consist of lowercase letters, digits, '-' and '.', and start and end with a letter or digit (for example 'plant-1.sensor-42')"
+    ))]
+    pub device_id: Option<String>,
+
+    /// Desired properties of the device: any JSON object (at most 32 KiB serialized). The
+    /// operator publishes it to the device as a retained MQTT message on every change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::desired_properties")]
+    pub desired: Option<BTreeMap<String, Value>>,
+}
+
+/// Observed state of a device twin, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The device id in effect: spec.deviceId, or `<namespace>.<name>` when that is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+
+    /// Connection of the device to the broker, from its presence messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionStatus>,
+
+    /// Properties the device reported, merged from its reported patches (a null value deletes
+    /// a key). Well-known keys: firmwareVersion, lastReboot, reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::reported_properties")]
+    pub reported: Option<BTreeMap<String, Value>>,
+
+    /// When the operator accepted the last reported patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<Time>,
+
+    /// Position (boot, seq) of the last reported message accepted; older ones are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reported: Option<ReportCursor>,
+
+    /// The desired version the device last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AppliedVersion>,
+
+    /// Current state of the twin: Ready, Connected and InSync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Connection state of a device as seen through its presence messages.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ConnectionState {
+    /// The device is online.
+    Connected,
+    /// The device went offline (gracefully or through its Last Will).
+    Disconnected,
+    /// The operator has not heard from the device yet.
+    #[default]
+    Unknown,
+}
+
+/// Connection of a device to the broker.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// Connected, Disconnected or Unknown.
+    pub state: ConnectionState,
+    /// When the device entered this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// When the operator last heard from the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+    /// Why the device is in this state (for example the reason of its last presence message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Position of a reported message: boot counter of the device, then sequence within that boot.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportCursor {
+    /// Boot counter of the device; it grows by one on every boot.
+    #[schemars(range(min = 0))]
+    pub boot: i64,
+    /// Sequence number of the message within the boot.
+    #[schemars(range(min = 0))]
+    pub seq: i64,
+}
+
+/// A version of the desired properties, as applied by a device.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedVersion {
+    /// The Device's metadata.uid when the desired properties were issued.
+    pub epoch: String,
+    /// The Device's metadata.generation when the desired properties were issued.
+    pub version: i64,
+}
+
+impl Device {
+    /// The device id in effect: `spec.deviceId`, or `<namespace>.<name>` when that is unset.
+    pub fn effective_device_id(&self) -> String {
+        if let Some(id) = &self.spec.device_id {
+            return id.clone();
+        }
+        let namespace = self.metadata.namespace.as_deref().unwrap_or("default");
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        format!("{namespace}.{name}")
+    }
+}

@@ -1,0 +1,35 @@
+//! Hand-written schema fragments that schemars cannot derive for Kubernetes.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// A free-form JSON object whose fields the API server keeps as they are.
+pub(crate) fn free_form_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Like [`free_form_object`], described as the desired properties of a device.
+pub(crate) fn desired_properties(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = free_form_object(generator);
+    schema.insert(
+        "description".into(),
+        "Desired properties of the device: any JSON object (at most 32 KiB serialized). \
+         The operator publishes it to the device as a retained MQTT message on every change."
+            .into(),
+    );
+    schema
+}
+
+/// Like [`free_form_object`], described as the properties a device reported.
+pub(crate) fn reported_properties(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = free_form_object(generator);
+    schema.insert(
+        "description".into(),
+        "Properties the device reported, merged from its reported patches (a null value \
+         deletes a key). Well-known keys: firmwareVersion, lastReboot, reboot."
+            .into(),
+    );
+    schema
+}

@@ -1,0 +1,122 @@
+//! The PKI of a test control plane: one CA, serving and client certificates, and the
+//! service-account signing key.
+
+use std::{fs, path::Path};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::{Result, io_context};
+
+/// A certificate and its private key, PEM encoded.
+#[derive(Clone, Debug)]
+pub struct CertPair {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+/// Every certificate and key a test control plane needs.
+#[derive(Debug)]
+pub struct Pki {
+    /// The cluster CA (also the client CA).
+    pub ca: CertPair,
+    /// kube-apiserver's serving certificate.
+    pub apiserver: CertPair,
+    /// Client certificate of the admin user (group `system:masters`).
+    pub admin: CertPair,
+    /// Client certificate of kube-controller-manager.
+    pub controller_manager: CertPair,
+    /// Key pair that signs service-account tokens (PEM private key).
+    pub service_account_key_pem: String,
+    /// Its public key (PEM).
+    pub service_account_pub_pem: String,
+}
+
+impl Pki {
+    /// Generates a fresh PKI for an API server reachable at 127.0.0.1.
+    pub fn generate() -> Result<Self> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.distinguished_name.push(DnType::CommonName, "kubetwin-test-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let ca = CertPair { cert_pem: ca_cert.pem(), key_pem: ca_key.serialize_pem() };
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let apiserver = leaf(
+            &issuer,
+            "kube-apiserver",
+            None,
+            &[
+                "127.0.0.1",
+                "10.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let admin =
+            leaf(&issuer, "kubetwin-admin", Some("system:masters"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+        let controller_manager = leaf(
+            &issuer,
+            "system:kube-controller-manager",
+            None,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let sa_key = KeyPair::generate()?;
+        Ok(Self {
+            ca,
+            apiserver,
+            admin,
+            controller_manager,
+            service_account_key_pem: sa_key.serialize_pem(),
+            service_account_pub_pem: sa_key.public_key_pem(),
+        })
+    }
+
+    /// Writes the files the control plane reads into `dir`.
+    pub fn write_to(&self, dir: &Path) -> Result<()> {
+        let files = [
+            ("ca.crt", &self.ca.cert_pem),
+            ("ca.key", &self.ca.key_pem),
+            ("apiserver.crt", &self.apiserver.cert_pem),
+            ("apiserver.key", &self.apiserver.key_pem),
+            ("sa.key", &self.service_account_key_pem),
+            ("sa.pub", &self.service_account_pub_pem),
+        ];
+        for (name, content) in files {
+            let path = dir.join(name);
+            fs::write(&path, content).map_err(io_context(format!("writing {}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    organization: Option<&str>,
+    sans: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertPair> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        params.distinguished_name.push(DnType::OrganizationName, org);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}

@@ -1,0 +1,128 @@
+//! Child processes that log to a file and never outlive the harness.
+
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    net::{SocketAddr, TcpListener},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::{Error, Result, io_context};
+
+/// A running child process; it is killed when this value is dropped.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    log: PathBuf,
+    child: Mutex<Child>,
+}
+
+impl ManagedProcess {
+    /// Starts `program` with `args`, stdout and stderr appended to `log`.
+    ///
+    /// The child gets `PR_SET_PDEATHSIG`, so it is killed even when the test process is
+    /// killed without running destructors.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        let out = File::create(log).map_err(io_context(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(io_context(format!("starting {name} ({})", program.display())))?;
+        Ok(Self { name: name.to_string(), log: log.to_path_buf(), child: Mutex::new(child) })
+    }
+
+    /// Process id of the child.
+    pub fn pid(&self) -> u32 {
+        self.lock().id()
+    }
+
+    /// Path of the child's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Fails when the child has exited.
+    pub fn check_running(&self) -> Result<()> {
+        match self.lock().try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(self.startup_error(format!("exited with {status}"))),
+            Err(error) => Err(self.startup_error(format!("cannot be polled: {error}"))),
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections, failing early when the child exits.
+    pub async fn wait_for_port(&self, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.startup_error(format!("{addr} not open after {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An error for this process, with the end of its log attached.
+    pub fn startup_error(&self, reason: String) -> Error {
+        Error::Startup {
+            name: self.name.clone(),
+            reason,
+            log: self.log.display().to_string(),
+            tail: log_tail(&self.log, 4096),
+        }
+    }
+
+    /// Sends SIGKILL and reaps the child.
+    pub fn kill(&self) {
+        let mut child = self.lock();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `max` bytes of a file, for error messages.
+pub fn log_tail(path: &Path, max: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::from("(no log)");
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_context("finding a free port"))?;
+    let port = listener.local_addr().map_err(io_context("finding a free port"))?.port();
+    Ok(port)
+}

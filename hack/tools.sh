@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and
+# helm from the pinned Go wrapper modules in e2e/tools/, and makes sure mosquitto is installed.
+#
+# Idempotent: a binary is rebuilt only when its module pin (go.mod/go.sum) changes. Binaries
+# land in $KUBETWIN_TOOLS_DIR (default: .cache/tools/bin, ignored by git).
+#
+#   hack/tools.sh            build whatever is missing or stale
+#   hack/tools.sh --check    only report what is missing (exit 1 if anything is)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin_dir=${KUBETWIN_TOOLS_DIR:-$root/.cache/tools/bin}
+stamp_dir="$bin_dir/.stamps"
+mkdir -p "$bin_dir" "$stamp_dir"
+export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+
+say() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null || die "Go toolchain not found: install Go >= 1.26 (https://go.dev/doc/install) and put 'go' on PATH"
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+[ "${go_minor:-0}" -ge 26 ] || die "Go $(go env GOVERSION) is too old: the pinned Kubernetes needs go >= 1.26"
+
+# stamp_of DIR -> a hash of the wrapper module, so a pin change triggers a rebuild.
+stamp_of() { cat "$1/go.mod" "$1/go.sum" "$root/hack/tools.sh" | sha256sum | cut -c1-16; }
+
+# fresh NAME DIR -> true when bin/NAME was built from the current pin.
+fresh() { [ -x "$bin_dir/$1" ] && [ "$(cat "$stamp_dir/$1" 2>/dev/null)" = "$(stamp_of "$2")" ]; }
+
+# build NAME DIR PKG [LDFLAGS]
+build() {
+  local name=$1 dir=$2 pkg=$3 ldflags=${4:-}
+  if fresh "$name" "$dir"; then return 0; fi
+  if [ "${CHECK_ONLY:-0}" = 1 ]; then missing+=("$name"); return 0; fi
+  say "building $name from $pkg (cold builds take several minutes on 2 cores)"
+  local start=$SECONDS
+  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin_dir/$name.tmp" "$pkg") \
+    || die "go build of $name failed (module $dir); see the output above"
+  mv "$bin_dir/$name.tmp" "$bin_dir/$name"
+  stamp_of "$dir" > "$stamp_dir/$name"
+  say "built $name in $((SECONDS - start))s"
+}
+
+missing=()
+[ "${1:-}" = "--check" ] && CHECK_ONLY=1
+
+kube_dir="$root/e2e/tools/kube"
+kube_version=$(cat "$kube_dir/VERSION")
+kube_major=$(echo "$kube_version" | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+kube_minor=$(echo "$kube_version" | sed -n 's/^v[0-9]*\.\([0-9]*\)\..*/\1/p')
+kube_ld=""
+for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ld+=" -X $p.gitVersion=$kube_version -X $p.gitMajor=$kube_major -X $p.gitMinor=$kube_minor"
+  kube_ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+done
+
+etcd_dir="$root/e2e/tools/etcd"
+etcd_version=$(cat "$etcd_dir/VERSION")
+helm_dir="$root/e2e/tools/helm"
+helm_version=$(cat "$helm_dir/VERSION")
+helm_ld="-X helm.sh/helm/v3/internal/version.version=$helm_version"
+
+build etcd "$etcd_dir" go.etcd.io/etcd/server/v3
+build kube-apiserver "$kube_dir" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
+build kube-controller-manager "$kube_dir" k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ld"
+build kubectl "$kube_dir" k8s.io/kubernetes/cmd/kubectl "$kube_ld"
+build helm "$helm_dir" helm.sh/helm/v3/cmd/helm "$helm_ld"
+
+# mosquitto comes from Debian, not from Go.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "${CHECK_ONLY:-0}" = 1 ]; then
+    missing+=("mosquitto")
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing mosquitto with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+      || die "apt-get install mosquitto failed"
+    # The package enables a system-wide broker on port 1883; the tests start their own.
+    (command -v systemctl >/dev/null && systemctl disable --now mosquitto >/dev/null 2>&1) || true
+  else
+    die "mosquitto is not installed: run 'sudo apt-get install mosquitto' (Debian/Ubuntu)"
+  fi
+fi
+
+if [ "${CHECK_ONLY:-0}" = 1 ]; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "missing or stale: ${missing[*]} (run 'hack/tools.sh' or 'make tools' to build them)"
+    exit 1
+  fi
+  say "all tools present in $bin_dir"
+  exit 0
+fi
+say "tools ready in $bin_dir: kubernetes $kube_version, etcd $etcd_version, helm $helm_version"

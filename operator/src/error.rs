@@ -1,0 +1,21 @@
+//! Errors of the operator.
+
+/// Everything that can go wrong in a reconcile or at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status document could not be serialized.
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The object lacks a field the API server always sets (name, namespace).
+    #[error("object is missing {0}")]
+    MissingField(&'static str),
+    /// The kubetwin CRDs are not installed in the cluster.
+    #[error("the kubetwin CRDs are not installed ({0}): apply crds/ or install the Helm chart first")]
+    CrdsMissing(String),
+}
+
+/// Result type of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,307 @@
+//! The operator's single MQTT connection (I/O edge): MQTT 5 or 3.1.1, reconnect with backoff,
+//! re-subscribe on every new session, inbound messages forwarded as [`MqttEvent`]s.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{QoS, v5};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// MQTT protocol version of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MqttVersion {
+    /// MQTT 5.
+    #[value(name = "5")]
+    V5,
+    /// MQTT 3.1.1.
+    #[value(name = "3.1.1")]
+    V311,
+}
+
+/// Host and port of a broker, parsed from `mqtt://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl BrokerAddress {
+    /// Parses `mqtt://host[:port]` (port 1883 by default).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| format!("broker URL {url:?} must start with mqtt:// (TLS is not supported yet)"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let port = port.parse().map_err(|_| format!("broker URL {url:?} has a bad port"))?;
+                (host, port)
+            }
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("broker URL {url:?} has no host"));
+        }
+        Ok(Self { host: host.to_string(), port })
+    }
+}
+
+/// Something that happened on the connection.
+#[derive(Debug)]
+pub enum MqttEvent {
+    /// A (new) session started; subscriptions were re-made and retained messages follow.
+    Connected,
+    /// The connection dropped; the client keeps trying to reconnect.
+    Disconnected(String),
+    /// A message arrived on a subscribed topic.
+    Message {
+        /// Topic it was published on.
+        topic: String,
+        /// Raw payload.
+        payload: Bytes,
+    },
+}
+
+/// A message to publish.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Whether the broker keeps it for later subscribers.
+    pub retain: bool,
+    /// MQTT 5 request properties (ignored on 3.1.1).
+    pub request: Option<RequestProperties>,
+}
+
+/// MQTT 5 properties of a method request.
+#[derive(Clone, Debug)]
+pub struct RequestProperties {
+    /// Where the device answers.
+    pub response_topic: String,
+    /// Correlation data (the request id).
+    pub correlation_data: Vec<u8>,
+    /// Seconds until the broker discards the request.
+    pub message_expiry_seconds: u32,
+}
+
+/// Settings of the connection.
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    /// Broker address.
+    pub broker: BrokerAddress,
+    /// Client id.
+    pub client_id: String,
+    /// Protocol version.
+    pub version: MqttVersion,
+    /// Topic filters subscribed on every new session.
+    pub subscriptions: Vec<String>,
+    /// Largest packet accepted from the broker.
+    pub max_packet_bytes: usize,
+}
+
+/// Handle for publishing; cheap to clone.
+#[derive(Clone)]
+pub enum Publisher {
+    /// An MQTT 5 client.
+    V5(v5::AsyncClient),
+    /// An MQTT 3.1.1 client.
+    V311(rumqttc::AsyncClient),
+}
+
+impl Publisher {
+    /// Publishes one message with QoS 1 (waits only for room in the request queue).
+    pub async fn publish(&self, message: Outbound) -> Result<(), String> {
+        match self {
+            Self::V5(client) => {
+                let properties = message.request.map(|r| v5::mqttbytes::v5::PublishProperties {
+                    response_topic: Some(r.response_topic),
+                    correlation_data: Some(Bytes::from(r.correlation_data)),
+                    message_expiry_interval: Some(r.message_expiry_seconds.max(1)),
+                    content_type: Some("application/json".into()),
+                    ..Default::default()
+                });
+                let qos = v5::mqttbytes::QoS::AtLeastOnce;
+                match properties {
+                    Some(p) => client
+                        .publish_with_properties(message.topic, qos, message.retain, message.payload, p)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => client
+                        .publish(message.topic, qos, message.retain, message.payload)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            }
+            Self::V311(client) => client
+                .publish(message.topic, QoS::AtLeastOnce, message.retain, message.payload)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Starts the connection. Events go to `events`; `connected` tells whether a session is up.
+/// The returned [`Publisher`] publishes from any task (never from the polling task).
+pub fn connect(
+    settings: MqttSettings,
+    events: mpsc::Sender<MqttEvent>,
+    connected: watch::Sender<bool>,
+) -> Publisher {
+    const QUEUE: usize = 10_000;
+    match settings.version {
+        MqttVersion::V5 => {
+            let mut options = v5::MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+            options.set_keep_alive(Duration::from_secs(15));
+            options.set_clean_start(false);
+            options.set_session_expiry_interval(Some(3600));
+            options.set_max_packet_size(Some(settings.max_packet_bytes as u32));
+            options.set_outgoing_inflight_upper_limit(1000);
+            let (client, eventloop) = v5::AsyncClient::new(options, QUEUE);
+            tokio::spawn(poll_v5(eventloop, client.clone(), settings, events, connected));
+            Publisher::V5(client)
+        }
+        MqttVersion::V311 => {
+            let mut options =
+                rumqttc::MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+            options.set_keep_alive(Duration::from_secs(15));
+            options.set_clean_session(false);
+            options.set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
+            options.set_inflight(1000);
+            let (client, eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
+            tokio::spawn(poll_v311(eventloop, client.clone(), settings, events, connected));
+            Publisher::V311(client)
+        }
+    }
+}
+
+/// Delay before the next reconnect attempt: doubles from 100 ms up to 10 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
+}
+
+async fn poll_v5(
+    mut eventloop: v5::EventLoop,
+    client: v5::AsyncClient,
+    settings: MqttSettings,
+    events: mpsc::Sender<MqttEvent>,
+    connected: watch::Sender<bool>,
+) {
+    use v5::{Event, mqttbytes::v5::Packet};
+    let mut failures = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                info!(session_present = ack.session_present, "MQTT connected");
+                // Subscribe from another task: the polling task must keep polling.
+                let subscriber = client.clone();
+                let filters = settings.subscriptions.clone();
+                tokio::spawn(async move {
+                    for filter in filters {
+                        if let Err(error) = subscriber.subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce).await {
+                            warn!(%error, "MQTT subscribe failed");
+                        }
+                    }
+                });
+                let _ = connected.send(true);
+                if events.send(MqttEvent::Connected).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                if events.send(MqttEvent::Message { topic, payload: publish.payload }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let _ = connected.send(false);
+                warn!(%error, "MQTT connection lost; reconnecting");
+                if events.send(MqttEvent::Disconnected(error.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff(failures)).await;
+                failures = failures.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn poll_v311(
+    mut eventloop: rumqttc::EventLoop,
+    client: rumqttc::AsyncClient,
+    settings: MqttSettings,
+    events: mpsc::Sender<MqttEvent>,
+    connected: watch::Sender<bool>,
+) {
+    use rumqttc::{Event, Packet};
+    let mut failures = 0;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                info!(session_present = ack.session_present, "MQTT connected (3.1.1)");
+                let subscriber = client.clone();
+                let filters = settings.subscriptions.clone();
+                tokio::spawn(async move {
+                    for filter in filters {
+                        if let Err(error) = subscriber.subscribe(filter, QoS::AtLeastOnce).await {
+                            warn!(%error, "MQTT subscribe failed");
+                        }
+                    }
+                });
+                let _ = connected.send(true);
+                if events.send(MqttEvent::Connected).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let topic = publish.topic.clone();
+                if events.send(MqttEvent::Message { topic, payload: publish.payload }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let _ = connected.send(false);
+                warn!(%error, "MQTT connection lost; reconnecting");
+                if events.send(MqttEvent::Disconnected(error.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff(failures)).await;
+                failures = failures.saturating_add(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse() {
+        assert_eq!(
+            BrokerAddress::parse("mqtt://127.0.0.1:1884"),
+            Ok(BrokerAddress { host: "127.0.0.1".into(), port: 1884 })
+        );
+        assert_eq!(BrokerAddress::parse("mqtt://broker").map(|b| b.port), Ok(1883));
+        assert!(BrokerAddress::parse("http://broker").is_err());
+        assert!(BrokerAddress::parse("mqtt://:1883").is_err());
+        assert!(BrokerAddress::parse("mqtt://b:port").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
+}
