@@ -19,7 +19,7 @@ pub use device::{
 pub use reboot::{RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus, MethodResponse};
 
 use kube::CustomResourceExt;
-use kube::core::crd::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// API group of every kubetwin resource.
 pub const GROUP: &str = "kubetwin.io";

@@ -192,18 +192,16 @@ current-context: kubetwin-test
 
 async fn wait_until_ready(client: &Client, apiserver: &ManagedProcess) -> Result<()> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut last_error = String::new();
     loop {
         apiserver.check_running()?;
-        let request = http::Request::get("/readyz").body(Vec::new());
-        match request {
+        let last_error = match http::Request::get("/readyz").body(Vec::new()) {
             Ok(request) => match client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => last_error = body,
-                Err(error) => last_error = error.to_string(),
+                Ok(body) => body,
+                Err(error) => error.to_string(),
             },
-            Err(error) => last_error = error.to_string(),
-        }
+            Err(error) => error.to_string(),
+        };
         if Instant::now() > deadline {
             return Err(apiserver.startup_error(format!("/readyz not ok: {last_error}")));
         }

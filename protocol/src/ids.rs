@@ -88,7 +88,13 @@ mod tests {
 
     #[test]
     fn device_ids() {
-        for ok in ["a", "0", "plant-1.sensor-42", "default.thermostat", &"a".repeat(253)] {
+        for ok in [
+            "a",
+            "0",
+            "plant-1.sensor-42",
+            "default.thermostat",
+            &"a".repeat(253),
+        ] {
             assert!(is_valid_device_id(ok), "{ok:?} should be valid");
             assert_eq!(validate_device_id(ok), Ok(()));
         }
@@ -108,13 +114,22 @@ mod tests {
             &"a".repeat(254),
         ] {
             assert!(!is_valid_device_id(bad), "{bad:?} should be invalid");
-            assert_eq!(validate_device_id(bad).map_err(|e| e.reason()), Err("invalid"));
+            assert_eq!(
+                validate_device_id(bad).map_err(|e| e.reason()),
+                Err("invalid")
+            );
         }
     }
 
     #[test]
     fn methods() {
-        for ok in ["reboot", "r", "setLed", "get_config-2", &format!("a{}", "b".repeat(63))] {
+        for ok in [
+            "reboot",
+            "r",
+            "setLed",
+            "get_config-2",
+            &format!("a{}", "b".repeat(63)),
+        ] {
             assert!(is_valid_method(ok), "{ok:?} should be valid");
             assert_eq!(validate_method(ok), Ok(()));
         }

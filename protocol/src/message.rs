@@ -546,11 +546,18 @@ mod tests {
             EPOCH,
             3,
             "2025-05-01T12:00:00Z",
-            object(json!({"telemetryIntervalSeconds": 30, "led": {"color": "green", "blink": false}})),
+            object(
+                json!({"telemetryIntervalSeconds": 30, "led": {"color": "green", "blink": false}}),
+            ),
         );
         assert_round_trip(&doc, examples::DESIRED);
-        assert!(DesiredDocument::RETAINED);
-        assert_eq!(AppliedVersion::of(&doc), AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        assert_eq!(
+            AppliedVersion::of(&doc),
+            AppliedVersion {
+                epoch: EPOCH.into(),
+                version: 3
+            }
+        );
     }
 
     #[test]
@@ -558,9 +565,14 @@ mod tests {
         let mut patch = ReportedMessage::patch(
             7,
             12,
-            object(json!({"telemetryIntervalSeconds": 30, "led": {"color": "green"}, "lastError": null})),
+            object(
+                json!({"telemetryIntervalSeconds": 30, "led": {"color": "green"}, "lastError": null}),
+            ),
         );
-        patch.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        patch.applied = Some(AppliedVersion {
+            epoch: EPOCH.into(),
+            version: 3,
+        });
         patch.ts = Some("2025-05-01T12:00:01Z".into());
         assert_round_trip(&patch, examples::REPORTED_PATCH);
         assert_eq!(patch.cursor(), Cursor { boot: 7, seq: 12 });
@@ -584,7 +596,10 @@ mod tests {
                 "led": {"color": "green"}
             })),
         );
-        full.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        full.applied = Some(AppliedVersion {
+            epoch: EPOCH.into(),
+            version: 3,
+        });
         full.ts = Some("2025-05-01T12:01:12Z".into());
         assert_round_trip(&full, examples::REPORTED_FULL);
         assert!(full.full);
@@ -592,8 +607,7 @@ mod tests {
 
     #[test]
     fn reported_optional_fields_default() {
-        let minimal: ReportedMessage =
-            serde_json::from_str(r#"{"v":1,"boot":1,"seq":1}"#).unwrap();
+        let minimal: ReportedMessage = serde_json::from_str(r#"{"v":1,"boot":1,"seq":1}"#).unwrap();
         assert_eq!(minimal, ReportedMessage::patch(1, 1, Map::new()));
         assert_eq!(
             serde_json::to_value(&minimal).unwrap(),
@@ -604,7 +618,10 @@ mod tests {
     #[test]
     fn get_round_trip() {
         assert_round_trip(&TwinGet::default(), examples::GET);
-        assert_eq!(serde_json::to_string(&TwinGet { v: V1 }).unwrap(), r#"{"v":1}"#);
+        assert_eq!(
+            serde_json::to_string(&TwinGet { v: V1 }).unwrap(),
+            r#"{"v":1}"#
+        );
     }
 
     #[test]
@@ -617,7 +634,6 @@ mod tests {
             "2025-05-01T12:01:30Z",
         );
         assert_round_trip(&request, examples::REQUEST);
-        assert!(!MethodRequest::RETAINED);
     }
 
     #[test]
@@ -658,7 +674,10 @@ mod tests {
         ];
         for (status, name, code, terminal) in all {
             assert_eq!(serde_json::to_value(status).unwrap(), json!(name));
-            assert_eq!(serde_json::from_value::<ResponseStatus>(json!(name)).unwrap(), status);
+            assert_eq!(
+                serde_json::from_value::<ResponseStatus>(json!(name)).unwrap(),
+                status
+            );
             assert_eq!(status.default_code(), code);
             assert_eq!(status.is_terminal(), terminal);
         }
@@ -684,21 +703,68 @@ mod tests {
         let mut will = Presence::new(PresenceState::Offline, 7, 2);
         will.reason = Some("lost".into());
         assert_round_trip(&will, examples::PRESENCE_LAST_WILL);
-        assert!(Presence::RETAINED);
     }
 
     #[test]
     fn presence_enums() {
-        assert_eq!(serde_json::to_value(PresenceState::Online).unwrap(), json!("online"));
-        assert_eq!(serde_json::to_value(PresenceState::Offline).unwrap(), json!("offline"));
+        assert_eq!(
+            serde_json::to_value(PresenceState::Online).unwrap(),
+            json!("online")
+        );
+        assert_eq!(
+            serde_json::to_value(PresenceState::Offline).unwrap(),
+            json!("offline")
+        );
         assert_eq!(serde_json::to_value(MqttVersion::V5).unwrap(), json!("5"));
-        assert_eq!(serde_json::to_value(MqttVersion::V311).unwrap(), json!("3.1.1"));
+        assert_eq!(
+            serde_json::to_value(MqttVersion::V311).unwrap(),
+            json!("3.1.1")
+        );
         assert_eq!(
             serde_json::from_value::<MqttVersion>(json!("3.1.1")).unwrap(),
             MqttVersion::V311
         );
         assert!(serde_json::from_value::<MqttVersion>(json!(5)).is_err());
         assert!(serde_json::from_value::<PresenceState>(json!("Online")).is_err());
+    }
+
+    #[test]
+    fn kinds_and_retain_flags_match_topics() {
+        let t = crate::topic::Topics::default();
+        let cases = [
+            (
+                t.desired("d"),
+                DesiredDocument::KIND,
+                DesiredDocument::RETAINED,
+            ),
+            (
+                t.reported("d"),
+                ReportedMessage::KIND,
+                ReportedMessage::RETAINED,
+            ),
+            (t.get("d"), TwinGet::KIND, TwinGet::RETAINED),
+            (
+                t.request("d", "reboot", "r1"),
+                MethodRequest::KIND,
+                MethodRequest::RETAINED,
+            ),
+            (
+                t.response("d", "r1"),
+                MethodResponse::KIND,
+                MethodResponse::RETAINED,
+            ),
+            (t.presence("d"), Presence::KIND, Presence::RETAINED),
+        ];
+        let retained: Vec<_> = cases.iter().filter(|c| c.2).map(|c| c.1).collect();
+        assert_eq!(retained, vec!["desired", "presence"]);
+        for (topic, kind, retained) in cases {
+            let parsed = t.parse(&topic).unwrap();
+            assert_eq!(
+                (parsed.kind(), parsed.retained()),
+                (kind, retained),
+                "{topic}"
+            );
+        }
     }
 
     #[test]
@@ -714,10 +780,9 @@ mod tests {
     fn unknown_fields_are_ignored() {
         let get: TwinGet = serde_json::from_str(r#"{"v":1,"future":true}"#).unwrap();
         assert_eq!(get, TwinGet::default());
-        let presence: Presence = serde_json::from_str(
-            r#"{"v":1,"state":"online","boot":1,"conn":1,"battery":93}"#,
-        )
-        .unwrap();
+        let presence: Presence =
+            serde_json::from_str(r#"{"v":1,"state":"online","boot":1,"conn":1,"battery":93}"#)
+                .unwrap();
         assert_eq!(presence, Presence::new(PresenceState::Online, 1, 1));
     }
 
@@ -737,15 +802,25 @@ mod tests {
         reported.ts = Some("12:00".into());
         assert!(invalid(reported.validate()));
         reported.ts = None;
-        reported.applied = Some(AppliedVersion { epoch: String::new(), version: 1 });
+        reported.applied = Some(AppliedVersion {
+            epoch: String::new(),
+            version: 1,
+        });
         assert!(invalid(reported.validate()));
 
         let request = |id: &str, method: &str, expires: &str| {
             MethodRequest::new(id, method, Map::new(), "2025-05-01T12:01:00Z", expires)
         };
-        assert_eq!(request(REQUEST_ID, "reboot", "2025-05-01T12:01:30Z").validate(), Ok(()));
-        assert!(invalid(request("bad id", "reboot", "2025-05-01T12:01:30Z").validate()));
-        assert!(invalid(request(REQUEST_ID, "Reboot", "2025-05-01T12:01:30Z").validate()));
+        assert_eq!(
+            request(REQUEST_ID, "reboot", "2025-05-01T12:01:30Z").validate(),
+            Ok(())
+        );
+        assert!(invalid(
+            request("bad id", "reboot", "2025-05-01T12:01:30Z").validate()
+        ));
+        assert!(invalid(
+            request(REQUEST_ID, "Reboot", "2025-05-01T12:01:30Z").validate()
+        ));
         assert!(invalid(request(REQUEST_ID, "reboot", "soon").validate()));
 
         let mut response = MethodResponse::new(REQUEST_ID, ResponseStatus::InProgress, 1, 1);
@@ -771,11 +846,20 @@ mod tests {
             method: "reboot".into(),
             request_id: REQUEST_ID.into(),
         };
-        let request = MethodRequest::new(REQUEST_ID, "reboot", Map::new(), "2025-05-01T12:01:00Z", "2025-05-01T12:01:30Z");
+        let request = MethodRequest::new(
+            REQUEST_ID,
+            "reboot",
+            Map::new(),
+            "2025-05-01T12:01:00Z",
+            "2025-05-01T12:01:30Z",
+        );
         assert_eq!(request.check_topic(&request_topic), Ok(()));
         let mut other_id = request.clone();
         other_id.id = "other".into();
-        assert!(matches!(other_id.check_topic(&request_topic), Err(DecodeError::InvalidField(_))));
+        assert!(matches!(
+            other_id.check_topic(&request_topic),
+            Err(DecodeError::InvalidField(_))
+        ));
         let mut other_method = request.clone();
         other_method.method = "identify".into();
         assert!(matches!(
@@ -790,10 +874,18 @@ mod tests {
         let response = MethodResponse::new(REQUEST_ID, ResponseStatus::Accepted, 1, 1);
         assert_eq!(response.check_topic(&response_topic), Ok(()));
         let other = MethodResponse::new("other", ResponseStatus::Accepted, 1, 1);
-        assert!(matches!(other.check_topic(&response_topic), Err(DecodeError::InvalidField(_))));
-        assert!(matches!(response.check_topic(&request_topic), Err(DecodeError::InvalidField(_))));
+        assert!(matches!(
+            other.check_topic(&response_topic),
+            Err(DecodeError::InvalidField(_))
+        ));
+        assert!(matches!(
+            response.check_topic(&request_topic),
+            Err(DecodeError::InvalidField(_))
+        ));
 
-        let presence_topic = ParsedTopic::Presence { device_id: "d1".into() };
+        let presence_topic = ParsedTopic::Presence {
+            device_id: "d1".into(),
+        };
         let presence = Presence::new(PresenceState::Online, 1, 1);
         assert_eq!(presence.check_topic(&presence_topic), Ok(()));
         assert!(matches!(

@@ -42,7 +42,10 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
             return None;
         }
         for i in 0..3 {
-            let d = fraction.get(i).filter(|_| i < n).map_or(0, |c| i64::from(c - b'0'));
+            let d = fraction
+                .get(i)
+                .filter(|_| i < n)
+                .map_or(0, |c| i64::from(c - b'0'));
             millis = millis * 10 + d;
         }
         rest = &fraction[n..];
@@ -163,16 +166,34 @@ mod tests {
     #[test]
     fn parses_utc_and_offsets() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2025-05-01T12:00:00Z"), Some(1_746_100_800_000));
-        assert_eq!(parse_rfc3339("2025-05-01T14:00:00+02:00"), Some(1_746_100_800_000));
-        assert_eq!(parse_rfc3339("2025-05-01T07:30:00-04:30"), Some(1_746_100_800_000));
-        assert_eq!(parse_rfc3339("2025-05-01t12:00:00z"), Some(1_746_100_800_000));
-        assert_eq!(parse_rfc3339("2025-05-01T12:00:00.5Z"), Some(1_746_100_800_500));
+        assert_eq!(
+            parse_rfc3339("2025-05-01T12:00:00Z"),
+            Some(1_746_100_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-05-01T14:00:00+02:00"),
+            Some(1_746_100_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-05-01T07:30:00-04:30"),
+            Some(1_746_100_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-05-01t12:00:00z"),
+            Some(1_746_100_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-05-01T12:00:00.5Z"),
+            Some(1_746_100_800_500)
+        );
         assert_eq!(
             parse_rfc3339("2025-05-01T12:00:00.123456789Z"),
             Some(1_746_100_800_123)
         );
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(-1000));
     }
 
@@ -213,7 +234,10 @@ mod tests {
     fn formats_utc() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_746_100_800_000), "2025-05-01T12:00:00Z");
-        assert_eq!(format_rfc3339(1_746_100_800_042), "2025-05-01T12:00:00.042Z");
+        assert_eq!(
+            format_rfc3339(1_746_100_800_042),
+            "2025-05-01T12:00:00.042Z"
+        );
         assert_eq!(format_rfc3339(1_709_164_800_000), "2024-02-29T00:00:00Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }

@@ -240,7 +240,10 @@ mod tests {
         let t = Topics::default();
         assert_eq!(t.root(), "kubetwin/v1");
         assert_eq!(t.desired(DEV), "kubetwin/v1/plant-1.sensor-42/twin/desired");
-        assert_eq!(t.reported(DEV), "kubetwin/v1/plant-1.sensor-42/twin/reported");
+        assert_eq!(
+            t.reported(DEV),
+            "kubetwin/v1/plant-1.sensor-42/twin/reported"
+        );
         assert_eq!(t.get(DEV), "kubetwin/v1/plant-1.sensor-42/twin/get");
         assert_eq!(
             t.request(DEV, "reboot", REQ),
@@ -285,9 +288,24 @@ mod tests {
         let t = Topics::default();
         let dev = DEV.to_owned();
         let cases = [
-            (t.desired(DEV), ParsedTopic::Desired { device_id: dev.clone() }),
-            (t.reported(DEV), ParsedTopic::Reported { device_id: dev.clone() }),
-            (t.get(DEV), ParsedTopic::Get { device_id: dev.clone() }),
+            (
+                t.desired(DEV),
+                ParsedTopic::Desired {
+                    device_id: dev.clone(),
+                },
+            ),
+            (
+                t.reported(DEV),
+                ParsedTopic::Reported {
+                    device_id: dev.clone(),
+                },
+            ),
+            (
+                t.get(DEV),
+                ParsedTopic::Get {
+                    device_id: dev.clone(),
+                },
+            ),
             (
                 t.request(DEV, "reboot", REQ),
                 ParsedTopic::Request {
@@ -303,7 +321,12 @@ mod tests {
                     request_id: REQ.into(),
                 },
             ),
-            (t.presence(DEV), ParsedTopic::Presence { device_id: dev.clone() }),
+            (
+                t.presence(DEV),
+                ParsedTopic::Presence {
+                    device_id: dev.clone(),
+                },
+            ),
         ];
         for (topic, expected) in cases {
             let parsed = t.parse(&topic);
@@ -364,7 +387,9 @@ mod tests {
         );
         assert_eq!(
             custom.parse("site-a/kt/d1/presence"),
-            Ok(ParsedTopic::Presence { device_id: "d1".into() })
+            Ok(ParsedTopic::Presence {
+                device_id: "d1".into()
+            })
         );
     }
 
