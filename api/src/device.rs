@@ -1,4 +1,6 @@
 //! The `Device` custom resource: the twin of one IoT device.
+// `printcolumn(type_ = ...)` repeats by design; clippy reads it as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

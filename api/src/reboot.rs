@@ -1,4 +1,6 @@
 //! The `RebootRequest` custom resource: a direct-method call that reboots one device.
+// `printcolumn(type_ = ...)` repeats by design; clippy reads it as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

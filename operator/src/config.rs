@@ -1,22 +1,39 @@
 //! Command-line flags and environment variables of the operator.
 
+use std::net::SocketAddr;
+
 use clap::Parser;
+
+use crate::mqtt::MqttVersion;
 
 /// Settings of one operator process.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "kubetwin-operator", version, about = "Manages IoT device twins as Kubernetes resources")]
 pub struct OperatorConfig {
-    /// MQTT broker URL (mqtt://host:port or mqtts://host:port).
+    /// MQTT broker URL (mqtt://host:port).
     #[arg(long, env = "KUBETWIN_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
 
+    /// MQTT protocol version: 5 or 3.1.1.
+    #[arg(long, env = "KUBETWIN_MQTT_VERSION", value_enum, default_value = "5")]
+    pub mqtt_version: MqttVersion,
+
     /// Topic root of the MQTT contract.
-    #[arg(long, env = "KUBETWIN_TOPIC_ROOT", default_value = "kubetwin/v1")]
+    #[arg(long, env = "KUBETWIN_TOPIC_ROOT", default_value = kubetwin_protocol::DEFAULT_ROOT)]
     pub topic_root: String,
 
     /// MQTT client id of the operator.
     #[arg(long, env = "KUBETWIN_MQTT_CLIENT_ID", default_value = "kubetwin-operator")]
     pub mqtt_client_id: String,
+
+    /// Largest MQTT payload accepted from devices, in bytes; larger ones are dropped.
+    #[arg(long, env = "KUBETWIN_MAX_PAYLOAD_BYTES", default_value_t = kubetwin_protocol::DEFAULT_MAX_PAYLOAD)]
+    pub max_payload_bytes: usize,
+
+    /// Seconds a device that accepted a reboot may stay away (after the request's delay)
+    /// before the request times out with reason NoReturn.
+    #[arg(long, env = "KUBETWIN_REBOOT_RETURN_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub reboot_return_timeout_seconds: u64,
 
     /// Namespace to watch; all namespaces when unset.
     #[arg(long, env = "KUBETWIN_WATCH_NAMESPACE")]
@@ -25,6 +42,10 @@ pub struct OperatorConfig {
     /// How many objects of one kind are reconciled at once.
     #[arg(long, env = "KUBETWIN_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "KUBETWIN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
 
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KUBETWIN_LOG_JSON", default_value_t = false)]

@@ -7,14 +7,30 @@ use kubetwin_api::{
     condition::{FALSE, TRUE, UNKNOWN, device as types},
 };
 
-use crate::conditions::{ConditionUpdate, merge};
+use crate::{
+    conditions::{ConditionUpdate, merge},
+    twin::DeviceTwin,
+};
+
+/// Why a Device cannot be served, independent of what the device says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// An older Device (`namespace/name`) already uses the same device id.
+    DuplicateDeviceId(String),
+    /// `spec.desired` serializes to more than the allowed bytes.
+    DesiredTooLarge(usize),
+}
 
 /// Computes the status the operator wants for `device` at time `now`.
 ///
-/// The result keeps everything the device reported, sets the effective device id and
-/// observed generation, and derives the `Connected`, `InSync` and `Ready` conditions.
-pub fn desired_status(device: &Device, now: Timestamp) -> DeviceStatus {
-    let existing = device.status.clone().unwrap_or_default();
+/// Device-side fields come from `twin` when the operator holds one (otherwise the current
+/// status is kept); the effective device id, observed generation and the `Connected`,
+/// `InSync` and `Ready` conditions are derived.
+pub fn desired_status(device: &Device, twin: Option<&DeviceTwin>, problem: Option<&Problem>, now: Timestamp) -> DeviceStatus {
+    let mut existing = device.status.clone().unwrap_or_default();
+    if let Some(twin) = twin {
+        twin.write_into(&mut existing);
+    }
     let generation = device.metadata.generation;
     let connection = existing
         .connection
@@ -69,7 +85,29 @@ pub fn desired_status(device: &Device, now: Timestamp) -> DeviceStatus {
             message: "The device has not reported which desired version it applied".into(),
         },
     };
-    let ready = if connected.status == TRUE && in_sync.status == TRUE {
+    let in_sync = match problem {
+        Some(Problem::DesiredTooLarge(size)) => ConditionUpdate {
+            type_: types::IN_SYNC,
+            status: FALSE,
+            reason: "DesiredTooLarge".into(),
+            message: format!(
+                "spec.desired is {size} bytes as JSON; at most {} bytes are sent to a device",
+                kubetwin_api::device::MAX_DESIRED_BYTES
+            ),
+        },
+        _ => in_sync,
+    };
+    let ready = if let Some(Problem::DuplicateDeviceId(owner)) = problem {
+        ConditionUpdate {
+            type_: types::READY,
+            status: FALSE,
+            reason: "DuplicateDeviceId".into(),
+            message: format!(
+                "deviceId {} is already used by the older Device {owner}; this Device is ignored until it gets another deviceId",
+                device.effective_device_id()
+            ),
+        }
+    } else if connected.status == TRUE && in_sync.status == TRUE {
         ConditionUpdate {
             type_: types::READY,
             status: TRUE,
@@ -113,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_new_device_is_not_ready_and_has_its_default_id() {
-        let status = desired_status(&device(), now());
+        let status = desired_status(&device(), None, None, now());
         assert_eq!(status.device_id.as_deref(), Some("plant.sensor-1"));
         assert_eq!(status.observed_generation, Some(3));
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
@@ -130,7 +168,7 @@ mod tests {
             applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 3 }),
             ..Default::default()
         });
-        let status = desired_status(&device, now());
+        let status = desired_status(&device, None, None, now());
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
         assert_eq!(ready.status, "True");
         let in_sync = crate::conditions::find(&status.conditions, "InSync").expect("InSync");
@@ -145,17 +183,37 @@ mod tests {
             applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 2 }),
             ..Default::default()
         });
-        let status = desired_status(&device, now());
+        let status = desired_status(&device, None, None, now());
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotInSync"));
     }
 
     #[test]
+    fn a_duplicate_device_id_makes_the_newer_device_not_ready() {
+        let problem = Problem::DuplicateDeviceId("plant/older".into());
+        let status = desired_status(&device(), None, Some(&problem), now());
+        let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DuplicateDeviceId"));
+        assert!(ready.message.contains("plant/older"), "{}", ready.message);
+    }
+
+    #[test]
+    fn twin_fields_replace_the_stored_ones() {
+        let mut twin = DeviceTwin::default();
+        twin.connection.state = ConnectionState::Connected;
+        twin.applied = Some(AppliedVersion { epoch: "uid-1".into(), version: 3 });
+        let status = desired_status(&device(), Some(&twin), None, now());
+        assert_eq!(status.connection.map(|c| c.state), Some(ConnectionState::Connected));
+        let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!(ready.status, "True");
+    }
+
+    #[test]
     fn recomputing_an_unchanged_status_is_a_no_op() {
         let mut device = device();
-        let first = desired_status(&device, now());
+        let first = desired_status(&device, None, None, now());
         device.status = Some(first.clone());
         let later = Timestamp::from_second(1_700_000_100).expect("valid");
-        assert_eq!(desired_status(&device, later), first);
+        assert_eq!(desired_status(&device, None, None, later), first);
     }
 }

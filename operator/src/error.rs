@@ -12,6 +12,12 @@ pub enum Error {
     /// The object lacks a field the API server always sets (name, namespace).
     #[error("object is missing {0}")]
     MissingField(&'static str),
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// An MQTT publish could not be queued.
+    #[error("MQTT publish: {0}")]
+    Publish(String),
     /// The kubetwin CRDs are not installed in the cluster.
     #[error("the kubetwin CRDs are not installed ({0}): apply crds/ or install the Helm chart first")]
     CrdsMissing(String),

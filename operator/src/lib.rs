@@ -9,8 +9,12 @@ pub mod config;
 pub mod controller;
 pub mod device_status;
 pub mod error;
+pub mod http;
+pub mod inbound;
+pub mod metrics;
 pub mod mqtt;
 pub mod reboot_status;
+pub mod twin;
 
 pub use config::OperatorConfig;
 pub use error::{Error, Result};

@@ -1,23 +1,102 @@
 //! API glue: one controller per resource, sharing one [`Context`].
 
 pub mod device;
+pub mod reboot;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
 
-use futures::StreamExt;
-use kube::{Api, Client, runtime::controller::Action};
-use kubetwin_api::Device;
-use tracing::info;
+use futures::{StreamExt, channel::mpsc::UnboundedSender};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+};
+use kubetwin_api::{Device, RebootRequest};
+use kubetwin_protocol::{Codec, Topics};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
 
-use crate::{Error, OperatorConfig, Result};
+use crate::{
+    Error, OperatorConfig, Result,
+    http::{self, HttpState},
+    inbound,
+    metrics::Metrics,
+    mqtt::{self, MqttSettings, Publisher},
+    reboot_status::RebootSettings,
+    twin::TwinIndex,
+};
 
-/// What every reconcile gets: the client and the settings.
-#[derive(Clone)]
+/// What every reconcile gets: clients, the fleet index and the MQTT publisher.
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
     /// Operator settings.
     pub config: OperatorConfig,
+    /// In-memory fleet state.
+    pub index: Mutex<TwinIndex>,
+    /// Cache of Device objects.
+    pub devices: Store<Device>,
+    /// Cache of RebootRequest objects.
+    pub requests: Store<RebootRequest>,
+    /// Publishes MQTT messages.
+    pub publisher: Publisher,
+    /// Whether the MQTT session is up.
+    pub mqtt_connected: watch::Receiver<bool>,
+    /// Topic names.
+    pub topics: Topics,
+    /// Payload codec with the size limit.
+    pub codec: Codec,
+    /// Event recorder (one, so it de-duplicates).
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Triggers a Device reconcile.
+    pub device_trigger: UnboundedSender<ObjectRef<Device>>,
+    /// Triggers a RebootRequest reconcile.
+    pub request_trigger: UnboundedSender<ObjectRef<RebootRequest>>,
+    /// When this process last published each request id.
+    pub last_sent: Mutex<HashMap<String, Timestamp>>,
+    /// Reboot timing settings.
+    pub reboot: RebootSettings,
+}
+
+impl Context {
+    /// Locks the fleet index (never held across an await).
+    pub fn index(&self) -> MutexGuard<'_, TwinIndex> {
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the map of when each request id was last published.
+    pub fn last_sent_map(&self) -> MutexGuard<'_, HashMap<String, Timestamp>> {
+        self.last_sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the MQTT session is up.
+    pub fn mqtt_up(&self) -> bool {
+        *self.mqtt_connected.borrow()
+    }
+
+    /// Publishes a Kubernetes Event about `object`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(%error, reason, "cannot publish event");
+        }
+    }
 }
 
 /// `Api` for a namespaced kind, limited to the watched namespace when one is set.
@@ -32,27 +111,99 @@ where
     }
 }
 
-/// Requeue after an error, backing off per object.
-pub fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed");
+/// Requeue after an error.
+pub fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(%error, "reconcile failed");
+    ctx.metrics.reconcile_failed(std::any::type_name::<K>().rsplit("::").next().unwrap_or("unknown"));
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Checks that the CRDs are installed, then runs every controller until a shutdown signal.
+/// Connects to MQTT, starts the endpoints and runs every controller until a shutdown signal.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
     let devices: Api<Device> = scoped_api(&client, &config);
     if let Err(error) = devices.list(&kube::api::ListParams::default().limit(1)).await {
         return Err(Error::CrdsMissing(error.to_string()));
     }
-    let ctx = Arc::new(Context { client, config });
-    info!("controllers starting");
-    device::controller(ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "device reconcile error");
-            }
-        })
-        .await;
+    let broker = mqtt::BrokerAddress::parse(&config.broker_url).map_err(Error::Config)?;
+    let topics = Topics::new(config.topic_root.clone());
+    let metrics = Arc::new(Metrics::new());
+
+    let (event_tx, event_rx) = mpsc::channel(10_000);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let publisher = mqtt::connect(
+        MqttSettings {
+            broker,
+            client_id: config.mqtt_client_id.clone(),
+            version: config.mqtt_version,
+            subscriptions: topics.operator_subscriptions(),
+            max_packet_bytes: config.max_payload_bytes.saturating_mul(2).max(64 * 1024),
+        },
+        event_tx,
+        connected_tx,
+    );
+
+    let device_controller = device::controller(&client, &config);
+    let request_controller = reboot::controller(&client, &config);
+    let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
+    let (request_trigger, request_triggers) = futures::channel::mpsc::unbounded();
+    let reporter = Reporter { controller: "kubetwin-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        index: Mutex::new(TwinIndex::default()),
+        devices: device_controller.store(),
+        requests: request_controller.store(),
+        publisher,
+        mqtt_connected: connected_rx.clone(),
+        topics,
+        codec: Codec::new(config.max_payload_bytes),
+        metrics: metrics.clone(),
+        device_trigger,
+        request_trigger,
+        last_sent: Mutex::new(HashMap::new()),
+        reboot: RebootSettings {
+            return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds),
+        },
+        config: config.clone(),
+    });
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(readiness(ctx.clone(), ready_tx));
+    let http_state = HttpState { metrics, ready: ready_rx };
+    let http_addr = config.http_addr;
+    tokio::spawn(async move {
+        if let Err(error) = http::serve(http_addr, http_state).await {
+            warn!(%error, %http_addr, "health and metrics endpoints stopped");
+        }
+    });
+    tokio::spawn(inbound::run(ctx.clone(), event_rx));
+
+    info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
+    let devices = device_controller
+        .reconcile_on(device_triggers)
+        .run(device::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let requests = request_controller
+        .reconcile_on(request_triggers)
+        .run(reboot::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    futures::future::join(devices, requests).await;
     info!("controllers stopped");
     Ok(())
+}
+
+/// Ready once both caches are synced and while MQTT is connected.
+async fn readiness(ctx: Arc<Context>, ready: watch::Sender<bool>) {
+    if ctx.devices.wait_until_ready().await.is_err() || ctx.requests.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut connected = ctx.mqtt_connected.clone();
+    loop {
+        let up = *connected.borrow_and_update();
+        ctx.metrics.set_mqtt_connected(up);
+        let _ = ready.send(up);
+        if connected.changed().await.is_err() {
+            return;
+        }
+    }
 }
