@@ -137,7 +137,10 @@ pub fn step(request: &RebootRequest, device: &DeviceView, now: Timestamp, settin
             if outcome.phase == RebootPhase::Succeeded {
                 next.boot_after = device.boot;
             }
-            if matches!(outcome.phase, RebootPhase::Accepted | RebootPhase::Rebooting) && next.accepted_at.is_none() {
+            let acknowledged = device.answer.is_some() || phase != RebootPhase::Sent;
+            let past_acceptance =
+                matches!(outcome.phase, RebootPhase::Accepted | RebootPhase::Rebooting | RebootPhase::Succeeded);
+            if past_acceptance && acknowledged && next.accepted_at.is_none() {
                 next.accepted_at = Some(Time(now));
             }
             outcome
@@ -168,6 +171,15 @@ fn pending(request: &RebootRequest, device: &DeviceView, now: Timestamp) -> (Out
         let outcome = Outcome::new(RebootPhase::Sent, "Sent", format!("Reboot request sent to {name}"));
         return (outcome, Some(RESEND_INTERVAL));
     }
+    if device.exists && device.online == Some(true) {
+        // Only the operator's own broker connection is missing: never blame the device.
+        let outcome = Outcome::new(
+            RebootPhase::Pending,
+            "BrokerUnavailable",
+            "Waiting for the operator's MQTT connection".into(),
+        );
+        return (outcome, Some(RESEND_INTERVAL));
+    }
     let created = request.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let deadline = add_seconds(created, spec.connect_timeout_seconds);
     let waited = spec.connect_timeout_seconds;
@@ -191,8 +203,6 @@ fn pending(request: &RebootRequest, device: &DeviceView, now: Timestamp) -> (Out
     }
     let outcome = if !device.exists {
         Outcome::new(RebootPhase::Pending, "DeviceNotFound", format!("Waiting up to {waited}s for Device {name} to exist"))
-    } else if !device.mqtt_connected {
-        Outcome::new(RebootPhase::Pending, "BrokerUnavailable", "Waiting for the operator's MQTT connection".into())
     } else {
         Outcome::new(RebootPhase::Pending, "WaitingForDevice", format!("Waiting up to {waited}s for {name} to come online"))
     };
@@ -320,3 +330,6 @@ pub fn human_duration(d: Duration) -> String {
         format!("{}h{}m", secs / 3600, (secs % 3600) / 60)
     }
 }
+
+#[cfg(test)]
+mod tests;
