@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-down test tools rust crds build lint unit e2e fmt clean-tools
+.PHONY: demo demo-down test tools rust crds build lint unit e2e fmt clean-tools image
 
 ## demo: local control plane + mosquitto + operator + simulated devices, reboot visible live.
 demo: tools rust build
@@ -34,6 +34,11 @@ unit:
 
 e2e: build
 	$(CARGO) test --locked -p kubetwin-e2e -- --test-threads=4
+
+## image: builds the operator image with buildah and runs --version inside it.
+image:
+	hack/image.sh kubetwin/operator:dev
+	hack/image.sh --check kubetwin/operator:dev
 
 ## crds: regenerates crds/ from the Rust types.
 crds:

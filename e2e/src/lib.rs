@@ -10,9 +10,12 @@ pub mod broker;
 pub mod certs;
 pub mod control_plane;
 pub mod env;
+pub mod fleet;
+pub mod mqtt;
 pub mod kubectl;
 pub mod process;
 pub mod tools;
+pub mod wait;
 
 pub use env::{TestEnv, TestNamespace, install_crds};
 

@@ -27,10 +27,21 @@ impl ManagedProcess {
     /// The child gets `PR_SET_PDEATHSIG`, so it is killed even when the test process is
     /// killed without running destructors.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self> {
+        Self::spawn_with_env(name, program, args, log, &[])
+    }
+
+    /// Like [`ManagedProcess::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
         let out = File::create(log).map_err(io_context(format!("creating {}", log.display())))?;
         let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {

@@ -14,6 +14,26 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
 
+    /// PEM file with the CA certificates that sign the broker's certificate (mqtts://).
+    #[arg(long, env = "KUBETWIN_BROKER_CA_FILE")]
+    pub broker_ca_file: Option<std::path::PathBuf>,
+
+    /// PEM client certificate for mutual TLS with the broker.
+    #[arg(long, env = "KUBETWIN_BROKER_CLIENT_CERT_FILE", requires = "broker_client_key_file")]
+    pub broker_client_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "KUBETWIN_BROKER_CLIENT_KEY_FILE", requires = "broker_client_cert_file")]
+    pub broker_client_key_file: Option<std::path::PathBuf>,
+
+    /// MQTT user name.
+    #[arg(long, env = "KUBETWIN_BROKER_USERNAME")]
+    pub broker_username: Option<String>,
+
+    /// File holding the MQTT password (read once at start).
+    #[arg(long, env = "KUBETWIN_BROKER_PASSWORD_FILE", requires = "broker_username")]
+    pub broker_password_file: Option<std::path::PathBuf>,
+
     /// MQTT protocol version: 5 or 3.1.1.
     #[arg(long, env = "KUBETWIN_MQTT_VERSION", value_enum, default_value = "5")]
     pub mqtt_version: MqttVersion,
@@ -46,6 +66,22 @@ pub struct OperatorConfig {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "KUBETWIN_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+
+    /// Run only while holding a Lease, so that of several replicas exactly one acts.
+    #[arg(long, env = "KUBETWIN_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "KUBETWIN_LEASE_NAME", default_value = "kubetwin-operator")]
+    pub lease_name: String,
+
+    /// Seconds a leader's Lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, env = "KUBETWIN_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
 
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KUBETWIN_LOG_JSON", default_value_t = false)]

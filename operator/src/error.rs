@@ -15,6 +15,9 @@ pub enum Error {
     /// A setting is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
     /// An MQTT publish could not be queued.
     #[error("MQTT publish: {0}")]
     Publish(String),

@@ -7,13 +7,26 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+/// Where the process stands, as `/readyz` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Starting up.
+    Starting,
+    /// Waiting for the leader Lease; healthy and ready to take over.
+    Standby,
+    /// Leader, but caches are syncing or MQTT is disconnected.
+    NotReady,
+    /// Leader with synced caches and a live MQTT session.
+    Ready,
+}
+
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct HttpState {
     /// Metrics to render.
     pub metrics: Arc<Metrics>,
-    /// True once the caches are synced and MQTT is connected.
-    pub ready: watch::Receiver<bool>,
+    /// Current readiness.
+    pub ready: watch::Receiver<Readiness>,
 }
 
 /// Serves the endpoints on `addr` until the process ends.
@@ -28,10 +41,11 @@ pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<()> {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if *state.ready.borrow() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: caches syncing or MQTT disconnected")
+    match *state.ready.borrow() {
+        Readiness::Ready => (StatusCode::OK, "ok"),
+        Readiness::Standby => (StatusCode::OK, "ok: standby, waiting for the leader Lease"),
+        Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting"),
+        Readiness::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not ready: caches syncing or MQTT disconnected"),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod device_status;
 pub mod error;
 pub mod http;
 pub mod inbound;
+pub mod leader;
 pub mod metrics;
 pub mod mqtt;
 pub mod reboot_status;

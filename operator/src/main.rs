@@ -1,9 +1,15 @@
 //! `kubetwin-operator`: runs the kubetwin controllers.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use clap::Parser;
-use kubetwin_operator::{OperatorConfig, controller};
+use kubetwin_operator::{
+    OperatorConfig, controller,
+    http::{self, HttpState, Readiness},
+    leader,
+    metrics::Metrics,
+};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,7 +19,8 @@ async fn main() -> ExitCode {
     if config.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        let ansi = std::io::stderr().is_terminal();
+        tracing_subscriber::fmt().with_ansi(ansi).with_writer(std::io::stderr).with_env_filter(filter).init();
     }
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
@@ -22,11 +29,51 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match controller::run(client, config).await {
+
+    let metrics = Arc::new(Metrics::new());
+    let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
+    let http_state = HttpState { metrics: metrics.clone(), ready: ready_rx };
+    let http_addr = config.http_addr;
+    tokio::spawn(async move {
+        if let Err(error) = http::serve(http_addr, http_state).await {
+            tracing::error!(%error, %http_addr, "cannot serve /healthz, /readyz and /metrics");
+            std::process::exit(1);
+        }
+    });
+
+    let _leader = if config.leader_election {
+        let _ = ready_tx.send(Readiness::Standby);
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let acquired = tokio::select! {
+            acquired = leader::acquire(client.clone(), &config, &identity) => acquired,
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        };
+        match acquired {
+            Ok(leader) => {
+                tokio::spawn(leader::exit_when_lost(leader.clone()));
+                Some(leader)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot take part in leader election");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+
+    match controller::run(client, config, metrics, ready_tx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "operator stopped");
             ExitCode::FAILURE
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "kubetwin-operator".into())
 }

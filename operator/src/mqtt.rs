@@ -1,7 +1,7 @@
 //! The operator's single MQTT connection (I/O edge): MQTT 5 or 3.1.1, reconnect with backoff,
 //! re-subscribe on every new session, inbound messages forwarded as [`MqttEvent`]s.
 
-use std::time::Duration;
+use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use rumqttc::{QoS, v5};
@@ -19,35 +19,94 @@ pub enum MqttVersion {
     V311,
 }
 
-/// Host and port of a broker, parsed from `mqtt://host:port`.
+/// Host and port of a broker, parsed from `mqtt://host:port` or `mqtts://host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerAddress {
     /// Host name or IP address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Whether to use TLS (`mqtts://`).
+    pub tls: bool,
 }
 
 impl BrokerAddress {
-    /// Parses `mqtt://host[:port]` (port 1883 by default).
+    /// Parses `mqtt://host[:port]` (port 1883 by default) or `mqtts://host[:port]` (8883).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| format!("broker URL {url:?} must start with mqtt:// (TLS is not supported yet)"))?;
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (rest, true)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (rest, false)
+        } else {
+            return Err(format!("broker URL {url:?} must start with mqtt:// or mqtts://"));
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
                 let port = port.parse().map_err(|_| format!("broker URL {url:?} has a bad port"))?;
                 (host, port)
             }
-            None => (rest, 1883),
+            None => (rest, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("broker URL {url:?} has no host"));
         }
-        Ok(Self { host: host.to_string(), port })
+        Ok(Self { host: host.to_string(), port, tls })
     }
+}
+
+/// TLS and credentials for the broker connection.
+#[derive(Clone, Default)]
+pub struct BrokerSecurity {
+    /// TLS client configuration (`mqtts://`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for BrokerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+/// Builds a rustls client configuration from PEM files: the CA bundle (required) and an
+/// optional client certificate and key for mutual TLS.
+pub fn tls_config(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let cas = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("cannot read the broker CA file {}: {e}", ca_file.display()))?;
+    for ca in cas {
+        let ca = ca.map_err(|e| format!("bad certificate in {}: {e}", ca_file.display()))?;
+        roots.add(ca).map_err(|e| format!("unusable CA certificate in {}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no CA certificate in {}", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert_file, key_file)) => {
+            let certs = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read the client certificate {}: {e}", cert_file.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("cannot read the client key {}: {e}", key_file.display()))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 /// Something that happened on the connection.
@@ -103,6 +162,8 @@ pub struct MqttSettings {
     pub subscriptions: Vec<String>,
     /// Largest packet accepted from the broker.
     pub max_packet_bytes: usize,
+    /// TLS and credentials.
+    pub security: BrokerSecurity,
 }
 
 /// Handle for publishing; cheap to clone.
@@ -162,6 +223,12 @@ pub fn connect(
             options.set_session_expiry_interval(Some(3600));
             options.set_max_packet_size(Some(settings.max_packet_bytes as u32));
             options.set_outgoing_inflight_upper_limit(1000);
+            if let Some(tls) = &settings.security.tls {
+                options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+            }
+            if let Some((user, password)) = &settings.security.credentials {
+                options.set_credentials(user, password);
+            }
             let (client, eventloop) = v5::AsyncClient::new(options, QUEUE);
             tokio::spawn(poll_v5(eventloop, client.clone(), settings, events, connected));
             Publisher::V5(client)
@@ -173,6 +240,12 @@ pub fn connect(
             options.set_clean_session(false);
             options.set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
             options.set_inflight(1000);
+            if let Some(tls) = &settings.security.tls {
+                options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+            }
+            if let Some((user, password)) = &settings.security.credentials {
+                options.set_credentials(user, password);
+            }
             let (client, eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
             tokio::spawn(poll_v311(eventloop, client.clone(), settings, events, connected));
             Publisher::V311(client)
@@ -290,7 +363,11 @@ mod tests {
     fn broker_urls_parse() {
         assert_eq!(
             BrokerAddress::parse("mqtt://127.0.0.1:1884"),
-            Ok(BrokerAddress { host: "127.0.0.1".into(), port: 1884 })
+            Ok(BrokerAddress { host: "127.0.0.1".into(), port: 1884, tls: false })
+        );
+        assert_eq!(
+            BrokerAddress::parse("mqtts://broker.example"),
+            Ok(BrokerAddress { host: "broker.example".into(), port: 8883, tls: true })
         );
         assert_eq!(BrokerAddress::parse("mqtt://broker").map(|b| b.port), Ok(1883));
         assert!(BrokerAddress::parse("http://broker").is_err());

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::{
     Error, OperatorConfig, Result,
-    http::{self, HttpState},
+    http::Readiness,
     inbound,
     metrics::Metrics,
     mqtt::{self, MqttSettings, Publisher},
@@ -118,15 +118,49 @@ pub fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Connects to MQTT, starts the endpoints and runs every controller until a shutdown signal.
-pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
-    let devices: Api<Device> = scoped_api(&client, &config);
-    if let Err(error) = devices.list(&kube::api::ListParams::default().limit(1)).await {
-        return Err(Error::CrdsMissing(error.to_string()));
+/// Checks that the kubetwin CRDs are served.
+pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<()> {
+    let devices: Api<Device> = scoped_api(client, config);
+    match devices.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(Error::CrdsMissing(error.to_string())),
     }
+}
+
+/// TLS and credentials for the broker, from the settings.
+pub fn broker_security(config: &OperatorConfig) -> Result<mqtt::BrokerSecurity> {
+    let tls = match (&config.broker_ca_file, config.broker_url.starts_with("mqtts://")) {
+        (Some(ca), _) => {
+            let client = config.broker_client_cert_file.as_deref().zip(config.broker_client_key_file.as_deref());
+            Some(mqtt::tls_config(ca, client).map_err(Error::Config)?)
+        }
+        (None, true) => return Err(Error::Config("mqtts:// needs --broker-ca-file".into())),
+        (None, false) => None,
+    };
+    let credentials = match (&config.broker_username, &config.broker_password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", file.display())))?;
+            Some((user.clone(), password.trim_end().to_string()))
+        }
+        (Some(user), None) => Some((user.clone(), String::new())),
+        _ => None,
+    };
+    Ok(mqtt::BrokerSecurity { tls, credentials })
+}
+
+/// Connects to MQTT and runs every controller until a shutdown signal. Readiness is
+/// reported through `ready`.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<Readiness>,
+) -> Result<()> {
+    check_crds(&client, &config).await?;
     let broker = mqtt::BrokerAddress::parse(&config.broker_url).map_err(Error::Config)?;
+    let security = broker_security(&config)?;
     let topics = Topics::new(config.topic_root.clone());
-    let metrics = Arc::new(Metrics::new());
 
     let (event_tx, event_rx) = mpsc::channel(10_000);
     let (connected_tx, connected_rx) = watch::channel(false);
@@ -137,6 +171,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
             version: config.mqtt_version,
             subscriptions: topics.operator_subscriptions(),
             max_packet_bytes: config.max_payload_bytes.saturating_mul(2).max(64 * 1024),
+            security,
         },
         event_tx,
         connected_tx,
@@ -167,15 +202,8 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
         config: config.clone(),
     });
 
-    let (ready_tx, ready_rx) = watch::channel(false);
-    tokio::spawn(readiness(ctx.clone(), ready_tx));
-    let http_state = HttpState { metrics, ready: ready_rx };
-    let http_addr = config.http_addr;
-    tokio::spawn(async move {
-        if let Err(error) = http::serve(http_addr, http_state).await {
-            warn!(%error, %http_addr, "health and metrics endpoints stopped");
-        }
-    });
+    let _ = ready.send(Readiness::NotReady);
+    tokio::spawn(readiness(ctx.clone(), ready));
     tokio::spawn(inbound::run(ctx.clone(), event_rx));
 
     info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
@@ -193,7 +221,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<()> {
 }
 
 /// Ready once both caches are synced and while MQTT is connected.
-async fn readiness(ctx: Arc<Context>, ready: watch::Sender<bool>) {
+async fn readiness(ctx: Arc<Context>, ready: watch::Sender<Readiness>) {
     if ctx.devices.wait_until_ready().await.is_err() || ctx.requests.wait_until_ready().await.is_err() {
         return;
     }
@@ -201,7 +229,7 @@ async fn readiness(ctx: Arc<Context>, ready: watch::Sender<bool>) {
     loop {
         let up = *connected.borrow_and_update();
         ctx.metrics.set_mqtt_connected(up);
-        let _ = ready.send(up);
+        let _ = ready.send(if up { Readiness::Ready } else { Readiness::NotReady });
         if connected.changed().await.is_err() {
             return;
         }

@@ -1,0 +1,185 @@
+//! kubetwin's own processes in a test: the operator and the device simulator, each scoped to
+//! one test namespace and topic root.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::{Error, Result, TestEnv, io_context, process::ManagedProcess, tools};
+
+/// Path of a binary of this workspace (built by `cargo build --workspace --bins`).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tools::repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingTool(format!(
+            "{} not found: build it with `cargo build --workspace --bins` (make build)",
+            path.display()
+        )))
+    }
+}
+
+/// Settings shared by the operator and the simulator of one test.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// Namespace the operator watches and the Devices live in.
+    pub namespace: String,
+    /// MQTT topic root, unique per test.
+    pub topic_root: String,
+    /// Folder for logs and simulator state.
+    pub dir: PathBuf,
+}
+
+impl Scope {
+    /// A scope for `namespace` with its folder under the environment's folder.
+    pub fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
+        let dir = env.dir().join("scopes").join(namespace);
+        std::fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
+        Ok(Self { namespace: namespace.to_string(), topic_root: format!("kt/{namespace}"), dir })
+    }
+
+    /// The default device id of Device `name` in this namespace.
+    pub fn device_id(&self, name: &str) -> String {
+        format!("{}.{name}", self.namespace)
+    }
+}
+
+/// A running operator process.
+#[derive(Debug)]
+pub struct Operator {
+    process: ManagedProcess,
+    /// Address of its health and metrics endpoints.
+    pub http_addr: String,
+}
+
+impl Operator {
+    /// Starts `kubetwin-operator` for `scope` against `env`, with `extra` flags, and waits
+    /// until it reports ready (caches synced, MQTT connected).
+    pub async fn start(env: &TestEnv, scope: &Scope, extra: &[&str]) -> Result<Self> {
+        let binary = workspace_binary("kubetwin-operator")?;
+        let port = crate::process::free_port()?;
+        let http_addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            format!("--broker-url={}", env.broker_url()),
+            format!("--topic-root={}", scope.topic_root),
+            format!("--watch-namespace={}", scope.namespace),
+            format!("--mqtt-client-id=kubetwin-operator-{}", scope.namespace),
+            format!("--http-addr={http_addr}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = unique_log(&scope.dir, "operator");
+        let process = ManagedProcess::spawn_with_env(
+            "kubetwin-operator",
+            &binary,
+            &args,
+            &log,
+            &[
+                ("KUBECONFIG", env.kubeconfig().as_os_str()),
+                ("RUST_LOG", "info,kubetwin_operator=debug".as_ref()),
+            ],
+        )?;
+        let operator = Self { process, http_addr };
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        Ok(operator)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.process.check_running()?;
+            if http_get(&self.http_addr, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(self.process.startup_error(format!("/readyz not ok after {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The operator's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        http_get(&self.http_addr, "/metrics").await.map(|(_, body)| body)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&self) -> bool {
+        self.process.check_running().is_ok()
+    }
+
+    /// Kills the operator with SIGKILL, as a crash would.
+    pub fn kill(&self) {
+        self.process.kill();
+    }
+}
+
+/// A running device simulator.
+#[derive(Debug)]
+pub struct Simulator {
+    process: ManagedProcess,
+    /// Folder with the devices' ledgers.
+    pub state_dir: PathBuf,
+}
+
+impl Simulator {
+    /// Starts `kubetwin-sim` with the devices `ids` (and `extra` flags) for `scope`.
+    pub fn start(env: &TestEnv, scope: &Scope, ids: &[String], extra: &[&str]) -> Result<Self> {
+        let binary = workspace_binary("kubetwin-sim")?;
+        let state_dir = scope.dir.join("sim-state");
+        let mut args = vec![
+            format!("--broker-url={}", env.broker_url()),
+            format!("--topic-root={}", scope.topic_root),
+            format!("--ids={}", ids.join(",")),
+            format!("--state-dir={}", state_dir.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = unique_log(&scope.dir, "sim");
+        let process = ManagedProcess::spawn_with_env(
+            "kubetwin-sim",
+            &binary,
+            &args,
+            &log,
+            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "info".as_ref())],
+        )?;
+        Ok(Self { process, state_dir })
+    }
+
+    /// The request ids `device_id` executed, from its ledger.
+    pub fn executed(&self, device_id: &str) -> Result<Vec<String>> {
+        let ledger = kubetwin_device_sim::ledger::read_ledger(&self.state_dir, device_id).map_err(|error| {
+            Error::Io { context: format!("reading the ledger of {device_id}"), source: std::io::Error::other(error.to_string()) }
+        })?;
+        Ok(ledger.map(|l| l.executed).unwrap_or_default())
+    }
+
+    /// Stops the simulator with SIGKILL.
+    pub fn kill(&self) {
+        self.process.kill();
+    }
+}
+
+fn unique_log(dir: &Path, name: &str) -> PathBuf {
+    (0..)
+        .map(|i| dir.join(format!("{name}-{i}.log")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(format!("{name}.log")))
+}
+
+/// A plain HTTP/1.1 GET on a loopback address; returns status code and body.
+async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io_context(format!("connecting to {addr}")))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(io_context("sending an HTTP request"))?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.map_err(io_context("reading an HTTP response"))?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
