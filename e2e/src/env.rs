@@ -79,6 +79,37 @@ impl TestEnv {
         &self.control_plane.kubeconfig
     }
 
+    /// Writes a kubeconfig that authenticates with a bearer `token` (for example a
+    /// ServiceAccount token from the TokenRequest API) and returns its path.
+    pub fn kubeconfig_for_token(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir().join(format!("{name}.kubeconfig"));
+        let ca = self.dir().join("pki/ca.crt");
+        let yaml = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: kubetwin-test
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {name}
+  user:
+    token: {token}
+contexts:
+- name: {name}
+  context:
+    cluster: kubetwin-test
+    user: {name}
+current-context: {name}
+",
+            server = self.control_plane.server_url,
+            ca = ca.display(),
+        );
+        std::fs::write(&path, yaml).map_err(io_context(format!("writing {}", path.display())))?;
+        Ok(path)
+    }
+
     /// A new admin client. Create one per test: a client is bound to the async runtime that
     /// created it.
     pub async fn client(&self) -> Result<Client> {

@@ -61,6 +61,20 @@ impl Operator {
     /// Starts `kubetwin-operator` for `scope` against `env`, with `extra` flags, and waits
     /// until it reports ready (caches synced, MQTT connected).
     pub async fn start(env: &TestEnv, scope: &Scope, extra: &[&str]) -> Result<Self> {
+        Self::start_as(env, scope, env.kubeconfig(), extra).await
+    }
+
+    /// Like [`Operator::start`], authenticated through `kubeconfig` (for example as the Helm
+    /// chart's ServiceAccount).
+    pub async fn start_as(env: &TestEnv, scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
+        let operator = Self::spawn(env, scope, kubeconfig, extra)?;
+        operator.wait_ready(Duration::from_secs(60)).await?;
+        Ok(operator)
+    }
+
+    /// Starts the operator without waiting for it to become ready (a standby replica under
+    /// leader election reports ready at once; see `/readyz`).
+    pub fn spawn(env: &TestEnv, scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
         let binary = workspace_binary("kubetwin-operator")?;
         let port = crate::process::free_port()?;
         let http_addr = format!("127.0.0.1:{port}");
@@ -78,17 +92,23 @@ impl Operator {
             &binary,
             &args,
             &log,
-            &[
-                ("KUBECONFIG", env.kubeconfig().as_os_str()),
-                ("RUST_LOG", "info,kubetwin_operator=debug".as_ref()),
-            ],
+            &[("KUBECONFIG", kubeconfig.as_os_str()), ("RUST_LOG", "info,kubetwin_operator=debug".as_ref())],
         )?;
-        let operator = Self { process, http_addr };
-        operator.wait_ready(Duration::from_secs(60)).await?;
-        Ok(operator)
+        Ok(Self { process, http_addr })
     }
 
-    async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    /// `/readyz` body, or an error when the endpoint does not answer.
+    pub async fn readyz(&self) -> Result<(u16, String)> {
+        http_get(&self.http_addr, "/readyz").await
+    }
+
+    /// Path of the operator's log file.
+    pub fn log(&self) -> &Path {
+        self.process.log()
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             self.process.check_running()?;

@@ -13,7 +13,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use kubetwin_api::{ConnectionState, Device, DeviceSpec, RebootPhase, RebootRequest};
+use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
 use kubetwin_e2e::{
     TestEnv,
     fleet::{Operator, Scope, Simulator},

@@ -25,7 +25,7 @@ const LOG_MEMORY: usize = 10_000;
 pub async fn run(ctx: Arc<Context>, mut events: mpsc::Receiver<MqttEvent>) {
     // Messages wait in the channel until the Device cache is complete, so retained presence
     // delivered at start is matched against every existing Device.
-    if ctx.devices.wait_until_ready().await.is_err() {
+    if !crate::controller::wait_synced(&ctx.devices).await {
         return;
     }
     let mut log_limiter = LogLimiter::default();

@@ -220,11 +220,28 @@ pub async fn run(
     Ok(())
 }
 
+/// Waits until `store` holds its first complete list; false when its writer is gone.
+///
+/// `Store::wait_until_ready` wakes only one of several concurrent waiters (the controller
+/// itself waits too), so this polls it with a short timeout instead of parking on it.
+pub async fn wait_synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+            return result.is_ok();
+        }
+    }
+}
+
 /// Ready once both caches are synced and while MQTT is connected.
 async fn readiness(ctx: Arc<Context>, ready: watch::Sender<Readiness>) {
-    if ctx.devices.wait_until_ready().await.is_err() || ctx.requests.wait_until_ready().await.is_err() {
+    if !wait_synced(&ctx.devices).await || !wait_synced(&ctx.requests).await {
         return;
     }
+    tracing::debug!("caches synced");
     let mut connected = ctx.mqtt_connected.clone();
     loop {
         let up = *connected.borrow_and_update();

@@ -1,0 +1,517 @@
+//! Command line and environment configuration of `kubetwin-sim`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use kubetwin_protocol::{DEFAULT_ROOT, MqttVersion, validate_device_id};
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The broker URL is not `mqtt://host[:port]`.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    BrokerUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A device id is not valid under the contract.
+    #[error("invalid device id {id:?}: {reason}")]
+    DeviceId {
+        /// The id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The same device id appears twice.
+    #[error("device id {0:?} is listed twice")]
+    DuplicateId(String),
+    /// No device to simulate.
+    #[error("no devices to simulate (--count 0 or empty --ids)")]
+    NoDevices,
+    /// A numeric option is out of range.
+    #[error("{0}")]
+    Range(String),
+}
+
+/// Command line of `kubetwin-sim`; every flag can also be set with a `KUBETWIN_SIM_*` variable.
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(
+    name = "kubetwin-sim",
+    version,
+    about = "Simulates IoT devices speaking the kubetwin MQTT contract v1"
+)]
+pub struct Cli {
+    /// Broker to connect to, `mqtt://host:port` (port defaults to 1883).
+    #[arg(
+        long,
+        env = "KUBETWIN_SIM_BROKER_URL",
+        default_value = "mqtt://127.0.0.1:1883"
+    )]
+    pub broker_url: String,
+
+    /// Topic root of the contract.
+    #[arg(long, env = "KUBETWIN_SIM_TOPIC_ROOT", default_value = DEFAULT_ROOT)]
+    pub topic_root: String,
+
+    /// Number of devices, named `{id-prefix}-{i}` for i in 0..count.
+    #[arg(long, env = "KUBETWIN_SIM_COUNT", default_value_t = 1)]
+    pub count: usize,
+
+    /// Prefix of generated device ids.
+    #[arg(long, env = "KUBETWIN_SIM_ID_PREFIX", default_value = "sim")]
+    pub id_prefix: String,
+
+    /// Explicit comma-separated device ids (overrides --count and --id-prefix).
+    #[arg(long, env = "KUBETWIN_SIM_IDS", value_delimiter = ',')]
+    pub ids: Option<Vec<String>>,
+
+    /// Directory holding one ledger file per device.
+    #[arg(long, env = "KUBETWIN_SIM_STATE_DIR", default_value = ".kubetwin-sim")]
+    pub state_dir: PathBuf,
+
+    /// Firmware version the devices report.
+    #[arg(long, env = "KUBETWIN_SIM_FIRMWARE", default_value = "1.0.0")]
+    pub firmware: String,
+
+    /// Seconds a device stays offline while rebooting.
+    #[arg(long, env = "KUBETWIN_SIM_BOOT_SECONDS", default_value_t = 2.0)]
+    pub boot_seconds: f64,
+
+    /// Milliseconds a device waits before answering a request.
+    #[arg(long, env = "KUBETWIN_SIM_RESPONSE_DELAY_MS", default_value_t = 0)]
+    pub response_delay_ms: u64,
+
+    /// Largest number of new MQTT connections per second, for the whole fleet.
+    #[arg(long, env = "KUBETWIN_SIM_CONNECT_RATE", default_value_t = 500.0)]
+    pub connect_rate: f64,
+
+    /// Load mode: every device publishes a telemetry patch every X ms (0 = off).
+    #[arg(long, env = "KUBETWIN_SIM_REPORT_INTERVAL_MS", default_value_t = 0)]
+    pub report_interval_ms: u64,
+
+    /// MQTT version: `5` or `3.1.1`.
+    #[arg(long, env = "KUBETWIN_SIM_MQTT_VERSION", default_value = "5", value_parser = parse_mqtt_version)]
+    pub mqtt_version: MqttVersion,
+
+    /// Fault: answer every request Rejected (409).
+    #[arg(long, env = "KUBETWIN_SIM_REJECT_METHODS")]
+    pub reject_methods: bool,
+
+    /// Fault: never answer requests.
+    #[arg(long, env = "KUBETWIN_SIM_NEVER_ANSWER")]
+    pub never_answer: bool,
+
+    /// Fault: accept a reboot, go offline and never come back.
+    #[arg(long, env = "KUBETWIN_SIM_CRASH_DURING_REBOOT")]
+    pub crash_during_reboot: bool,
+
+    /// Fault: drop the connection without DISCONNECT once, this many seconds after start.
+    #[arg(long, env = "KUBETWIN_SIM_OFFLINE_AFTER")]
+    pub offline_after: Option<f64>,
+
+    /// Seconds to stay offline after --offline-after before reconnecting.
+    #[arg(long, env = "KUBETWIN_SIM_OFFLINE_FOR", default_value_t = 5.0)]
+    pub offline_for: f64,
+
+    /// Create a `Device` object for every simulated device (server-side apply, KUBECONFIG).
+    #[arg(long, env = "KUBETWIN_SIM_CREATE_DEVICES")]
+    pub create_devices: bool,
+
+    /// Namespace of the created `Device` objects.
+    #[arg(long, env = "KUBETWIN_SIM_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Log as JSON lines.
+    #[arg(long, env = "KUBETWIN_SIM_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Parses `5` or `3.1.1` (also `311` and `4`) into an MQTT version.
+pub fn parse_mqtt_version(s: &str) -> Result<MqttVersion, String> {
+    match s.trim() {
+        "5" | "5.0" | "v5" => Ok(MqttVersion::V5),
+        "3.1.1" | "311" | "4" | "v4" => Ok(MqttVersion::V311),
+        other => Err(format!(
+            "unsupported MQTT version {other:?} (use 5 or 3.1.1)"
+        )),
+    }
+}
+
+/// Host and port of the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerAddr {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Parses `mqtt://host[:port][/]` (IPv6 as `[::1]`); only plain `mqtt://` is supported.
+pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
+    let err = |reason: &str| ConfigError::BrokerUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| err("only mqtt:// URLs are supported"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+        return Err(err("expected mqtt://host:port without path or credentials"));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
+        match after {
+            "" => (host, None),
+            p => (
+                host,
+                Some(p.strip_prefix(':').ok_or_else(|| err("junk after ']'"))?),
+            ),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(err("missing host"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err("invalid port"))?,
+    };
+    Ok(BrokerAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The device ids: `ids` if given, else `{prefix}-{i}` for i in 0..count; validated and unique.
+pub fn device_ids(
+    count: usize,
+    prefix: &str,
+    ids: Option<&[String]>,
+) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = match ids {
+        Some(ids) => ids
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => (0..count).map(|i| format!("{prefix}-{i}")).collect(),
+    };
+    if list.is_empty() {
+        return Err(ConfigError::NoDevices);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    for id in &list {
+        validate_device_id(id).map_err(|e| ConfigError::DeviceId {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        if !seen.insert(id.as_str()) {
+            return Err(ConfigError::DuplicateId(id.clone()));
+        }
+    }
+    Ok(list)
+}
+
+/// Fault injection switches shared by all devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Answer every request Rejected (409).
+    pub reject_methods: bool,
+    /// Never answer requests.
+    pub never_answer: bool,
+    /// Accept a reboot, go offline and never come back.
+    pub crash_during_reboot: bool,
+}
+
+/// Validated configuration of a fleet run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Broker address.
+    pub broker: BrokerAddr,
+    /// Topic root.
+    pub topic_root: String,
+    /// Device ids to simulate.
+    pub ids: Vec<String>,
+    /// Directory of the ledgers.
+    pub state_dir: PathBuf,
+    /// Firmware version reported.
+    pub firmware: String,
+    /// Time offline during a reboot.
+    pub boot_time: Duration,
+    /// Wait before answering a request.
+    pub response_delay: Duration,
+    /// Largest number of new connections per second.
+    pub connect_rate: f64,
+    /// Telemetry interval, if load mode is on.
+    pub report_interval: Option<Duration>,
+    /// MQTT version.
+    pub mqtt_version: MqttVersion,
+    /// Fault switches.
+    pub faults: Faults,
+    /// Drop the connection ungracefully once after this long.
+    pub offline_after: Option<Duration>,
+    /// Stay offline this long after the drop.
+    pub offline_for: Duration,
+    /// Namespace to create `Device` objects in, if requested.
+    pub create_devices_in: Option<String>,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| ConfigError::Range(format!("{name} must be a number of seconds >= 0")))
+}
+
+impl Config {
+    /// Validates the command line into a configuration.
+    pub fn from_cli(cli: &Cli) -> Result<Self, ConfigError> {
+        let connect_rate = cli.connect_rate;
+        if !(connect_rate.is_finite() && connect_rate > 0.0) {
+            return Err(ConfigError::Range("--connect-rate must be > 0".into()));
+        }
+        if cli.topic_root.is_empty() || cli.topic_root.contains(['+', '#']) {
+            return Err(ConfigError::Range(
+                "--topic-root must be non-empty and without wildcards".into(),
+            ));
+        }
+        Ok(Self {
+            broker: parse_broker_url(&cli.broker_url)?,
+            topic_root: cli.topic_root.clone(),
+            ids: device_ids(cli.count, &cli.id_prefix, cli.ids.as_deref())?,
+            state_dir: cli.state_dir.clone(),
+            firmware: cli.firmware.clone(),
+            boot_time: seconds("--boot-seconds", cli.boot_seconds)?,
+            response_delay: Duration::from_millis(cli.response_delay_ms),
+            connect_rate,
+            report_interval: (cli.report_interval_ms > 0)
+                .then(|| Duration::from_millis(cli.report_interval_ms)),
+            mqtt_version: cli.mqtt_version,
+            faults: Faults {
+                reject_methods: cli.reject_methods,
+                never_answer: cli.never_answer,
+                crash_during_reboot: cli.crash_during_reboot,
+            },
+            offline_after: cli
+                .offline_after
+                .map(|s| seconds("--offline-after", s))
+                .transpose()?,
+            offline_for: seconds("--offline-for", cli.offline_for)?,
+            create_devices_in: cli.create_devices.then(|| cli.namespace.clone()),
+            keep_alive: Duration::from_secs(30),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut argv = vec!["kubetwin-sim"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&[]);
+        assert_eq!(cli.topic_root, "kubetwin/v1");
+        assert_eq!(cli.count, 1);
+        assert_eq!(cli.id_prefix, "sim");
+        assert_eq!(cli.state_dir, PathBuf::from(".kubetwin-sim"));
+        assert_eq!(cli.firmware, "1.0.0");
+        assert_eq!(cli.mqtt_version, MqttVersion::V5);
+        let config = Config::from_cli(&cli).unwrap();
+        assert_eq!(config.ids, vec!["sim-0".to_owned()]);
+        assert_eq!(config.boot_time, Duration::from_secs(2));
+        assert_eq!(config.response_delay, Duration::ZERO);
+        assert_eq!(config.connect_rate, 500.0);
+        assert_eq!(config.report_interval, None);
+        assert_eq!(config.faults, Faults::default());
+        assert_eq!(config.offline_after, None);
+        assert_eq!(config.create_devices_in, None);
+        assert_eq!(
+            config.broker,
+            BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
+        );
+    }
+
+    #[test]
+    fn all_flags() {
+        let cli = parse(&[
+            "--broker-url",
+            "mqtt://broker.local:11883",
+            "--topic-root",
+            "t/x",
+            "--ids",
+            "a,b.c,d-1",
+            "--count",
+            "7",
+            "--state-dir",
+            "/tmp/s",
+            "--firmware",
+            "2.0",
+            "--boot-seconds",
+            "0.5",
+            "--response-delay-ms",
+            "250",
+            "--connect-rate",
+            "10",
+            "--report-interval-ms",
+            "1000",
+            "--mqtt-version",
+            "3.1.1",
+            "--reject-methods",
+            "--never-answer",
+            "--crash-during-reboot",
+            "--offline-after",
+            "3",
+            "--offline-for",
+            "1.5",
+            "--create-devices",
+            "--namespace",
+            "ns1",
+            "--log-json",
+        ]);
+        assert!(cli.log_json);
+        let c = Config::from_cli(&cli).unwrap();
+        assert_eq!(c.broker.host, "broker.local");
+        assert_eq!(c.broker.port, 11883);
+        assert_eq!(c.topic_root, "t/x");
+        assert_eq!(c.ids, vec!["a", "b.c", "d-1"]);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(c.firmware, "2.0");
+        assert_eq!(c.boot_time, Duration::from_millis(500));
+        assert_eq!(c.response_delay, Duration::from_millis(250));
+        assert_eq!(c.connect_rate, 10.0);
+        assert_eq!(c.report_interval, Some(Duration::from_secs(1)));
+        assert_eq!(c.mqtt_version, MqttVersion::V311);
+        assert_eq!(
+            c.faults,
+            Faults {
+                reject_methods: true,
+                never_answer: true,
+                crash_during_reboot: true
+            }
+        );
+        assert_eq!(c.offline_after, Some(Duration::from_secs(3)));
+        assert_eq!(c.offline_for, Duration::from_millis(1500));
+        assert_eq!(c.create_devices_in.as_deref(), Some("ns1"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let argv = ["kubetwin-sim", "--mqtt-version", "4.0"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let cli = parse(&["--count", "0"]);
+        assert_eq!(Config::from_cli(&cli), Err(ConfigError::NoDevices));
+        let cli = parse(&["--boot-seconds=-1"]);
+        assert!(matches!(Config::from_cli(&cli), Err(ConfigError::Range(_))));
+        let cli = parse(&["--connect-rate", "0"]);
+        assert!(matches!(Config::from_cli(&cli), Err(ConfigError::Range(_))));
+        let cli = parse(&["--broker-url", "tcp://x:1"]);
+        assert!(matches!(
+            Config::from_cli(&cli),
+            Err(ConfigError::BrokerUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn mqtt_versions() {
+        assert_eq!(parse_mqtt_version("5"), Ok(MqttVersion::V5));
+        assert_eq!(parse_mqtt_version("3.1.1"), Ok(MqttVersion::V311));
+        assert_eq!(parse_mqtt_version("311"), Ok(MqttVersion::V311));
+        assert!(parse_mqtt_version("3").is_err());
+    }
+
+    #[test]
+    fn broker_urls() {
+        let ok = |url: &str, host: &str, port: u16| {
+            assert_eq!(
+                parse_broker_url(url),
+                Ok(BrokerAddr {
+                    host: host.into(),
+                    port
+                }),
+                "{url}"
+            );
+        };
+        ok("mqtt://localhost:1883", "localhost", 1883);
+        ok("mqtt://localhost", "localhost", 1883);
+        ok("mqtt://10.0.0.1:2000/", "10.0.0.1", 2000);
+        ok("mqtt://[::1]:1884", "::1", 1884);
+        ok("mqtt://[::1]", "::1", 1883);
+        for bad in [
+            "mqtts://h:1",
+            "h:1",
+            "mqtt://",
+            "mqtt://:1883",
+            "mqtt://h:0",
+            "mqtt://h:70000",
+            "mqtt://h:x",
+            "mqtt://h:1/path",
+            "mqtt://u@h:1",
+            "mqtt://[::1",
+        ] {
+            assert!(parse_broker_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_ids() {
+        assert_eq!(
+            device_ids(3, "sim", None).unwrap(),
+            vec!["sim-0", "sim-1", "sim-2"]
+        );
+        assert_eq!(device_ids(10_000, "p", None).unwrap()[9_999], "p-9999");
+        let explicit = vec!["x".to_owned(), " y ".to_owned(), String::new()];
+        assert_eq!(
+            device_ids(5, "sim", Some(&explicit)).unwrap(),
+            vec!["x", "y"]
+        );
+        assert_eq!(device_ids(0, "sim", None), Err(ConfigError::NoDevices));
+        assert!(matches!(
+            device_ids(1, "Sim", None),
+            Err(ConfigError::DeviceId { .. })
+        ));
+        let dup = vec!["a".to_owned(), "a".to_owned()];
+        assert_eq!(
+            device_ids(1, "sim", Some(&dup)),
+            Err(ConfigError::DuplicateId("a".into()))
+        );
+    }
+
+    #[test]
+    fn env_vars_are_read() {
+        // clap reads `env` at parse time; check the attribute names through the command.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        assert!(envs.contains(&"KUBETWIN_SIM_BROKER_URL".to_owned()));
+        assert!(envs.contains(&"KUBETWIN_SIM_OFFLINE_FOR".to_owned()));
+        let flags = cmd
+            .get_arguments()
+            .filter(|a| a.get_long().is_some())
+            .count();
+        assert_eq!(envs.len(), flags);
+        assert!(envs.iter().all(|e| e.starts_with("KUBETWIN_SIM_")));
+    }
+}

@@ -1,0 +1,952 @@
+//! The pure per-device state machine: given connections, incoming messages and timers, it
+//! decides what to publish and when to persist, without doing any I/O itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubetwin_protocol::rpc::{CODE_CONFLICT, CODE_NOT_FOUND};
+use kubetwin_protocol::timestamp::format_rfc3339;
+use kubetwin_protocol::{
+    AppliedVersion, Codec, DecodeError, DesiredDocument, KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT,
+    KEY_REBOOT, Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic, Presence,
+    PresenceState, REBOOT_METHOD, RebootParams, RebootState, RebootStatus, ReportedMessage,
+    ResponseStatus, Topics, should_apply,
+};
+use serde_json::{Map, Value, json};
+use tracing::{debug, info};
+
+use crate::config::Faults;
+use crate::ledger::{Ledger, PendingReboot};
+
+/// Message of the Rejected answer under `--reject-methods`.
+pub const REJECT_MESSAGE: &str = "reboot refused by device policy";
+
+/// Settings shared by every device of a fleet.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Topics under the configured root.
+    pub topics: Topics,
+    /// Payload codec (size limit).
+    pub codec: Codec,
+    /// Firmware version reported.
+    pub firmware: String,
+    /// MQTT version of the connections.
+    pub mqtt: MqttVersion,
+    /// Fault switches.
+    pub faults: Faults,
+}
+
+/// What kind of message a publication is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubKind {
+    /// A presence message (retained).
+    Presence,
+    /// A reported message.
+    Reported,
+    /// A method response.
+    Response,
+}
+
+/// A message to publish (QoS 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    /// What the message is.
+    pub kind: PubKind,
+    /// Topic to publish on.
+    pub topic: String,
+    /// Encoded payload.
+    pub payload: Vec<u8>,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 Correlation Data to attach (responses only).
+    pub correlation: Option<Vec<u8>>,
+}
+
+/// An incoming MQTT message, with the MQTT 5 properties the device uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Incoming {
+    /// Topic it arrived on.
+    pub topic: String,
+    /// Raw payload.
+    pub payload: Vec<u8>,
+    /// MQTT 5 Response Topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 Correlation Data.
+    pub correlation: Option<Vec<u8>>,
+}
+
+/// Something the runner must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Save the ledger now (before the effects that follow).
+    Persist,
+    /// Publish a message.
+    Publish(Publication),
+    /// Go down for a reboot after `delay` (then call [`Device::begin_reboot`]).
+    ScheduleReboot {
+        /// Wait after accepting.
+        delay: Duration,
+    },
+}
+
+/// One simulated device: the ledger plus the per-boot counters.
+#[derive(Debug)]
+pub struct Device {
+    id: String,
+    shared: Arc<Shared>,
+    ledger: Ledger,
+    conn: u64,
+    seq: u64,
+    boot_started: String,
+    full_sent: bool,
+    finishing: Option<PendingReboot>,
+    telemetry: u64,
+}
+
+impl Device {
+    /// A device with its persisted ledger (not booted yet: call [`Device::start_boot`]).
+    pub fn new(id: impl Into<String>, shared: Arc<Shared>, ledger: Ledger) -> Self {
+        Self {
+            id: id.into(),
+            shared,
+            ledger,
+            conn: 0,
+            seq: 0,
+            boot_started: String::new(),
+            full_sent: false,
+            finishing: None,
+            telemetry: 0,
+        }
+    }
+
+    /// The device id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The persisted state.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Current boot counter.
+    pub fn boot(&self) -> u64 {
+        self.ledger.boot
+    }
+
+    /// Current connection counter within the boot.
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+
+    /// Last sequence number used within the boot.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether an accepted reboot is waiting to go down.
+    pub fn reboot_pending(&self) -> bool {
+        self.ledger.pending_reboot.is_some()
+    }
+
+    /// Starts a new boot at `now_ms`: boot + 1, conn 1, seq restarting. A reboot accepted in
+    /// the previous boot completes in this one. The caller persists the ledger afterwards.
+    pub fn start_boot(&mut self, now_ms: i64) {
+        self.ledger.boot += 1;
+        self.conn = 1;
+        self.seq = 0;
+        self.full_sent = false;
+        let now = format_rfc3339(now_ms);
+        if let Some(pending) = self.ledger.pending_reboot.take() {
+            self.ledger.reboot = Some(RebootState::new(
+                RebootStatus::Done,
+                pending.request_id.clone(),
+            ));
+            self.ledger.last_reboot = Some(now.clone());
+            self.finishing = Some(pending);
+        }
+        self.boot_started = self.ledger.last_reboot.clone().unwrap_or(now);
+    }
+
+    /// Counts a new connection within the boot (after a lost or dropped one).
+    pub fn next_connection(&mut self) {
+        self.conn += 1;
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn presence(&self, state: PresenceState, reason: &str, ts: bool) -> Presence {
+        let mut presence = Presence::new(state, self.ledger.boot, self.conn);
+        presence.reason = Some(reason.to_owned());
+        if ts {
+            presence.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
+        }
+        presence
+    }
+
+    fn publication<M: Message>(&self, kind: PubKind, topic: String, message: &M) -> Publication {
+        Publication {
+            kind,
+            topic,
+            payload: self.shared.codec.encode(message),
+            retain: M::RETAINED,
+            correlation: None,
+        }
+    }
+
+    /// The Last Will of the current connection: retained offline presence, reason `lost`.
+    pub fn will(&self) -> Publication {
+        let presence = self.presence(PresenceState::Offline, "lost", false);
+        self.publication(
+            PubKind::Presence,
+            self.shared.topics.presence(&self.id),
+            &presence,
+        )
+    }
+
+    /// A retained offline presence before a planned disconnect (`reboot`, `shutdown`).
+    pub fn offline(&self, reason: &str) -> Publication {
+        let presence = self.presence(PresenceState::Offline, reason, true);
+        self.publication(
+            PubKind::Presence,
+            self.shared.topics.presence(&self.id),
+            &presence,
+        )
+    }
+
+    /// The topic filters to subscribe to after every ConnAck.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.shared.topics.device_subscriptions(&self.id)
+    }
+
+    /// After a ConnAck (and the subscriptions): online presence; on the first connection of a
+    /// boot a full report, and the `Succeeded` answer of a reboot that led to this boot.
+    pub fn on_connected(&mut self) -> Vec<Effect> {
+        let mut presence = self.presence(PresenceState::Online, "connected", true);
+        presence.firmware = Some(self.shared.firmware.clone());
+        presence.methods = vec![REBOOT_METHOD.to_owned()];
+        presence.mqtt = Some(self.shared.mqtt);
+        let mut effects = vec![Effect::Publish(self.publication(
+            PubKind::Presence,
+            self.shared.topics.presence(&self.id),
+            &presence,
+        ))];
+        if self.full_sent {
+            return effects;
+        }
+        self.full_sent = true;
+        effects.push(Effect::Publish(self.full_report()));
+        if let Some(pending) = self.finishing.take() {
+            let mut response = self.response(&pending.request_id, ResponseStatus::Succeeded);
+            response.progress = Some(100);
+            response.message = Some("rebooted".into());
+            self.ledger.recent.record(response.clone());
+            info!(device = %self.id, request = %pending.request_id, boot = self.ledger.boot, "reboot succeeded");
+            effects.push(Effect::Persist);
+            effects.push(Effect::Publish(self.response_publication(
+                &response,
+                pending.response_topic.as_deref(),
+                pending.correlation_data,
+            )));
+        }
+        effects
+    }
+
+    fn full_report(&mut self) -> Publication {
+        let mut reported = self.ledger.properties.clone();
+        reported.insert(
+            KEY_FIRMWARE_VERSION.into(),
+            Value::String(self.shared.firmware.clone()),
+        );
+        reported.insert(
+            KEY_LAST_REBOOT.into(),
+            Value::String(self.boot_started.clone()),
+        );
+        if let Some(reboot) = &self.ledger.reboot {
+            reported.insert(KEY_REBOOT.into(), reboot.to_value());
+        }
+        let seq = self.next_seq();
+        let mut message = ReportedMessage::full(self.ledger.boot, seq, reported);
+        message.applied = self.ledger.applied.clone();
+        message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
+        self.publication(
+            PubKind::Reported,
+            self.shared.topics.reported(&self.id),
+            &message,
+        )
+    }
+
+    fn patch(
+        &mut self,
+        reported: Map<String, Value>,
+        applied: Option<AppliedVersion>,
+    ) -> Publication {
+        let seq = self.next_seq();
+        let mut message = ReportedMessage::patch(self.ledger.boot, seq, reported);
+        message.applied = applied;
+        message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
+        self.publication(
+            PubKind::Reported,
+            self.shared.topics.reported(&self.id),
+            &message,
+        )
+    }
+
+    /// A load-mode telemetry patch `{"telemetry": {"counter": n}}`.
+    pub fn telemetry(&mut self) -> Publication {
+        self.telemetry += 1;
+        let mut reported = Map::new();
+        reported.insert("telemetry".into(), json!({ "counter": self.telemetry }));
+        self.patch(reported, None)
+    }
+
+    fn response(&mut self, request_id: &str, status: ResponseStatus) -> MethodResponse {
+        let seq = self.next_seq();
+        let mut response = MethodResponse::new(request_id, status, self.ledger.boot, seq);
+        response.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
+        response
+    }
+
+    fn response_publication(
+        &self,
+        response: &MethodResponse,
+        response_topic: Option<&str>,
+        correlation: Option<Vec<u8>>,
+    ) -> Publication {
+        let v5 = self.shared.mqtt == MqttVersion::V5;
+        let topic = response_topic
+            .filter(|t| v5 && !t.is_empty() && !t.contains(['+', '#']))
+            .map_or_else(
+                || self.shared.topics.response(&self.id, &response.id),
+                str::to_owned,
+            );
+        let mut publication = self.publication(PubKind::Response, topic, response);
+        publication.correlation = correlation.filter(|_| v5);
+        publication
+    }
+
+    /// Handles an incoming message at `now_ms` (Unix milliseconds).
+    pub fn handle(&mut self, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
+        let parsed = match self.shared.topics.parse(&msg.topic) {
+            Ok(parsed) if parsed.device_id() == self.id => parsed,
+            Ok(_) | Err(_) => {
+                debug!(device = %self.id, topic = %msg.topic, "dropped message on a foreign topic");
+                return Vec::new();
+            }
+        };
+        match &parsed {
+            ParsedTopic::Desired { .. } => {
+                match self
+                    .shared
+                    .codec
+                    .decode_for::<DesiredDocument>(&parsed, &msg.payload)
+                {
+                    Ok(doc) => self.on_desired(doc),
+                    Err(e) => {
+                        drop_log(&self.id, &msg.topic, &e);
+                        Vec::new()
+                    }
+                }
+            }
+            ParsedTopic::Request { .. } => {
+                match self
+                    .shared
+                    .codec
+                    .decode_for::<MethodRequest>(&parsed, &msg.payload)
+                {
+                    Ok(request) => self.on_request(&request, msg, now_ms),
+                    Err(e) => {
+                        drop_log(&self.id, &msg.topic, &e);
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_desired(&mut self, doc: DesiredDocument) -> Vec<Effect> {
+        if !should_apply(self.ledger.applied.as_ref(), &doc) {
+            debug!(device = %self.id, epoch = %doc.epoch, version = doc.version, "desired already applied");
+            return Vec::new();
+        }
+        let applied = AppliedVersion::of(&doc);
+        let mut reported = doc.desired.clone();
+        for key in self.ledger.properties.keys() {
+            if !reported.contains_key(key) {
+                reported.insert(key.clone(), Value::Null);
+            }
+        }
+        debug!(device = %self.id, epoch = %doc.epoch, version = doc.version, "applied desired");
+        self.ledger.properties = doc.desired;
+        self.ledger.applied = Some(applied.clone());
+        let publication = self.patch(reported, Some(applied));
+        vec![Effect::Persist, Effect::Publish(publication)]
+    }
+
+    fn on_request(&mut self, request: &MethodRequest, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
+        let reply_topic = msg.response_topic.as_deref();
+        let correlation = msg.correlation.clone();
+        // 1. Repeat: answer from memory, never execute again.
+        if let Some(last) = self.ledger.recent.last_response(&request.id) {
+            debug!(device = %self.id, request = %request.id, status = ?last.status, "repeated request");
+            let last = last.clone();
+            return vec![Effect::Publish(self.response_publication(
+                &last,
+                reply_topic,
+                correlation,
+            ))];
+        }
+        if self.ledger.was_executed(&request.id) {
+            debug!(device = %self.id, request = %request.id, "executed request without a remembered answer; ignored");
+            return Vec::new();
+        }
+        if self.shared.faults.never_answer {
+            debug!(device = %self.id, request = %request.id, "ignoring request (--never-answer)");
+            return Vec::new();
+        }
+        let (status, code, message) = match self.check_request(request, now_ms) {
+            Ok(params) => return self.accept_reboot(request, params, msg),
+            Err(refusal) => refusal,
+        };
+        let mut response = self.response(&request.id, status);
+        response.code = code;
+        response.message = Some(message);
+        info!(device = %self.id, request = %request.id, status = ?status, code, "answered request");
+        self.ledger.recent.record(response.clone());
+        vec![
+            Effect::Persist,
+            Effect::Publish(self.response_publication(&response, reply_topic, correlation)),
+        ]
+    }
+
+    /// Decides whether a new request is executed (its params) or refused (status, code, message).
+    fn check_request(
+        &self,
+        request: &MethodRequest,
+        now_ms: i64,
+    ) -> Result<RebootParams, (ResponseStatus, u16, String)> {
+        if self.shared.faults.reject_methods {
+            return Err((
+                ResponseStatus::Rejected,
+                CODE_CONFLICT,
+                REJECT_MESSAGE.to_owned(),
+            ));
+        }
+        if request.is_expired(now_ms) {
+            return Err((
+                ResponseStatus::Expired,
+                ResponseStatus::Expired.default_code(),
+                format!("expired at {}", request.expires_at),
+            ));
+        }
+        if request.method != REBOOT_METHOD {
+            return Err((
+                ResponseStatus::Rejected,
+                CODE_NOT_FOUND,
+                format!("unknown method {}", request.method),
+            ));
+        }
+        let params = RebootParams::from_params(&request.params).map_err(|e| {
+            (
+                ResponseStatus::Rejected,
+                ResponseStatus::Rejected.default_code(),
+                e.to_string(),
+            )
+        })?;
+        if self.ledger.pending_reboot.is_some() || self.finishing.is_some() {
+            return Err((
+                ResponseStatus::Rejected,
+                CODE_CONFLICT,
+                "busy: a reboot is already pending".to_owned(),
+            ));
+        }
+        Ok(params)
+    }
+
+    fn accept_reboot(
+        &mut self,
+        request: &MethodRequest,
+        params: RebootParams,
+        msg: &Incoming,
+    ) -> Vec<Effect> {
+        self.ledger.executed.push(request.id.clone());
+        let pending = PendingReboot {
+            request_id: request.id.clone(),
+            response_topic: msg.response_topic.clone(),
+            correlation_data: msg.correlation.clone(),
+        };
+        self.ledger.pending_reboot = Some(pending);
+        let mut response = self.response(&request.id, ResponseStatus::Accepted);
+        response.message = Some(format!("rebooting in {}s", params.delay_seconds));
+        self.ledger.recent.record(response.clone());
+        info!(device = %self.id, request = %request.id, delay_seconds = params.delay_seconds, "reboot accepted");
+        vec![
+            Effect::Persist,
+            Effect::Publish(self.response_publication(
+                &response,
+                msg.response_topic.as_deref(),
+                msg.correlation.clone(),
+            )),
+            Effect::ScheduleReboot {
+                delay: Duration::from_secs(u64::from(params.delay_seconds)),
+            },
+        ]
+    }
+
+    /// After the reboot delay: report `rebooting` and publish the offline presence (reason
+    /// `reboot`); the runner then disconnects cleanly.
+    pub fn begin_reboot(&mut self) -> Vec<Effect> {
+        let Some(pending) = &self.ledger.pending_reboot else {
+            return Vec::new();
+        };
+        let state = RebootState::new(RebootStatus::Rebooting, pending.request_id.clone());
+        info!(device = %self.id, request = %state.request_id, boot = self.ledger.boot, "going down for reboot");
+        let mut reported = Map::new();
+        reported.insert(KEY_REBOOT.into(), state.to_value());
+        self.ledger.reboot = Some(state);
+        let report = self.patch(reported, None);
+        vec![
+            Effect::Persist,
+            Effect::Publish(report),
+            Effect::Publish(self.offline("reboot")),
+        ]
+    }
+}
+
+fn drop_log(id: &str, topic: &str, error: &DecodeError) {
+    debug!(device = %id, topic, reason = error.reason(), %error, "dropped message");
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetwin_protocol::timestamp::parse_rfc3339;
+    use kubetwin_protocol::{PresenceState, RecentRequests};
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: &str = "2025-05-01T12:01:00Z";
+
+    fn shared(mqtt: MqttVersion, faults: Faults) -> Arc<Shared> {
+        Arc::new(Shared {
+            topics: Topics::default(),
+            codec: Codec::default(),
+            firmware: "1.0.0".into(),
+            mqtt,
+            faults,
+        })
+    }
+
+    fn now() -> i64 {
+        parse_rfc3339(NOW).unwrap()
+    }
+
+    fn booted(mqtt: MqttVersion, faults: Faults) -> Device {
+        let mut device = Device::new("dev-1", shared(mqtt, faults), Ledger::default());
+        device.start_boot(now());
+        device
+    }
+
+    fn publications(effects: &[Effect]) -> Vec<&Publication> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn request_msg(id: &str, method: &str, params: Value, expires: &str) -> Incoming {
+        let Value::Object(params) = params else {
+            panic!("params not an object")
+        };
+        let req = MethodRequest::new(id, method, params, "2025-05-01T12:00:00Z", expires);
+        Incoming {
+            topic: Topics::default().request("dev-1", method, id),
+            payload: Codec::default().encode(&req),
+            response_topic: Some(format!("kubetwin/v1/dev-1/rpc/res/{id}")),
+            correlation: Some(id.as_bytes().to_vec()),
+        }
+    }
+
+    fn reboot_msg(id: &str, delay: u32) -> Incoming {
+        request_msg(
+            id,
+            "reboot",
+            json!({"delaySeconds": delay}),
+            "2025-05-01T12:05:00Z",
+        )
+    }
+
+    fn response_of(p: &Publication) -> MethodResponse {
+        assert_eq!(p.kind, PubKind::Response);
+        Codec::default().decode_response(&p.payload).unwrap()
+    }
+
+    fn reported_of(p: &Publication) -> ReportedMessage {
+        assert_eq!(p.kind, PubKind::Reported);
+        Codec::default().decode_reported(&p.payload).unwrap()
+    }
+
+    fn presence_of(p: &Publication) -> Presence {
+        assert_eq!(p.kind, PubKind::Presence);
+        assert!(p.retain);
+        Codec::default().decode_presence(&p.payload).unwrap()
+    }
+
+    #[test]
+    fn boots_count_up_and_reset_counters() {
+        let mut device = Device::new(
+            "dev-1",
+            shared(MqttVersion::V5, Faults::default()),
+            Ledger {
+                boot: 4,
+                ..Ledger::default()
+            },
+        );
+        device.start_boot(now());
+        assert_eq!((device.boot(), device.conn(), device.seq()), (5, 1, 0));
+        device.next_connection();
+        assert_eq!(device.conn(), 2);
+        let will = presence_of(&device.will());
+        assert_eq!(will.state, PresenceState::Offline);
+        assert_eq!((will.boot, will.conn), (5, 2));
+        assert_eq!(will.reason.as_deref(), Some("lost"));
+        assert_eq!(will.ts, None);
+        assert_eq!(device.will().topic, "kubetwin/v1/dev-1/presence");
+    }
+
+    #[test]
+    fn first_connection_publishes_presence_and_full_report() {
+        let mut device = booted(MqttVersion::V311, Faults::default());
+        let effects = device.on_connected();
+        let pubs = publications(&effects);
+        assert_eq!(pubs.len(), 2);
+        let online = presence_of(pubs[0]);
+        assert_eq!(online.state, PresenceState::Online);
+        assert_eq!((online.boot, online.conn), (1, 1));
+        assert_eq!(online.methods, vec!["reboot".to_owned()]);
+        assert_eq!(online.mqtt, Some(MqttVersion::V311));
+        assert_eq!(online.firmware.as_deref(), Some("1.0.0"));
+        let full = reported_of(pubs[1]);
+        assert!(full.full);
+        assert_eq!((full.boot, full.seq), (1, 1));
+        assert_eq!(full.reported["firmwareVersion"], json!("1.0.0"));
+        assert_eq!(full.reported["lastReboot"], json!(NOW));
+        assert!(!full.reported.contains_key("reboot"));
+        assert_eq!(full.applied, None);
+        assert!(!pubs[1].retain);
+        // A reconnect within the boot: presence only.
+        device.next_connection();
+        let again = device.on_connected();
+        assert_eq!(publications(&again).len(), 1);
+        assert_eq!(presence_of(publications(&again)[0]).conn, 2);
+        assert_eq!(
+            device.subscriptions(),
+            vec![
+                "kubetwin/v1/dev-1/twin/desired",
+                "kubetwin/v1/dev-1/rpc/req/#"
+            ]
+        );
+    }
+
+    #[test]
+    fn desired_is_applied_once_and_reported() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let mut desired = Map::new();
+        desired.insert("led".into(), json!({"color": "green"}));
+        desired.insert("interval".into(), json!(30));
+        let doc = DesiredDocument::new("e1", 3, "2025-05-01T12:00:00Z", desired);
+        let msg = Incoming {
+            topic: Topics::default().desired("dev-1"),
+            payload: Codec::default().encode(&doc),
+            ..Incoming::default()
+        };
+        let effects = device.handle(&msg, now());
+        assert_eq!(effects[0], Effect::Persist);
+        let patch = reported_of(publications(&effects)[0]);
+        assert!(!patch.full);
+        assert_eq!(patch.seq, 2);
+        assert_eq!(
+            patch.applied,
+            Some(AppliedVersion {
+                epoch: "e1".into(),
+                version: 3
+            })
+        );
+        assert_eq!(
+            Value::Object(patch.reported.clone()),
+            json!({"led": {"color": "green"}, "interval": 30})
+        );
+        assert_eq!(device.ledger().applied.as_ref().map(|a| a.version), Some(3));
+        // Retained re-delivery: ignored.
+        assert!(device.handle(&msg, now()).is_empty());
+        // A newer version without `interval` deletes it from reported.
+        let mut desired = Map::new();
+        desired.insert("led".into(), json!({"color": "red"}));
+        let doc = DesiredDocument::new("e1", 4, "2025-05-01T12:00:00Z", desired);
+        let msg = Incoming {
+            payload: Codec::default().encode(&doc),
+            ..msg
+        };
+        let patch = reported_of(publications(&device.handle(&msg, now()))[0]);
+        assert_eq!(
+            Value::Object(patch.reported),
+            json!({"led": {"color": "red"}, "interval": null})
+        );
+        // Garbage and cleared retained messages are dropped.
+        let empty = Incoming {
+            payload: Vec::new(),
+            ..msg.clone()
+        };
+        assert!(device.handle(&empty, now()).is_empty());
+        let garbage = Incoming {
+            payload: b"{".to_vec(),
+            ..msg
+        };
+        assert!(device.handle(&garbage, now()).is_empty());
+    }
+
+    #[test]
+    fn reboot_is_accepted_then_succeeds_in_the_next_boot() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let effects = device.handle(&reboot_msg("r1", 5), now());
+        assert_eq!(effects.len(), 3);
+        // Persist comes first: the id is recorded before anything is published.
+        assert_eq!(effects[0], Effect::Persist);
+        assert_eq!(device.ledger().executed, vec!["r1".to_owned()]);
+        let accepted_pub = publications(&effects)[0];
+        assert_eq!(accepted_pub.topic, "kubetwin/v1/dev-1/rpc/res/r1");
+        assert_eq!(accepted_pub.correlation.as_deref(), Some(&b"r1"[..]));
+        let accepted = response_of(accepted_pub);
+        assert_eq!(accepted.status, ResponseStatus::Accepted);
+        assert_eq!(accepted.code, 202);
+        assert_eq!((accepted.boot, accepted.seq), (1, 2));
+        assert_eq!(accepted.message.as_deref(), Some("rebooting in 5s"));
+        assert_eq!(
+            effects[2],
+            Effect::ScheduleReboot {
+                delay: Duration::from_secs(5)
+            }
+        );
+        assert!(device.reboot_pending());
+
+        // Same request again while pending: the Accepted answer, unchanged.
+        let repeat = device.handle(&reboot_msg("r1", 5), now());
+        assert_eq!(repeat.len(), 1);
+        assert_eq!(response_of(publications(&repeat)[0]), accepted);
+        // Another reboot while pending: busy.
+        let busy = device.handle(&reboot_msg("r2", 0), now());
+        let busy = response_of(publications(&busy)[0]);
+        assert_eq!((busy.status, busy.code), (ResponseStatus::Rejected, 409));
+
+        let down = device.begin_reboot();
+        assert_eq!(down[0], Effect::Persist);
+        let pubs = publications(&down);
+        let rebooting = reported_of(pubs[0]);
+        assert_eq!(
+            rebooting.reported["reboot"],
+            json!({"status": "rebooting", "requestId": "r1"})
+        );
+        let offline = presence_of(pubs[1]);
+        assert_eq!(offline.state, PresenceState::Offline);
+        assert_eq!(offline.reason.as_deref(), Some("reboot"));
+        assert_eq!((offline.boot, offline.conn), (1, 1));
+
+        let later = now() + 7_000;
+        device.start_boot(later);
+        assert_eq!((device.boot(), device.conn()), (2, 1));
+        assert!(!device.reboot_pending());
+        let up = device.on_connected();
+        let pubs = publications(&up);
+        assert_eq!(pubs.len(), 3);
+        assert_eq!(presence_of(pubs[0]).boot, 2);
+        let full = reported_of(pubs[1]);
+        assert!(full.full);
+        assert_eq!((full.boot, full.seq), (2, 1));
+        assert_eq!(
+            full.reported["reboot"],
+            json!({"status": "done", "requestId": "r1"})
+        );
+        assert_eq!(full.reported["lastReboot"], json!(format_rfc3339(later)));
+        let done = response_of(pubs[2]);
+        assert_eq!(pubs[2].correlation.as_deref(), Some(&b"r1"[..]));
+        assert_eq!((done.status, done.code), (ResponseStatus::Succeeded, 200));
+        assert_eq!((done.boot, done.seq), (2, 2));
+        assert_eq!(done.progress, Some(100));
+        assert!(up.contains(&Effect::Persist));
+        assert_eq!(device.ledger().last_reboot, Some(format_rfc3339(later)));
+
+        // After the reboot, the repeated request gets Succeeded and is not executed again.
+        let repeat = device.handle(&reboot_msg("r1", 5), now());
+        assert_eq!(repeat.len(), 1);
+        assert_eq!(response_of(publications(&repeat)[0]), done);
+        assert_eq!(device.ledger().executed, vec!["r1".to_owned()]);
+    }
+
+    #[test]
+    fn restart_keeps_last_reboot_and_request_memory() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        device.handle(&reboot_msg("r1", 0), now());
+        device.begin_reboot();
+        device.start_boot(now() + 1000);
+        device.on_connected();
+        // A new process with the same ledger.
+        let mut restarted = Device::new(
+            "dev-1",
+            shared(MqttVersion::V5, Faults::default()),
+            device.ledger().clone(),
+        );
+        restarted.start_boot(now() + 60_000);
+        assert_eq!(restarted.boot(), 3);
+        let pubs = restarted.on_connected();
+        let full = reported_of(publications(&pubs)[1]);
+        assert_eq!(
+            full.reported["lastReboot"],
+            json!(format_rfc3339(now() + 1000))
+        );
+        assert_eq!(
+            full.reported["reboot"],
+            json!({"status": "done", "requestId": "r1"})
+        );
+        let repeat = restarted.handle(&reboot_msg("r1", 0), now());
+        assert_eq!(
+            response_of(publications(&repeat)[0]).status,
+            ResponseStatus::Succeeded
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let mut device = booted(MqttVersion::V311, Faults::default());
+        device.on_connected();
+        let expired = device.handle(
+            &request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"),
+            now(),
+        );
+        let p = publications(&expired)[0];
+        // MQTT 3.1.1: the standard topic, no correlation data.
+        assert_eq!(p.topic, "kubetwin/v1/dev-1/rpc/res/r1");
+        assert_eq!(p.correlation, None);
+        let r = response_of(p);
+        assert_eq!((r.status, r.code), (ResponseStatus::Expired, 410));
+        assert_eq!(
+            r.message.as_deref(),
+            Some("expired at 2025-05-01T12:00:30Z")
+        );
+
+        let unknown = device.handle(
+            &request_msg("r2", "identify", json!({}), "2025-05-01T12:05:00Z"),
+            now(),
+        );
+        let r = response_of(publications(&unknown)[0]);
+        assert_eq!((r.status, r.code), (ResponseStatus::Rejected, 404));
+        assert_eq!(r.message.as_deref(), Some("unknown method identify"));
+
+        let bad = device.handle(
+            &request_msg(
+                "r3",
+                "reboot",
+                json!({"delaySeconds": "x"}),
+                "2025-05-01T12:05:00Z",
+            ),
+            now(),
+        );
+        let r = response_of(publications(&bad)[0]);
+        assert_eq!((r.status, r.code), (ResponseStatus::Rejected, 400));
+
+        assert!(device.ledger().executed.is_empty());
+        assert!(!device.reboot_pending());
+        assert_eq!(device.ledger().recent.len(), 3);
+        // Answers are remembered: the expired request repeated later is not re-evaluated.
+        let repeat = device.handle(
+            &request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"),
+            now(),
+        );
+        assert_eq!(
+            response_of(publications(&repeat)[0]).status,
+            ResponseStatus::Expired
+        );
+    }
+
+    #[test]
+    fn fault_switches() {
+        let mut rejecting = booted(
+            MqttVersion::V5,
+            Faults {
+                reject_methods: true,
+                ..Faults::default()
+            },
+        );
+        let effects = rejecting.handle(&reboot_msg("r1", 0), now());
+        let r = response_of(publications(&effects)[0]);
+        assert_eq!((r.status, r.code), (ResponseStatus::Rejected, 409));
+        assert_eq!(r.message.as_deref(), Some(REJECT_MESSAGE));
+        assert!(rejecting.ledger().executed.is_empty());
+
+        let mut silent = booted(
+            MqttVersion::V5,
+            Faults {
+                never_answer: true,
+                ..Faults::default()
+            },
+        );
+        assert!(silent.handle(&reboot_msg("r1", 0), now()).is_empty());
+        assert!(silent.ledger().recent.is_empty());
+        assert!(silent.ledger().executed.is_empty());
+    }
+
+    #[test]
+    fn executed_but_forgotten_request_is_never_run_again() {
+        let mut device = Device::new(
+            "dev-1",
+            shared(MqttVersion::V5, Faults::default()),
+            Ledger {
+                executed: vec!["old".into()],
+                recent: RecentRequests::new(1),
+                ..Ledger::default()
+            },
+        );
+        device.start_boot(now());
+        assert!(device.handle(&reboot_msg("old", 0), now()).is_empty());
+        assert!(!device.reboot_pending());
+    }
+
+    #[test]
+    fn foreign_topics_and_other_v5_reply_topics() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        let mut msg = reboot_msg("r1", 0);
+        msg.topic = Topics::default().request("dev-2", "reboot", "r1");
+        assert!(device.handle(&msg, now()).is_empty());
+        let mut msg = reboot_msg("r1", 0);
+        msg.response_topic = Some("replies/r1".into());
+        let effects = device.handle(&msg, now());
+        assert_eq!(publications(&effects)[0].topic, "replies/r1");
+        let mut msg = reboot_msg("r2", 0);
+        msg.response_topic = None;
+        msg.correlation = None;
+        let effects = device.handle(&msg, now());
+        let p = publications(&effects)[0];
+        assert_eq!(p.topic, "kubetwin/v1/dev-1/rpc/res/r2");
+        assert_eq!(p.correlation, None);
+    }
+
+    #[test]
+    fn telemetry_patches_count_up() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        let first = reported_of(&device.telemetry());
+        let second = reported_of(&device.telemetry());
+        assert_eq!(first.reported["telemetry"], json!({"counter": 1}));
+        assert_eq!(second.reported["telemetry"], json!({"counter": 2}));
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert!(!second.full);
+    }
+}

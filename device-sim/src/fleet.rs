@@ -1,0 +1,74 @@
+//! Runs a fleet: loads every ledger, optionally creates the `Device` objects, then spawns one
+//! task per device and waits for them to stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kubetwin_protocol::{Codec, Topics};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::device::{Device, Shared};
+use crate::ledger::read_ledger;
+use crate::pace::Pacer;
+use crate::runner::{RunContext, run_device};
+
+/// Longest wait for one device's clean disconnect at shutdown or reboot.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs every configured device until `shutdown` turns `true`, then waits for them to publish
+/// their offline presence and disconnect.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
+    let mut devices = Vec::with_capacity(config.ids.len());
+    let shared = Arc::new(Shared {
+        topics: Topics::new(config.topic_root.clone()),
+        codec: Codec::default(),
+        firmware: config.firmware.clone(),
+        mqtt: config.mqtt_version,
+        faults: config.faults,
+    });
+    for id in &config.ids {
+        let ledger = read_ledger(&config.state_dir, id)?.unwrap_or_default();
+        devices.push(Device::new(id.clone(), Arc::clone(&shared), ledger));
+    }
+    if let Some(namespace) = &config.create_devices_in {
+        crate::k8s::create_devices(namespace, &config.ids).await?;
+    }
+    let ctx = Arc::new(RunContext {
+        broker: config.broker.clone(),
+        version: config.mqtt_version,
+        keep_alive: config.keep_alive,
+        state_dir: config.state_dir.clone(),
+        boot_time: config.boot_time,
+        response_delay: config.response_delay,
+        report_interval: config.report_interval,
+        offline_after: config.offline_after,
+        offline_for: config.offline_for,
+        crash_during_reboot: config.faults.crash_during_reboot,
+        pacer: Pacer::new(config.connect_rate),
+        close_timeout: CLOSE_TIMEOUT,
+    });
+    let count = devices.len();
+    let mut tasks = JoinSet::new();
+    for device in devices {
+        tasks.spawn(run_device(device, Arc::clone(&ctx), shutdown.clone()));
+    }
+    info!(
+        count,
+        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        mqtt = ?config.mqtt_version,
+        "fleet started"
+    );
+    while let Some(result) = tasks.join_next().await {
+        if let Err(e) = result {
+            error!(error = %e, "device task failed");
+        }
+    }
+    info!(count, "fleet stopped");
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! Drives one [`Device`] over MQTT: boots, connections, reconnects with backoff, reboots,
+//! fault injection and graceful shutdown. All decisions are the device's; this module does the
+//! I/O and the waiting.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubetwin_protocol::MqttVersion;
+use kubetwin_protocol::timestamp::now_unix_millis;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+
+use crate::config::BrokerAddr;
+use crate::device::{Device, Effect, PubKind};
+use crate::ledger::ledger_path;
+use crate::mqtt::{Link, LinkEvent, LinkSpec};
+use crate::pace::Pacer;
+
+/// Largest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Settings and shared resources of the device tasks.
+#[derive(Debug)]
+pub struct RunContext {
+    /// Broker address.
+    pub broker: BrokerAddr,
+    /// MQTT version.
+    pub version: MqttVersion,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// Directory of the ledgers.
+    pub state_dir: PathBuf,
+    /// Time offline during a reboot.
+    pub boot_time: Duration,
+    /// Wait before answering a request.
+    pub response_delay: Duration,
+    /// Telemetry interval (load mode).
+    pub report_interval: Option<Duration>,
+    /// Drop the connection ungracefully once after this long.
+    pub offline_after: Option<Duration>,
+    /// Stay offline this long after that drop.
+    pub offline_for: Duration,
+    /// Never come back from a reboot.
+    pub crash_during_reboot: bool,
+    /// Fleet-wide connection pacing.
+    pub pacer: Pacer,
+    /// Longest wait for a clean disconnect.
+    pub close_timeout: Duration,
+}
+
+/// How one connection ended.
+enum Outcome {
+    /// The connection failed or was lost.
+    Lost { connected: bool },
+    /// `--offline-after` fired: drop without DISCONNECT.
+    Offline,
+    /// The device goes down for a reboot (offline presence already published).
+    Reboot,
+    /// Shutdown was requested (offline presence already published if connected).
+    Shutdown,
+}
+
+/// Resolves once shutdown is requested (never, if the sender is gone without asking).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps for `duration`; `false` if shutdown was requested first.
+async fn sleep_or_stop(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => true,
+        () = stopped(shutdown) => false,
+    }
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wait before the next attempt after `failures` failed ones, with jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6));
+    let base = base.min(MAX_BACKOFF);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % 1000;
+    base + base.mul_f64(jitter as f64 / 2000.0)
+}
+
+fn persist(ctx: &RunContext, device: &Device) -> bool {
+    match device
+        .ledger()
+        .save(&ledger_path(&ctx.state_dir, device.id()))
+    {
+        Ok(()) => true,
+        Err(e) => {
+            error!(device = %device.id(), error = %e, "cannot persist ledger");
+            false
+        }
+    }
+}
+
+/// Runs one device until shutdown: boots it, keeps it connected and executes its effects.
+pub async fn run_device(
+    mut device: Device,
+    ctx: Arc<RunContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let spec = LinkSpec {
+        broker: ctx.broker.clone(),
+        client_id: device.id().to_owned(),
+        version: ctx.version,
+        keep_alive: ctx.keep_alive,
+    };
+    let mut offline_at = ctx.offline_after.map(|after| Instant::now() + after);
+    let mut reboot_at: Option<Instant> = None;
+    let mut failures = 0u32;
+    device.start_boot(now_unix_millis());
+    persist(&ctx, &device);
+    info!(device = %device.id(), boot = device.boot(), "booted");
+    loop {
+        tokio::select! {
+            () = ctx.pacer.wait() => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        let mut link = Link::open(&spec, &device.will());
+        let outcome = serve(
+            &mut device,
+            &mut link,
+            &ctx,
+            &mut shutdown,
+            &mut reboot_at,
+            &mut offline_at,
+        )
+        .await;
+        match outcome {
+            Outcome::Shutdown => {
+                link.close(ctx.close_timeout).await;
+                persist(&ctx, &device);
+                debug!(device = %device.id(), "stopped");
+                return;
+            }
+            Outcome::Lost { connected } => {
+                drop(link);
+                if connected {
+                    device.next_connection();
+                    failures = 0;
+                } else {
+                    failures = failures.saturating_add(1);
+                }
+                if !sleep_or_stop(backoff(failures), &mut shutdown).await {
+                    return;
+                }
+            }
+            Outcome::Offline => {
+                link.drop_ungracefully();
+                info!(device = %device.id(), boot = device.boot(), conn = device.conn(), offline_for = ?ctx.offline_for, "dropped connection without DISCONNECT");
+                device.next_connection();
+                if !sleep_or_stop(ctx.offline_for, &mut shutdown).await {
+                    return;
+                }
+            }
+            Outcome::Reboot => {
+                link.close(ctx.close_timeout).await;
+                reboot_at = None;
+                info!(device = %device.id(), boot = device.boot(), "disconnected for reboot");
+                if ctx.crash_during_reboot {
+                    warn!(device = %device.id(), "crashed during reboot (--crash-during-reboot): staying down");
+                    stopped(&mut shutdown).await;
+                    return;
+                }
+                if !sleep_or_stop(ctx.boot_time, &mut shutdown).await {
+                    return;
+                }
+                device.start_boot(now_unix_millis());
+                persist(&ctx, &device);
+                info!(device = %device.id(), boot = device.boot(), "booted after reboot");
+            }
+        }
+    }
+}
+
+/// Executes effects in order; `Err` if the link is gone.
+async fn apply(
+    effects: Vec<Effect>,
+    device: &Device,
+    link: &Link,
+    ctx: &RunContext,
+    reboot_at: &mut Option<Instant>,
+    mut response_delay: Duration,
+) -> Result<(), ()> {
+    for effect in effects {
+        match effect {
+            Effect::Persist => {
+                if !persist(ctx, device) {
+                    // Never publish what could not be recorded (e.g. an Accepted).
+                    return Ok(());
+                }
+            }
+            Effect::Publish(publication) => {
+                if publication.kind == PubKind::Response && !response_delay.is_zero() {
+                    tokio::time::sleep(response_delay).await;
+                    response_delay = Duration::ZERO;
+                }
+                debug!(device = %device.id(), topic = %publication.topic, kind = ?publication.kind, "publish");
+                if let Err(e) = link.publish(&publication).await {
+                    warn!(device = %device.id(), error = %e, "publish failed");
+                    return Err(());
+                }
+            }
+            Effect::ScheduleReboot { delay } => *reboot_at = Some(Instant::now() + delay),
+        }
+    }
+    Ok(())
+}
+
+/// Serves one connection until it ends.
+async fn serve(
+    device: &mut Device,
+    link: &mut Link,
+    ctx: &RunContext,
+    shutdown: &mut watch::Receiver<bool>,
+    reboot_at: &mut Option<Instant>,
+    offline_at: &mut Option<Instant>,
+) -> Outcome {
+    let mut connected = false;
+    let mut telemetry = ctx.report_interval.map(|every| {
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    loop {
+        let reboot_deadline = (*reboot_at).filter(|_| connected);
+        let offline_deadline = (*offline_at).filter(|_| connected);
+        tokio::select! {
+            () = stopped(shutdown) => {
+                if connected {
+                    let offline = device.offline("shutdown");
+                    let _ = link.publish(&offline).await;
+                }
+                return Outcome::Shutdown;
+            }
+            event = link.next() => match event {
+                Some(LinkEvent::Connected { session_present }) => {
+                    debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");
+                    if let Err(e) = link.subscribe(&device.subscriptions()).await {
+                        warn!(device = %device.id(), error = %e, "subscribe failed");
+                        return Outcome::Lost { connected: true };
+                    }
+                    connected = true;
+                    let effects = device.on_connected();
+                    if apply(effects, device, link, ctx, reboot_at, Duration::ZERO).await.is_err() {
+                        return Outcome::Lost { connected };
+                    }
+                }
+                Some(LinkEvent::Message(msg)) => {
+                    debug!(device = %device.id(), topic = %msg.topic, bytes = msg.payload.len(), "message");
+                    let effects = device.handle(&msg, now_unix_millis());
+                    if apply(effects, device, link, ctx, reboot_at, ctx.response_delay).await.is_err() {
+                        return Outcome::Lost { connected };
+                    }
+                }
+                Some(LinkEvent::Down(reason)) => {
+                    if connected {
+                        warn!(device = %device.id(), boot = device.boot(), conn = device.conn(), %reason, "connection lost");
+                    } else {
+                        debug!(device = %device.id(), %reason, "connection failed");
+                    }
+                    return Outcome::Lost { connected };
+                }
+                Some(LinkEvent::Closed) | None => return Outcome::Lost { connected },
+            },
+            () = sleep_until_opt(reboot_deadline), if reboot_deadline.is_some() => {
+                let effects = device.begin_reboot();
+                if apply(effects, device, link, ctx, reboot_at, Duration::ZERO).await.is_err() {
+                    return Outcome::Lost { connected };
+                }
+                return Outcome::Reboot;
+            }
+            () = sleep_until_opt(offline_deadline), if offline_deadline.is_some() => {
+                *offline_at = None;
+                return Outcome::Offline;
+            }
+            () = tick(&mut telemetry), if connected && telemetry.is_some() => {
+                let publication = device.telemetry();
+                if link.publish(&publication).await.is_err() {
+                    return Outcome::Lost { connected };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0) >= Duration::from_millis(500));
+        assert!(backoff(0) < Duration::from_millis(750));
+        assert!(backoff(3) >= Duration::from_secs(4));
+        assert!(backoff(50) >= MAX_BACKOFF);
+        assert!(backoff(50) <= MAX_BACKOFF.mul_f64(1.5));
+    }
+}
