@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local kubetwin demo: control plane + mosquitto + operator (+ simulated devices).
+# Local kubetwin demo: control plane + mosquitto + operator + 20 simulated devices, and one
+# reboot watched live.
 #
 #   hack/demo.sh up     start everything (idempotent) and show it working
 #   hack/demo.sh down   stop everything
@@ -41,7 +42,7 @@ down() {
 }
 
 up() {
-  for b in kubetwin-env kubetwin-operator; do
+  for b in kubetwin-env kubetwin-operator kubetwin-sim; do
     [ -x "$bin/$b" ] || die "$bin/$b is missing: run 'make demo' (it builds it)"
   done
   [ -x "$tools/kubectl" ] || die "kubectl is missing in $tools: run 'make tools'"
@@ -58,21 +59,46 @@ up() {
   export KUBECONFIG="$state/env/kubeconfig"
   broker=$(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' "$state/env/ready.json")
 
-  start operator env RUST_LOG=info,kubetwin_operator=debug "$bin/kubetwin-operator" \
-    --broker-url "$broker" --mqtt-client-id kubetwin-operator-demo
-  kubectl apply -f "$root/examples/devices.yaml"
-  kubectl wait --for=jsonpath='{.status.deviceId}' device --all --timeout=60s >/dev/null \
-    || die "the operator did not write Device status; see .demo/operator.log"
+  start operator env RUST_LOG=info "$bin/kubetwin-operator" \
+    --broker-url "$broker" --mqtt-client-id kubetwin-operator-demo --http-addr 127.0.0.1:18080
+  start sim "$bin/kubetwin-sim" --broker-url "$broker" --count 20 --id-prefix sensor \
+    --create-devices --namespace default --state-dir "$state/sim-state" --boot-seconds 3 \
+    --response-delay-ms 1000
+  for _ in $(seq 60); do kubectl get device sensor-2 >/dev/null 2>&1 && break; sleep 0.5; done
+  kubectl apply --server-side -f "$root/examples/devices.yaml" >/dev/null
+  say "waiting for 20 simulated devices to connect and sync"
+  for _ in $(seq 120); do
+    ready=$(kubectl get devices -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)
+    [ "$ready" -ge 20 ] && break
+    sleep 1
+  done
   kubectl get devices
+
+  name="reboot-sensor-1-$(date +%H%M%S)"
+  say "rebooting sensor-1: kubectl get rebootrequests -w (Ctrl-C stops watching; the demo keeps running)"
+  kubectl get rebootrequests -w &
+  watcher=$!
+  sleep 1
+  sed "s/name: reboot-sensor-1/name: $name/" "$root/examples/reboot.yaml" | kubectl apply -f - >/dev/null
+  kubectl wait --for=condition=Complete "rebootrequest/$name" --timeout=180s >/dev/null || true
+  sleep 1
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
+  phase=$(kubectl get rebootrequest "$name" -o jsonpath='{.status.phase}')
+  [ "$phase" = Succeeded ] || die "the reboot ended $phase; see .demo/operator.log and .demo/sim.log"
+  kubectl get device sensor-1
 
   cat <<MSG
 
-The demo keeps running. Try it:
+The demo keeps running (control plane, mosquitto, operator, 20 simulated devices). Try it:
   export KUBECONFIG=$KUBECONFIG
   export PATH=$tools:\$PATH
   kubectl get kubetwin
-  kubectl explain device.spec
-Logs: .demo/env.log, .demo/operator.log. Stop everything with: make demo-down
+  kubectl apply -f examples/reboot.yaml && kubectl get rebootrequests -w
+  kubectl patch device sensor-2 --type merge -p '{"spec":{"desired":{"led":"red"}}}'
+  kubectl get device sensor-2 -o jsonpath='{.status.reported}'
+  curl -s 127.0.0.1:18080/metrics
+Logs: .demo/env.log, .demo/operator.log, .demo/sim.log. Stop everything with: make demo-down
 MSG
 }
 

@@ -214,6 +214,7 @@ impl Drop for Link {
 }
 
 async fn poll_v4(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<LinkEvent>) {
+    let mut disconnecting = false;
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => LinkEvent::Connected {
@@ -226,12 +227,20 @@ async fn poll_v4(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<LinkEvent>)
                 correlation: None,
             }),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                let _ = tx.send(LinkEvent::Closed).await;
-                return;
+                // Keep reading until the broker closes the connection: closing the socket
+                // ourselves right away can make the broker fail writing its PUBACKs and
+                // treat the DISCONNECT as never received (it then publishes the Last Will).
+                disconnecting = true;
+                continue;
             }
             Ok(_) => continue,
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(e.to_string())).await;
+                let event = if disconnecting {
+                    LinkEvent::Closed
+                } else {
+                    LinkEvent::Down(e.to_string())
+                };
+                let _ = tx.send(event).await;
                 return;
             }
         };
@@ -242,6 +251,7 @@ async fn poll_v4(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<LinkEvent>)
 }
 
 async fn poll_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<LinkEvent>) {
+    let mut disconnecting = false;
     loop {
         let event = match eventloop.poll().await {
             Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => LinkEvent::Connected {
@@ -265,12 +275,20 @@ async fn poll_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<LinkEve
                 })
             }
             Ok(rumqttc::v5::Event::Outgoing(Outgoing::Disconnect)) => {
-                let _ = tx.send(LinkEvent::Closed).await;
-                return;
+                // Keep reading until the broker closes the connection: closing the socket
+                // ourselves right away can make the broker fail writing its PUBACKs and
+                // treat the DISCONNECT as never received (it then publishes the Last Will).
+                disconnecting = true;
+                continue;
             }
             Ok(_) => continue,
             Err(e) => {
-                let _ = tx.send(LinkEvent::Down(e.to_string())).await;
+                let event = if disconnecting {
+                    LinkEvent::Closed
+                } else {
+                    LinkEvent::Down(e.to_string())
+                };
+                let _ = tx.send(event).await;
                 return;
             }
         };

@@ -242,16 +242,8 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     let id = "it-v5";
     let mut observer = Observer::start(broker.port).await;
     let (stop, stopped) = watch::channel(false);
-    let dev_port = match std::env::var("SIM_PROXY") {
-        Ok(_) => {
-            let _ = Command::new("python3").args(["/tmp/simdbg/proxy.py", "18999", &broker.port.to_string()]).stdout(std::fs::File::create("/tmp/simdbg/proxy.log").unwrap()).spawn().unwrap();
-            std::thread::sleep(Duration::from_millis(500));
-            18999
-        }
-        Err(_) => broker.port,
-    };
     let fleet = tokio::spawn(fleet::run(
-        config(dev_port, id, state.path().to_owned(), MqttVersion::V5),
+        config(broker.port, id, state.path().to_owned(), MqttVersion::V5),
         stopped,
     ));
 
