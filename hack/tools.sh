@@ -22,23 +22,24 @@ command -v go >/dev/null || die "Go toolchain not found: install Go >= 1.26 (htt
 go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 [ "${go_minor:-0}" -ge 26 ] || die "Go $(go env GOVERSION) is too old: the pinned Kubernetes needs go >= 1.26"
 
-# stamp_of DIR -> a hash of the wrapper module, so a pin change triggers a rebuild.
-stamp_of() { cat "$1/go.mod" "$1/go.sum" "$root/hack/tools.sh" | sha256sum | cut -c1-16; }
+# stamp_of DIR LDFLAGS -> a hash of the wrapper module and the link flags, so a pin or flag
+# change triggers a rebuild.
+stamp_of() { { cat "$1/go.mod" "$1/go.sum"; echo "$2"; } | sha256sum | cut -c1-16; }
 
-# fresh NAME DIR -> true when bin/NAME was built from the current pin.
-fresh() { [ -x "$bin_dir/$1" ] && [ "$(cat "$stamp_dir/$1" 2>/dev/null)" = "$(stamp_of "$2")" ]; }
+# fresh NAME DIR LDFLAGS -> true when bin/NAME was built from the current pin and flags.
+fresh() { [ -x "$bin_dir/$1" ] && [ "$(cat "$stamp_dir/$1" 2>/dev/null)" = "$(stamp_of "$2" "$3")" ]; }
 
 # build NAME DIR PKG [LDFLAGS]
 build() {
   local name=$1 dir=$2 pkg=$3 ldflags=${4:-}
-  if fresh "$name" "$dir"; then return 0; fi
+  if fresh "$name" "$dir" "$ldflags"; then return 0; fi
   if [ "${CHECK_ONLY:-0}" = 1 ]; then missing+=("$name"); return 0; fi
   say "building $name from $pkg (cold builds take several minutes on 2 cores)"
   local start=$SECONDS
   (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin_dir/$name.tmp" "$pkg") \
     || die "go build of $name failed (module $dir); see the output above"
   mv "$bin_dir/$name.tmp" "$bin_dir/$name"
-  stamp_of "$dir" > "$stamp_dir/$name"
+  stamp_of "$dir" "$ldflags" > "$stamp_dir/$name"
   say "built $name in $((SECONDS - start))s"
 }
 
@@ -60,6 +61,11 @@ etcd_version=$(cat "$etcd_dir/VERSION")
 helm_dir="$root/e2e/tools/helm"
 helm_version=$(cat "$helm_dir/VERSION")
 helm_ld="-X helm.sh/helm/v3/internal/version.version=$helm_version"
+# helm's built-in default Kubernetes version (used by `helm template` and `helm lint` without a
+# cluster) is set by its Makefile; match it to the pinned control plane.
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ld+=" -X $p.k8sVersionMajor=$kube_major -X $p.k8sVersionMinor=$kube_minor"
+done
 
 build etcd "$etcd_dir" go.etcd.io/etcd/server/v3
 build kube-apiserver "$kube_dir" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"

@@ -135,7 +135,7 @@ pub async fn run_device(
     let mut failures = 0u32;
     device.start_boot(now_unix_millis());
     persist(&ctx, &device);
-    info!(device = %device.id(), boot = device.boot(), "booted");
+    debug!(device = %device.id(), boot = device.boot(), "booted");
     loop {
         tokio::select! {
             () = ctx.pacer.wait() => {}

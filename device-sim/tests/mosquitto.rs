@@ -255,9 +255,7 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     assert_eq!((online.boot, online.conn), (1, 1));
     assert_eq!(online.mqtt, Some(MqttVersion::V5));
     assert_eq!(online.firmware.as_deref(), Some("1.2.3"));
-    let full = observer
-        .expect("full report", |s| reported(s, id))
-        .await;
+    let full = observer.expect("full report", |s| reported(s, id)).await;
     assert!(full.full);
     assert_eq!((full.boot, full.seq), (1, 1));
     assert_eq!(full.reported["firmwareVersion"], json!("1.2.3"));
@@ -276,9 +274,7 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
         )
         .await
         .unwrap();
-    let patch = observer
-        .expect("applied patch", |s| reported(s, id))
-        .await;
+    let patch = observer.expect("applied patch", |s| reported(s, id)).await;
     assert_eq!(patch.applied.as_ref().map(|a| a.version), Some(2));
     assert_eq!(patch.reported["led"], json!({"color": "green"}));
 
@@ -288,7 +284,10 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     let (accepted, correlation) = observer
         .expect("Accepted", |s| response(s, id, request_id))
         .await;
-    assert_eq!((accepted.status, accepted.code), (ResponseStatus::Accepted, 202));
+    assert_eq!(
+        (accepted.status, accepted.code),
+        (ResponseStatus::Accepted, 202)
+    );
     assert_eq!(correlation.as_deref(), Some(request_id.as_bytes()));
     let rebooting = observer
         .expect("rebooting report", |s| reported(s, id))
@@ -322,7 +321,10 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     let (succeeded, correlation) = observer
         .expect("Succeeded", |s| response(s, id, request_id))
         .await;
-    assert_eq!((succeeded.status, succeeded.code), (ResponseStatus::Succeeded, 200));
+    assert_eq!(
+        (succeeded.status, succeeded.code),
+        (ResponseStatus::Succeeded, 200)
+    );
     assert_eq!((succeeded.boot, succeeded.seq), (2, 2));
     assert_eq!(correlation.as_deref(), Some(request_id.as_bytes()));
 
@@ -383,7 +385,10 @@ async fn mqtt311_device_loses_connection_and_its_will_fires() {
             presence(s, id).filter(|p| p.state == PresenceState::Online)
         })
         .await;
-    assert_eq!((online.boot, online.conn, online.mqtt), (1, 1, Some(MqttVersion::V311)));
+    assert_eq!(
+        (online.boot, online.conn, online.mqtt),
+        (1, 1, Some(MqttVersion::V311))
+    );
     let will = observer
         .expect("last will", |s| {
             presence(s, id)
@@ -394,9 +399,7 @@ async fn mqtt311_device_loses_connection_and_its_will_fires() {
     assert_eq!(will.0.reason.as_deref(), Some("lost"));
     assert_eq!((will.0.boot, will.0.conn), (1, 1));
     assert_eq!(will.0.ts, None);
-    let online = observer
-        .expect("online again", |s| presence(s, id))
-        .await;
+    let online = observer.expect("online again", |s| presence(s, id)).await;
     assert_eq!(online.state, PresenceState::Online);
     assert_eq!((online.boot, online.conn), (1, 2));
 

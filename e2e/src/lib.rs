@@ -11,6 +11,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod env;
 pub mod fleet;
+pub mod helm;
 pub mod mqtt;
 pub mod kubectl;
 pub mod process;
