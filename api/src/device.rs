@@ -25,19 +25,41 @@ pub const MAX_DESIRED_BYTES: usize = 32 * 1024;
     category = "kubetwin",
     doc = "Device is the twin of one IoT device: desired properties in spec, what the device \
            reports (properties, connection, applied version) in status.",
-    printcolumn(name = "Device-ID", type_ = "string", json_path = ".status.deviceId",
-                description = "Device id used on MQTT topics"),
-    printcolumn(name = "Connected", type_ = "string",
-                json_path = ".status.conditions[?(@.type==\"Connected\")].status",
-                description = "Whether the device is connected to the broker"),
-    printcolumn(name = "In-Sync", type_ = "string",
-                json_path = ".status.conditions[?(@.type==\"InSync\")].status",
-                description = "Whether the device applied the current desired properties"),
-    printcolumn(name = "Firmware", type_ = "string", json_path = ".status.reported.firmwareVersion",
-                description = "Firmware version the device reported"),
-    printcolumn(name = "Last-Reboot", type_ = "date", json_path = ".status.reported.lastReboot",
-                description = "When the device last rebooted, as it reported"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Device-ID",
+        type_ = "string",
+        json_path = ".status.deviceId",
+        description = "Device id used on MQTT topics"
+    ),
+    printcolumn(
+        name = "Connected",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Connected\")].status",
+        description = "Whether the device is connected to the broker"
+    ),
+    printcolumn(
+        name = "In-Sync",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"InSync\")].status",
+        description = "Whether the device applied the current desired properties"
+    ),
+    printcolumn(
+        name = "Firmware",
+        type_ = "string",
+        json_path = ".status.reported.firmwareVersion",
+        description = "Firmware version the device reported"
+    ),
+    printcolumn(
+        name = "Last-Reboot",
+        type_ = "date",
+        json_path = ".status.reported.lastReboot",
+        description = "When the device last rebooted, as it reported"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     selectable = ".spec.deviceId"
 )]
 #[serde(rename_all = "camelCase")]
@@ -132,7 +154,9 @@ pub struct ConnectionStatus {
 }
 
 /// Position of a reported message: boot counter of the device, then sequence within that boot.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportCursor {
     /// Boot counter of the device; it grows by one on every boot.

@@ -16,10 +16,12 @@ pub use device::{
     AppliedVersion, ConnectionState, ConnectionStatus, Device, DeviceSpec, DeviceStatus,
     ReportCursor,
 };
-pub use reboot::{RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus, MethodResponse};
+pub use reboot::{
+    MethodResponse, RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus,
+};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of every kubetwin resource.
 pub const GROUP: &str = "kubetwin.io";

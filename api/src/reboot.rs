@@ -23,15 +23,35 @@ pub const DEFAULT_RESPONSE_TIMEOUT_SECONDS: i32 = 30;
     doc = "RebootRequest asks one device to reboot (a direct-method call over MQTT) and shows \
            its progress: Pending, Sent, Accepted, Rebooting, then Succeeded, Failed, TimedOut \
            or Rejected.",
-    printcolumn(name = "Device", type_ = "string", json_path = ".spec.deviceName",
-                description = "Device that is rebooted"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase",
-                description = "Progress of the reboot"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message",
-                description = "What happened last"),
-    printcolumn(name = "Took", type_ = "string", json_path = ".status.duration",
-                description = "Time from sending the request to its end"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Device",
+        type_ = "string",
+        json_path = ".spec.deviceName",
+        description = "Device that is rebooted"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Progress of the reboot"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        description = "What happened last"
+    ),
+    printcolumn(
+        name = "Took",
+        type_ = "string",
+        json_path = ".status.duration",
+        description = "Time from sending the request to its end"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     selectable = ".spec.deviceName"
 )]
 #[serde(rename_all = "camelCase")]
@@ -97,7 +117,10 @@ pub enum RebootPhase {
 impl RebootPhase {
     /// Whether the phase never changes again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::TimedOut | Self::Rejected)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Rejected
+        )
     }
 }
 

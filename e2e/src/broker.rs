@@ -44,7 +44,12 @@ connection_messages true
             &["-c".to_string(), config.display().to_string()],
             &dir.join("mosquitto.log"),
         )?;
-        process.wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30)).await?;
+        process
+            .wait_for_port(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(30),
+            )
+            .await?;
         Ok(Self { process, port })
     }
 

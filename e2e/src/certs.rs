@@ -41,12 +41,20 @@ impl Pki {
     pub fn generate() -> Result<Self> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "kubetwin-test-ca");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "kubetwin-test-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
-        let ca = CertPair { cert_pem: ca_cert.pem(), key_pem: ca_key.serialize_pem() };
+        let ca = CertPair {
+            cert_pem: ca_cert.pem(),
+            key_pem: ca_key.serialize_pem(),
+        };
         let issuer = Issuer::new(ca_params, ca_key);
 
         let apiserver = leaf(
@@ -64,8 +72,13 @@ impl Pki {
             ],
             ExtendedKeyUsagePurpose::ServerAuth,
         )?;
-        let admin =
-            leaf(&issuer, "kubetwin-admin", Some("system:masters"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+        let admin = leaf(
+            &issuer,
+            "kubetwin-admin",
+            Some("system:masters"),
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         let controller_manager = leaf(
             &issuer,
             "system:kube-controller-manager",
@@ -110,13 +123,24 @@ fn leaf(
     usage: ExtendedKeyUsagePurpose,
 ) -> Result<CertPair> {
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     if let Some(org) = organization {
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, issuer)?;
-    Ok(CertPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }

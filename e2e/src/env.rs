@@ -19,7 +19,9 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 
-use crate::{Error, Result, broker::Broker, control_plane::ControlPlane, io_context, kubectl, tools};
+use crate::{
+    Error, Result, broker::Broker, control_plane::ControlPlane, io_context, kubectl, tools,
+};
 
 /// Field manager the harness applies objects with.
 pub const FIELD_MANAGER: &str = "kubetwin-e2e";
@@ -48,13 +50,21 @@ impl TestEnv {
     /// Starts a new environment whose state lives in `dir` (created if missing, never removed).
     pub async fn start_at(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        Self::start_in(EnvDir { path: dir.to_path_buf(), remove: false }).await
+        Self::start_in(EnvDir {
+            path: dir.to_path_buf(),
+            remove: false,
+        })
+        .await
     }
 
     async fn start_in(dir: EnvDir) -> Result<Self> {
         let broker = Broker::start(&dir.path).await?;
         let control_plane = ControlPlane::start(&dir.path).await?;
-        Ok(Self { control_plane, broker, dir })
+        Ok(Self {
+            control_plane,
+            broker,
+            dir,
+        })
     }
 
     /// The environment shared by all tests of one test binary, started on first use.
@@ -136,10 +146,15 @@ current-context: {name}
         );
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        namespaces.create(&PostParams::default(), &namespace).await?;
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
         Ok(TestNamespace { name })
     }
 }
@@ -166,12 +181,18 @@ pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
     for path in entries {
         let text = std::fs::read_to_string(&path)
             .map_err(io_context(format!("reading {}", path.display())))?;
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).map_err(|error| Error::Io {
-            context: format!("parsing {}", path.display()),
-            source: std::io::Error::other(error.to_string()),
-        })?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).map_err(|error| Error::Io {
+                context: format!("parsing {}", path.display()),
+                source: std::io::Error::other(error.to_string()),
+            })?;
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await?;
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
         names.push(name);
     }
     for name in &names {
@@ -204,7 +225,10 @@ impl EnvDir {
             .prefix("kubetwin-e2e-")
             .tempdir()
             .map_err(io_context("creating a temporary folder"))?;
-        Ok(Self { path: dir.keep(), remove: !keep })
+        Ok(Self {
+            path: dir.keep(),
+            remove: !keep,
+        })
     }
 }
 
@@ -213,7 +237,10 @@ impl Drop for EnvDir {
         if self.remove {
             let _ = std::fs::remove_dir_all(&self.path);
         } else {
-            eprintln!("kubetwin-e2e: kept the environment folder {}", self.path.display());
+            eprintln!(
+                "kubetwin-e2e: kept the environment folder {}",
+                self.path.display()
+            );
         }
     }
 }
@@ -222,25 +249,34 @@ static SHARED: OnceLock<std::result::Result<TestEnv, String>> = OnceLock::new();
 
 fn start_shared() -> std::result::Result<TestEnv, String> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("kubetwin-test-env".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                let _ = sender.send(Err(format!("cannot build a runtime: {error}")));
-                return;
+    let spawned = std::thread::Builder::new()
+        .name("kubetwin-test-env".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = sender.send(Err(format!("cannot build a runtime: {error}")));
+                    return;
+                }
+            };
+            let started = runtime
+                .block_on(TestEnv::start())
+                .map_err(|e| e.to_string());
+            let _ = sender.send(started);
+            // The child processes die with this thread (PR_SET_PDEATHSIG): keep it alive.
+            loop {
+                std::thread::park();
             }
-        };
-        let started = runtime.block_on(TestEnv::start()).map_err(|e| e.to_string());
-        let _ = sender.send(started);
-        // The child processes die with this thread (PR_SET_PDEATHSIG): keep it alive.
-        loop {
-            std::thread::park();
-        }
-    });
+        });
     if let Err(error) = spawned {
         return Err(format!("cannot spawn the environment thread: {error}"));
     }
-    let env = receiver.recv().map_err(|_| "the environment thread died".to_string())??;
+    let env = receiver
+        .recv()
+        .map_err(|_| "the environment thread died".to_string())??;
     // SAFETY: registering a plain extern "C" function without captured state.
     unsafe {
         libc::atexit(teardown_shared);
@@ -250,7 +286,12 @@ fn start_shared() -> std::result::Result<TestEnv, String> {
 
 extern "C" fn teardown_shared() {
     if let Some(Ok(env)) = SHARED.get() {
-        for pid in env.control_plane.pids().into_iter().chain([env.broker.pid()]) {
+        for pid in env
+            .control_plane
+            .pids()
+            .into_iter()
+            .chain([env.broker.pid()])
+        {
             // SAFETY: kill(2) on pids of our own children.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);

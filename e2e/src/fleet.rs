@@ -40,7 +40,11 @@ impl Scope {
     pub fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
         let dir = env.dir().join("scopes").join(namespace);
         std::fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        Ok(Self { namespace: namespace.to_string(), topic_root: format!("kt/{namespace}"), dir })
+        Ok(Self {
+            namespace: namespace.to_string(),
+            topic_root: format!("kt/{namespace}"),
+            dir,
+        })
     }
 
     /// The default device id of Device `name` in this namespace.
@@ -66,7 +70,12 @@ impl Operator {
 
     /// Like [`Operator::start`], authenticated through `kubeconfig` (for example as the Helm
     /// chart's ServiceAccount).
-    pub async fn start_as(env: &TestEnv, scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
+    pub async fn start_as(
+        env: &TestEnv,
+        scope: &Scope,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let operator = Self::spawn(env, scope, kubeconfig, extra)?;
         operator.wait_ready(Duration::from_secs(60)).await?;
         Ok(operator)
@@ -92,7 +101,10 @@ impl Operator {
             &binary,
             &args,
             &log,
-            &[("KUBECONFIG", kubeconfig.as_os_str()), ("RUST_LOG", "info,kubetwin_operator=debug".as_ref())],
+            &[
+                ("KUBECONFIG", kubeconfig.as_os_str()),
+                ("RUST_LOG", "info,kubetwin_operator=debug".as_ref()),
+            ],
         )?;
         Ok(Self { process, http_addr })
     }
@@ -112,11 +124,16 @@ impl Operator {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             self.process.check_running()?;
-            if http_get(&self.http_addr, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
+            if http_get(&self.http_addr, "/readyz")
+                .await
+                .is_ok_and(|(code, _)| code == 200)
+            {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(self.process.startup_error(format!("/readyz not ok after {timeout:?}")));
+                return Err(self
+                    .process
+                    .startup_error(format!("/readyz not ok after {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -124,7 +141,9 @@ impl Operator {
 
     /// The operator's `/metrics` text.
     pub async fn metrics(&self) -> Result<String> {
-        http_get(&self.http_addr, "/metrics").await.map(|(_, body)| body)
+        http_get(&self.http_addr, "/metrics")
+            .await
+            .map(|(_, body)| body)
     }
 
     /// Whether the process is still running.
@@ -164,16 +183,22 @@ impl Simulator {
             &binary,
             &args,
             &log,
-            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "info".as_ref())],
+            &[
+                ("KUBECONFIG", env.kubeconfig().as_os_str()),
+                ("RUST_LOG", "info".as_ref()),
+            ],
         )?;
         Ok(Self { process, state_dir })
     }
 
     /// The request ids `device_id` executed, from its ledger.
     pub fn executed(&self, device_id: &str) -> Result<Vec<String>> {
-        let ledger = kubetwin_device_sim::ledger::read_ledger(&self.state_dir, device_id).map_err(|error| {
-            Error::Io { context: format!("reading the ledger of {device_id}"), source: std::io::Error::other(error.to_string()) }
-        })?;
+        let ledger = kubetwin_device_sim::ledger::read_ledger(&self.state_dir, device_id).map_err(
+            |error| Error::Io {
+                context: format!("reading the ledger of {device_id}"),
+                source: std::io::Error::other(error.to_string()),
+            },
+        )?;
         Ok(ledger.map(|l| l.executed).unwrap_or_default())
     }
 
@@ -193,13 +218,28 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
 /// A plain HTTP/1.1 GET on a loopback address; returns status code and body.
 async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io_context(format!("connecting to {addr}")))?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(io_context(format!("connecting to {addr}")))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(io_context("sending an HTTP request"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(io_context("sending an HTTP request"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.map_err(io_context("reading an HTTP response"))?;
+    stream
+        .read_to_end(&mut response)
+        .await
+        .map_err(io_context("reading an HTTP response"))?;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }

@@ -54,11 +54,20 @@ impl TestClient {
             .await
             .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
             .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
-        Ok(Self { client, received, task })
+        Ok(Self {
+            client,
+            received,
+            task,
+        })
     }
 
     /// Publishes `payload` on `topic` with QoS 1.
-    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) -> Result<()> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retain: bool,
+    ) -> Result<()> {
         self.client
             .publish(topic, QoS::AtLeastOnce, retain, payload.into())
             .await
@@ -66,13 +75,21 @@ impl TestClient {
     }
 
     /// Publishes a JSON value on `topic` with QoS 1.
-    pub async fn publish_json(&self, topic: &str, value: &serde_json::Value, retain: bool) -> Result<()> {
+    pub async fn publish_json(
+        &self,
+        topic: &str,
+        value: &serde_json::Value,
+        retain: bool,
+    ) -> Result<()> {
         self.publish(topic, value.to_string(), retain).await
     }
 
     /// Subscribes to `filter` with QoS 1.
     pub async fn subscribe(&self, filter: &str) -> Result<()> {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| mqtt_error(&e.to_string()))
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| mqtt_error(&e.to_string()))
     }
 
     /// Messages received so far, as (topic, payload).
@@ -88,5 +105,8 @@ impl Drop for TestClient {
 }
 
 fn mqtt_error(message: &str) -> Error {
-    Error::Io { context: "MQTT test client".into(), source: std::io::Error::other(message.to_string()) }
+    Error::Io {
+        context: "MQTT test client".into(),
+        source: std::io::Error::other(message.to_string()),
+    }
 }

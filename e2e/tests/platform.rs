@@ -24,11 +24,20 @@ async fn setup(prefix: &str) -> Setup {
     let env = TestEnv::shared();
     let client = env.client().await.expect("admin client");
     install_crds(&client).await.expect("CRDs install");
-    let namespace = env.namespace(&client, prefix).await.expect("namespace").name;
+    let namespace = env
+        .namespace(&client, prefix)
+        .await
+        .expect("namespace")
+        .name;
     let scope = Scope::new(env, &namespace).expect("scope");
     let devices = Api::namespaced(client.clone(), &namespace);
     let requests = Api::namespaced(client, &namespace);
-    Setup { env, scope, devices, requests }
+    Setup {
+        env,
+        scope,
+        devices,
+        requests,
+    }
 }
 
 fn phase(request: &RebootRequest) -> Option<RebootPhase> {
@@ -36,7 +45,11 @@ fn phase(request: &RebootRequest) -> Option<RebootPhase> {
 }
 
 fn is_connected(device: &Device) -> bool {
-    device.status.as_ref().and_then(|s| s.connection.as_ref()).is_some_and(|c| c.state == ConnectionState::Connected)
+    device
+        .status
+        .as_ref()
+        .and_then(|s| s.connection.as_ref())
+        .is_some_and(|c| c.state == ConnectionState::Connected)
 }
 
 /// Applies `yaml` with kubectl in the scope's namespace.
@@ -51,34 +64,89 @@ fn kubectl_apply(s: &Setup, yaml: &str, extra: &[&str]) -> String {
 
 #[tokio::test]
 async fn the_chart_lints_renders_and_rejects_bad_values() {
-    let lint = helm::ok(None, &["lint", "--strict", "charts/kubetwin", "--set", "broker.url=mqtt://broker:1883"]);
+    let lint = helm::ok(
+        None,
+        &[
+            "lint",
+            "--strict",
+            "charts/kubetwin",
+            "--set",
+            "broker.url=mqtt://broker:1883",
+        ],
+    );
     assert!(lint.is_ok(), "{lint:?}");
     for extra in [
         vec!["--set", "broker.url=mqtt://broker:1883"],
-        vec!["--set", "broker.url=mqtt://broker:1883", "--set", "replicaCount=2"],
-        vec!["--set", "broker.url=mqtt://broker:1883", "--set", "watchNamespaces={team-a}"],
+        vec![
+            "--set",
+            "broker.url=mqtt://broker:1883",
+            "--set",
+            "replicaCount=2",
+        ],
+        vec![
+            "--set",
+            "broker.url=mqtt://broker:1883",
+            "--set",
+            "watchNamespaces={team-a}",
+        ],
         vec!["--set", "mosquitto.enabled=true"],
-        vec!["--set", "broker.url=mqtt://broker:1883", "--set", "metrics.serviceMonitor.enabled=true"],
+        vec![
+            "--set",
+            "broker.url=mqtt://broker:1883",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
     ] {
         let mut args = vec!["template", "kubetwin", "charts/kubetwin"];
         args.extend(extra.iter().copied());
-        let rendered = helm::ok(None, &args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
-        assert!(rendered.contains("kind: Deployment"), "{extra:?} renders the operator");
+        let rendered =
+            helm::ok(None, &args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
+        assert!(
+            rendered.contains("kind: Deployment"),
+            "{extra:?} renders the operator"
+        );
     }
 
-    let bad = helm::run(None, &["template", "kubetwin", "charts/kubetwin", "--set", "broker.url=mqtt://b:1883", "--set", "replicaCount=two"])
-        .expect("helm ran");
+    let bad = helm::run(
+        None,
+        &[
+            "template",
+            "kubetwin",
+            "charts/kubetwin",
+            "--set",
+            "broker.url=mqtt://b:1883",
+            "--set",
+            "replicaCount=two",
+        ],
+    )
+    .expect("helm ran");
     assert!(!bad.success, "replicaCount=two is rejected");
-    assert!(bad.stderr.contains("replicaCount") && bad.stderr.contains("integer"), "readable: {}", bad.stderr);
+    assert!(
+        bad.stderr.contains("replicaCount") && bad.stderr.contains("integer"),
+        "readable: {}",
+        bad.stderr
+    );
 
-    let no_broker = helm::run(None, &["template", "kubetwin", "charts/kubetwin"]).expect("helm ran");
+    let no_broker =
+        helm::run(None, &["template", "kubetwin", "charts/kubetwin"]).expect("helm ran");
     assert!(!no_broker.success);
-    assert!(no_broker.stderr.contains("set broker.url"), "{}", no_broker.stderr);
+    assert!(
+        no_broker.stderr.contains("set broker.url"),
+        "{}",
+        no_broker.stderr
+    );
 
-    for name in ["devices.kubetwin.io.yaml", "rebootrequests.kubetwin.io.yaml"] {
+    for name in [
+        "devices.kubetwin.io.yaml",
+        "rebootrequests.kubetwin.io.yaml",
+    ] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
-        let chart = std::fs::read(repo_root().join("charts/kubetwin/crds").join(name)).expect("chart crd");
-        assert!(top == chart, "charts/kubetwin/crds/{name} differs from crds/{name}: copy it (make crds)");
+        let chart =
+            std::fs::read(repo_root().join("charts/kubetwin/crds").join(name)).expect("chart crd");
+        assert!(
+            top == chart,
+            "charts/kubetwin/crds/{name} differs from crds/{name}: copy it (make crds)"
+        );
     }
 }
 
@@ -92,23 +160,65 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     let install = helm::ok(
         Some(s.env.kubeconfig()),
         &[
-            "install", release, "charts/kubetwin", "-n", &ns, "--set", &broker, "--set", &watch,
-            "--set", "leaderElection.enabled=true", "--set", "replicaCount=2",
+            "install",
+            release,
+            "charts/kubetwin",
+            "-n",
+            &ns,
+            "--set",
+            &broker,
+            "--set",
+            &watch,
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            "replicaCount=2",
         ],
     );
     assert!(install.is_ok(), "helm install: {install:?}");
     // Every object of the release was accepted by the API server.
-    let manifest = helm::ok(Some(s.env.kubeconfig()), &["get", "manifest", release, "-n", &ns]).expect("manifest");
-    for kind in ["Deployment", "ServiceAccount", "Role", "RoleBinding", "Service", "PodDisruptionBudget"] {
-        assert!(manifest.contains(&format!("kind: {kind}")), "{kind} rendered");
+    let manifest = helm::ok(
+        Some(s.env.kubeconfig()),
+        &["get", "manifest", release, "-n", &ns],
+    )
+    .expect("manifest");
+    for kind in [
+        "Deployment",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            manifest.contains(&format!("kind: {kind}")),
+            "{kind} rendered"
+        );
     }
     let sa = "kubetwin";
-    s.env.kubectl(&["get", "deployment/kubetwin", "serviceaccount/kubetwin", "pdb/kubetwin", "-n", &ns]).expect("objects exist");
+    s.env
+        .kubectl(&[
+            "get",
+            "deployment/kubetwin",
+            "serviceaccount/kubetwin",
+            "pdb/kubetwin",
+            "-n",
+            &ns,
+        ])
+        .expect("objects exist");
 
     // Least privilege, checked with impersonation.
     let as_sa = format!("--as=system:serviceaccount:{ns}:{sa}");
     let can = |verb: &str, resource: &str, namespace: &str, sub: Option<&str>| {
-        let mut args = vec!["auth", "can-i", verb, resource, "-n", namespace, as_sa.as_str()];
+        let mut args = vec![
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            namespace,
+            as_sa.as_str(),
+        ];
         if let Some(sub) = sub {
             args.extend(["--subresource", sub]);
         }
@@ -119,33 +229,74 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     };
     assert!(can("watch", "devices.kubetwin.io", &ns, None));
     assert!(can("patch", "devices.kubetwin.io", &ns, Some("status")));
-    assert!(can("patch", "rebootrequests.kubetwin.io", &ns, Some("status")));
+    assert!(can(
+        "patch",
+        "rebootrequests.kubetwin.io",
+        &ns,
+        Some("status")
+    ));
     assert!(can("delete", "rebootrequests.kubetwin.io", &ns, None));
     assert!(can("create", "events.events.k8s.io", &ns, None));
     assert!(can("update", "leases.coordination.k8s.io", &ns, None));
-    assert!(!can("update", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");
-    assert!(!can("patch", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");
+    assert!(
+        !can("update", "devices.kubetwin.io", &ns, None),
+        "cannot change a Device's spec"
+    );
+    assert!(
+        !can("patch", "devices.kubetwin.io", &ns, None),
+        "cannot change a Device's spec"
+    );
     assert!(!can("create", "devices.kubetwin.io", &ns, None));
     assert!(!can("get", "secrets", &ns, None), "cannot read Secrets");
-    assert!(!can("list", "devices.kubetwin.io", "default", None), "cannot reach other namespaces");
+    assert!(
+        !can("list", "devices.kubetwin.io", "default", None),
+        "cannot reach other namespaces"
+    );
     assert!(!can("list", "devices.kubetwin.io", "kube-system", None));
 
     // The operator, logged in with a token of the chart's ServiceAccount, completes a reboot.
-    let token = s.env.kubectl(&["create", "token", sa, "-n", &ns, "--duration=1h"]).expect("token");
-    let kubeconfig = s.env.kubeconfig_for_token(&format!("sa-{ns}"), token.trim()).expect("kubeconfig");
+    let token = s
+        .env
+        .kubectl(&["create", "token", sa, "-n", &ns, "--duration=1h"])
+        .expect("token");
+    let kubeconfig = s
+        .env
+        .kubeconfig_for_token(&format!("sa-{ns}"), token.trim())
+        .expect("kubeconfig");
     let leader_ns = format!("--leader-election-namespace={ns}");
-    let _operator = Operator::start_as(s.env, &s.scope, &kubeconfig, &["--leader-election", &leader_ns])
-        .await
-        .expect("operator as the ServiceAccount");
+    let _operator = Operator::start_as(
+        s.env,
+        &s.scope,
+        &kubeconfig,
+        &["--leader-election", &leader_ns],
+    )
+    .await
+    .expect("operator as the ServiceAccount");
     let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  desired:\n    mode: eco\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"]).expect("simulator");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--boot-seconds=1"],
+    )
+    .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n";
     kubectl_apply(&s, reboot_yaml, &[]);
-    let waited = s.env.kubectl(&["wait", "--for=condition=Succeeded", "rebootrequest/reboot-1", "-n", &ns, "--timeout=180s"]);
-    assert!(waited.is_ok(), "kubectl wait --for=condition=Succeeded: {waited:?}");
+    let waited = s.env.kubectl(&[
+        "wait",
+        "--for=condition=Succeeded",
+        "rebootrequest/reboot-1",
+        "-n",
+        &ns,
+        "--timeout=180s",
+    ]);
+    assert!(
+        waited.is_ok(),
+        "kubectl wait --for=condition=Succeeded: {waited:?}"
+    );
     let done = s.requests.get("reboot-1").await.expect("request");
     assert_eq!(phase(&done), Some(RebootPhase::Succeeded));
     assert_eq!(sim.executed(&id).expect("ledger").len(), 1);
@@ -161,53 +312,104 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
         "--lease-duration-seconds=6".to_string(),
     ];
     let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
-    let first = Operator::start_as(s.env, &s.scope, s.env.kubeconfig(), &lease).await.expect("first operator");
+    let first = Operator::start_as(s.env, &s.scope, s.env.kubeconfig(), &lease)
+        .await
+        .expect("first operator");
     let (code, body) = first.readyz().await.expect("readyz");
-    assert_eq!((code, body.as_str()), (200, "ok"), "the first operator leads");
-    let second = Operator::spawn(s.env, &s.scope, s.env.kubeconfig(), &lease).expect("second operator");
-    second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ok"),
+        "the first operator leads"
+    );
+    let second =
+        Operator::spawn(s.env, &s.scope, s.env.kubeconfig(), &lease).expect("second operator");
+    second
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("standby is healthy");
     let (_, body) = second.readyz().await.expect("readyz");
-    assert!(body.contains("standby"), "the second operator waits: {body}");
+    assert!(
+        body.contains("standby"),
+        "the second operator waits: {body}"
+    );
 
-    let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec: {}\n";
+    let device_yaml =
+        "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec: {}\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--response-delay-ms=3000", "--boot-seconds=4"])
-        .expect("simulator");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--response-delay-ms=3000", "--boot-seconds=4"],
+    )
+    .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n";
     kubectl_apply(&s, reboot_yaml, &[]);
-    wait_for(&s.requests, "reboot-1", "Sent", |r| phase(r) == Some(RebootPhase::Sent)).await;
+    wait_for(&s.requests, "reboot-1", "Sent", |r| {
+        phase(r) == Some(RebootPhase::Sent)
+    })
+    .await;
     let standby_metrics = second.metrics().await.expect("metrics");
     assert!(
-        !standby_metrics.lines().any(|l| l.starts_with("kubetwin_reconciles_total") && !l.ends_with(" 0")),
+        !standby_metrics
+            .lines()
+            .any(|l| l.starts_with("kubetwin_reconciles_total") && !l.ends_with(" 0")),
         "the standby reconciled nothing:\n{standby_metrics}"
     );
     first.kill();
 
-    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| phase(r).is_some_and(RebootPhase::is_terminal)).await;
-    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
+    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| {
+        phase(r).is_some_and(RebootPhase::is_terminal)
+    })
+    .await;
+    assert_eq!(
+        phase(&done),
+        Some(RebootPhase::Succeeded),
+        "{:#?}",
+        done.status
+    );
     let (code, body) = second.readyz().await.expect("readyz");
     assert_eq!((code, body.as_str()), (200, "ok"), "the standby took over");
-    assert_eq!(sim.executed(&id).expect("ledger"), vec![done.uid().unwrap_or_default()], "exactly one execution");
+    assert_eq!(
+        sim.executed(&id).expect("ledger"),
+        vec![done.uid().unwrap_or_default()],
+        "exactly one execution"
+    );
 }
 
 #[tokio::test]
 async fn reapplying_the_same_manifests_never_reboots_twice() {
     let s = setup("gitops").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  desired:\n    mode: eco\n";
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n  responseTimeoutSeconds: 20\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"]).expect("simulator");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--boot-seconds=1"],
+    )
+    .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     kubectl_apply(&s, reboot_yaml, &[]);
-    let done = wait_for(&s.requests, "reboot-1", "Succeeded", |r| phase(r) == Some(RebootPhase::Succeeded)).await;
+    let done = wait_for(&s.requests, "reboot-1", "Succeeded", |r| {
+        phase(r) == Some(RebootPhase::Succeeded)
+    })
+    .await;
     let completed = done.status.as_ref().and_then(|s| s.completed_at.clone());
 
     // Git syncs again: client-side apply, then server-side apply under another manager.
-    for extra in [vec![], vec!["--server-side", "--field-manager=argocd-controller"], vec!["--server-side", "--field-manager=flux"]] {
+    for extra in [
+        vec![],
+        vec!["--server-side", "--field-manager=argocd-controller"],
+        vec!["--server-side", "--field-manager=flux"],
+    ] {
         kubectl_apply(&s, device_yaml, &extra);
         kubectl_apply(&s, reboot_yaml, &extra);
     }
@@ -216,13 +418,24 @@ async fn reapplying_the_same_manifests_never_reboots_twice() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = s.requests.get("reboot-1").await.expect("request");
     assert_eq!(phase(&again), Some(RebootPhase::Succeeded));
-    assert_eq!(again.status.as_ref().and_then(|s| s.completed_at.clone()), completed, "status untouched");
-    assert_eq!(sim.executed(&id).expect("ledger"), vec![done.uid().unwrap_or_default()], "no second reboot");
+    assert_eq!(
+        again.status.as_ref().and_then(|s| s.completed_at.clone()),
+        completed,
+        "status untouched"
+    );
+    assert_eq!(
+        sim.executed(&id).expect("ledger"),
+        vec![done.uid().unwrap_or_default()],
+        "no second reboot"
+    );
 
     // The operator owns status only, never a field under spec.
     let device = s.devices.get("sensor-1").await.expect("device");
     let request = s.requests.get("reboot-1").await.expect("request");
-    let entries = device.managed_fields().iter().chain(request.managed_fields());
+    let entries = device
+        .managed_fields()
+        .iter()
+        .chain(request.managed_fields());
     let mut seen_operator = false;
     for entry in entries {
         if entry.manager.as_deref() != Some("kubetwin-operator") {
@@ -231,9 +444,15 @@ async fn reapplying_the_same_manifests_never_reboots_twice() {
         seen_operator = true;
         assert_eq!(entry.subresource.as_deref(), Some("status"), "{entry:?}");
         let fields = serde_json::to_string(&entry.fields_v1).expect("json");
-        assert!(!fields.contains("f:spec"), "the operator owns a spec field: {fields}");
+        assert!(
+            !fields.contains("f:spec"),
+            "the operator owns a spec field: {fields}"
+        );
     }
-    assert!(seen_operator, "the operator's status writes are recorded in managedFields");
+    assert!(
+        seen_operator,
+        "the operator's status writes are recorded in managedFields"
+    );
 }
 
 #[tokio::test]
@@ -244,12 +463,23 @@ async fn the_image_builds_and_runs_its_binary() {
         .env("KUBETWIN_IMAGE_PROFILE", "dev")
         .output()
         .expect("hack/image.sh ran");
-    assert!(build.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&build.stderr));
+    assert!(
+        build.status.success(),
+        "image build failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
     let check = std::process::Command::new(&script)
         .args(["--check", "kubetwin/operator:e2e"])
         .output()
         .expect("hack/image.sh --check ran");
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "--version in the image failed:\n{}", String::from_utf8_lossy(&check.stderr));
-    assert_eq!(stdout.trim(), format!("kubetwin-operator {}", env!("CARGO_PKG_VERSION")));
+    assert!(
+        check.status.success(),
+        "--version in the image failed:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("kubetwin-operator {}", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -34,11 +34,20 @@ async fn setup(prefix: &str) -> Setup {
     let env = TestEnv::shared();
     let client = env.client().await.expect("admin client");
     install_crds(&client).await.expect("CRDs install");
-    let namespace = env.namespace(&client, prefix).await.expect("namespace").name;
+    let namespace = env
+        .namespace(&client, prefix)
+        .await
+        .expect("namespace")
+        .name;
     let scope = Scope::new(env, &namespace).expect("scope");
     let devices = Api::namespaced(client.clone(), &namespace);
     let requests = Api::namespaced(client.clone(), &namespace);
-    Setup { env, scope, devices, requests }
+    Setup {
+        env,
+        scope,
+        devices,
+        requests,
+    }
 }
 
 async fn create_device(devices: &Api<Device>, name: &str, spec: Value) -> Device {
@@ -47,7 +56,10 @@ async fn create_device(devices: &Api<Device>, name: &str, spec: Value) -> Device
         "metadata": {"name": name}, "spec": spec,
     }))
     .expect("device");
-    devices.create(&PostParams::default(), &device).await.expect("device created")
+    devices
+        .create(&PostParams::default(), &device)
+        .await
+        .expect("device created")
 }
 
 async fn create_reboot(requests: &Api<RebootRequest>, name: &str, spec: Value) -> RebootRequest {
@@ -56,15 +68,30 @@ async fn create_reboot(requests: &Api<RebootRequest>, name: &str, spec: Value) -
         "metadata": {"name": name}, "spec": spec,
     }))
     .expect("request");
-    requests.create(&PostParams::default(), &request).await.expect("request created")
+    requests
+        .create(&PostParams::default(), &request)
+        .await
+        .expect("request created")
 }
 
-fn condition<'a>(device: &'a Device, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    device.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    device: &'a Device,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    device
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn is_connected(device: &Device) -> bool {
-    device.status.as_ref().and_then(|s| s.connection.as_ref()).is_some_and(|c| c.state == ConnectionState::Connected)
+    device
+        .status
+        .as_ref()
+        .and_then(|s| s.connection.as_ref())
+        .is_some_and(|c| c.state == ConnectionState::Connected)
 }
 
 fn phase(request: &RebootRequest) -> Option<RebootPhase> {
@@ -105,27 +132,59 @@ fn phases(seen: &Arc<Mutex<Vec<RebootPhase>>>) -> Vec<RebootPhase> {
 #[tokio::test]
 async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation() {
     let s = setup("desired").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
-    create_device(&s.devices, "sensor-1", json!({"desired": {"telemetryIntervalSeconds": 10}})).await;
-    let _sim = Simulator::start(s.env, &s.scope, &[s.scope.device_id("sensor-1")], &[]).expect("simulator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
+    create_device(
+        &s.devices,
+        "sensor-1",
+        json!({"desired": {"telemetryIntervalSeconds": 10}}),
+    )
+    .await;
+    let _sim = Simulator::start(s.env, &s.scope, &[s.scope.device_id("sensor-1")], &[])
+        .expect("simulator");
 
     let device = wait_for(&s.devices, "sensor-1", "InSync at generation 1", |d| {
-        condition(d, "InSync").is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
+        condition(d, "InSync")
+            .is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
     })
     .await;
-    assert_eq!(reported(&device, "telemetryIntervalSeconds"), Some(json!(10)));
-    assert_eq!(device.status.as_ref().and_then(|s| s.applied.as_ref()).map(|a| a.version), Some(1));
+    assert_eq!(
+        reported(&device, "telemetryIntervalSeconds"),
+        Some(json!(10))
+    );
+    assert_eq!(
+        device
+            .status
+            .as_ref()
+            .and_then(|s| s.applied.as_ref())
+            .map(|a| a.version),
+        Some(1)
+    );
     assert!(condition(&device, "Ready").is_some_and(|c| c.status == "True"));
 
     let patch = json!({"spec": {"desired": {"telemetryIntervalSeconds": 30, "led": "blue"}}});
-    s.devices.patch("sensor-1", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patched");
+    s.devices
+        .patch("sensor-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patched");
     let device = wait_for(&s.devices, "sensor-1", "InSync at generation 2", |d| {
-        condition(d, "InSync").is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
+        condition(d, "InSync")
+            .is_some_and(|c| c.status == "True" && c.observed_generation == Some(2))
     })
     .await;
     let status = device.status.as_ref().expect("status");
-    assert_eq!(status.applied.as_ref().map(|a| (a.epoch.as_str(), a.version)), Some((device.uid().as_deref().unwrap_or(""), 2)));
-    assert_eq!(reported(&device, "telemetryIntervalSeconds"), Some(json!(30)));
+    assert_eq!(
+        status
+            .applied
+            .as_ref()
+            .map(|a| (a.epoch.as_str(), a.version)),
+        Some((device.uid().as_deref().unwrap_or(""), 2))
+    );
+    assert_eq!(
+        reported(&device, "telemetryIntervalSeconds"),
+        Some(json!(30))
+    );
     assert_eq!(reported(&device, "led"), Some(json!("blue")));
     assert_eq!(status.observed_generation, Some(2));
 }
@@ -133,44 +192,94 @@ async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation(
 #[tokio::test]
 async fn reported_properties_and_their_deletion_appear_in_status() {
     let s = setup("reported").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
     let root = &s.scope.topic_root;
-    let device = TestClient::connect(s.env.broker.port, &format!("{id}-raw")).await.expect("mqtt");
+    let device = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
+        .await
+        .expect("mqtt");
     device
-        .publish_json(&format!("{root}/{id}/presence"), &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}), true)
+        .publish_json(
+            &format!("{root}/{id}/presence"),
+            &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}),
+            true,
+        )
         .await
         .expect("presence");
     let reported_topic = format!("{root}/{id}/twin/reported");
     let full = json!({"v": 1, "boot": 1, "seq": 1, "full": true,
         "reported": {"firmwareVersion": "2.1.0", "battery": {"level": 80, "charging": false}, "site": "hall-3"}});
-    device.publish_json(&reported_topic, &full, false).await.expect("full report");
-    let got = wait_for(&s.devices, "sensor-1", "reported properties", |d| reported(d, "site").is_some()).await;
+    device
+        .publish_json(&reported_topic, &full, false)
+        .await
+        .expect("full report");
+    let got = wait_for(&s.devices, "sensor-1", "reported properties", |d| {
+        reported(d, "site").is_some()
+    })
+    .await;
     assert_eq!(reported(&got, "firmwareVersion"), Some(json!("2.1.0")));
-    assert_eq!(reported(&got, "battery"), Some(json!({"level": 80, "charging": false})));
+    assert_eq!(
+        reported(&got, "battery"),
+        Some(json!({"level": 80, "charging": false}))
+    );
     assert!(is_connected(&got));
 
-    let patch = json!({"v": 1, "boot": 1, "seq": 2, "reported": {"site": null, "battery": {"level": 75}}});
-    device.publish_json(&reported_topic, &patch, false).await.expect("patch");
-    let got = wait_for(&s.devices, "sensor-1", "site deleted", |d| reported(d, "site").is_none()).await;
-    assert_eq!(reported(&got, "battery"), Some(json!({"level": 75, "charging": false})), "merge patch keeps siblings");
-    let cursor = got.status.as_ref().and_then(|s| s.last_reported).expect("lastReported");
+    let patch =
+        json!({"v": 1, "boot": 1, "seq": 2, "reported": {"site": null, "battery": {"level": 75}}});
+    device
+        .publish_json(&reported_topic, &patch, false)
+        .await
+        .expect("patch");
+    let got = wait_for(&s.devices, "sensor-1", "site deleted", |d| {
+        reported(d, "site").is_none()
+    })
+    .await;
+    assert_eq!(
+        reported(&got, "battery"),
+        Some(json!({"level": 75, "charging": false})),
+        "merge patch keeps siblings"
+    );
+    let cursor = got
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reported)
+        .expect("lastReported");
     assert_eq!((cursor.boot, cursor.seq), (1, 2));
-    assert!(got.status.as_ref().and_then(|s| s.reported_at.as_ref()).is_some());
+    assert!(
+        got.status
+            .as_ref()
+            .and_then(|s| s.reported_at.as_ref())
+            .is_some()
+    );
 
-    let table = s.env.kubectl(&["get", "device", "sensor-1", "-n", &s.scope.namespace]).expect("kubectl");
-    assert!(table.contains("2.1.0"), "FIRMWARE column shows the reported firmware: {table}");
+    let table = s
+        .env
+        .kubectl(&["get", "device", "sensor-1", "-n", &s.scope.namespace])
+        .expect("kubectl");
+    assert!(
+        table.contains("2.1.0"),
+        "FIRMWARE column shows the reported firmware: {table}"
+    );
 }
 
 #[tokio::test]
 async fn a_reboot_goes_through_every_phase() {
     let s = setup("reboot").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--response-delay-ms=1500", "--boot-seconds=2"])
-        .expect("simulator");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--response-delay-ms=1500", "--boot-seconds=2"],
+    )
+    .expect("simulator");
     let before = wait_for(&s.devices, "sensor-1", "connected with a report", |d| {
         is_connected(d) && reported(d, "lastReboot").is_some()
     })
@@ -178,203 +287,486 @@ async fn a_reboot_goes_through_every_phase() {
     let last_reboot_before = reported(&before, "lastReboot");
 
     let seen = record_phases(&s.requests, "reboot-1");
-    let created = create_reboot(&s.requests, "reboot-1", json!({"deviceName": "sensor-1", "delaySeconds": 2})).await;
-    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| phase(r).is_some_and(RebootPhase::is_terminal)).await;
+    let created = create_reboot(
+        &s.requests,
+        "reboot-1",
+        json!({"deviceName": "sensor-1", "delaySeconds": 2}),
+    )
+    .await;
+    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| {
+        phase(r).is_some_and(RebootPhase::is_terminal)
+    })
+    .await;
     let status = done.status.clone().expect("status");
     assert_eq!(status.phase, Some(RebootPhase::Succeeded), "{status:#?}");
 
     // Give the watch a moment to deliver the last event it already has.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = phases(&seen);
-    let order = [RebootPhase::Sent, RebootPhase::Accepted, RebootPhase::Rebooting, RebootPhase::Succeeded];
-    let positions: Vec<Option<usize>> = order.iter().map(|p| seen.iter().position(|s| s == p)).collect();
-    assert!(positions.iter().all(Option::is_some), "every phase was observed: {seen:?}");
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "phases in order: {seen:?}");
+    let order = [
+        RebootPhase::Sent,
+        RebootPhase::Accepted,
+        RebootPhase::Rebooting,
+        RebootPhase::Succeeded,
+    ];
+    let positions: Vec<Option<usize>> = order
+        .iter()
+        .map(|p| seen.iter().position(|s| s == p))
+        .collect();
+    assert!(
+        positions.iter().all(Option::is_some),
+        "every phase was observed: {seen:?}"
+    );
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "phases in order: {seen:?}"
+    );
 
     assert_eq!(status.request_id.as_deref(), created.uid().as_deref());
     let sent = status.sent_at.expect("sentAt").0;
     let accepted = status.accepted_at.expect("acceptedAt").0;
     let completed = status.completed_at.expect("completedAt").0;
-    assert!(sent <= accepted && accepted <= completed, "{sent} <= {accepted} <= {completed}");
-    assert!(status.boot_after > status.boot_before, "{:?} > {:?}", status.boot_after, status.boot_before);
+    assert!(
+        sent <= accepted && accepted <= completed,
+        "{sent} <= {accepted} <= {completed}"
+    );
+    assert!(
+        status.boot_after > status.boot_before,
+        "{:?} > {:?}",
+        status.boot_after,
+        status.boot_before
+    );
     assert!(status.duration.is_some());
     assert_eq!(status.response.as_ref().map(|r| r.code), Some(200));
-    let succeeded = status.conditions.iter().find(|c| c.type_ == "Succeeded").expect("Succeeded condition");
+    let succeeded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Succeeded")
+        .expect("Succeeded condition");
     assert_eq!(succeeded.status, "True");
 
-    let after = wait_for(&s.devices, "sensor-1", "a new lastReboot", |d| reported(d, "lastReboot") != last_reboot_before).await;
+    let after = wait_for(&s.devices, "sensor-1", "a new lastReboot", |d| {
+        reported(d, "lastReboot") != last_reboot_before
+    })
+    .await;
     assert_eq!(
         reported(&after, "reboot"),
         Some(json!({"status": "done", "requestId": created.uid().unwrap_or_default()}))
     );
-    assert_eq!(sim.executed(&id).expect("ledger"), vec![created.uid().unwrap_or_default()]);
+    assert_eq!(
+        sim.executed(&id).expect("ledger"),
+        vec![created.uid().unwrap_or_default()]
+    );
 
-    let events = s.env.kubectl(&["get", "events", "-n", &s.scope.namespace, "-o", "json"]).expect("events");
+    let events = s
+        .env
+        .kubectl(&["get", "events", "-n", &s.scope.namespace, "-o", "json"])
+        .expect("events");
     let events: Value = serde_json::from_str(&events).expect("json");
-    let reasons: Vec<&str> = events["items"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str()).collect();
-    for reason in ["Sent", "Accepted", "Rebooting", "Rebooted", "RebootSucceeded"] {
-        assert!(reasons.contains(&reason), "event {reason} recorded: {reasons:?}");
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for reason in [
+        "Sent",
+        "Accepted",
+        "Rebooting",
+        "Rebooted",
+        "RebootSucceeded",
+    ] {
+        assert!(
+            reasons.contains(&reason),
+            "event {reason} recorded: {reasons:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn an_offline_device_is_waited_for_only_with_a_connect_timeout() {
     let s = setup("offline").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     create_device(&s.devices, "sensor-2", json!({})).await;
 
     create_reboot(&s.requests, "no-wait", json!({"deviceName": "sensor-2"})).await;
-    let failed = wait_for(&s.requests, "no-wait", "TimedOut", |r| phase(r) == Some(RebootPhase::TimedOut)).await;
+    let failed = wait_for(&s.requests, "no-wait", "TimedOut", |r| {
+        phase(r) == Some(RebootPhase::TimedOut)
+    })
+    .await;
     assert_eq!(reason(&failed).as_deref(), Some("DeviceNotOnline"));
 
-    create_reboot(&s.requests, "wait", json!({"deviceName": "sensor-1", "connectTimeoutSeconds": 300})).await;
-    let waiting = wait_for(&s.requests, "wait", "Pending", |r| phase(r) == Some(RebootPhase::Pending)).await;
+    create_reboot(
+        &s.requests,
+        "wait",
+        json!({"deviceName": "sensor-1", "connectTimeoutSeconds": 300}),
+    )
+    .await;
+    let waiting = wait_for(&s.requests, "wait", "Pending", |r| {
+        phase(r) == Some(RebootPhase::Pending)
+    })
+    .await;
     assert_eq!(reason(&waiting).as_deref(), Some("WaitingForDevice"));
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"]).expect("simulator");
-    let done = wait_for(&s.requests, "wait", "a terminal phase", |r| phase(r).is_some_and(RebootPhase::is_terminal)).await;
-    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--boot-seconds=1"],
+    )
+    .expect("simulator");
+    let done = wait_for(&s.requests, "wait", "a terminal phase", |r| {
+        phase(r).is_some_and(RebootPhase::is_terminal)
+    })
+    .await;
+    assert_eq!(
+        phase(&done),
+        Some(RebootPhase::Succeeded),
+        "{:#?}",
+        done.status
+    );
     assert_eq!(sim.executed(&id).expect("ledger").len(), 1);
 }
 
 #[tokio::test]
 async fn silent_and_rejecting_devices_end_their_requests() {
     let s = setup("silent").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "silent", json!({})).await;
     create_device(&s.devices, "stubborn", json!({})).await;
     let silent_id = s.scope.device_id("silent");
     let stubborn_id = s.scope.device_id("stubborn");
-    let _silent = Simulator::start(s.env, &s.scope, std::slice::from_ref(&silent_id), &["--never-answer"]).expect("sim");
-    let _stubborn =
-        Simulator::start(s.env, &s.scope, std::slice::from_ref(&stubborn_id), &["--reject-methods"]).expect("sim");
+    let _silent = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&silent_id),
+        &["--never-answer"],
+    )
+    .expect("sim");
+    let _stubborn = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&stubborn_id),
+        &["--reject-methods"],
+    )
+    .expect("sim");
     for name in ["silent", "stubborn"] {
         wait_for(&s.devices, name, "connected", is_connected).await;
     }
 
-    create_reboot(&s.requests, "to-silent", json!({"deviceName": "silent", "responseTimeoutSeconds": 5})).await;
-    create_reboot(&s.requests, "to-stubborn", json!({"deviceName": "stubborn"})).await;
-    let timed_out = wait_for(&s.requests, "to-silent", "TimedOut", |r| phase(r) == Some(RebootPhase::TimedOut)).await;
+    create_reboot(
+        &s.requests,
+        "to-silent",
+        json!({"deviceName": "silent", "responseTimeoutSeconds": 5}),
+    )
+    .await;
+    create_reboot(
+        &s.requests,
+        "to-stubborn",
+        json!({"deviceName": "stubborn"}),
+    )
+    .await;
+    let timed_out = wait_for(&s.requests, "to-silent", "TimedOut", |r| {
+        phase(r) == Some(RebootPhase::TimedOut)
+    })
+    .await;
     assert_eq!(reason(&timed_out).as_deref(), Some("NoResponse"));
-    let rejected = wait_for(&s.requests, "to-stubborn", "Rejected", |r| phase(r) == Some(RebootPhase::Rejected)).await;
-    let response = rejected.status.as_ref().and_then(|s| s.response.clone()).expect("response");
+    let rejected = wait_for(&s.requests, "to-stubborn", "Rejected", |r| {
+        phase(r) == Some(RebootPhase::Rejected)
+    })
+    .await;
+    let response = rejected
+        .status
+        .as_ref()
+        .and_then(|s| s.response.clone())
+        .expect("response");
     assert_eq!(response.code, 409);
     assert!(!response.message.is_empty(), "the device's message is kept");
-    assert!(rejected.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(&response.message)));
-    let failed = rejected.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed").cloned());
+    assert!(
+        rejected
+            .status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains(&response.message))
+    );
+    let failed = rejected
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed").cloned());
     assert_eq!(failed.map(|c| c.status), Some("True".to_string()));
 }
 
 #[tokio::test]
 async fn a_killed_operator_resumes_and_the_device_reboots_once() {
     let s = setup("restart").await;
-    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--response-delay-ms=4000", "--boot-seconds=6"])
-        .expect("simulator");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--response-delay-ms=4000", "--boot-seconds=6"],
+    )
+    .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
 
     let created = create_reboot(&s.requests, "reboot-1", json!({"deviceName": "sensor-1"})).await;
-    wait_for(&s.requests, "reboot-1", "Sent", |r| phase(r) == Some(RebootPhase::Sent)).await;
+    wait_for(&s.requests, "reboot-1", "Sent", |r| {
+        phase(r) == Some(RebootPhase::Sent)
+    })
+    .await;
     operator.kill();
-    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
-    wait_for(&s.requests, "reboot-1", "Rebooting", |r| phase(r) == Some(RebootPhase::Rebooting)).await;
+    let operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator restarted");
+    wait_for(&s.requests, "reboot-1", "Rebooting", |r| {
+        phase(r) == Some(RebootPhase::Rebooting)
+    })
+    .await;
     operator.kill();
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted again");
-    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| phase(r).is_some_and(RebootPhase::is_terminal)).await;
-    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
-    assert_eq!(sim.executed(&id).expect("ledger"), vec![created.uid().unwrap_or_default()], "exactly one execution");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator restarted again");
+    let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| {
+        phase(r).is_some_and(RebootPhase::is_terminal)
+    })
+    .await;
+    assert_eq!(
+        phase(&done),
+        Some(RebootPhase::Succeeded),
+        "{:#?}",
+        done.status
+    );
+    assert_eq!(
+        sim.executed(&id).expect("ledger"),
+        vec![created.uid().unwrap_or_default()],
+        "exactly one execution"
+    );
 }
 
 #[tokio::test]
 async fn duplicate_reordered_and_stale_messages_never_move_status_back() {
     let s = setup("order").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
     let root = &s.scope.topic_root;
-    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw")).await.expect("mqtt");
+    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
+        .await
+        .expect("mqtt");
     let presence = format!("{root}/{id}/presence");
     let reported_topic = format!("{root}/{id}/twin/reported");
     let report = |seq: u64, boot: u64, body: Value| json!({"v": 1, "boot": boot, "seq": seq, "reported": body});
 
-    mqtt.publish_json(&presence, &json!({"v": 1, "state": "online", "boot": 2, "conn": 2}), true).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &json!({"v": 1, "boot": 2, "seq": 5, "full": true, "reported": {"value": 5}}), false)
-        .await
-        .expect("pub");
-    wait_for(&s.devices, "sensor-1", "value 5", |d| reported(d, "value") == Some(json!(5))).await;
+    mqtt.publish_json(
+        &presence,
+        &json!({"v": 1, "state": "online", "boot": 2, "conn": 2}),
+        true,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &json!({"v": 1, "boot": 2, "seq": 5, "full": true, "reported": {"value": 5}}),
+        false,
+    )
+    .await
+    .expect("pub");
+    wait_for(&s.devices, "sensor-1", "value 5", |d| {
+        reported(d, "value") == Some(json!(5))
+    })
+    .await;
 
-    mqtt.publish_json(&reported_topic, &report(5, 2, json!({"value": "duplicate"})), false).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &report(3, 2, json!({"value": "reordered"})), false).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &report(99, 1, json!({"value": "previous boot"})), false).await.expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &report(5, 2, json!({"value": "duplicate"})),
+        false,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &report(3, 2, json!({"value": "reordered"})),
+        false,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &report(99, 1, json!({"value": "previous boot"})),
+        false,
+    )
+    .await
+    .expect("pub");
     // A Last Will from the previous connection, delivered late.
-    mqtt.publish_json(&presence, &json!({"v": 1, "state": "offline", "boot": 2, "conn": 1}), true).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &report(6, 2, json!({"marker": true})), false).await.expect("pub");
+    mqtt.publish_json(
+        &presence,
+        &json!({"v": 1, "state": "offline", "boot": 2, "conn": 1}),
+        true,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &report(6, 2, json!({"marker": true})),
+        false,
+    )
+    .await
+    .expect("pub");
 
-    let got = wait_for(&s.devices, "sensor-1", "the marker", |d| reported(d, "marker") == Some(json!(true))).await;
-    assert_eq!(reported(&got, "value"), Some(json!(5)), "no older message changed the value");
-    let cursor = got.status.as_ref().and_then(|s| s.last_reported).expect("lastReported");
+    let got = wait_for(&s.devices, "sensor-1", "the marker", |d| {
+        reported(d, "marker") == Some(json!(true))
+    })
+    .await;
+    assert_eq!(
+        reported(&got, "value"),
+        Some(json!(5)),
+        "no older message changed the value"
+    );
+    let cursor = got
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reported)
+        .expect("lastReported");
     assert_eq!((cursor.boot, cursor.seq), (2, 6));
-    assert!(is_connected(&got), "the late Last Will did not mark the device offline");
+    assert!(
+        is_connected(&got),
+        "the late Last Will did not mark the device offline"
+    );
 }
 
 #[tokio::test]
 async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     let s = setup("garbage").await;
-    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
     let root = &s.scope.topic_root;
-    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw")).await.expect("mqtt");
+    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
+        .await
+        .expect("mqtt");
     let presence = format!("{root}/{id}/presence");
     let reported_topic = format!("{root}/{id}/twin/reported");
-    mqtt.publish_json(&presence, &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}), true).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &json!({"v": 1, "boot": 1, "seq": 1, "full": true, "reported": {"ok": 1}}), false)
+    mqtt.publish_json(
+        &presence,
+        &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}),
+        true,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &json!({"v": 1, "boot": 1, "seq": 1, "full": true, "reported": {"ok": 1}}),
+        false,
+    )
+    .await
+    .expect("pub");
+    let before = wait_for(&s.devices, "sensor-1", "first report", |d| {
+        reported(d, "ok") == Some(json!(1))
+    })
+    .await;
+
+    mqtt.publish(&reported_topic, "{not json", false)
         .await
         .expect("pub");
-    let before = wait_for(&s.devices, "sensor-1", "first report", |d| reported(d, "ok") == Some(json!(1))).await;
-
-    mqtt.publish(&reported_topic, "{not json", false).await.expect("pub");
-    mqtt.publish_json(&reported_topic, &json!({"v": 2, "boot": 1, "seq": 2, "reported": {"ok": "v2"}}), false).await.expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &json!({"v": 2, "boot": 1, "seq": 2, "reported": {"ok": "v2"}}),
+        false,
+    )
+    .await
+    .expect("pub");
     let huge = "x".repeat(70 * 1024);
-    mqtt.publish_json(&reported_topic, &json!({"v": 1, "boot": 1, "seq": 3, "reported": {"ok": huge}}), false).await.expect("pub");
-    mqtt.publish(&presence, vec![0xff, 0xfe, 0x00], false).await.expect("pub");
-    mqtt.publish_json(&format!("{root}/not-a-device!/twin/reported"), &json!({"v": 1}), false).await.expect("pub");
+    mqtt.publish_json(
+        &reported_topic,
+        &json!({"v": 1, "boot": 1, "seq": 3, "reported": {"ok": huge}}),
+        false,
+    )
+    .await
+    .expect("pub");
+    mqtt.publish(&presence, vec![0xff, 0xfe, 0x00], false)
+        .await
+        .expect("pub");
+    mqtt.publish_json(
+        &format!("{root}/not-a-device!/twin/reported"),
+        &json!({"v": 1}),
+        false,
+    )
+    .await
+    .expect("pub");
 
     // Nothing above changed status.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let unchanged = s.devices.get("sensor-1").await.expect("device");
-    assert_eq!(unchanged.status.as_ref().map(|s| &s.reported), before.status.as_ref().map(|s| &s.reported));
-    assert_eq!(unchanged.status.as_ref().and_then(|s| s.last_reported), before.status.as_ref().and_then(|s| s.last_reported));
+    assert_eq!(
+        unchanged.status.as_ref().map(|s| &s.reported),
+        before.status.as_ref().map(|s| &s.reported)
+    );
+    assert_eq!(
+        unchanged.status.as_ref().and_then(|s| s.last_reported),
+        before.status.as_ref().and_then(|s| s.last_reported)
+    );
     assert!(operator.is_running(), "the operator survived");
 
     // The operator still works, and the bad messages were counted by reason.
-    mqtt.publish_json(&reported_topic, &json!({"v": 1, "boot": 1, "seq": 4, "reported": {"ok": 4}}), false).await.expect("pub");
-    wait_for(&s.devices, "sensor-1", "a later good report", |d| reported(d, "ok") == Some(json!(4))).await;
+    mqtt.publish_json(
+        &reported_topic,
+        &json!({"v": 1, "boot": 1, "seq": 4, "reported": {"ok": 4}}),
+        false,
+    )
+    .await
+    .expect("pub");
+    wait_for(&s.devices, "sensor-1", "a later good report", |d| {
+        reported(d, "ok") == Some(json!(4))
+    })
+    .await;
     let metrics = operator.metrics().await.expect("metrics");
     for reason in ["malformed", "version", "oversized"] {
         let line = format!("kubetwin_mqtt_messages_dropped_total{{kind=\"{reason}\"}}");
-        assert!(metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")), "{line} counted:\n{metrics}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            "{line} counted:\n{metrics}"
+        );
     }
 }
 
 #[tokio::test]
 async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
     let s = setup("dup").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     let shared_id = format!("{}.shared", s.scope.namespace);
     create_device(&s.devices, "first", json!({"deviceId": shared_id})).await;
     wait_for(&s.devices, "first", "status", |d| d.status.is_some()).await;
     create_device(&s.devices, "second", json!({"deviceId": shared_id})).await;
 
     let second = wait_for(&s.devices, "second", "Ready=False DuplicateDeviceId", |d| {
-        condition(d, "Ready").is_some_and(|c| c.status == "False" && c.reason == "DuplicateDeviceId")
+        condition(d, "Ready")
+            .is_some_and(|c| c.status == "False" && c.reason == "DuplicateDeviceId")
     })
     .await;
-    let message = condition(&second, "Ready").map(|c| c.message.clone()).unwrap_or_default();
-    assert!(message.contains(&format!("{}/first", s.scope.namespace)), "names the owner: {message}");
+    let message = condition(&second, "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("{}/first", s.scope.namespace)),
+        "names the owner: {message}"
+    );
     let first = s.devices.get("first").await.expect("first");
     assert!(condition(&first, "Ready").is_some_and(|c| c.reason != "DuplicateDeviceId"));
 }

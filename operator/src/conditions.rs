@@ -20,13 +20,20 @@ pub struct ConditionUpdate {
 
 /// Builds the condition list from `updates`, keeping `lastTransitionTime` of a condition whose
 /// status did not change and stamping `now` on those that did.
-pub fn merge(existing: &[Condition], updates: Vec<ConditionUpdate>, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge(
+    existing: &[Condition],
+    updates: Vec<ConditionUpdate>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     updates
         .into_iter()
         .map(|update| {
             let previous = existing.iter().find(|c| c.type_ == update.type_);
             let last_transition_time = match previous {
-                Some(previous) if previous.status == update.status => previous.last_transition_time.clone(),
+                Some(previous) if previous.status == update.status => {
+                    previous.last_transition_time.clone()
+                }
                 _ => Time(now),
             };
             Condition {
@@ -51,7 +58,12 @@ mod tests {
     use super::*;
 
     fn update(status: &'static str) -> ConditionUpdate {
-        ConditionUpdate { type_: "Ready", status, reason: "Because".into(), message: "m".into() }
+        ConditionUpdate {
+            type_: "Ready",
+            status,
+            reason: "Because".into(),
+            message: "m".into(),
+        }
     }
 
     #[test]
@@ -65,6 +77,9 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge(&same, vec![update("True")], Some(2), t1);
         assert_eq!(flipped[0].last_transition_time, Time(t1));
-        assert_eq!(find(&flipped, "Ready").map(|c| c.status.as_str()), Some("True"));
+        assert_eq!(
+            find(&flipped, "Ready").map(|c| c.status.as_str()),
+            Some("True")
+        );
     }
 }

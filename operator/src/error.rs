@@ -22,7 +22,9 @@ pub enum Error {
     #[error("MQTT publish: {0}")]
     Publish(String),
     /// The kubetwin CRDs are not installed in the cluster.
-    #[error("the kubetwin CRDs are not installed ({0}): apply crds/ or install the Helm chart first")]
+    #[error(
+        "the kubetwin CRDs are not installed ({0}): apply crds/ or install the Helm chart first"
+    )]
     CrdsMissing(String),
 }
 

@@ -14,7 +14,7 @@ use kubetwin_protocol::{Admission, DecodeError, Inbound};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::{controller::Context, mqtt::MqttEvent};
+use crate::{controller::Context, mqtt::MqttEvent, twin::DeviceTwin};
 
 /// How often a dropped message is logged per device.
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -35,14 +35,20 @@ pub async fn run(ctx: Arc<Context>, mut events: mpsc::Receiver<MqttEvent>) {
                 info!("MQTT session up: republishing desired documents");
                 ctx.index().forget_published();
                 for device in ctx.devices.state() {
-                    let _ = ctx.device_trigger.unbounded_send(ObjectRef::from_obj(&*device));
+                    let _ = ctx
+                        .device_trigger
+                        .unbounded_send(ObjectRef::from_obj(&*device));
                 }
                 for request in ctx.requests.state() {
-                    let _ = ctx.request_trigger.unbounded_send(ObjectRef::from_obj(&*request));
+                    let _ = ctx
+                        .request_trigger
+                        .unbounded_send(ObjectRef::from_obj(&*request));
                 }
             }
             MqttEvent::Disconnected(reason) => debug!(%reason, "MQTT session down"),
-            MqttEvent::Message { topic, payload } => handle(&ctx, &topic, &payload, &mut log_limiter),
+            MqttEvent::Message { topic, payload } => {
+                handle(&ctx, &topic, &payload, &mut log_limiter)
+            }
         }
     }
 }
@@ -52,29 +58,30 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) 
     let inbound = match ctx.codec.decode_inbound(&ctx.topics, topic, payload) {
         Ok(inbound) => inbound,
         Err(error) => {
-            let device = ctx.topics.parse(topic).map(|t| t.device_id().to_string()).unwrap_or_default();
+            let device = ctx
+                .topics
+                .parse(topic)
+                .map(|t| t.device_id().to_string())
+                .unwrap_or_default();
             reject(ctx, log, &device, topic, &error);
             return;
         }
     };
     let device_id = inbound.device_id().to_string();
+    let now = Timestamp::now();
     let Some((owner, status)) = find_owner(ctx, &device_id) else {
-        reject(ctx, log, &device_id, topic, &DecodeError::UnknownDevice(device_id.clone()));
+        // No Device has this id (yet). Nothing changes in the API; the latest state is kept
+        // (bounded) so that a Device created a moment later starts from it.
+        if let Some(twin) = ctx.index().unclaimed_twin_mut(&device_id) {
+            apply(twin, &inbound, now);
+        }
+        let error = DecodeError::UnknownDevice(device_id.clone());
+        reject(ctx, log, &device_id, topic, &error);
         return;
     };
-    let now = Timestamp::now();
     let mut index = ctx.index();
     let twin = index.twin_mut(&device_id, status.as_ref());
-    let (kind, admission) = match &inbound {
-        Inbound::Reported { message, .. } => ("reported", twin.apply_reported(message, now)),
-        Inbound::Presence { message, .. } => ("presence", twin.apply_presence(message, now)),
-        Inbound::Response { message, .. } => ("response", twin.apply_response(message)),
-        Inbound::Get { .. } => {
-            twin.published = None;
-            ("get", Admission::Accept)
-        }
-        Inbound::Desired { .. } | Inbound::Request { .. } => ("operator", Admission::Stale),
-    };
+    let (kind, admission) = apply(twin, &inbound, now);
     if let Some(reason) = admission.drop_reason() {
         ctx.metrics.dropped(reason);
         debug!(device = %device_id, kind, reason, "message dropped");
@@ -89,12 +96,29 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) 
     }
 }
 
+/// Applies a decoded message to a twin; returns its kind and whether it was taken.
+fn apply(twin: &mut DeviceTwin, inbound: &Inbound, now: Timestamp) -> (&'static str, Admission) {
+    match inbound {
+        Inbound::Reported { message, .. } => ("reported", twin.apply_reported(message, now)),
+        Inbound::Presence { message, .. } => ("presence", twin.apply_presence(message, now)),
+        Inbound::Response { message, .. } => ("response", twin.apply_response(message)),
+        Inbound::Get { .. } => {
+            twin.published = None;
+            ("get", Admission::Accept)
+        }
+        Inbound::Desired { .. } | Inbound::Request { .. } => ("operator", Admission::Stale),
+    }
+}
+
 /// The Device that owns `device_id` and its current status; claims it from the cache when
 /// the Device has not been reconciled yet.
 fn find_owner(
     ctx: &Context,
     device_id: &str,
-) -> Option<(ObjectRef<kubetwin_api::Device>, Option<kubetwin_api::DeviceStatus>)> {
+) -> Option<(
+    ObjectRef<kubetwin_api::Device>,
+    Option<kubetwin_api::DeviceStatus>,
+)> {
     let known = ctx.index().owner(device_id).cloned();
     if let Some(owner) = known {
         if let Some(device) = ctx.devices.get(&owner) {
@@ -128,7 +152,8 @@ impl LogLimiter {
     pub fn should_log(&mut self, device: &str) -> bool {
         let now = Instant::now();
         if self.last.len() > LOG_MEMORY {
-            self.last.retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
+            self.last
+                .retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
         }
         match self.last.get(device) {
             Some(t) if now.duration_since(*t) < LOG_INTERVAL => false,

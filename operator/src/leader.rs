@@ -11,7 +11,11 @@ use crate::{Error, OperatorConfig, Result};
 
 /// Waits until this process holds the Lease. Returns a receiver that turns `false` when the
 /// Lease is lost; dropping it releases the Lease.
-pub async fn acquire(client: Client, config: &OperatorConfig, identity: &str) -> Result<watch::Receiver<bool>> {
+pub async fn acquire(
+    client: Client,
+    config: &OperatorConfig,
+    identity: &str,
+) -> Result<watch::Receiver<bool>> {
     let manager = LeaseManagerBuilder::new(client, &config.lease_name)
         .with_namespace(&config.leader_election_namespace)
         .with_identity(identity)
@@ -31,7 +35,10 @@ pub async fn acquire(client: Client, config: &OperatorConfig, identity: &str) ->
     });
     info!(lease = %config.lease_name, namespace = %config.leader_election_namespace, %identity, "waiting to become the leader");
     while !*leader.borrow_and_update() {
-        leader.changed().await.map_err(|_| Error::LeaderElection("the lease manager stopped".into()))?;
+        leader
+            .changed()
+            .await
+            .map_err(|_| Error::LeaderElection("the lease manager stopped".into()))?;
     }
     info!(%identity, "became the leader");
     Ok(leader)

@@ -17,10 +17,17 @@ async fn main() -> ExitCode {
     let config = OperatorConfig::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if config.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         let ansi = std::io::stderr().is_terminal();
-        tracing_subscriber::fmt().with_ansi(ansi).with_writer(std::io::stderr).with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
@@ -32,7 +39,10 @@ async fn main() -> ExitCode {
 
     let metrics = Arc::new(Metrics::new());
     let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
-    let http_state = HttpState { metrics: metrics.clone(), ready: ready_rx };
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        ready: ready_rx,
+    };
     let http_addr = config.http_addr;
     tokio::spawn(async move {
         if let Err(error) = http::serve(http_addr, http_state).await {

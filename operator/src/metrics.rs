@@ -15,7 +15,9 @@ pub struct KindLabel {
 }
 
 fn label(kind: &str) -> KindLabel {
-    KindLabel { kind: kind.to_string() }
+    KindLabel {
+        kind: kind.to_string(),
+    }
 }
 
 /// All metrics, registered once.
@@ -37,22 +39,46 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Self::default();
         let r = &mut m.registry;
-        r.register("kubetwin_mqtt_messages_received", "MQTT messages accepted, by kind", m.messages_in.clone());
-        r.register("kubetwin_mqtt_messages_published", "MQTT messages published, by kind", m.messages_out.clone());
+        r.register(
+            "kubetwin_mqtt_messages_received",
+            "MQTT messages accepted, by kind",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "kubetwin_mqtt_messages_published",
+            "MQTT messages published, by kind",
+            m.messages_out.clone(),
+        );
         r.register(
             "kubetwin_mqtt_messages_dropped",
             "MQTT messages dropped, by reason (malformed, oversized, version, topic, invalid, device, duplicate, stale)",
             m.messages_dropped.clone(),
         );
-        r.register("kubetwin_reconciles", "Reconciles, by controller", m.reconciles.clone());
-        r.register("kubetwin_reconcile_errors", "Failed reconciles, by controller", m.reconcile_errors.clone());
-        r.register("kubetwin_status_writes", "Status patches sent to the API server, by kind", m.status_writes.clone());
+        r.register(
+            "kubetwin_reconciles",
+            "Reconciles, by controller",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "kubetwin_reconcile_errors",
+            "Failed reconciles, by controller",
+            m.reconcile_errors.clone(),
+        );
+        r.register(
+            "kubetwin_status_writes",
+            "Status patches sent to the API server, by kind",
+            m.status_writes.clone(),
+        );
         r.register(
             "kubetwin_reboot_transitions",
             "RebootRequest phase transitions, by the phase entered",
             m.reboot_transitions.clone(),
         );
-        r.register("kubetwin_mqtt_connected", "1 while the MQTT connection is up", m.mqtt_connected.clone());
+        r.register(
+            "kubetwin_mqtt_connected",
+            "1 while the MQTT connection is up",
+            m.mqtt_connected.clone(),
+        );
         m
     }
 
@@ -74,7 +100,9 @@ impl Metrics {
     }
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, controller: &str) {
-        self.reconcile_errors.get_or_create(&label(controller)).inc();
+        self.reconcile_errors
+            .get_or_create(&label(controller))
+            .inc();
     }
     /// Counts a status write.
     pub fn status_written(&self, kind: &str) {

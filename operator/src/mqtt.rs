@@ -38,12 +38,16 @@ impl BrokerAddress {
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
             (rest, false)
         } else {
-            return Err(format!("broker URL {url:?} must start with mqtt:// or mqtts://"));
+            return Err(format!(
+                "broker URL {url:?} must start with mqtt:// or mqtts://"
+            ));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
-                let port = port.parse().map_err(|_| format!("broker URL {url:?} has a bad port"))?;
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("broker URL {url:?} has a bad port"))?;
                 (host, port)
             }
             None => (rest, if tls { 8883 } else { 1883 }),
@@ -51,7 +55,11 @@ impl BrokerAddress {
         if host.is_empty() {
             return Err(format!("broker URL {url:?} has no host"));
         }
-        Ok(Self { host: host.to_string(), port, tls })
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            tls,
+        })
     }
 }
 
@@ -85,7 +93,9 @@ pub fn tls_config(
         .map_err(|e| format!("cannot read the broker CA file {}: {e}", ca_file.display()))?;
     for ca in cas {
         let ca = ca.map_err(|e| format!("bad certificate in {}: {e}", ca_file.display()))?;
-        roots.add(ca).map_err(|e| format!("unusable CA certificate in {}: {e}", ca_file.display()))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("unusable CA certificate in {}: {e}", ca_file.display()))?;
     }
     if roots.is_empty() {
         return Err(format!("no CA certificate in {}", ca_file.display()));
@@ -99,10 +109,17 @@ pub fn tls_config(
         Some((cert_file, key_file)) => {
             let certs = CertificateDer::pem_file_iter(cert_file)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read the client certificate {}: {e}", cert_file.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot read the client certificate {}: {e}",
+                        cert_file.display()
+                    )
+                })?;
             let key = PrivateKeyDer::from_pem_file(key_file)
                 .map_err(|e| format!("cannot read the client key {}: {e}", key_file.display()))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| format!("client certificate: {e}"))?
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client certificate: {e}"))?
         }
         None => builder.with_no_client_auth(),
     };
@@ -180,17 +197,25 @@ impl Publisher {
     pub async fn publish(&self, message: Outbound) -> Result<(), String> {
         match self {
             Self::V5(client) => {
-                let properties = message.request.map(|r| v5::mqttbytes::v5::PublishProperties {
-                    response_topic: Some(r.response_topic),
-                    correlation_data: Some(Bytes::from(r.correlation_data)),
-                    message_expiry_interval: Some(r.message_expiry_seconds.max(1)),
-                    content_type: Some("application/json".into()),
-                    ..Default::default()
-                });
+                let properties = message
+                    .request
+                    .map(|r| v5::mqttbytes::v5::PublishProperties {
+                        response_topic: Some(r.response_topic),
+                        correlation_data: Some(Bytes::from(r.correlation_data)),
+                        message_expiry_interval: Some(r.message_expiry_seconds.max(1)),
+                        content_type: Some("application/json".into()),
+                        ..Default::default()
+                    });
                 let qos = v5::mqttbytes::QoS::AtLeastOnce;
                 match properties {
                     Some(p) => client
-                        .publish_with_properties(message.topic, qos, message.retain, message.payload, p)
+                        .publish_with_properties(
+                            message.topic,
+                            qos,
+                            message.retain,
+                            message.payload,
+                            p,
+                        )
                         .await
                         .map_err(|e| e.to_string()),
                     None => client
@@ -200,7 +225,12 @@ impl Publisher {
                 }
             }
             Self::V311(client) => client
-                .publish(message.topic, QoS::AtLeastOnce, message.retain, message.payload)
+                .publish(
+                    message.topic,
+                    QoS::AtLeastOnce,
+                    message.retain,
+                    message.payload,
+                )
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -217,37 +247,60 @@ pub fn connect(
     const QUEUE: usize = 10_000;
     match settings.version {
         MqttVersion::V5 => {
-            let mut options = v5::MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+            let mut options = v5::MqttOptions::new(
+                &settings.client_id,
+                &settings.broker.host,
+                settings.broker.port,
+            );
             options.set_keep_alive(Duration::from_secs(15));
             options.set_clean_start(false);
             options.set_session_expiry_interval(Some(3600));
             options.set_max_packet_size(Some(settings.max_packet_bytes as u32));
             options.set_outgoing_inflight_upper_limit(1000);
             if let Some(tls) = &settings.security.tls {
-                options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+                options.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
             }
             if let Some((user, password)) = &settings.security.credentials {
                 options.set_credentials(user, password);
             }
             let (client, eventloop) = v5::AsyncClient::new(options, QUEUE);
-            tokio::spawn(poll_v5(eventloop, client.clone(), settings, events, connected));
+            tokio::spawn(poll_v5(
+                eventloop,
+                client.clone(),
+                settings,
+                events,
+                connected,
+            ));
             Publisher::V5(client)
         }
         MqttVersion::V311 => {
-            let mut options =
-                rumqttc::MqttOptions::new(&settings.client_id, &settings.broker.host, settings.broker.port);
+            let mut options = rumqttc::MqttOptions::new(
+                &settings.client_id,
+                &settings.broker.host,
+                settings.broker.port,
+            );
             options.set_keep_alive(Duration::from_secs(15));
             options.set_clean_session(false);
             options.set_max_packet_size(settings.max_packet_bytes, settings.max_packet_bytes);
             options.set_inflight(1000);
             if let Some(tls) = &settings.security.tls {
-                options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+                options.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
             }
             if let Some((user, password)) = &settings.security.credentials {
                 options.set_credentials(user, password);
             }
             let (client, eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
-            tokio::spawn(poll_v311(eventloop, client.clone(), settings, events, connected));
+            tokio::spawn(poll_v311(
+                eventloop,
+                client.clone(),
+                settings,
+                events,
+                connected,
+            ));
             Publisher::V311(client)
         }
     }
@@ -271,17 +324,25 @@ async fn poll_v5(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
-                info!(session_present = ack.session_present, "MQTT connected");
+                info!(
+                    session_present = ack.session_present,
+                    "MQTT connected; subscribing"
+                );
                 // Subscribe from another task: the polling task must keep polling.
                 let subscriber = client.clone();
-                let filters = settings.subscriptions.clone();
+                let filters: Vec<_> = settings
+                    .subscriptions
+                    .iter()
+                    .map(|f| v5::mqttbytes::v5::Filter::new(f, v5::mqttbytes::QoS::AtLeastOnce))
+                    .collect();
                 tokio::spawn(async move {
-                    for filter in filters {
-                        if let Err(error) = subscriber.subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce).await {
-                            warn!(%error, "MQTT subscribe failed");
-                        }
+                    if let Err(error) = subscriber.subscribe_many(filters).await {
+                        warn!(%error, "MQTT subscribe failed");
                     }
                 });
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // Subscriptions are in place: the session is usable.
                 let _ = connected.send(true);
                 if events.send(MqttEvent::Connected).await.is_err() {
                     return;
@@ -289,7 +350,14 @@ async fn poll_v5(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                if events.send(MqttEvent::Message { topic, payload: publish.payload }).await.is_err() {
+                if events
+                    .send(MqttEvent::Message {
+                        topic,
+                        payload: publish.payload,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -297,7 +365,11 @@ async fn poll_v5(
             Err(error) => {
                 let _ = connected.send(false);
                 warn!(%error, "MQTT connection lost; reconnecting");
-                if events.send(MqttEvent::Disconnected(error.to_string())).await.is_err() {
+                if events
+                    .send(MqttEvent::Disconnected(error.to_string()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(backoff(failures)).await;
@@ -320,16 +392,23 @@ async fn poll_v311(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
-                info!(session_present = ack.session_present, "MQTT connected (3.1.1)");
+                info!(
+                    session_present = ack.session_present,
+                    "MQTT connected (3.1.1); subscribing"
+                );
                 let subscriber = client.clone();
-                let filters = settings.subscriptions.clone();
+                let filters: Vec<_> = settings
+                    .subscriptions
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                    .collect();
                 tokio::spawn(async move {
-                    for filter in filters {
-                        if let Err(error) = subscriber.subscribe(filter, QoS::AtLeastOnce).await {
-                            warn!(%error, "MQTT subscribe failed");
-                        }
+                    if let Err(error) = subscriber.subscribe_many(filters).await {
+                        warn!(%error, "MQTT subscribe failed");
                     }
                 });
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
                 let _ = connected.send(true);
                 if events.send(MqttEvent::Connected).await.is_err() {
                     return;
@@ -337,7 +416,14 @@ async fn poll_v311(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let topic = publish.topic.clone();
-                if events.send(MqttEvent::Message { topic, payload: publish.payload }).await.is_err() {
+                if events
+                    .send(MqttEvent::Message {
+                        topic,
+                        payload: publish.payload,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -345,7 +431,11 @@ async fn poll_v311(
             Err(error) => {
                 let _ = connected.send(false);
                 warn!(%error, "MQTT connection lost; reconnecting");
-                if events.send(MqttEvent::Disconnected(error.to_string())).await.is_err() {
+                if events
+                    .send(MqttEvent::Disconnected(error.to_string()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(backoff(failures)).await;
@@ -363,13 +453,24 @@ mod tests {
     fn broker_urls_parse() {
         assert_eq!(
             BrokerAddress::parse("mqtt://127.0.0.1:1884"),
-            Ok(BrokerAddress { host: "127.0.0.1".into(), port: 1884, tls: false })
+            Ok(BrokerAddress {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                tls: false
+            })
         );
         assert_eq!(
             BrokerAddress::parse("mqtts://broker.example"),
-            Ok(BrokerAddress { host: "broker.example".into(), port: 8883, tls: true })
+            Ok(BrokerAddress {
+                host: "broker.example".into(),
+                port: 8883,
+                tls: true
+            })
         );
-        assert_eq!(BrokerAddress::parse("mqtt://broker").map(|b| b.port), Ok(1883));
+        assert_eq!(
+            BrokerAddress::parse("mqtt://broker").map(|b| b.port),
+            Ok(1883)
+        );
         assert!(BrokerAddress::parse("http://broker").is_err());
         assert!(BrokerAddress::parse("mqtt://:1883").is_err());
         assert!(BrokerAddress::parse("mqtt://b:port").is_err());

@@ -71,7 +71,9 @@ pub struct RebootSettings {
 
 impl Default for RebootSettings {
     fn default() -> Self {
-        Self { return_timeout: Duration::from_secs(300) }
+        Self {
+            return_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -99,12 +101,21 @@ struct Outcome {
 
 impl Outcome {
     fn new(phase: RebootPhase, reason: &'static str, message: String) -> Self {
-        Self { phase, reason, message }
+        Self {
+            phase,
+            reason,
+            message,
+        }
     }
 }
 
 /// Decides the next step of `request` at time `now`.
-pub fn step(request: &RebootRequest, device: &DeviceView, now: Timestamp, settings: RebootSettings) -> RebootStep {
+pub fn step(
+    request: &RebootRequest,
+    device: &DeviceView,
+    now: Timestamp,
+    settings: RebootSettings,
+) -> RebootStep {
     let current = request.status.clone().unwrap_or_default();
     let phase = current.phase.unwrap_or_default();
     if current.phase.is_some_and(RebootPhase::is_terminal) {
@@ -129,7 +140,10 @@ pub fn step(request: &RebootRequest, device: &DeviceView, now: Timestamp, settin
         }
         _ => {
             if let Some(answer) = &device.answer {
-                next.response = Some(MethodResponse { code: answer.code, message: answer.message.clone() });
+                next.response = Some(MethodResponse {
+                    code: answer.code,
+                    message: answer.message.clone(),
+                });
             }
             let (outcome, wait, resend) = in_flight(request, &current, device, now, settings);
             send = resend;
@@ -138,8 +152,10 @@ pub fn step(request: &RebootRequest, device: &DeviceView, now: Timestamp, settin
                 next.boot_after = device.boot;
             }
             let acknowledged = device.answer.is_some() || phase != RebootPhase::Sent;
-            let past_acceptance =
-                matches!(outcome.phase, RebootPhase::Accepted | RebootPhase::Rebooting | RebootPhase::Succeeded);
+            let past_acceptance = matches!(
+                outcome.phase,
+                RebootPhase::Accepted | RebootPhase::Rebooting | RebootPhase::Succeeded
+            );
             if past_acceptance && acknowledged && next.accepted_at.is_none() {
                 next.accepted_at = Some(Time(now));
             }
@@ -155,20 +171,47 @@ pub fn step(request: &RebootRequest, device: &DeviceView, now: Timestamp, settin
     if outcome.phase.is_terminal() {
         send = false;
         next.completed_at = Some(Time(now));
-        let started = next.sent_at.as_ref().or(request.metadata.creation_timestamp.as_ref()).map(|t| t.0);
-        next.duration = started.map(|start| human_duration(now.duration_since(start).unsigned_abs()));
-        requeue_after = request.spec.ttl_seconds_after_finished.map(|ttl| Duration::from_secs(ttl.max(0) as u64));
+        let started = next
+            .sent_at
+            .as_ref()
+            .or(request.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0);
+        next.duration =
+            started.map(|start| human_duration(now.duration_since(start).unsigned_abs()));
+        requeue_after = request
+            .spec
+            .ttl_seconds_after_finished
+            .map(|ttl| Duration::from_secs(ttl.max(0) as u64));
     }
-    next.conditions = merge(&current.conditions, conditions_for(&next), request.metadata.generation, now);
-    RebootStep { status: next, send, requeue_after, delete: false, transition }
+    next.conditions = merge(
+        &current.conditions,
+        conditions_for(&next),
+        request.metadata.generation,
+        now,
+    );
+    RebootStep {
+        status: next,
+        send,
+        requeue_after,
+        delete: false,
+        transition,
+    }
 }
 
 /// Pending: send once the device is online, or give up after `connectTimeoutSeconds`.
-fn pending(request: &RebootRequest, device: &DeviceView, now: Timestamp) -> (Outcome, Option<Duration>) {
+fn pending(
+    request: &RebootRequest,
+    device: &DeviceView,
+    now: Timestamp,
+) -> (Outcome, Option<Duration>) {
     let spec = &request.spec;
     let name = &spec.device_name;
     if device.exists && device.online == Some(true) && device.mqtt_connected {
-        let outcome = Outcome::new(RebootPhase::Sent, "Sent", format!("Reboot request sent to {name}"));
+        let outcome = Outcome::new(
+            RebootPhase::Sent,
+            "Sent",
+            format!("Reboot request sent to {name}"),
+        );
         return (outcome, Some(RESEND_INTERVAL));
     }
     if device.exists && device.online == Some(true) {
@@ -180,12 +223,21 @@ fn pending(request: &RebootRequest, device: &DeviceView, now: Timestamp) -> (Out
         );
         return (outcome, Some(RESEND_INTERVAL));
     }
-    let created = request.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let created = request
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
     let deadline = add_seconds(created, spec.connect_timeout_seconds);
     let waited = spec.connect_timeout_seconds;
     if now >= deadline {
         let outcome = if !device.exists {
-            Outcome::new(RebootPhase::TimedOut, "DeviceNotFound", format!("Device {name} does not exist"))
+            Outcome::new(
+                RebootPhase::TimedOut,
+                "DeviceNotFound",
+                format!("Device {name} does not exist"),
+            )
         } else if waited == 0 {
             Outcome::new(
                 RebootPhase::TimedOut,
@@ -202,9 +254,17 @@ fn pending(request: &RebootRequest, device: &DeviceView, now: Timestamp) -> (Out
         return (outcome, None);
     }
     let outcome = if !device.exists {
-        Outcome::new(RebootPhase::Pending, "DeviceNotFound", format!("Waiting up to {waited}s for Device {name} to exist"))
+        Outcome::new(
+            RebootPhase::Pending,
+            "DeviceNotFound",
+            format!("Waiting up to {waited}s for Device {name} to exist"),
+        )
     } else {
-        Outcome::new(RebootPhase::Pending, "WaitingForDevice", format!("Waiting up to {waited}s for {name} to come online"))
+        Outcome::new(
+            RebootPhase::Pending,
+            "WaitingForDevice",
+            format!("Waiting up to {waited}s for {name} to come online"),
+        )
     };
     (outcome, Some(until(now, deadline)))
 }
@@ -221,22 +281,56 @@ fn in_flight(
     let name = &spec.device_name;
     let phase = current.phase.unwrap_or_default();
     let answer = device.answer.as_ref();
-    let detail = |a: &Answer| if a.message.is_empty() { format!("code {}", a.code) } else { a.message.clone() };
+    let detail = |a: &Answer| {
+        if a.message.is_empty() {
+            format!("code {}", a.code)
+        } else {
+            a.message.clone()
+        }
+    };
     match answer.map(|a| a.kind) {
         Some(AnswerKind::Rejected) => {
             let a = answer.map(detail).unwrap_or_default();
-            return (Outcome::new(RebootPhase::Rejected, "DeviceRejected", format!("{name} rejected the reboot: {a}")), None, false);
+            return (
+                Outcome::new(
+                    RebootPhase::Rejected,
+                    "DeviceRejected",
+                    format!("{name} rejected the reboot: {a}"),
+                ),
+                None,
+                false,
+            );
         }
         Some(AnswerKind::Failed) => {
             let a = answer.map(detail).unwrap_or_default();
-            return (Outcome::new(RebootPhase::Failed, "DeviceFailed", format!("{name} failed to reboot: {a}")), None, false);
+            return (
+                Outcome::new(
+                    RebootPhase::Failed,
+                    "DeviceFailed",
+                    format!("{name} failed to reboot: {a}"),
+                ),
+                None,
+                false,
+            );
         }
         Some(AnswerKind::Expired) => {
-            let outcome = Outcome::new(RebootPhase::TimedOut, "Expired", format!("The request reached {name} after it expired"));
+            let outcome = Outcome::new(
+                RebootPhase::TimedOut,
+                "Expired",
+                format!("The request reached {name} after it expired"),
+            );
             return (outcome, None, false);
         }
         Some(AnswerKind::Succeeded) => {
-            return (Outcome::new(RebootPhase::Succeeded, "Rebooted", format!("{name} rebooted and is back online")), None, false);
+            return (
+                Outcome::new(
+                    RebootPhase::Succeeded,
+                    "Rebooted",
+                    format!("{name} rebooted and is back online"),
+                ),
+                None,
+                false,
+            );
         }
         _ => {}
     }
@@ -246,32 +340,74 @@ fn in_flight(
         (Some(true), Some(boot), Some(before)) if boot > before
     );
     if accepted && came_back {
-        return (Outcome::new(RebootPhase::Succeeded, "Rebooted", format!("{name} rebooted and is back online")), None, false);
+        return (
+            Outcome::new(
+                RebootPhase::Succeeded,
+                "Rebooted",
+                format!("{name} rebooted and is back online"),
+            ),
+            None,
+            false,
+        );
     }
     if !accepted {
         let sent_at = current.sent_at.as_ref().map(|t| t.0).unwrap_or(now);
         let deadline = add_seconds(sent_at, spec.response_timeout_seconds);
         if now >= deadline {
-            let message = format!("{name} did not answer within {}s", spec.response_timeout_seconds);
-            return (Outcome::new(RebootPhase::TimedOut, "NoResponse", message), None, false);
+            let message = format!(
+                "{name} did not answer within {}s",
+                spec.response_timeout_seconds
+            );
+            return (
+                Outcome::new(RebootPhase::TimedOut, "NoResponse", message),
+                None,
+                false,
+            );
         }
         let resend = device.mqtt_connected
-            && device.last_sent.is_none_or(|last| now >= add_duration(last, RESEND_INTERVAL));
-        let outcome = Outcome::new(RebootPhase::Sent, "Sent", format!("Reboot request sent to {name}"));
-        return (outcome, Some(until(now, deadline).min(RESEND_INTERVAL)), resend);
+            && device
+                .last_sent
+                .is_none_or(|last| now >= add_duration(last, RESEND_INTERVAL));
+        let outcome = Outcome::new(
+            RebootPhase::Sent,
+            "Sent",
+            format!("Reboot request sent to {name}"),
+        );
+        return (
+            outcome,
+            Some(until(now, deadline).min(RESEND_INTERVAL)),
+            resend,
+        );
     }
     let accepted_at = current.accepted_at.as_ref().map(|t| t.0).unwrap_or(now);
     let away = settings.return_timeout + Duration::from_secs(spec.delay_seconds.max(0) as u64);
     let deadline = add_duration(accepted_at, away);
     if now >= deadline {
-        let message = format!("{name} did not come back within {}s after accepting", away.as_secs());
-        return (Outcome::new(RebootPhase::TimedOut, "NoReturn", message), None, false);
+        let message = format!(
+            "{name} did not come back within {}s after accepting",
+            away.as_secs()
+        );
+        return (
+            Outcome::new(RebootPhase::TimedOut, "NoReturn", message),
+            None,
+            false,
+        );
     }
-    let going_down = phase == RebootPhase::Rebooting || device.online == Some(false) || device.reported_rebooting;
+    let going_down = phase == RebootPhase::Rebooting
+        || device.online == Some(false)
+        || device.reported_rebooting;
     let outcome = if going_down {
-        Outcome::new(RebootPhase::Rebooting, "Rebooting", format!("{name} is rebooting"))
+        Outcome::new(
+            RebootPhase::Rebooting,
+            "Rebooting",
+            format!("{name} is rebooting"),
+        )
     } else {
-        Outcome::new(RebootPhase::Accepted, "Accepted", format!("{name} accepted the reboot"))
+        Outcome::new(
+            RebootPhase::Accepted,
+            "Accepted",
+            format!("{name} accepted the reboot"),
+        )
     };
     (outcome, Some(until(now, deadline)), false)
 }
@@ -286,15 +422,39 @@ fn conditions_for(status: &RebootRequestStatus) -> Vec<ConditionUpdate> {
         _ => (FALSE, UNKNOWN, FALSE),
     };
     vec![
-        ConditionUpdate { type_: types::COMPLETE, status: complete, reason: reason.clone(), message: message.clone() },
-        ConditionUpdate { type_: types::SUCCEEDED, status: succeeded, reason: reason.clone(), message: message.clone() },
-        ConditionUpdate { type_: types::FAILED, status: failed, reason, message },
+        ConditionUpdate {
+            type_: types::COMPLETE,
+            status: complete,
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        ConditionUpdate {
+            type_: types::SUCCEEDED,
+            status: succeeded,
+            reason: reason.clone(),
+            message: message.clone(),
+        },
+        ConditionUpdate {
+            type_: types::FAILED,
+            status: failed,
+            reason,
+            message,
+        },
     ]
 }
 
 fn finished(request: &RebootRequest, current: RebootRequestStatus, now: Timestamp) -> RebootStep {
-    let mut step = RebootStep { status: current, send: false, requeue_after: None, delete: false, transition: false };
-    if let (Some(ttl), Some(completed)) = (request.spec.ttl_seconds_after_finished, step.status.completed_at.as_ref()) {
+    let mut step = RebootStep {
+        status: current,
+        send: false,
+        requeue_after: None,
+        delete: false,
+        transition: false,
+    };
+    if let (Some(ttl), Some(completed)) = (
+        request.spec.ttl_seconds_after_finished,
+        step.status.completed_at.as_ref(),
+    ) {
         let due = add_seconds(completed.0, ttl);
         if now >= due {
             step.delete = true;
@@ -314,7 +474,9 @@ fn add_duration(t: Timestamp, d: Duration) -> Timestamp {
 }
 
 fn until(now: Timestamp, then: Timestamp) -> Duration {
-    then.duration_since(now).unsigned_abs().max(Duration::from_millis(100))
+    then.duration_since(now)
+        .unsigned_abs()
+        .max(Duration::from_millis(100))
 }
 
 /// Formats a duration for people: `850ms`, `14s`, `2m3s`, `1h2m`.

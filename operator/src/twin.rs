@@ -18,6 +18,8 @@ use serde_json::{Map, Value};
 
 /// How many method responses are remembered per device.
 const REMEMBERED_RESPONSES: usize = 16;
+/// How many device ids without a Device object the index keeps state for.
+pub const MAX_UNCLAIMED: usize = 10_000;
 
 /// The latest answer of a device to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +61,19 @@ impl DeviceTwin {
     /// A twin seeded from what the Device's status already records, so that nothing older
     /// than what status shows is accepted after an operator restart.
     pub fn from_status(status: Option<&DeviceStatus>) -> Self {
-        let Some(status) = status else { return Self::default() };
+        let Some(status) = status else {
+            return Self::default();
+        };
         Self {
-            cursor: status
-                .last_reported
-                .map(|c| Cursor { boot: c.boot.max(0) as u64, seq: c.seq.max(0) as u64 }),
-            reported: status.reported.clone().map(|r| r.into_iter().collect()).unwrap_or_default(),
+            cursor: status.last_reported.map(|c| Cursor {
+                boot: c.boot.max(0) as u64,
+                seq: c.seq.max(0) as u64,
+            }),
+            reported: status
+                .reported
+                .clone()
+                .map(|r| r.into_iter().collect())
+                .unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
             presence: None,
@@ -82,7 +91,10 @@ impl DeviceTwin {
             self.cursor = Some(message.cursor());
             self.reported_at = Some(now);
             if let Some(applied) = &message.applied {
-                self.applied = Some(AppliedVersion { epoch: applied.epoch.clone(), version: applied.version });
+                self.applied = Some(AppliedVersion {
+                    epoch: applied.epoch.clone(),
+                    version: applied.version,
+                });
             }
             self.connection.last_seen = Some(Time(now));
         }
@@ -135,7 +147,8 @@ impl DeviceTwin {
 
     /// Whether the device is online, as far as presence tells (`None`: no presence seen).
     pub fn online(&self) -> Option<bool> {
-        self.presence.map(|_| self.connection.state == ConnectionState::Connected)
+        self.presence
+            .map(|_| self.connection.state == ConnectionState::Connected)
     }
 
     /// The device's current boot counter from its presence.
@@ -148,8 +161,10 @@ impl DeviceTwin {
         status.connection = Some(self.connection.clone());
         status.reported = Some(self.reported.clone().into_iter().collect());
         status.reported_at = self.reported_at.map(Time);
-        status.last_reported =
-            self.cursor.map(|c| ReportCursor { boot: c.boot as i64, seq: c.seq as i64 });
+        status.last_reported = self.cursor.map(|c| ReportCursor {
+            boot: c.boot as i64,
+            seq: c.seq as i64,
+        });
         status.applied = self.applied.clone();
     }
 }
@@ -176,6 +191,7 @@ pub struct TwinIndex {
     claims: HashMap<String, Vec<Claimant>>,
     ids: HashMap<ObjectRef<Device>, String>,
     requests: HashMap<ObjectRef<Device>, HashSet<ObjectRef<RebootRequest>>>,
+    unclaimed: HashMap<String, DeviceTwin>,
 }
 
 impl TwinIndex {
@@ -198,7 +214,11 @@ impl TwinIndex {
             });
         }
         claimants.sort_by(|a, b| {
-            (a.created, &a.object.namespace, &a.object.name).cmp(&(b.created, &b.object.namespace, &b.object.name))
+            (a.created, &a.object.namespace, &a.object.name).cmp(&(
+                b.created,
+                &b.object.namespace,
+                &b.object.name,
+            ))
         });
         match claimants.first() {
             Some(first) if first.object != object => Claim::Conflict(format!(
@@ -230,14 +250,32 @@ impl TwinIndex {
 
     /// The Device that owns `device_id`, if any.
     pub fn owner(&self, device_id: &str) -> Option<&ObjectRef<Device>> {
-        self.claims.get(device_id).and_then(|c| c.first()).map(|c| &c.object)
+        self.claims
+            .get(device_id)
+            .and_then(|c| c.first())
+            .map(|c| &c.object)
     }
 
     /// The twin of `device_id`, created from `status` when not known yet.
     pub fn twin_mut(&mut self, device_id: &str, status: Option<&DeviceStatus>) -> &mut DeviceTwin {
-        self.twins
-            .entry(device_id.to_string())
-            .or_insert_with(|| DeviceTwin::from_status(status))
+        let unclaimed = &mut self.unclaimed;
+        self.twins.entry(device_id.to_string()).or_insert_with(|| {
+            match unclaimed.remove(device_id) {
+                // What the device said before its Device existed; status is new and empty then.
+                Some(early) if status.is_none_or(|s| s.last_reported.is_none()) => early,
+                _ => DeviceTwin::from_status(status),
+            }
+        })
+    }
+
+    /// State for a device id that no Device claims (yet), so that a Device created right after
+    /// its device connected starts from what the device already said. `None` once
+    /// [`MAX_UNCLAIMED`] such ids are held.
+    pub fn unclaimed_twin_mut(&mut self, device_id: &str) -> Option<&mut DeviceTwin> {
+        if !self.unclaimed.contains_key(device_id) && self.unclaimed.len() >= MAX_UNCLAIMED {
+            return None;
+        }
+        Some(self.unclaimed.entry(device_id.to_string()).or_default())
     }
 
     /// The twin of `device_id`, if known.
@@ -254,7 +292,12 @@ impl TwinIndex {
     }
 
     /// Follows (or stops following) a RebootRequest that targets `device`.
-    pub fn track_request(&mut self, device: ObjectRef<Device>, request: &RebootRequest, active: bool) {
+    pub fn track_request(
+        &mut self,
+        device: ObjectRef<Device>,
+        request: &RebootRequest,
+        active: bool,
+    ) {
         let request_ref = ObjectRef::from_obj(request);
         let set = self.requests.entry(device.clone()).or_default();
         if active {
@@ -269,7 +312,10 @@ impl TwinIndex {
 
     /// The active RebootRequests that target `device`.
     pub fn requests_for(&self, device: &ObjectRef<Device>) -> Vec<ObjectRef<RebootRequest>> {
-        self.requests.get(device).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.requests
+            .get(device)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Number of device twins held.
@@ -300,11 +346,21 @@ mod tests {
 
     fn reported(boot: u64, seq: u64, full: bool, body: Value) -> ReportedMessage {
         let map = body.as_object().cloned().unwrap_or_default();
-        if full { ReportedMessage::full(boot, seq, map) } else { ReportedMessage::patch(boot, seq, map) }
+        if full {
+            ReportedMessage::full(boot, seq, map)
+        } else {
+            ReportedMessage::patch(boot, seq, map)
+        }
     }
 
     fn device(ns: &str, name: &str, id: Option<&str>, created: i64) -> Device {
-        let mut d = Device::new(name, DeviceSpec { device_id: id.map(Into::into), desired: None });
+        let mut d = Device::new(
+            name,
+            DeviceSpec {
+                device_id: id.map(Into::into),
+                desired: None,
+            },
+        );
         d.metadata.namespace = Some(ns.into());
         d.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("valid")));
         d
@@ -313,16 +369,40 @@ mod tests {
     #[test]
     fn duplicates_reordering_and_stale_reports_never_move_state_back() {
         let mut twin = DeviceTwin::default();
-        assert!(twin.apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now()).is_accept());
-        assert!(twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()).is_accept());
-        assert_eq!(twin.apply_reported(&reported(1, 2, false, json!({"a": 2})), now()), Admission::Stale);
-        assert_eq!(twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()), Admission::Duplicate);
+        assert!(
+            twin.apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now())
+                .is_accept()
+        );
+        assert!(
+            twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now())
+                .is_accept()
+        );
+        assert_eq!(
+            twin.apply_reported(&reported(1, 2, false, json!({"a": 2})), now()),
+            Admission::Stale
+        );
+        assert_eq!(
+            twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()),
+            Admission::Duplicate
+        );
         assert_eq!(twin.reported.get("a"), Some(&json!(3)));
-        assert!(twin.apply_reported(&reported(1, 4, false, json!({"b": null})), now()).is_accept());
+        assert!(
+            twin.apply_reported(&reported(1, 4, false, json!({"b": null})), now())
+                .is_accept()
+        );
         assert_eq!(twin.reported.get("b"), None, "null deletes a key");
-        assert!(twin.apply_reported(&reported(2, 1, true, json!({"c": 1})), now()).is_accept());
-        assert_eq!(twin.reported, json!({"c": 1}).as_object().cloned().unwrap_or_default());
-        assert_eq!(twin.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()), Admission::Stale);
+        assert!(
+            twin.apply_reported(&reported(2, 1, true, json!({"c": 1})), now())
+                .is_accept()
+        );
+        assert_eq!(
+            twin.reported,
+            json!({"c": 1}).as_object().cloned().unwrap_or_default()
+        );
+        assert_eq!(
+            twin.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()),
+            Admission::Stale
+        );
     }
 
     #[test]
@@ -333,20 +413,35 @@ mod tests {
             ..Default::default()
         };
         let mut twin = DeviceTwin::from_status(Some(&status));
-        assert_eq!(twin.apply_reported(&reported(3, 7, false, json!({"x": 0})), now()), Admission::Duplicate);
-        assert_eq!(twin.apply_reported(&reported(2, 9, false, json!({"x": 0})), now()), Admission::Stale);
+        assert_eq!(
+            twin.apply_reported(&reported(3, 7, false, json!({"x": 0})), now()),
+            Admission::Duplicate
+        );
+        assert_eq!(
+            twin.apply_reported(&reported(2, 9, false, json!({"x": 0})), now()),
+            Admission::Stale
+        );
         assert_eq!(twin.reported.get("x"), Some(&json!(1)));
     }
 
     #[test]
     fn a_late_last_will_of_an_old_connection_is_ignored() {
         let mut twin = DeviceTwin::default();
-        assert!(twin.apply_presence(&Presence::new(PresenceState::Online, 2, 1), now()).is_accept());
-        assert!(twin.apply_presence(&Presence::new(PresenceState::Online, 2, 2), now()).is_accept());
+        assert!(
+            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 1), now())
+                .is_accept()
+        );
+        assert!(
+            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 2), now())
+                .is_accept()
+        );
         let late_will = Presence::new(PresenceState::Offline, 2, 1);
         assert_eq!(twin.apply_presence(&late_will, now()), Admission::Stale);
         assert_eq!(twin.online(), Some(true));
-        assert!(twin.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now()).is_accept());
+        assert!(
+            twin.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now())
+                .is_accept()
+        );
         assert_eq!(twin.online(), Some(false));
         assert_eq!(twin.boot(), Some(2));
     }
@@ -358,12 +453,41 @@ mod tests {
         let done = MethodResponse::new("r1", ResponseStatus::Succeeded, 2, 1);
         assert!(twin.apply_response(&accepted).is_accept());
         assert!(twin.apply_response(&done).is_accept());
-        assert!(!twin.apply_response(&accepted).is_accept(), "nothing follows a terminal answer");
-        assert_eq!(twin.response("r1").map(|r| r.status), Some(ResponseStatus::Succeeded));
+        assert!(
+            !twin.apply_response(&accepted).is_accept(),
+            "nothing follows a terminal answer"
+        );
+        assert_eq!(
+            twin.response("r1").map(|r| r.status),
+            Some(ResponseStatus::Succeeded)
+        );
         for i in 0..40 {
-            twin.apply_response(&MethodResponse::new(format!("x{i}"), ResponseStatus::Accepted, 1, i));
+            twin.apply_response(&MethodResponse::new(
+                format!("x{i}"),
+                ResponseStatus::Accepted,
+                1,
+                i,
+            ));
         }
         assert_eq!(twin.responses.len(), REMEMBERED_RESPONSES);
+    }
+
+    #[test]
+    fn what_a_device_said_before_its_device_existed_is_kept() {
+        let mut index = TwinIndex::default();
+        let early = index.unclaimed_twin_mut("plant.sensor-1").expect("room");
+        assert!(
+            early
+                .apply_presence(&Presence::new(PresenceState::Online, 1, 1), now())
+                .is_accept()
+        );
+        let twin = index.twin_mut("plant.sensor-1", None);
+        assert_eq!(twin.online(), Some(true));
+        assert!(
+            index
+                .unclaimed_twin_mut("plant.sensor-1")
+                .is_some_and(|t| t.presence.is_none())
+        );
     }
 
     #[test]
@@ -376,6 +500,10 @@ mod tests {
         assert_eq!(index.claim(&new, |_| true), Claim::Conflict("a/one".into()));
         assert_eq!(index.owner("shared.id"), Some(&ObjectRef::from_obj(&old)));
         let old_ref = ObjectRef::from_obj(&old);
-        assert_eq!(index.claim(&new, |o| o != &old_ref), Claim::Owner, "a deleted owner frees the id");
+        assert_eq!(
+            index.claim(&new, |o| o != &old_ref),
+            Claim::Owner,
+            "a deleted owner frees the id"
+        );
     }
 }

@@ -36,7 +36,9 @@ pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<Device
 /// [`desired_status`] when it differs from the current one.
 pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled("device");
-    let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = device
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = device.name_any();
     let device_id = device.effective_device_id();
     let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
@@ -57,35 +59,59 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
     let (status, publish) = {
         let mut index = ctx.index();
         if matches!(problem, Some(Problem::DuplicateDeviceId(_))) {
-            (desired_status(&device, None, problem.as_ref(), Timestamp::now()), false)
+            (
+                desired_status(&device, None, problem.as_ref(), Timestamp::now()),
+                false,
+            )
         } else {
             let twin = index.twin_mut(&device_id, device.status.as_ref());
-            let publish = problem.is_none() && twin.published.as_ref() != Some(&(uid.clone(), generation));
-            (desired_status(&device, Some(twin), problem.as_ref(), Timestamp::now()), publish)
+            let publish =
+                problem.is_none() && twin.published.as_ref() != Some(&(uid.clone(), generation));
+            (
+                desired_status(&device, Some(twin), problem.as_ref(), Timestamp::now()),
+                publish,
+            )
         }
     };
 
     if publish && ctx.mqtt_up() {
         let now_ms = Timestamp::now().as_millisecond();
-        let document = DesiredDocument::new(uid.clone(), generation, format_rfc3339(now_ms), desired);
+        let document =
+            DesiredDocument::new(uid.clone(), generation, format_rfc3339(now_ms), desired);
         let payload = ctx.codec.encode(&document);
-        let message = Outbound { topic: ctx.topics.desired(&device_id), payload, retain: true, request: None };
-        ctx.publisher.publish(message).await.map_err(Error::Publish)?;
+        let message = Outbound {
+            topic: ctx.topics.desired(&device_id),
+            payload,
+            retain: true,
+            request: None,
+        };
+        ctx.publisher
+            .publish(message)
+            .await
+            .map_err(Error::Publish)?;
         ctx.metrics.published("desired");
-        ctx.index().twin_mut(&device_id, device.status.as_ref()).published = Some((uid, generation));
+        ctx.index()
+            .twin_mut(&device_id, device.status.as_ref())
+            .published = Some((uid, generation));
         tracing::debug!(device = %name, %namespace, generation, "desired document published");
     }
 
     if device.status.as_ref() != Some(&status) {
         let was_duplicate = is_duplicate(device.status.as_ref());
         let api: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({ "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device", "status": status });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
+        let patch =
+            json!({ "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device", "status": status });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         ctx.metrics.status_written("device");
         if let (Some(Problem::DuplicateDeviceId(owner)), false) = (&problem, was_duplicate) {
             let note = format!("deviceId {device_id} is already used by Device {owner}");
-            ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note).await;
+            ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note)
+                .await;
         }
     }
     Ok(Action::requeue(RESYNC))

@@ -71,12 +71,16 @@ pub struct Context {
 impl Context {
     /// Locks the fleet index (never held across an await).
     pub fn index(&self) -> MutexGuard<'_, TwinIndex> {
-        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the map of when each request id was last published.
     pub fn last_sent_map(&self) -> MutexGuard<'_, HashMap<String, Timestamp>> {
-        self.last_sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.last_sent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether the MQTT session is up.
@@ -85,7 +89,13 @@ impl Context {
     }
 
     /// Publishes a Kubernetes Event about `object`; failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_string(),
@@ -114,14 +124,22 @@ where
 /// Requeue after an error.
 pub fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(%error, "reconcile failed");
-    ctx.metrics.reconcile_failed(std::any::type_name::<K>().rsplit("::").next().unwrap_or("unknown"));
+    ctx.metrics.reconcile_failed(
+        std::any::type_name::<K>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("unknown"),
+    );
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Checks that the kubetwin CRDs are served.
 pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<()> {
     let devices: Api<Device> = scoped_api(client, config);
-    match devices.list(&kube::api::ListParams::default().limit(1)).await {
+    match devices
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(error) => Err(Error::CrdsMissing(error.to_string())),
     }
@@ -129,9 +147,15 @@ pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<()> 
 
 /// TLS and credentials for the broker, from the settings.
 pub fn broker_security(config: &OperatorConfig) -> Result<mqtt::BrokerSecurity> {
-    let tls = match (&config.broker_ca_file, config.broker_url.starts_with("mqtts://")) {
+    let tls = match (
+        &config.broker_ca_file,
+        config.broker_url.starts_with("mqtts://"),
+    ) {
         (Some(ca), _) => {
-            let client = config.broker_client_cert_file.as_deref().zip(config.broker_client_key_file.as_deref());
+            let client = config
+                .broker_client_cert_file
+                .as_deref()
+                .zip(config.broker_client_key_file.as_deref());
             Some(mqtt::tls_config(ca, client).map_err(Error::Config)?)
         }
         (None, true) => return Err(Error::Config("mqtts:// needs --broker-ca-file".into())),
@@ -181,7 +205,10 @@ pub async fn run(
     let request_controller = reboot::controller(&client, &config);
     let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
     let (request_trigger, request_triggers) = futures::channel::mpsc::unbounded();
-    let reporter = Reporter { controller: "kubetwin-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let reporter = Reporter {
+        controller: "kubetwin-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -230,7 +257,9 @@ where
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
     loop {
-        if let Ok(result) = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await
+        {
             return result.is_ok();
         }
     }
@@ -246,7 +275,11 @@ async fn readiness(ctx: Arc<Context>, ready: watch::Sender<Readiness>) {
     loop {
         let up = *connected.borrow_and_update();
         ctx.metrics.set_mqtt_connected(up);
-        let _ = ready.send(if up { Readiness::Ready } else { Readiness::NotReady });
+        let _ = ready.send(if up {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady
+        });
         if connected.changed().await.is_err() {
             return;
         }

@@ -35,9 +35,15 @@ pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<Reboot
 /// Carries out one [`step`] of a RebootRequest.
 pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled("rebootrequest");
-    let namespace = request.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = request
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = request.name_any();
-    let uid = request.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?;
+    let uid = request
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let target = target_of(&request);
     let device = ctx.devices.get(&target);
     let now = Timestamp::now();
@@ -55,25 +61,42 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
     let api: Api<RebootRequest> = Api::namespaced(ctx.client.clone(), &namespace);
     if request.status.as_ref() != Some(&step.status) {
         let patch = json!({ "apiVersion": "kubetwin.io/v1alpha1", "kind": "RebootRequest", "status": step.status });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         ctx.metrics.status_written("rebootrequest");
     }
 
     let phase = step.status.phase.unwrap_or_default();
-    ctx.index().track_request(target, &request, !phase.is_terminal());
+    ctx.index()
+        .track_request(target, &request, !phase.is_terminal());
     if step.transition {
         ctx.metrics.reboot_entered(&format!("{phase:?}"));
-        let reason = step.status.reason.clone().unwrap_or_else(|| format!("{phase:?}"));
+        let reason = step
+            .status
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("{phase:?}"));
         let note = step.status.message.clone().unwrap_or_default();
         let type_ = match phase {
-            RebootPhase::Failed | RebootPhase::TimedOut | RebootPhase::Rejected => EventType::Warning,
+            RebootPhase::Failed | RebootPhase::TimedOut | RebootPhase::Rejected => {
+                EventType::Warning
+            }
             _ => EventType::Normal,
         };
         tracing::info!(request = %name, %namespace, phase = ?phase, %reason, "reboot progressed");
         ctx.event(&*request, type_, &reason, note.clone()).await;
         if let Some(device) = &device {
-            ctx.event(&**device, type_, &format!("Reboot{phase:?}"), format!("{name}: {note}")).await;
+            ctx.event(
+                &**device,
+                type_,
+                &format!("Reboot{phase:?}"),
+                format!("{name}: {note}"),
+            )
+            .await;
         }
     }
     if phase.is_terminal() {
@@ -82,25 +105,42 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
 
     if step.delete {
         let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&name, &params).await {
-            Ok(_) => tracing::info!(request = %name, %namespace, "deleted after ttlSecondsAfterFinished"),
+            Ok(_) => {
+                tracing::info!(request = %name, %namespace, "deleted after ttlSecondsAfterFinished")
+            }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
             Err(error) => return Err(error.into()),
         }
         return Ok(Action::await_change());
     }
-    Ok(step.requeue_after.map(Action::requeue).unwrap_or_else(Action::await_change))
+    Ok(step
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
 }
 
 /// What the reboot logic needs to know about the target device.
-fn device_view(ctx: &Context, device: Option<&kubetwin_api::Device>, request_id: &str) -> DeviceView {
+fn device_view(
+    ctx: &Context,
+    device: Option<&kubetwin_api::Device>,
+    request_id: &str,
+) -> DeviceView {
     let mqtt_connected = ctx.mqtt_up();
     let last_sent = ctx.last_sent_map().get(request_id).copied();
     let Some(device) = device else {
-        return DeviceView { exists: false, mqtt_connected, last_sent, ..Default::default() };
+        return DeviceView {
+            exists: false,
+            mqtt_connected,
+            last_sent,
+            ..Default::default()
+        };
     };
     let index = ctx.index();
     let twin = index.twin(&device.effective_device_id());
@@ -131,11 +171,25 @@ fn device_view(ctx: &Context, device: Option<&kubetwin_api::Device>, request_id:
 }
 
 /// Publishes the reboot request (MQTT 5: with response topic, correlation data and expiry).
-async fn send(ctx: &Context, request: &RebootRequest, device_id: &str, uid: &str, now: Timestamp) -> Result<()> {
-    let sent_at = request.status.as_ref().and_then(|s| s.sent_at.as_ref()).map(|t| t.0).unwrap_or(now);
+async fn send(
+    ctx: &Context,
+    request: &RebootRequest,
+    device_id: &str,
+    uid: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let sent_at = request
+        .status
+        .as_ref()
+        .and_then(|s| s.sent_at.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(now);
     let timeout = Duration::from_secs(request.spec.response_timeout_seconds.max(1) as u64);
     let expires = sent_at.checked_add(timeout).unwrap_or(sent_at);
-    let params = RebootParams { delay_seconds: request.spec.delay_seconds.max(0) as u32 }.to_params();
+    let params = RebootParams {
+        delay_seconds: request.spec.delay_seconds.max(0) as u32,
+    }
+    .to_params();
     let message = MethodRequest::new(
         uid,
         REBOOT_METHOD,
@@ -143,7 +197,9 @@ async fn send(ctx: &Context, request: &RebootRequest, device_id: &str, uid: &str
         format_rfc3339(now.as_millisecond()),
         format_rfc3339(expires.as_millisecond()),
     );
-    let expiry = message.expiry_interval_secs(now.as_millisecond()).unwrap_or(1);
+    let expiry = message
+        .expiry_interval_secs(now.as_millisecond())
+        .unwrap_or(1);
     let outbound = Outbound {
         topic: ctx.topics.request(device_id, REBOOT_METHOD, uid),
         payload: ctx.codec.encode(&message),
@@ -154,9 +210,16 @@ async fn send(ctx: &Context, request: &RebootRequest, device_id: &str, uid: &str
             message_expiry_seconds: expiry,
         }),
     };
-    ctx.publisher.publish(outbound).await.map_err(Error::Publish)?;
+    ctx.publisher
+        .publish(outbound)
+        .await
+        .map_err(Error::Publish)?;
     ctx.metrics.published("request");
     ctx.last_sent_map().insert(uid.to_string(), now);
-    tracing::debug!(device = device_id, request = uid, "reboot request published");
+    tracing::debug!(
+        device = device_id,
+        request = uid,
+        "reboot request published"
+    );
     Ok(())
 }
