@@ -8,12 +8,14 @@ use std::{
 
 use crate::{Error, Result, TestEnv, io_context, process::ManagedProcess, tools};
 
-/// Path of a binary of this workspace (built by `cargo build --workspace --bins`).
+/// Path of a binary of this workspace (built by `cargo build --workspace --bins`; with
+/// `KUBETWIN_BIN_PROFILE=release`, by `cargo build --release`).
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| tools::repo_root().join("target"));
-    let path = target.join("debug").join(name);
+    let profile = std::env::var("KUBETWIN_BIN_PROFILE").unwrap_or_else(|_| "debug".into());
+    let path = target.join(profile).join(name);
     if path.is_file() {
         Ok(path)
     } else {
@@ -146,6 +148,11 @@ impl Operator {
             .map(|(_, body)| body)
     }
 
+    /// Process id of the operator.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&self) -> bool {
         self.process.check_running().is_ok()
@@ -200,6 +207,11 @@ impl Simulator {
             },
         )?;
         Ok(ledger.map(|l| l.executed).unwrap_or_default())
+    }
+
+    /// Process id of the simulator.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Stops the simulator with SIGKILL.

@@ -1,0 +1,1 @@
+//! Benchmark scenarios (B1–B5); see `kubetwin-bench`.
