@@ -83,6 +83,19 @@ pub struct OperatorConfig {
     )]
     pub reboot_return_timeout_seconds: u64,
 
+    /// Status writes per second, at most, over all objects (the write budget).
+    #[arg(long, env = "KUBETWIN_STATUS_WRITE_RATE", default_value_t = 50.0)]
+    pub status_write_rate: f64,
+
+    /// Status writes that may go at once after a quiet time.
+    #[arg(long, env = "KUBETWIN_STATUS_WRITE_BURST", default_value_t = 100.0)]
+    pub status_write_burst: f64,
+
+    /// Least milliseconds between two routine status writes of one object (urgent changes:
+    /// connection changes and reboot phases, are not held back).
+    #[arg(long, env = "KUBETWIN_STATUS_MIN_INTERVAL_MS", default_value_t = 1000)]
+    pub status_min_interval_ms: u64,
+
     /// Namespace to watch; all namespaces when unset.
     #[arg(long, env = "KUBETWIN_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,

@@ -46,15 +46,17 @@ pub async fn run(ctx: Arc<Context>, mut events: mpsc::Receiver<MqttEvent>) {
                 }
             }
             MqttEvent::Disconnected(reason) => debug!(%reason, "MQTT session down"),
-            MqttEvent::Message { topic, payload } => {
-                handle(&ctx, &topic, &payload, &mut log_limiter)
-            }
+            MqttEvent::Message {
+                topic,
+                payload,
+                retained,
+            } => handle(&ctx, &topic, &payload, retained, &mut log_limiter),
         }
     }
 }
 
 /// Applies one message to the index and triggers reconciles when it changed something.
-pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) {
+pub fn handle(ctx: &Context, topic: &str, payload: &[u8], retained: bool, log: &mut LogLimiter) {
     let inbound = match ctx.codec.decode_inbound(&ctx.topics, topic, payload) {
         Ok(inbound) => inbound,
         Err(error) => {
@@ -73,7 +75,7 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) 
         // No Device has this id (yet). Nothing changes in the API; the latest state is kept
         // (bounded) so that a Device created a moment later starts from it.
         if let Some(twin) = ctx.index().unclaimed_twin_mut(&device_id) {
-            apply(twin, &inbound, now);
+            apply(twin, &inbound, retained, now);
         }
         let error = DecodeError::UnknownDevice(device_id.clone());
         reject(ctx, log, &device_id, topic, &error);
@@ -81,7 +83,7 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) 
     };
     let mut index = ctx.index();
     let twin = index.twin_mut(&device_id, status.as_ref());
-    let (kind, admission) = apply(twin, &inbound, now);
+    let (kind, admission) = apply(twin, &inbound, retained, now);
     if let Some(reason) = admission.drop_reason() {
         ctx.metrics.dropped(reason);
         debug!(device = %device_id, kind, reason, "message dropped");
@@ -97,10 +99,17 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], log: &mut LogLimiter) 
 }
 
 /// Applies a decoded message to a twin; returns its kind and whether it was taken.
-fn apply(twin: &mut DeviceTwin, inbound: &Inbound, now: Timestamp) -> (&'static str, Admission) {
+fn apply(
+    twin: &mut DeviceTwin,
+    inbound: &Inbound,
+    retained: bool,
+    now: Timestamp,
+) -> (&'static str, Admission) {
     match inbound {
         Inbound::Reported { message, .. } => ("reported", twin.apply_reported(message, now)),
-        Inbound::Presence { message, .. } => ("presence", twin.apply_presence(message, now)),
+        Inbound::Presence { message, .. } => {
+            ("presence", twin.apply_presence(message, now, retained))
+        }
         Inbound::Response { message, .. } => ("response", twin.apply_response(message)),
         Inbound::Get { .. } => {
             twin.published = None;

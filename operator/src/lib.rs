@@ -4,6 +4,7 @@
 //! Layout: pure decision functions (`conditions`, `device_status`) are separate from the API
 //! glue in `controller`, so what the operator writes can be tested without a cluster.
 
+pub mod budget;
 pub mod conditions;
 pub mod config;
 pub mod controller;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod reboot_status;
 pub mod twin;
+pub mod writer;
 
 pub use config::OperatorConfig;
 pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -21,7 +21,6 @@ fn label(kind: &str) -> KindLabel {
 }
 
 /// All metrics, registered once.
-#[derive(Default)]
 pub struct Metrics {
     registry: Registry,
     messages_in: Family<KindLabel, Counter>,
@@ -32,6 +31,30 @@ pub struct Metrics {
     status_writes: Family<KindLabel, Counter>,
     reboot_transitions: Family<KindLabel, Counter>,
     mqtt_connected: Gauge,
+    status_merged: Counter,
+    status_queue_depth: Gauge,
+    status_staleness: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            registry: Registry::default(),
+            messages_in: Family::default(),
+            messages_out: Family::default(),
+            messages_dropped: Family::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            status_writes: Family::default(),
+            reboot_transitions: Family::default(),
+            mqtt_connected: Gauge::default(),
+            status_merged: Counter::default(),
+            status_queue_depth: Gauge::default(),
+            status_staleness: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+        }
+    }
 }
 
 impl Metrics {
@@ -115,6 +138,19 @@ impl Metrics {
     /// Sets the MQTT connection gauge.
     pub fn set_mqtt_connected(&self, up: bool) {
         self.mqtt_connected.set(i64::from(up));
+    }
+    /// Counts a status change merged into a pending one.
+    pub fn status_merged(&self) {
+        self.status_merged.inc();
+    }
+    /// Sets the status queue depth.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.status_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    /// Records how stale a written status was.
+    pub fn observe_staleness(&self, staleness: std::time::Duration) {
+        self.status_staleness.observe(staleness.as_secs_f64());
     }
     /// Number of messages dropped for `reason` so far.
     pub fn dropped_count(&self, reason: &str) -> u64 {

@@ -139,6 +139,8 @@ pub enum MqttEvent {
         topic: String,
         /// Raw payload.
         payload: Bytes,
+        /// Delivered from the broker's retained store (a replay of an older message).
+        retained: bool,
     },
 }
 
@@ -354,6 +356,7 @@ async fn poll_v5(
                     .send(MqttEvent::Message {
                         topic,
                         payload: publish.payload,
+                        retained: publish.retain,
                     })
                     .await
                     .is_err()
@@ -420,6 +423,7 @@ async fn poll_v311(
                     .send(MqttEvent::Message {
                         topic,
                         payload: publish.payload,
+                        retained: publish.retain,
                     })
                     .await
                     .is_err()

@@ -101,15 +101,26 @@ impl DeviceTwin {
         admission
     }
 
-    /// Applies a presence message unless it belongs to an older connection.
-    pub fn apply_presence(&mut self, message: &Presence, now: Timestamp) -> Admission {
+    /// Applies a presence message unless it belongs to an older connection. A `retained`
+    /// replay (delivered again after the operator (re)subscribed) that matches the state the
+    /// status already shows only restores the connection position, so a restart writes nothing.
+    pub fn apply_presence(
+        &mut self,
+        message: &Presence,
+        now: Timestamp,
+        retained: bool,
+    ) -> Admission {
         let admission = admit_presence(self.presence, message.cursor());
         if admission.is_accept() {
-            self.presence = Some(message.cursor());
             let state = match message.state {
                 PresenceState::Online => ConnectionState::Connected,
                 PresenceState::Offline => ConnectionState::Disconnected,
             };
+            let replay = retained && self.presence.is_none() && self.connection.state == state;
+            self.presence = Some(message.cursor());
+            if replay {
+                return admission;
+            }
             if self.connection.state != state || self.connection.since.is_none() {
                 self.connection.since = Some(Time(now));
             }
@@ -428,22 +439,45 @@ mod tests {
     fn a_late_last_will_of_an_old_connection_is_ignored() {
         let mut twin = DeviceTwin::default();
         assert!(
-            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 1), now())
+            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 1), now(), false)
                 .is_accept()
         );
         assert!(
-            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 2), now())
+            twin.apply_presence(&Presence::new(PresenceState::Online, 2, 2), now(), false)
                 .is_accept()
         );
         let late_will = Presence::new(PresenceState::Offline, 2, 1);
-        assert_eq!(twin.apply_presence(&late_will, now()), Admission::Stale);
+        assert_eq!(
+            twin.apply_presence(&late_will, now(), false),
+            Admission::Stale
+        );
         assert_eq!(twin.online(), Some(true));
         assert!(
-            twin.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now())
+            twin.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now(), false)
                 .is_accept()
         );
         assert_eq!(twin.online(), Some(false));
         assert_eq!(twin.boot(), Some(2));
+    }
+
+    #[test]
+    fn a_retained_presence_replay_after_a_restart_changes_nothing_shown() {
+        let since = Time(Timestamp::from_second(1_600_000_000).expect("valid"));
+        let status = DeviceStatus {
+            connection: Some(ConnectionStatus {
+                state: ConnectionState::Connected,
+                since: Some(since.clone()),
+                last_seen: Some(since.clone()),
+                reason: None,
+            }),
+            ..Default::default()
+        };
+        let mut twin = DeviceTwin::from_status(Some(&status));
+        let replay = Presence::new(PresenceState::Online, 4, 1);
+        assert!(twin.apply_presence(&replay, now(), true).is_accept());
+        assert_eq!(twin.connection.since, Some(since.clone()));
+        assert_eq!(twin.connection.last_seen, Some(since));
+        assert_eq!(twin.boot(), Some(4), "the position is known again");
     }
 
     #[test]
@@ -478,7 +512,7 @@ mod tests {
         let early = index.unclaimed_twin_mut("plant.sensor-1").expect("room");
         assert!(
             early
-                .apply_presence(&Presence::new(PresenceState::Online, 1, 1), now())
+                .apply_presence(&Presence::new(PresenceState::Online, 1, 1), now(), false)
                 .is_accept()
         );
         let twin = index.twin_mut("plant.sensor-1", None);

@@ -6,28 +6,42 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::EventType,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
-use kubetwin_api::Device;
+use kubetwin_api::{Device, DeviceStatus};
 use kubetwin_protocol::{DesiredDocument, timestamp::format_rfc3339};
-use serde_json::json;
 
 use super::{Context, scoped_api};
 use crate::{
-    Error, FIELD_MANAGER, OperatorConfig, Result,
+    Error, OperatorConfig, Result,
+    budget::{Offer, Priority},
     device_status::{Problem, desired_status},
     mqtt::Outbound,
     twin::Claim,
+    writer::{Kind, StatusKey},
 };
 
 /// Re-check interval when nothing else triggers a reconcile.
 const RESYNC: Duration = Duration::from_secs(600);
 
-/// The Device controller (not yet running).
+/// The Device controller (not yet running). Its cache keeps no managedFields and no
+/// last-applied annotation: reconciles never read them, and at 100,000 Devices they would be
+/// most of the memory.
 pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<Device> {
     let devices: Api<Device> = scoped_api(client, config);
-    Controller::new(devices, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let stream = watcher(devices, watcher::Config::default())
+        .default_backoff()
+        .modify(super::strip_metadata)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal()
 }
@@ -96,28 +110,44 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
         tracing::debug!(device = %name, %namespace, generation, "desired document published");
     }
 
-    if device.status.as_ref() != Some(&status) {
-        let was_duplicate = is_duplicate(device.status.as_ref());
-        let api: Api<Device> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch =
-            json!({ "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device", "status": status });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.status_written("device");
-        if let (Some(Problem::DuplicateDeviceId(owner)), false) = (&problem, was_duplicate) {
-            let note = format!("deviceId {device_id} is already used by Device {owner}");
-            ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note)
-                .await;
-        }
+    let key = StatusKey {
+        kind: Kind::Device,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let priority = priority_of(device.status.as_ref(), &status);
+    let offer = ctx
+        .writer
+        .offer(key, &status, device.status.as_ref(), priority);
+    if offer != Offer::Unchanged
+        && let Some(Problem::DuplicateDeviceId(owner)) = &problem
+        && !is_duplicate(device.status.as_ref())
+    {
+        let note = format!("deviceId {device_id} is already used by Device {owner}");
+        ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note)
+            .await;
     }
     Ok(Action::requeue(RESYNC))
 }
 
-fn is_duplicate(status: Option<&kubetwin_api::DeviceStatus>) -> bool {
+/// Connection and readiness changes are written first; reported properties can wait.
+fn priority_of(current: Option<&DeviceStatus>, wanted: &DeviceStatus) -> Priority {
+    let state = |s: Option<&DeviceStatus>| s.and_then(|s| s.connection.as_ref()).map(|c| c.state);
+    let ready = |s: Option<&DeviceStatus>| {
+        s.and_then(|s| crate::conditions::find(&s.conditions, "Ready"))
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if current.is_none()
+        || state(current) != state(Some(wanted))
+        || ready(current) != ready(Some(wanted))
+    {
+        Priority::Urgent
+    } else {
+        Priority::Routine
+    }
+}
+
+fn is_duplicate(status: Option<&DeviceStatus>) -> bool {
     status
         .and_then(|s| crate::conditions::find(&s.conditions, "Ready"))
         .is_some_and(|c| c.reason == "DuplicateDeviceId")

@@ -19,7 +19,7 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
-use kubetwin_api::{Device, RebootRequest};
+use kubetwin_api::{Device, RebootRequest, RebootRequestStatus};
 use kubetwin_protocol::{Codec, Topics};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -32,6 +32,7 @@ use crate::{
     mqtt::{self, MqttSettings, Publisher},
     reboot_status::RebootSettings,
     twin::TwinIndex,
+    writer::{LatestStatuses, StatusWriter, WriteBudget},
 };
 
 /// What every reconcile gets: clients, the fleet index and the MQTT publisher.
@@ -66,6 +67,10 @@ pub struct Context {
     pub last_sent: Mutex<HashMap<String, Timestamp>>,
     /// Reboot timing settings.
     pub reboot: RebootSettings,
+    /// Writes statuses within the budget.
+    pub writer: Arc<StatusWriter>,
+    /// RebootRequest statuses computed but maybe not yet in the cache.
+    pub reboot_latest: LatestStatuses<RebootRequestStatus>,
 }
 
 impl Context {
@@ -119,6 +124,15 @@ where
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
+}
+
+/// Drops what no reconcile reads from a cached object: managedFields and the kubectl
+/// last-applied annotation.
+pub fn strip_metadata<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// Requeue after an error.
@@ -205,6 +219,16 @@ pub async fn run(
     let request_controller = reboot::controller(&client, &config);
     let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
     let (request_trigger, request_triggers) = futures::channel::mpsc::unbounded();
+    let writer = StatusWriter::new(
+        client.clone(),
+        metrics.clone(),
+        WriteBudget {
+            rate: config.status_write_rate,
+            burst: config.status_write_burst,
+            min_interval: Duration::from_millis(config.status_min_interval_ms),
+        },
+    );
+    tokio::spawn(writer.clone().run());
     let reporter = Reporter {
         controller: "kubetwin-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -226,6 +250,8 @@ pub async fn run(
         reboot: RebootSettings {
             return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds),
         },
+        writer,
+        reboot_latest: LatestStatuses::default(),
         config: config.clone(),
     });
 

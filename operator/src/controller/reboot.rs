@@ -6,28 +6,37 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    api::{DeleteParams, Preconditions},
+    runtime::{
+        Controller, WatchStreamExt, controller::Action, events::EventType, reflector, watcher,
+    },
 };
 use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_protocol::{
     MethodRequest, REBOOT_METHOD, RebootParams, RebootState, RebootStatus, ResponseStatus,
     timestamp::format_rfc3339,
 };
-use serde_json::json;
 
 use super::{Context, scoped_api};
 use crate::{
-    Error, FIELD_MANAGER, OperatorConfig, Result,
+    Error, OperatorConfig, Result,
+    budget::Priority,
     mqtt::{Outbound, RequestProperties},
     reboot_status::{Answer, AnswerKind, DeviceView, step},
     twin::target_of,
+    writer::{Kind, StatusKey},
 };
 
-/// The RebootRequest controller (not yet running).
+/// The RebootRequest controller (not yet running), with a lean cache like the Devices'.
 pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<RebootRequest> {
     let requests: Api<RebootRequest> = scoped_api(client, config);
-    Controller::new(requests, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let stream = watcher(requests, watcher::Config::default())
+        .default_backoff()
+        .modify(super::strip_metadata)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal()
 }
@@ -48,8 +57,17 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
     let device = ctx.devices.get(&target);
     let now = Timestamp::now();
 
+    // Decide from the newest status: ours may not be in the cache yet.
+    let key = StatusKey {
+        kind: Kind::RebootRequest,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let newest = ctx.reboot_latest.newest(&key, request.status.as_ref());
+    let mut current = (*request).clone();
+    current.status = newest;
     let view = device_view(&ctx, device.as_deref(), &uid);
-    let step = step(&request, &view, now, ctx.reboot);
+    let step = step(&current, &view, now, ctx.reboot);
 
     let device_id = device.as_ref().map(|d| d.effective_device_id());
     if step.send
@@ -59,18 +77,18 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
     }
 
     let api: Api<RebootRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    if request.status.as_ref() != Some(&step.status) {
-        let patch = json!({ "apiVersion": "kubetwin.io/v1alpha1", "kind": "RebootRequest", "status": step.status });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.status_written("rebootrequest");
+    let phase = step.status.phase.unwrap_or_default();
+    if current.status.as_ref() != Some(&step.status) {
+        let priority = if step.transition || phase.is_terminal() {
+            Priority::Urgent
+        } else {
+            Priority::Routine
+        };
+        ctx.writer
+            .offer(key.clone(), &step.status, request.status.as_ref(), priority);
+        ctx.reboot_latest.record(key.clone(), step.status.clone());
     }
 
-    let phase = step.status.phase.unwrap_or_default();
     ctx.index()
         .track_request(target, &request, !phase.is_terminal());
     if step.transition {
@@ -111,6 +129,8 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
             }),
             ..Default::default()
         };
+        ctx.writer.forget(&key);
+        ctx.reboot_latest.forget(&key);
         match api.delete(&name, &params).await {
             Ok(_) => {
                 tracing::info!(request = %name, %namespace, "deleted after ttlSecondsAfterFinished")

@@ -1,0 +1,467 @@
+//! The status-write budget (pure, no I/O): changes are merged per object, a token bucket caps
+//! writes per second, a per-object minimum interval bounds churn, urgent changes go first and
+//! the oldest change goes next. Memory is one entry per object with a pending change.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        let rate = rate.max(0.001);
+        let burst = burst.max(1.0);
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long until a token is available.
+    pub fn wait_time(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+}
+
+/// How urgent a pending change is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Reported properties and other routine changes.
+    Routine,
+    /// Terminal request phases, phase transitions, connection changes: written first and not
+    /// held back by the per-object minimum interval.
+    Urgent,
+}
+
+#[derive(Debug)]
+struct Pending<V> {
+    value: V,
+    priority: Priority,
+    since: Instant,
+    seq: u64,
+}
+
+/// A change taken from the queue for writing.
+#[derive(Debug, PartialEq)]
+pub struct Flush<K, V> {
+    /// Which object.
+    pub key: K,
+    /// The latest value to write.
+    pub value: V,
+    /// How long the oldest merged change waited.
+    pub staleness: Duration,
+    /// The priority it was queued with.
+    pub priority: Priority,
+}
+
+/// What happened to an offered change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Equal to what was written last: nothing to do.
+    Unchanged,
+    /// Queued as a new pending change.
+    Queued,
+    /// Merged into a change that was already pending.
+    Merged,
+}
+
+/// Pending status changes, at most one per object.
+#[derive(Debug)]
+pub struct WriteQueue<K, V> {
+    pending: HashMap<K, Pending<V>>,
+    // (urgent first, oldest first, arrival order, key)
+    order: BTreeSet<(std::cmp::Reverse<Priority>, Instant, u64, K)>,
+    written: HashMap<K, (u64, Instant)>,
+    in_flight: HashMap<K, u64>,
+    min_interval: Duration,
+    next_seq: u64,
+}
+
+impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
+    /// An empty queue with a per-object minimum interval between writes.
+    pub fn new(min_interval: Duration) -> Self {
+        Self {
+            pending: HashMap::new(),
+            order: BTreeSet::new(),
+            written: HashMap::new(),
+            in_flight: HashMap::new(),
+            min_interval,
+            next_seq: 0,
+        }
+    }
+
+    /// Offers the latest wanted value for `key`. `current` is a fingerprint of what the API
+    /// server holds, if known (for example after a restart), so an unchanged value costs
+    /// nothing.
+    pub fn offer(
+        &mut self,
+        key: K,
+        value: V,
+        priority: Priority,
+        current: Option<u64>,
+        now: Instant,
+    ) -> Offer {
+        let fingerprint = fingerprint(&value);
+        let back_to_written = fingerprint == self.written_fingerprint(&key, current)
+            && !self.in_flight.contains_key(&key);
+        if let Some(pending) = self.pending.get_mut(&key) {
+            if back_to_written {
+                // Back to what is already written: drop the pending change.
+                let old = (
+                    std::cmp::Reverse(pending.priority),
+                    pending.since,
+                    pending.seq,
+                    key.clone(),
+                );
+                self.order.remove(&old);
+                self.pending.remove(&key);
+                return Offer::Unchanged;
+            }
+            if priority > pending.priority {
+                let old = (
+                    std::cmp::Reverse(pending.priority),
+                    pending.since,
+                    pending.seq,
+                    key.clone(),
+                );
+                self.order.remove(&old);
+                pending.priority = priority;
+                self.order.insert((
+                    std::cmp::Reverse(priority),
+                    pending.since,
+                    pending.seq,
+                    key.clone(),
+                ));
+            }
+            pending.value = value;
+            return Offer::Merged;
+        }
+        let in_flight = self.in_flight.get(&key).copied();
+        if in_flight.is_none_or(|f| f == fingerprint)
+            && self.written_fingerprint(&key, current) == fingerprint
+        {
+            return Offer::Unchanged;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order
+            .insert((std::cmp::Reverse(priority), now, seq, key.clone()));
+        self.pending.insert(
+            key,
+            Pending {
+                value,
+                priority,
+                since: now,
+                seq,
+            },
+        );
+        Offer::Queued
+    }
+
+    fn written_fingerprint(&self, key: &K, current: Option<u64>) -> u64 {
+        self.written
+            .get(key)
+            .map(|(f, _)| *f)
+            .or(current)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The next change that may be written at `now`: urgent ones first, then the oldest whose
+    /// object was not written within the minimum interval. Objects with a write in flight
+    /// are skipped. Looks at no more than `scan` entries.
+    pub fn take(&mut self, now: Instant, scan: usize) -> Option<Flush<K, V>> {
+        let chosen = self
+            .order
+            .iter()
+            .take(scan)
+            .find(|(priority, _, _, key)| {
+                !self.in_flight.contains_key(key)
+                    && (priority.0 == Priority::Urgent
+                        || self.written.get(key).is_none_or(|(_, at)| {
+                            now.saturating_duration_since(*at) >= self.min_interval
+                        }))
+            })
+            .cloned()?;
+        self.order.remove(&chosen);
+        let key = chosen.3;
+        let pending = self.pending.remove(&key)?;
+        self.in_flight
+            .insert(key.clone(), fingerprint(&pending.value));
+        Some(Flush {
+            key,
+            value: pending.value,
+            staleness: now.saturating_duration_since(pending.since),
+            priority: pending.priority,
+        })
+    }
+
+    /// Records that the write of `key` succeeded.
+    pub fn written(&mut self, key: &K, now: Instant) {
+        if let Some(fingerprint) = self.in_flight.remove(key) {
+            self.written.insert(key.clone(), (fingerprint, now));
+        }
+    }
+
+    /// Records that the write of `flush` failed: it is queued again (unless a newer value
+    /// arrived meanwhile), keeping its age and priority so it is retried first.
+    pub fn failed(&mut self, flush: Flush<K, V>, now: Instant) {
+        self.in_flight.remove(&flush.key);
+        if self.pending.contains_key(&flush.key) {
+            return;
+        }
+        let since = now.checked_sub(flush.staleness).unwrap_or(now);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert((
+            std::cmp::Reverse(flush.priority),
+            since,
+            seq,
+            flush.key.clone(),
+        ));
+        self.pending.insert(
+            flush.key,
+            Pending {
+                value: flush.value,
+                priority: flush.priority,
+                since,
+                seq,
+            },
+        );
+    }
+
+    /// Forgets an object that no longer exists.
+    pub fn forget(&mut self, key: &K) {
+        if let Some(p) = self.pending.remove(key) {
+            self.order
+                .remove(&(std::cmp::Reverse(p.priority), p.since, p.seq, key.clone()));
+        }
+        self.written.remove(key);
+    }
+
+    /// The pending (not yet written) value of `key`.
+    pub fn pending(&self, key: &K) -> Option<&V> {
+        self.pending.get(key).map(|p| &p.value)
+    }
+
+    /// Number of objects with a pending change.
+    pub fn depth(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When the earliest pending change that waits only for its minimum interval may go.
+    pub fn next_due(&self, now: Instant, scan: usize) -> Option<Instant> {
+        self.order
+            .iter()
+            .take(scan)
+            .filter(|(_, _, _, key)| !self.in_flight.contains_key(key))
+            .map(|(_, _, _, key)| {
+                self.written
+                    .get(key)
+                    .map_or(now, |(_, at)| *at + self.min_interval)
+            })
+            .min()
+    }
+}
+
+/// A stable fingerprint of a value.
+pub fn fingerprint<V: Hash>(value: &V) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCAN: usize = 1000;
+
+    fn queue() -> (WriteQueue<u32, String>, Instant) {
+        (WriteQueue::new(Duration::from_secs(1)), Instant::now())
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn changes_to_one_object_merge_and_the_latest_value_is_written() {
+        let (mut q, t0) = queue();
+        assert_eq!(
+            q.offer(1, "a".into(), Priority::Routine, None, t0),
+            Offer::Queued
+        );
+        assert_eq!(
+            q.offer(1, "b".into(), Priority::Routine, None, at(t0, 10)),
+            Offer::Merged
+        );
+        assert_eq!(
+            q.offer(1, "c".into(), Priority::Routine, None, at(t0, 20)),
+            Offer::Merged
+        );
+        assert_eq!(q.depth(), 1);
+        let flush = q.take(at(t0, 30), SCAN).expect("due");
+        assert_eq!(flush.value, "c");
+        assert_eq!(
+            flush.staleness,
+            Duration::from_millis(30),
+            "age of the oldest merged change"
+        );
+        q.written(&1, at(t0, 31));
+        assert_eq!(
+            q.offer(1, "c".into(), Priority::Routine, None, at(t0, 40)),
+            Offer::Unchanged
+        );
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn an_unchanged_value_costs_nothing_even_after_a_restart() {
+        let (mut q, t0) = queue();
+        let current = fingerprint(&"same".to_string());
+        assert_eq!(
+            q.offer(7, "same".into(), Priority::Urgent, Some(current), t0),
+            Offer::Unchanged
+        );
+        assert!(q.take(t0, SCAN).is_none());
+    }
+
+    #[test]
+    fn urgent_changes_go_first_then_the_oldest() {
+        let (mut q, t0) = queue();
+        q.offer(1, "old".into(), Priority::Routine, None, t0);
+        q.offer(2, "newer".into(), Priority::Routine, None, at(t0, 5));
+        q.offer(3, "terminal".into(), Priority::Urgent, None, at(t0, 10));
+        let order: Vec<u32> = (0..3)
+            .filter_map(|_| q.take(at(t0, 20), SCAN))
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(order, [3, 1, 2]);
+    }
+
+    #[test]
+    fn the_minimum_interval_holds_back_routine_changes_but_not_urgent_ones() {
+        let (mut q, t0) = queue();
+        q.offer(1, "a".into(), Priority::Routine, None, t0);
+        q.take(t0, SCAN).expect("first write");
+        q.written(&1, t0);
+        q.offer(1, "b".into(), Priority::Routine, None, at(t0, 100));
+        assert!(q.take(at(t0, 500), SCAN).is_none(), "written 500 ms ago");
+        assert_eq!(q.next_due(at(t0, 500), SCAN), Some(at(t0, 1000)));
+        q.offer(1, "c".into(), Priority::Urgent, None, at(t0, 600));
+        let flush = q
+            .take(at(t0, 600), SCAN)
+            .expect("urgent bypasses the interval");
+        assert_eq!(flush.value, "c");
+    }
+
+    #[test]
+    fn one_write_per_object_is_in_flight_and_a_failure_is_retried_first() {
+        let (mut q, t0) = queue();
+        q.offer(1, "a".into(), Priority::Routine, None, t0);
+        q.offer(2, "x".into(), Priority::Routine, None, at(t0, 50));
+        let flush = q.take(at(t0, 100), SCAN).expect("a");
+        q.offer(1, "b".into(), Priority::Routine, None, at(t0, 110));
+        let next = q.take(at(t0, 120), SCAN).expect("x, since 1 is in flight");
+        assert_eq!(next.key, 2);
+        q.failed(flush, at(t0, 130));
+        q.written(&2, at(t0, 131));
+        let retry = q.take(at(t0, 140), SCAN).expect("1 again");
+        assert_eq!(
+            (retry.key, retry.value.as_str()),
+            (1, "b"),
+            "the newer value replaced the failed one"
+        );
+    }
+
+    #[test]
+    fn no_final_value_is_lost_under_sustained_overload() {
+        // 1,000 objects change every 10 ms for 10 s; the bucket allows 50 writes/s.
+        let t0 = Instant::now();
+        let mut q: WriteQueue<u32, u64> = WriteQueue::new(Duration::from_secs(1));
+        let mut bucket = TokenBucket::new(50.0, 50.0, t0);
+        let mut stored: HashMap<u32, u64> = HashMap::new();
+        let mut writes = 0;
+        for tick in 0..1000u64 {
+            let now = t0 + Duration::from_millis(tick * 10);
+            for object in 0..1000u32 {
+                q.offer(object, tick, Priority::Routine, None, now);
+            }
+            while bucket.try_take(now) {
+                let Some(flush) = q.take(now, SCAN) else {
+                    break;
+                };
+                stored.insert(flush.key, flush.value);
+                q.written(&flush.key, now);
+                writes += 1;
+            }
+            assert!(q.depth() <= 1000, "memory stays one entry per object");
+        }
+        assert!(writes <= 50 * 10 + 50, "the budget held: {writes} writes");
+        // Load stops: the queue drains and every object ends at its final value.
+        let mut now = t0 + Duration::from_secs(10);
+        while q.depth() > 0 {
+            now += Duration::from_millis(20);
+            while bucket.try_take(now) {
+                let Some(flush) = q.take(now, SCAN) else {
+                    break;
+                };
+                stored.insert(flush.key, flush.value);
+                q.written(&flush.key, now);
+            }
+        }
+        assert_eq!(stored.len(), 1000);
+        assert!(
+            stored.values().all(|v| *v == 999),
+            "every final value was written"
+        );
+    }
+
+    #[test]
+    fn the_token_bucket_caps_the_rate_and_allows_a_burst() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!((0..10).filter(|_| bucket.try_take(t0)).count(), 5, "burst");
+        assert!(bucket.wait_time(t0) > Duration::ZERO);
+        let later = t0 + Duration::from_millis(1000);
+        assert_eq!(
+            (0..20).filter(|_| bucket.try_take(later)).count(),
+            5,
+            "refill capped at burst"
+        );
+    }
+}
