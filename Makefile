@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-down test tools rust crds build lint unit e2e fmt clean-tools image
+.PHONY: demo demo-down test tools rust crds build lint unit e2e bench bench-quick fmt clean-tools image
 
 ## demo: local control plane + mosquitto + operator + simulated devices, reboot visible live.
 demo: tools rust build
@@ -12,8 +12,9 @@ demo: tools rust build
 demo-down:
 	hack/demo.sh down
 
-## test: rustfmt check, clippy -D warnings, unit tests, CRD freshness, e2e tests.
-test: tools rust lint unit e2e
+## test: rustfmt check, clippy -D warnings, unit tests, CRD freshness, e2e tests, and a
+## correctness-only smoke run of the benchmarks.
+test: tools rust lint unit e2e bench-quick
 
 ## tools: builds the test control plane and helm from pinned Go modules; installs mosquitto.
 tools:
@@ -39,6 +40,14 @@ e2e: build
 image:
 	hack/image.sh kubetwin/operator:dev
 	hack/image.sh --check kubetwin/operator:dev
+
+## bench: the benchmark suite B1-B5 at full size (release build); rewrites docs/benchmarks.md.
+bench: tools rust
+	$(CARGO) build --locked --release --workspace --bins
+	KUBETWIN_BIN_PROFILE=release target/release/kubetwin-bench
+
+bench-quick: build
+	$(CARGO) run --locked -q -p kubetwin-e2e --bin kubetwin-bench -- --quick
 
 ## crds: regenerates crds/ from the Rust types.
 crds:

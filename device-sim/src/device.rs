@@ -105,7 +105,8 @@ pub struct Device {
 
 impl Device {
     /// A device with its persisted ledger (not booted yet: call [`Device::start_boot`]).
-    pub fn new(id: impl Into<String>, shared: Arc<Shared>, ledger: Ledger) -> Self {
+    pub fn new(id: impl Into<String>, shared: Arc<Shared>, mut ledger: Ledger) -> Self {
+        ledger.telemetry = None;
         Self {
             id: id.into(),
             shared,
@@ -298,6 +299,7 @@ impl Device {
     /// A load-mode telemetry patch `{"telemetry": {"counter": n}}`.
     pub fn telemetry(&mut self) -> Publication {
         self.telemetry += 1;
+        self.ledger.telemetry = Some(self.telemetry);
         let mut reported = Map::new();
         reported.insert("telemetry".into(), json!({ "counter": self.telemetry }));
         self.patch(reported, None)
@@ -948,5 +950,6 @@ mod tests {
         assert_eq!(second.reported["telemetry"], json!({"counter": 2}));
         assert_eq!((first.seq, second.seq), (1, 2));
         assert!(!second.full);
+        assert_eq!(device.ledger().telemetry, Some(2), "saved with the ledger");
     }
 }

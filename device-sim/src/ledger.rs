@@ -71,6 +71,10 @@ pub struct Ledger {
     /// Last response sent for each recent request id.
     #[serde(default)]
     pub recent: RecentRequests,
+    /// Last load-mode telemetry counter published by this run (saved with the ledger, so a
+    /// benchmark can check that the final value reached the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<u64>,
 }
 
 /// The ledger file of `device_id` under `state_dir`: `{state_dir}/{device_id}.json`.
@@ -167,6 +171,7 @@ mod tests {
             }),
             executed: vec!["r1".into(), "r2".into()],
             recent,
+            telemetry: Some(12),
         };
         let path = ledger_path(dir.path(), "dev-1");
         ledger.save(&path).unwrap();
@@ -184,6 +189,7 @@ mod tests {
         assert_eq!(raw["applied"], json!({"epoch": "e", "version": 4}));
         assert_eq!(raw["executed"], json!(["r1", "r2"]));
         assert_eq!(raw["recent"]["responses"][0]["id"], json!("r1"));
+        assert_eq!(raw["telemetry"], json!(12));
     }
 
     #[test]

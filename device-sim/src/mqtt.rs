@@ -94,7 +94,9 @@ impl Link {
                         QoS::AtLeastOnce,
                         will.retain,
                     ));
-                let (client, eventloop) = rumqttc::AsyncClient::new(options, CHANNEL_CAPACITY);
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(options, CHANNEL_CAPACITY);
+                // Small request/response messages: do not let Nagle's algorithm delay them.
+                eventloop.network_options.set_tcp_nodelay(true);
                 let task = tokio::spawn(poll_v4(eventloop, tx));
                 Self {
                     client: Client::V4(client),
@@ -117,6 +119,9 @@ impl Link {
                         will.retain,
                         None,
                     ));
+                let mut network = rumqttc::NetworkOptions::new();
+                network.set_tcp_nodelay(true);
+                options.set_network_options(network);
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, CHANNEL_CAPACITY);
                 let task = tokio::spawn(poll_v5(eventloop, tx));
                 Self {

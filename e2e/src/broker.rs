@@ -30,6 +30,7 @@ allow_anonymous true
 persistence false
 max_packet_size {MAX_PACKET_BYTES}
 max_queued_messages 100000
+set_tcp_nodelay true
 log_dest stdout
 log_type error
 log_type warning

@@ -162,6 +162,44 @@ impl Operator {
     pub fn kill(&self) {
         self.process.kill();
     }
+
+    /// Like [`Operator::spawn`] with the admin kubeconfig, logging with the `RUST_LOG` filter
+    /// `rust_log` (benchmarks use `info`: debug lines at thousands of devices cost CPU).
+    pub fn spawn_with_log(
+        env: &TestEnv,
+        scope: &Scope,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Result<Self> {
+        let binary = workspace_binary("kubetwin-operator")?;
+        let port = crate::process::free_port()?;
+        let http_addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            format!("--broker-url={}", env.broker_url()),
+            format!("--topic-root={}", scope.topic_root),
+            format!("--watch-namespace={}", scope.namespace),
+            format!("--mqtt-client-id=kubetwin-operator-{}", scope.namespace),
+            format!("--http-addr={http_addr}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = unique_log(&scope.dir, "operator");
+        let process = ManagedProcess::spawn_with_env(
+            "kubetwin-operator",
+            &binary,
+            &args,
+            &log,
+            &[
+                ("KUBECONFIG", env.kubeconfig().as_os_str()),
+                ("RUST_LOG", rust_log.as_ref()),
+            ],
+        )?;
+        Ok(Self { process, http_addr })
+    }
+
+    /// The operator's exit, if it has exited (with the end of its log), else `Ok`.
+    pub fn check_running(&self) -> Result<()> {
+        self.process.check_running()
+    }
 }
 
 /// A running device simulator.
@@ -217,6 +255,81 @@ impl Simulator {
     /// Stops the simulator with SIGKILL.
     pub fn kill(&self) {
         self.process.kill();
+    }
+
+    /// Starts `kubetwin-sim` with `count` devices named `{id_prefix}-{i}` (`--count`,
+    /// `--id-prefix`: no long id list on the command line) and `extra` flags for `scope`,
+    /// logging at `warn`.
+    pub fn start_fleet(
+        env: &TestEnv,
+        scope: &Scope,
+        count: usize,
+        id_prefix: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let binary = workspace_binary("kubetwin-sim")?;
+        let state_dir = scope.dir.join("sim-state");
+        let mut args = vec![
+            format!("--broker-url={}", env.broker_url()),
+            format!("--topic-root={}", scope.topic_root),
+            format!("--count={count}"),
+            format!("--id-prefix={id_prefix}"),
+            format!("--state-dir={}", state_dir.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = unique_log(&scope.dir, "sim");
+        let process = ManagedProcess::spawn_with_env(
+            "kubetwin-sim",
+            &binary,
+            &args,
+            &log,
+            &[
+                ("KUBECONFIG", env.kubeconfig().as_os_str()),
+                ("RUST_LOG", "warn".as_ref()),
+            ],
+        )?;
+        Ok(Self { process, state_dir })
+    }
+
+    /// The simulator's exit, if it has exited (with the end of its log), else `Ok`.
+    pub fn check_running(&self) -> Result<()> {
+        self.process.check_running()
+    }
+
+    /// The ledger of `device_id` (`None` if the device never ran).
+    pub fn ledger(&self, device_id: &str) -> Result<Option<kubetwin_device_sim::Ledger>> {
+        kubetwin_device_sim::ledger::read_ledger(&self.state_dir, device_id).map_err(|error| {
+            Error::Io {
+                context: format!("reading the ledger of {device_id}"),
+                source: std::io::Error::other(error.to_string()),
+            }
+        })
+    }
+
+    /// Stops the simulator gracefully (SIGTERM: every device publishes its offline presence,
+    /// disconnects and saves its ledger) and waits up to `timeout` for it to exit. Fails when
+    /// it does not exit in time (it is then killed) or exits with an error.
+    pub async fn terminate(&self, timeout: Duration) -> Result<()> {
+        // SAFETY: kill(2) on the pid of our own child, which is not reaped before we wait.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.process.check_running() {
+                Ok(()) if std::time::Instant::now() > deadline => {
+                    self.process.kill();
+                    return Err(self
+                        .process
+                        .startup_error(format!("did not stop within {timeout:?} of SIGTERM")));
+                }
+                Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(Error::Startup { reason, .. }) if reason.ends_with("exit status: 0") => {
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 

@@ -26,6 +26,9 @@ impl TestClient {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_outgoing_inflight_upper_limit(100);
         options.set_max_packet_size(Some(1024 * 1024));
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();

@@ -774,7 +774,9 @@ async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     let s = setup("restart-idle").await;
-    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator");
     let names = ["sensor-1", "sensor-2", "sensor-3"];
     for name in names {
         create_device(&s.devices, name, json!({"desired": {"mode": "eco"}})).await;
@@ -782,28 +784,41 @@ async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     let ids: Vec<String> = names.iter().map(|n| s.scope.device_id(n)).collect();
     let _sim = Simulator::start(s.env, &s.scope, &ids, &[]).expect("simulator");
     for name in names {
-        wait_for(&s.devices, name, "Ready", |d| condition(d, "Ready").is_some_and(|c| c.status == "True")).await;
+        wait_for(&s.devices, name, "Ready", |d| {
+            condition(d, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
     }
     // Let the first operator finish every write it has queued.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while metric(&operator.metrics().await.expect("metrics"), "kubetwin_status_queue_depth") != Some(0.0)
+    while metric(
+        &operator.metrics().await.expect("metrics"),
+        "kubetwin_status_queue_depth",
+    ) != Some(0.0)
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("DEBUG {}", operator.metrics().await.expect("m").lines().filter(|l| l.contains("queue")).collect::<Vec<_>>().join("\n"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     operator.kill();
 
-    let restarted = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
+    let restarted = Operator::start(s.env, &s.scope, &[])
+        .await
+        .expect("operator restarted");
     // Reconciles of all three Devices and the retained presence replay happen right after
     // start; give them a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = restarted.metrics().await.expect("metrics");
     let reconciles = metric(&metrics, "kubetwin_reconciles_total{kind=\"device\"}").unwrap_or(0.0);
-    assert!(reconciles >= 3.0, "every Device was reconciled after the restart:\n{metrics}");
+    assert!(
+        reconciles >= 3.0,
+        "every Device was reconciled after the restart:\n{metrics}"
+    );
     let writes = metric(&metrics, "kubetwin_status_writes_total{kind=\"device\"}").unwrap_or(0.0);
-    assert_eq!(writes, 0.0, "no redundant status writes after a restart:\n{metrics}");
+    assert_eq!(
+        writes, 0.0,
+        "no redundant status writes after a restart:\n{metrics}"
+    );
 }
 
 /// The value of one sample in Prometheus text.

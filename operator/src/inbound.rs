@@ -31,9 +31,14 @@ pub async fn run(ctx: Arc<Context>, mut events: mpsc::Receiver<MqttEvent>) {
     let mut log_limiter = LogLimiter::default();
     while let Some(event) = events.recv().await {
         match event {
-            MqttEvent::Connected => {
-                info!("MQTT session up: republishing desired documents");
-                ctx.index().forget_published();
+            MqttEvent::Connected { session_present } => {
+                if session_present {
+                    // The broker kept our session, so it kept the retained desired documents.
+                    info!("MQTT session resumed");
+                } else {
+                    info!("new MQTT session: republishing desired documents");
+                    ctx.index().forget_published();
+                }
                 for device in ctx.devices.state() {
                     let _ = ctx
                         .device_trigger

@@ -102,6 +102,21 @@ impl Metrics {
             "1 while the MQTT connection is up",
             m.mqtt_connected.clone(),
         );
+        r.register(
+            "kubetwin_status_updates_merged",
+            "Status changes merged into a change already waiting for its write",
+            m.status_merged.clone(),
+        );
+        r.register(
+            "kubetwin_status_queue_depth",
+            "Objects waiting for a status write",
+            m.status_queue_depth.clone(),
+        );
+        r.register(
+            "kubetwin_status_staleness_seconds",
+            "Time from the first queued change of an object to its status write",
+            m.status_staleness.clone(),
+        );
         m
     }
 
@@ -164,5 +179,34 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed() {
+        let metrics = Metrics::new();
+        metrics.dropped("malformed");
+        metrics.status_written("device");
+        metrics.status_merged();
+        metrics.set_queue_depth(3);
+        metrics.observe_staleness(std::time::Duration::from_millis(300));
+        let text = metrics.render();
+        for name in [
+            "kubetwin_mqtt_messages_dropped_total{kind=\"malformed\"} 1",
+            "kubetwin_status_writes_total{kind=\"device\"} 1",
+            "kubetwin_status_updates_merged_total 1",
+            "kubetwin_status_queue_depth 3",
+            "kubetwin_status_staleness_seconds_count 1",
+            "kubetwin_mqtt_connected 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == name),
+                "{name} missing in:\n{text}"
+            );
+        }
     }
 }

@@ -129,8 +129,11 @@ pub fn tls_config(
 /// Something that happened on the connection.
 #[derive(Debug)]
 pub enum MqttEvent {
-    /// A (new) session started; subscriptions were re-made and retained messages follow.
-    Connected,
+    /// A session started and its subscriptions are in place; retained messages follow.
+    Connected {
+        /// The broker kept the previous session (and so, its retained messages).
+        session_present: bool,
+    },
     /// The connection dropped; the client keeps trying to reconnect.
     Disconnected(String),
     /// A message arrived on a subscribed topic.
@@ -267,6 +270,9 @@ pub fn connect(
             if let Some((user, password)) = &settings.security.credentials {
                 options.set_credentials(user, password);
             }
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            options.set_network_options(network);
             let (client, eventloop) = v5::AsyncClient::new(options, QUEUE);
             tokio::spawn(poll_v5(
                 eventloop,
@@ -295,7 +301,8 @@ pub fn connect(
             if let Some((user, password)) = &settings.security.credentials {
                 options.set_credentials(user, password);
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
+            eventloop.network_options.set_tcp_nodelay(true);
             tokio::spawn(poll_v311(
                 eventloop,
                 client.clone(),
@@ -322,10 +329,12 @@ async fn poll_v5(
 ) {
     use v5::{Event, mqttbytes::v5::Packet};
     let mut failures = 0;
+    let mut session_present = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
+                session_present = ack.session_present;
                 info!(
                     session_present = ack.session_present,
                     "MQTT connected; subscribing"
@@ -346,7 +355,11 @@ async fn poll_v5(
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 // Subscriptions are in place: the session is usable.
                 let _ = connected.send(true);
-                if events.send(MqttEvent::Connected).await.is_err() {
+                if events
+                    .send(MqttEvent::Connected { session_present })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -391,10 +404,12 @@ async fn poll_v311(
 ) {
     use rumqttc::{Event, Packet};
     let mut failures = 0;
+    let mut session_present = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
+                session_present = ack.session_present;
                 info!(
                     session_present = ack.session_present,
                     "MQTT connected (3.1.1); subscribing"
@@ -413,7 +428,11 @@ async fn poll_v311(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 let _ = connected.send(true);
-                if events.send(MqttEvent::Connected).await.is_err() {
+                if events
+                    .send(MqttEvent::Connected { session_present })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

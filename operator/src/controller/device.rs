@@ -124,8 +124,7 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
         && !is_duplicate(device.status.as_ref())
     {
         let note = format!("deviceId {device_id} is already used by Device {owner}");
-        ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note)
-            .await;
+        ctx.event(&*device, EventType::Warning, "DuplicateDeviceId", note);
     }
     Ok(Action::requeue(RESYNC))
 }

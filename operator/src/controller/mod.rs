@@ -93,8 +93,9 @@ impl Context {
         *self.mqtt_connected.borrow()
     }
 
-    /// Publishes a Kubernetes Event about `object`; failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    /// Publishes a Kubernetes Event about `object` in the background (a reconcile never waits
+    /// for it); failures are logged, never fatal.
+    pub fn event<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
         type_: EventType,
@@ -108,9 +109,13 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
-            warn!(%error, reason, "cannot publish event");
-        }
+        let recorder = self.recorder.clone();
+        let reference = object.object_ref(&());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                warn!(%error, reason = %event.reason, "cannot publish event");
+            }
+        });
     }
 }
 

@@ -106,15 +106,14 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
             _ => EventType::Normal,
         };
         tracing::info!(request = %name, %namespace, phase = ?phase, %reason, "reboot progressed");
-        ctx.event(&*request, type_, &reason, note.clone()).await;
+        ctx.event(&*request, type_, &reason, note.clone());
         if let Some(device) = &device {
             ctx.event(
                 &**device,
                 type_,
                 &format!("Reboot{phase:?}"),
                 format!("{name}: {note}"),
-            )
-            .await;
+            );
         }
     }
     if phase.is_terminal() {

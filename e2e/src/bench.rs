@@ -1,1 +1,0 @@
-//! Benchmark scenarios (B1–B5); see `kubetwin-bench`.
