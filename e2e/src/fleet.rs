@@ -111,6 +111,27 @@ impl Operator {
         Ok(Self { process, http_addr })
     }
 
+    /// Waits until this operator leads and is ready (`/readyz` says `ok`, not standby).
+    pub async fn wait_leading(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.process.check_running()?;
+            if self
+                .readyz()
+                .await
+                .is_ok_and(|(code, body)| code == 200 && body == "ok")
+            {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(self
+                    .process
+                    .startup_error(format!("not leading after {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `/readyz` body, or an error when the endpoint does not answer.
     pub async fn readyz(&self) -> Result<(u16, String)> {
         http_get(&self.http_addr, "/readyz").await

@@ -315,12 +315,10 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
     let first = Operator::start_as(s.env, &s.scope, s.env.kubeconfig(), &lease)
         .await
         .expect("first operator");
-    let (code, body) = first.readyz().await.expect("readyz");
-    assert_eq!(
-        (code, body.as_str()),
-        (200, "ok"),
-        "the first operator leads"
-    );
+    first
+        .wait_leading(Duration::from_secs(60))
+        .await
+        .expect("the first operator takes the Lease");
     let second =
         Operator::spawn(s.env, &s.scope, s.env.kubeconfig(), &lease).expect("second operator");
     second
@@ -370,8 +368,10 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
         "{:#?}",
         done.status
     );
-    let (code, body) = second.readyz().await.expect("readyz");
-    assert_eq!((code, body.as_str()), (200, "ok"), "the standby took over");
+    second
+        .wait_leading(Duration::from_secs(60))
+        .await
+        .expect("the standby took over the Lease");
     assert_eq!(
         sim.executed(&id).expect("ledger"),
         vec![done.uid().unwrap_or_default()],
