@@ -14,7 +14,7 @@ demo-down:
 
 ## test: rustfmt check, clippy -D warnings, unit tests, CRD freshness, e2e tests, and a
 ## correctness-only smoke run of the benchmarks.
-test: tools rust lint unit e2e bench-quick
+test: tools rust lint unit bench-quick e2e
 
 ## tools: builds the test control plane and helm from pinned Go modules; installs mosquitto.
 tools:
