@@ -55,11 +55,7 @@ pub const MAX_DESIRED_BYTES: usize = 32 * 1024;
         json_path = ".status.reported.lastReboot",
         description = "When the device last rebooted, as it reported"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.deviceId"
 )]
 #[serde(rename_all = "camelCase")]

@@ -47,11 +47,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT_SECONDS: i32 = 30;
         json_path = ".status.duration",
         description = "Time from sending the request to its end"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.deviceName"
 )]
 #[serde(rename_all = "camelCase")]
@@ -117,10 +113,7 @@ pub enum RebootPhase {
 impl RebootPhase {
     /// Whether the phase never changes again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Rejected
-        )
+        matches!(self, Self::Succeeded | Self::Failed | Self::TimedOut | Self::Rejected)
     }
 }
 

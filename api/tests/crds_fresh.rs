@@ -25,34 +25,16 @@ fn committed_crds_match_the_rust_types() {
 #[test]
 fn crds_declare_names_categories_and_status() {
     let crds = kubetwin_api::crds();
-    let names: Vec<_> = crds
-        .iter()
-        .map(|c| c.metadata.name.clone().unwrap_or_default())
-        .collect();
+    let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
     assert_eq!(names, ["devices.kubetwin.io", "rebootrequests.kubetwin.io"]);
     for crd in &crds {
-        assert_eq!(
-            crd.spec.names.categories.as_deref(),
-            Some(&["kubetwin".to_string()][..])
-        );
+        assert_eq!(crd.spec.names.categories.as_deref(), Some(&["kubetwin".to_string()][..]));
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
     }
-    assert_eq!(
-        crds[0].spec.names.short_names.as_deref(),
-        Some(&["dev".to_string()][..])
-    );
-    assert_eq!(
-        crds[1].spec.names.short_names.as_deref(),
-        Some(&["reboot".to_string()][..])
-    );
+    assert_eq!(crds[0].spec.names.short_names.as_deref(), Some(&["dev".to_string()][..]));
+    assert_eq!(crds[1].spec.names.short_names.as_deref(), Some(&["reboot".to_string()][..]));
 }
 
 #[test]

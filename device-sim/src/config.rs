@@ -45,11 +45,7 @@ pub enum ConfigError {
 )]
 pub struct Cli {
     /// Broker to connect to, `mqtt://host:port` (port defaults to 1883).
-    #[arg(
-        long,
-        env = "KUBETWIN_SIM_BROKER_URL",
-        default_value = "mqtt://127.0.0.1:1883"
-    )]
+    #[arg(long, env = "KUBETWIN_SIM_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
 
     /// Topic root of the contract.
@@ -134,9 +130,7 @@ pub fn parse_mqtt_version(s: &str) -> Result<MqttVersion, String> {
     match s.trim() {
         "5" | "5.0" | "v5" => Ok(MqttVersion::V5),
         "3.1.1" | "311" | "4" | "v4" => Ok(MqttVersion::V311),
-        other => Err(format!(
-            "unsupported MQTT version {other:?} (use 5 or 3.1.1)"
-        )),
+        other => Err(format!("unsupported MQTT version {other:?} (use 5 or 3.1.1)")),
     }
 }
 
@@ -151,13 +145,9 @@ pub struct BrokerAddr {
 
 /// Parses `mqtt://host[:port][/]` (IPv6 as `[::1]`); only plain `mqtt://` is supported.
 pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
-    let err = |reason: &str| ConfigError::BrokerUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| err("only mqtt:// URLs are supported"))?;
+    let err =
+        |reason: &str| ConfigError::BrokerUrl { url: url.to_owned(), reason: reason.to_owned() };
+    let rest = url.strip_prefix("mqtt://").ok_or_else(|| err("only mqtt:// URLs are supported"))?;
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('@') || rest.contains('?') {
         return Err(err("expected mqtt://host:port without path or credentials"));
@@ -166,10 +156,7 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
         let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
         match after {
             "" => (host, None),
-            p => (
-                host,
-                Some(p.strip_prefix(':').ok_or_else(|| err("junk after ']'"))?),
-            ),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(|| err("junk after ']'"))?)),
         }
     } else {
         match rest.split_once(':') {
@@ -182,16 +169,9 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
     }
     let port = match port {
         None => 1883,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| err("invalid port"))?,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| err("invalid port"))?,
     };
-    Ok(BrokerAddr {
-        host: host.to_owned(),
-        port,
-    })
+    Ok(BrokerAddr { host: host.to_owned(), port })
 }
 
 /// The device ids: `ids` if given, else `{prefix}-{i}` for i in 0..count; validated and unique.
@@ -201,11 +181,7 @@ pub fn device_ids(
     ids: Option<&[String]>,
 ) -> Result<Vec<String>, ConfigError> {
     let list: Vec<String> = match ids {
-        Some(ids) => ids
-            .iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect(),
+        Some(ids) => ids.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
         None => (0..count).map(|i| format!("{prefix}-{i}")).collect(),
     };
     if list.is_empty() {
@@ -213,10 +189,8 @@ pub fn device_ids(
     }
     let mut seen = std::collections::HashSet::with_capacity(list.len());
     for id in &list {
-        validate_device_id(id).map_err(|e| ConfigError::DeviceId {
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
+        validate_device_id(id)
+            .map_err(|e| ConfigError::DeviceId { id: id.clone(), reason: e.to_string() })?;
         if !seen.insert(id.as_str()) {
             return Err(ConfigError::DuplicateId(id.clone()));
         }
@@ -304,10 +278,7 @@ impl Config {
                 never_answer: cli.never_answer,
                 crash_during_reboot: cli.crash_during_reboot,
             },
-            offline_after: cli
-                .offline_after
-                .map(|s| seconds("--offline-after", s))
-                .transpose()?,
+            offline_after: cli.offline_after.map(|s| seconds("--offline-after", s)).transpose()?,
             offline_for: seconds("--offline-for", cli.offline_for)?,
             create_devices_in: cli.create_devices.then(|| cli.namespace.clone()),
             keep_alive: Duration::from_secs(30),
@@ -343,13 +314,7 @@ mod tests {
         assert_eq!(config.faults, Faults::default());
         assert_eq!(config.offline_after, None);
         assert_eq!(config.create_devices_in, None);
-        assert_eq!(
-            config.broker,
-            BrokerAddr {
-                host: "127.0.0.1".into(),
-                port: 1883
-            }
-        );
+        assert_eq!(config.broker, BrokerAddr { host: "127.0.0.1".into(), port: 1883 });
     }
 
     #[test]
@@ -404,11 +369,7 @@ mod tests {
         assert_eq!(c.mqtt_version, MqttVersion::V311);
         assert_eq!(
             c.faults,
-            Faults {
-                reject_methods: true,
-                never_answer: true,
-                crash_during_reboot: true
-            }
+            Faults { reject_methods: true, never_answer: true, crash_during_reboot: true }
         );
         assert_eq!(c.offline_after, Some(Duration::from_secs(3)));
         assert_eq!(c.offline_for, Duration::from_millis(1500));
@@ -426,10 +387,7 @@ mod tests {
         let cli = parse(&["--connect-rate", "0"]);
         assert!(matches!(Config::from_cli(&cli), Err(ConfigError::Range(_))));
         let cli = parse(&["--broker-url", "tcp://x:1"]);
-        assert!(matches!(
-            Config::from_cli(&cli),
-            Err(ConfigError::BrokerUrl { .. })
-        ));
+        assert!(matches!(Config::from_cli(&cli), Err(ConfigError::BrokerUrl { .. })));
     }
 
     #[test]
@@ -443,14 +401,7 @@ mod tests {
     #[test]
     fn broker_urls() {
         let ok = |url: &str, host: &str, port: u16| {
-            assert_eq!(
-                parse_broker_url(url),
-                Ok(BrokerAddr {
-                    host: host.into(),
-                    port
-                }),
-                "{url}"
-            );
+            assert_eq!(parse_broker_url(url), Ok(BrokerAddr { host: host.into(), port }), "{url}");
         };
         ok("mqtt://localhost:1883", "localhost", 1883);
         ok("mqtt://localhost", "localhost", 1883);
@@ -475,26 +426,14 @@ mod tests {
 
     #[test]
     fn generated_ids() {
-        assert_eq!(
-            device_ids(3, "sim", None).unwrap(),
-            vec!["sim-0", "sim-1", "sim-2"]
-        );
+        assert_eq!(device_ids(3, "sim", None).unwrap(), vec!["sim-0", "sim-1", "sim-2"]);
         assert_eq!(device_ids(10_000, "p", None).unwrap()[9_999], "p-9999");
         let explicit = vec!["x".to_owned(), " y ".to_owned(), String::new()];
-        assert_eq!(
-            device_ids(5, "sim", Some(&explicit)).unwrap(),
-            vec!["x", "y"]
-        );
+        assert_eq!(device_ids(5, "sim", Some(&explicit)).unwrap(), vec!["x", "y"]);
         assert_eq!(device_ids(0, "sim", None), Err(ConfigError::NoDevices));
-        assert!(matches!(
-            device_ids(1, "Sim", None),
-            Err(ConfigError::DeviceId { .. })
-        ));
+        assert!(matches!(device_ids(1, "Sim", None), Err(ConfigError::DeviceId { .. })));
         let dup = vec!["a".to_owned(), "a".to_owned()];
-        assert_eq!(
-            device_ids(1, "sim", Some(&dup)),
-            Err(ConfigError::DuplicateId("a".into()))
-        );
+        assert_eq!(device_ids(1, "sim", Some(&dup)), Err(ConfigError::DuplicateId("a".into())));
     }
 
     #[test]
@@ -507,10 +446,7 @@ mod tests {
             .collect();
         assert!(envs.contains(&"KUBETWIN_SIM_BROKER_URL".to_owned()));
         assert!(envs.contains(&"KUBETWIN_SIM_OFFLINE_FOR".to_owned()));
-        let flags = cmd
-            .get_arguments()
-            .filter(|a| a.get_long().is_some())
-            .count();
+        let flags = cmd.get_arguments().filter(|a| a.get_long().is_some()).count();
         assert_eq!(envs.len(), flags);
         assert!(envs.iter().all(|e| e.starts_with("KUBETWIN_SIM_")));
     }

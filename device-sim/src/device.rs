@@ -159,10 +159,8 @@ impl Device {
         self.full_sent = false;
         let now = format_rfc3339(now_ms);
         if let Some(pending) = self.ledger.pending_reboot.take() {
-            self.ledger.reboot = Some(RebootState::new(
-                RebootStatus::Done,
-                pending.request_id.clone(),
-            ));
+            self.ledger.reboot =
+                Some(RebootState::new(RebootStatus::Done, pending.request_id.clone()));
             self.ledger.last_reboot = Some(now.clone());
             self.finishing = Some(pending);
         }
@@ -201,21 +199,13 @@ impl Device {
     /// The Last Will of the current connection: retained offline presence, reason `lost`.
     pub fn will(&self) -> Publication {
         let presence = self.presence(PresenceState::Offline, "lost", false);
-        self.publication(
-            PubKind::Presence,
-            self.shared.topics.presence(&self.id),
-            &presence,
-        )
+        self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
     }
 
     /// A retained offline presence before a planned disconnect (`reboot`, `shutdown`).
     pub fn offline(&self, reason: &str) -> Publication {
         let presence = self.presence(PresenceState::Offline, reason, true);
-        self.publication(
-            PubKind::Presence,
-            self.shared.topics.presence(&self.id),
-            &presence,
-        )
+        self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
     }
 
     /// The topic filters to subscribe to after every ConnAck.
@@ -258,14 +248,8 @@ impl Device {
 
     fn full_report(&mut self) -> Publication {
         let mut reported = self.ledger.properties.clone();
-        reported.insert(
-            KEY_FIRMWARE_VERSION.into(),
-            Value::String(self.shared.firmware.clone()),
-        );
-        reported.insert(
-            KEY_LAST_REBOOT.into(),
-            Value::String(self.boot_started.clone()),
-        );
+        reported.insert(KEY_FIRMWARE_VERSION.into(), Value::String(self.shared.firmware.clone()));
+        reported.insert(KEY_LAST_REBOOT.into(), Value::String(self.boot_started.clone()));
         if let Some(reboot) = &self.ledger.reboot {
             reported.insert(KEY_REBOOT.into(), reboot.to_value());
         }
@@ -273,11 +257,7 @@ impl Device {
         let mut message = ReportedMessage::full(self.ledger.boot, seq, reported);
         message.applied = self.ledger.applied.clone();
         message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
-        self.publication(
-            PubKind::Reported,
-            self.shared.topics.reported(&self.id),
-            &message,
-        )
+        self.publication(PubKind::Reported, self.shared.topics.reported(&self.id), &message)
     }
 
     fn patch(
@@ -289,11 +269,7 @@ impl Device {
         let mut message = ReportedMessage::patch(self.ledger.boot, seq, reported);
         message.applied = applied;
         message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
-        self.publication(
-            PubKind::Reported,
-            self.shared.topics.reported(&self.id),
-            &message,
-        )
+        self.publication(PubKind::Reported, self.shared.topics.reported(&self.id), &message)
     }
 
     /// A load-mode telemetry patch `{"telemetry": {"counter": n}}`.
@@ -321,10 +297,7 @@ impl Device {
         let v5 = self.shared.mqtt == MqttVersion::V5;
         let topic = response_topic
             .filter(|t| v5 && !t.is_empty() && !t.contains(['+', '#']))
-            .map_or_else(
-                || self.shared.topics.response(&self.id, &response.id),
-                str::to_owned,
-            );
+            .map_or_else(|| self.shared.topics.response(&self.id, &response.id), str::to_owned);
         let mut publication = self.publication(PubKind::Response, topic, response);
         publication.correlation = correlation.filter(|_| v5);
         publication
@@ -341,11 +314,7 @@ impl Device {
         };
         match &parsed {
             ParsedTopic::Desired { .. } => {
-                match self
-                    .shared
-                    .codec
-                    .decode_for::<DesiredDocument>(&parsed, &msg.payload)
-                {
+                match self.shared.codec.decode_for::<DesiredDocument>(&parsed, &msg.payload) {
                     Ok(doc) => self.on_desired(doc),
                     Err(e) => {
                         drop_log(&self.id, &msg.topic, &e);
@@ -354,11 +323,7 @@ impl Device {
                 }
             }
             ParsedTopic::Request { .. } => {
-                match self
-                    .shared
-                    .codec
-                    .decode_for::<MethodRequest>(&parsed, &msg.payload)
-                {
+                match self.shared.codec.decode_for::<MethodRequest>(&parsed, &msg.payload) {
                     Ok(request) => self.on_request(&request, msg, now_ms),
                     Err(e) => {
                         drop_log(&self.id, &msg.topic, &e);
@@ -432,11 +397,7 @@ impl Device {
         now_ms: i64,
     ) -> Result<RebootParams, (ResponseStatus, u16, String)> {
         if self.shared.faults.reject_methods {
-            return Err((
-                ResponseStatus::Rejected,
-                CODE_CONFLICT,
-                REJECT_MESSAGE.to_owned(),
-            ));
+            return Err((ResponseStatus::Rejected, CODE_CONFLICT, REJECT_MESSAGE.to_owned()));
         }
         if request.is_expired(now_ms) {
             return Err((
@@ -453,11 +414,7 @@ impl Device {
             ));
         }
         let params = RebootParams::from_params(&request.params).map_err(|e| {
-            (
-                ResponseStatus::Rejected,
-                ResponseStatus::Rejected.default_code(),
-                e.to_string(),
-            )
+            (ResponseStatus::Rejected, ResponseStatus::Rejected.default_code(), e.to_string())
         })?;
         if self.ledger.pending_reboot.is_some() || self.finishing.is_some() {
             return Err((
@@ -493,9 +450,7 @@ impl Device {
                 msg.response_topic.as_deref(),
                 msg.correlation.clone(),
             )),
-            Effect::ScheduleReboot {
-                delay: Duration::from_secs(u64::from(params.delay_seconds)),
-            },
+            Effect::ScheduleReboot { delay: Duration::from_secs(u64::from(params.delay_seconds)) },
         ]
     }
 
@@ -511,11 +466,7 @@ impl Device {
         reported.insert(KEY_REBOOT.into(), state.to_value());
         self.ledger.reboot = Some(state);
         let report = self.patch(reported, None);
-        vec![
-            Effect::Persist,
-            Effect::Publish(report),
-            Effect::Publish(self.offline("reboot")),
-        ]
+        vec![Effect::Persist, Effect::Publish(report), Effect::Publish(self.offline("reboot"))]
     }
 }
 
@@ -564,9 +515,7 @@ mod tests {
     }
 
     fn request_msg(id: &str, method: &str, params: Value, expires: &str) -> Incoming {
-        let Value::Object(params) = params else {
-            panic!("params not an object")
-        };
+        let Value::Object(params) = params else { panic!("params not an object") };
         let req = MethodRequest::new(id, method, params, "2025-05-01T12:00:00Z", expires);
         Incoming {
             topic: Topics::default().request("dev-1", method, id),
@@ -577,12 +526,7 @@ mod tests {
     }
 
     fn reboot_msg(id: &str, delay: u32) -> Incoming {
-        request_msg(
-            id,
-            "reboot",
-            json!({"delaySeconds": delay}),
-            "2025-05-01T12:05:00Z",
-        )
+        request_msg(id, "reboot", json!({"delaySeconds": delay}), "2025-05-01T12:05:00Z")
     }
 
     fn response_of(p: &Publication) -> MethodResponse {
@@ -606,10 +550,7 @@ mod tests {
         let mut device = Device::new(
             "dev-1",
             shared(MqttVersion::V5, Faults::default()),
-            Ledger {
-                boot: 4,
-                ..Ledger::default()
-            },
+            Ledger { boot: 4, ..Ledger::default() },
         );
         device.start_boot(now());
         assert_eq!((device.boot(), device.conn(), device.seq()), (5, 1, 0));
@@ -650,10 +591,7 @@ mod tests {
         assert_eq!(presence_of(publications(&again)[0]).conn, 2);
         assert_eq!(
             device.subscriptions(),
-            vec![
-                "kubetwin/v1/dev-1/twin/desired",
-                "kubetwin/v1/dev-1/rpc/req/#"
-            ]
+            vec!["kubetwin/v1/dev-1/twin/desired", "kubetwin/v1/dev-1/rpc/req/#"]
         );
     }
 
@@ -675,13 +613,7 @@ mod tests {
         let patch = reported_of(publications(&effects)[0]);
         assert!(!patch.full);
         assert_eq!(patch.seq, 2);
-        assert_eq!(
-            patch.applied,
-            Some(AppliedVersion {
-                epoch: "e1".into(),
-                version: 3
-            })
-        );
+        assert_eq!(patch.applied, Some(AppliedVersion { epoch: "e1".into(), version: 3 }));
         assert_eq!(
             Value::Object(patch.reported.clone()),
             json!({"led": {"color": "green"}, "interval": 30})
@@ -693,25 +625,16 @@ mod tests {
         let mut desired = Map::new();
         desired.insert("led".into(), json!({"color": "red"}));
         let doc = DesiredDocument::new("e1", 4, "2025-05-01T12:00:00Z", desired);
-        let msg = Incoming {
-            payload: Codec::default().encode(&doc),
-            ..msg
-        };
+        let msg = Incoming { payload: Codec::default().encode(&doc), ..msg };
         let patch = reported_of(publications(&device.handle(&msg, now()))[0]);
         assert_eq!(
             Value::Object(patch.reported),
             json!({"led": {"color": "red"}, "interval": null})
         );
         // Garbage and cleared retained messages are dropped.
-        let empty = Incoming {
-            payload: Vec::new(),
-            ..msg.clone()
-        };
+        let empty = Incoming { payload: Vec::new(), ..msg.clone() };
         assert!(device.handle(&empty, now()).is_empty());
-        let garbage = Incoming {
-            payload: b"{".to_vec(),
-            ..msg
-        };
+        let garbage = Incoming { payload: b"{".to_vec(), ..msg };
         assert!(device.handle(&garbage, now()).is_empty());
     }
 
@@ -732,12 +655,7 @@ mod tests {
         assert_eq!(accepted.code, 202);
         assert_eq!((accepted.boot, accepted.seq), (1, 2));
         assert_eq!(accepted.message.as_deref(), Some("rebooting in 5s"));
-        assert_eq!(
-            effects[2],
-            Effect::ScheduleReboot {
-                delay: Duration::from_secs(5)
-            }
-        );
+        assert_eq!(effects[2], Effect::ScheduleReboot { delay: Duration::from_secs(5) });
         assert!(device.reboot_pending());
 
         // Same request again while pending: the Accepted answer, unchanged.
@@ -753,10 +671,7 @@ mod tests {
         assert_eq!(down[0], Effect::Persist);
         let pubs = publications(&down);
         let rebooting = reported_of(pubs[0]);
-        assert_eq!(
-            rebooting.reported["reboot"],
-            json!({"status": "rebooting", "requestId": "r1"})
-        );
+        assert_eq!(rebooting.reported["reboot"], json!({"status": "rebooting", "requestId": "r1"}));
         let offline = presence_of(pubs[1]);
         assert_eq!(offline.state, PresenceState::Offline);
         assert_eq!(offline.reason.as_deref(), Some("reboot"));
@@ -773,10 +688,7 @@ mod tests {
         let full = reported_of(pubs[1]);
         assert!(full.full);
         assert_eq!((full.boot, full.seq), (2, 1));
-        assert_eq!(
-            full.reported["reboot"],
-            json!({"status": "done", "requestId": "r1"})
-        );
+        assert_eq!(full.reported["reboot"], json!({"status": "done", "requestId": "r1"}));
         assert_eq!(full.reported["lastReboot"], json!(format_rfc3339(later)));
         let done = response_of(pubs[2]);
         assert_eq!(pubs[2].correlation.as_deref(), Some(&b"r1"[..]));
@@ -811,55 +723,34 @@ mod tests {
         assert_eq!(restarted.boot(), 3);
         let pubs = restarted.on_connected();
         let full = reported_of(publications(&pubs)[1]);
-        assert_eq!(
-            full.reported["lastReboot"],
-            json!(format_rfc3339(now() + 1000))
-        );
-        assert_eq!(
-            full.reported["reboot"],
-            json!({"status": "done", "requestId": "r1"})
-        );
+        assert_eq!(full.reported["lastReboot"], json!(format_rfc3339(now() + 1000)));
+        assert_eq!(full.reported["reboot"], json!({"status": "done", "requestId": "r1"}));
         let repeat = restarted.handle(&reboot_msg("r1", 0), now());
-        assert_eq!(
-            response_of(publications(&repeat)[0]).status,
-            ResponseStatus::Succeeded
-        );
+        assert_eq!(response_of(publications(&repeat)[0]).status, ResponseStatus::Succeeded);
     }
 
     #[test]
     fn refusals() {
         let mut device = booted(MqttVersion::V311, Faults::default());
         device.on_connected();
-        let expired = device.handle(
-            &request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"),
-            now(),
-        );
+        let expired =
+            device.handle(&request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"), now());
         let p = publications(&expired)[0];
         // MQTT 3.1.1: the standard topic, no correlation data.
         assert_eq!(p.topic, "kubetwin/v1/dev-1/rpc/res/r1");
         assert_eq!(p.correlation, None);
         let r = response_of(p);
         assert_eq!((r.status, r.code), (ResponseStatus::Expired, 410));
-        assert_eq!(
-            r.message.as_deref(),
-            Some("expired at 2025-05-01T12:00:30Z")
-        );
+        assert_eq!(r.message.as_deref(), Some("expired at 2025-05-01T12:00:30Z"));
 
-        let unknown = device.handle(
-            &request_msg("r2", "identify", json!({}), "2025-05-01T12:05:00Z"),
-            now(),
-        );
+        let unknown =
+            device.handle(&request_msg("r2", "identify", json!({}), "2025-05-01T12:05:00Z"), now());
         let r = response_of(publications(&unknown)[0]);
         assert_eq!((r.status, r.code), (ResponseStatus::Rejected, 404));
         assert_eq!(r.message.as_deref(), Some("unknown method identify"));
 
         let bad = device.handle(
-            &request_msg(
-                "r3",
-                "reboot",
-                json!({"delaySeconds": "x"}),
-                "2025-05-01T12:05:00Z",
-            ),
+            &request_msg("r3", "reboot", json!({"delaySeconds": "x"}), "2025-05-01T12:05:00Z"),
             now(),
         );
         let r = response_of(publications(&bad)[0]);
@@ -869,38 +760,23 @@ mod tests {
         assert!(!device.reboot_pending());
         assert_eq!(device.ledger().recent.len(), 3);
         // Answers are remembered: the expired request repeated later is not re-evaluated.
-        let repeat = device.handle(
-            &request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"),
-            now(),
-        );
-        assert_eq!(
-            response_of(publications(&repeat)[0]).status,
-            ResponseStatus::Expired
-        );
+        let repeat =
+            device.handle(&request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"), now());
+        assert_eq!(response_of(publications(&repeat)[0]).status, ResponseStatus::Expired);
     }
 
     #[test]
     fn fault_switches() {
-        let mut rejecting = booted(
-            MqttVersion::V5,
-            Faults {
-                reject_methods: true,
-                ..Faults::default()
-            },
-        );
+        let mut rejecting =
+            booted(MqttVersion::V5, Faults { reject_methods: true, ..Faults::default() });
         let effects = rejecting.handle(&reboot_msg("r1", 0), now());
         let r = response_of(publications(&effects)[0]);
         assert_eq!((r.status, r.code), (ResponseStatus::Rejected, 409));
         assert_eq!(r.message.as_deref(), Some(REJECT_MESSAGE));
         assert!(rejecting.ledger().executed.is_empty());
 
-        let mut silent = booted(
-            MqttVersion::V5,
-            Faults {
-                never_answer: true,
-                ..Faults::default()
-            },
-        );
+        let mut silent =
+            booted(MqttVersion::V5, Faults { never_answer: true, ..Faults::default() });
         assert!(silent.handle(&reboot_msg("r1", 0), now()).is_empty());
         assert!(silent.ledger().recent.is_empty());
         assert!(silent.ledger().executed.is_empty());

@@ -26,9 +26,8 @@ pub fn device_manifest(device_id: &str) -> Value {
 
 /// Applies a `Device` in `namespace` for every id, using the default kube client (KUBECONFIG).
 pub async fn create_devices(namespace: &str, ids: &[String]) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("cannot create a Kubernetes client (KUBECONFIG)")?;
+    let client =
+        Client::try_default().await.context("cannot create a Kubernetes client (KUBECONFIG)")?;
     let api: Api<Device> = Api::namespaced(client, namespace);
     let params = PatchParams::apply(FIELD_MANAGER);
     futures::stream::iter(ids.iter().cloned())

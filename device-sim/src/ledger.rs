@@ -94,30 +94,19 @@ impl Ledger {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(LedgerError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
+                return Err(LedgerError::Io { path: path.to_owned(), source });
             }
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|source| LedgerError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })
+            .map_err(|source| LedgerError::Corrupt { path: path.to_owned(), source })
     }
 
     /// Writes the ledger to `path` through a temporary file and a rename.
     pub fn save(&self, path: &Path) -> Result<(), LedgerError> {
-        let io_err = |source| LedgerError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| LedgerError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })?;
+        let io_err = |source| LedgerError::Io { path: path.to_owned(), source };
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|source| LedgerError::Corrupt { path: path.to_owned(), source })?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -142,10 +131,7 @@ mod tests {
     fn missing_ledger_is_none() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read_ledger(dir.path(), "dev-1").unwrap().is_none());
-        assert_eq!(
-            ledger_path(dir.path(), "dev-1"),
-            dir.path().join("dev-1.json")
-        );
+        assert_eq!(ledger_path(dir.path(), "dev-1"), dir.path().join("dev-1.json"));
     }
 
     #[test]
@@ -158,10 +144,7 @@ mod tests {
         let ledger = Ledger {
             boot: 3,
             last_reboot: Some("2025-05-01T12:00:00Z".into()),
-            applied: Some(AppliedVersion {
-                epoch: "e".into(),
-                version: 4,
-            }),
+            applied: Some(AppliedVersion { epoch: "e".into(), version: 4 }),
             properties,
             reboot: Some(RebootState::new(RebootStatus::Done, "r1")),
             pending_reboot: Some(PendingReboot {
@@ -201,9 +184,6 @@ mod tests {
         assert_eq!(ledger.boot, 9);
         assert!(ledger.executed.is_empty() && ledger.recent.is_empty());
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(
-            Ledger::load(&path),
-            Err(LedgerError::Corrupt { .. })
-        ));
+        assert!(matches!(Ledger::load(&path), Err(LedgerError::Corrupt { .. })));
     }
 }

@@ -98,11 +98,7 @@ impl Link {
                 // Small request/response messages: do not let Nagle's algorithm delay them.
                 eventloop.network_options.set_tcp_nodelay(true);
                 let task = tokio::spawn(poll_v4(eventloop, tx));
-                Self {
-                    client: Client::V4(client),
-                    events,
-                    task,
-                }
+                Self { client: Client::V4(client), events, task }
             }
             MqttVersion::V5 => {
                 let mut options = rumqttc::v5::MqttOptions::new(&spec.client_id, host, port);
@@ -124,11 +120,7 @@ impl Link {
                 options.set_network_options(network);
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, CHANNEL_CAPACITY);
                 let task = tokio::spawn(poll_v5(eventloop, tx));
-                Self {
-                    client: Client::V5(client),
-                    events,
-                    task,
-                }
+                Self { client: Client::V5(client), events, task }
             }
         }
     }
@@ -142,14 +134,12 @@ impl Link {
     pub async fn subscribe(&self, filters: &[String]) -> Result<(), LinkError> {
         for filter in filters {
             let result = match &self.client {
-                Client::V4(c) => c
-                    .subscribe(filter.as_str(), QoS::AtLeastOnce)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Client::V5(c) => c
-                    .subscribe(filter.as_str(), QoS5::AtLeastOnce)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Client::V4(c) => {
+                    c.subscribe(filter.as_str(), QoS::AtLeastOnce).await.map_err(|e| e.to_string())
+                }
+                Client::V5(c) => {
+                    c.subscribe(filter.as_str(), QoS5::AtLeastOnce).await.map_err(|e| e.to_string())
+                }
             };
             result.map_err(LinkError::Client)?;
         }
@@ -180,10 +170,7 @@ impl Link {
                         )
                         .await
                     }
-                    None => {
-                        c.publish(p.topic.as_str(), QoS5::AtLeastOnce, p.retain, payload)
-                            .await
-                    }
+                    None => c.publish(p.topic.as_str(), QoS5::AtLeastOnce, p.retain, payload).await,
                 };
                 result.map_err(|e| LinkError::Client(e.to_string()))
             }
@@ -222,9 +209,9 @@ async fn poll_v4(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<LinkEvent>)
     let mut disconnecting = false;
     loop {
         let event = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => LinkEvent::Connected {
-                session_present: ack.session_present,
-            },
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                LinkEvent::Connected { session_present: ack.session_present }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message(Incoming {
                 topic: p.topic,
                 payload: p.payload.to_vec(),
@@ -240,11 +227,8 @@ async fn poll_v4(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<LinkEvent>)
             }
             Ok(_) => continue,
             Err(e) => {
-                let event = if disconnecting {
-                    LinkEvent::Closed
-                } else {
-                    LinkEvent::Down(e.to_string())
-                };
+                let event =
+                    if disconnecting { LinkEvent::Closed } else { LinkEvent::Down(e.to_string()) };
                 let _ = tx.send(event).await;
                 return;
             }
@@ -259,18 +243,13 @@ async fn poll_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<LinkEve
     let mut disconnecting = false;
     loop {
         let event = match eventloop.poll().await {
-            Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => LinkEvent::Connected {
-                session_present: ack.session_present,
-            },
+            Ok(rumqttc::v5::Event::Incoming(Packet5::ConnAck(ack))) => {
+                LinkEvent::Connected { session_present: ack.session_present }
+            }
             Ok(rumqttc::v5::Event::Incoming(Packet5::Publish(p))) => {
                 let (response_topic, correlation) = p
                     .properties
-                    .map(|props| {
-                        (
-                            props.response_topic,
-                            props.correlation_data.map(|d| d.to_vec()),
-                        )
-                    })
+                    .map(|props| (props.response_topic, props.correlation_data.map(|d| d.to_vec())))
                     .unwrap_or_default();
                 LinkEvent::Message(Incoming {
                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
@@ -288,11 +267,8 @@ async fn poll_v5(mut eventloop: rumqttc::v5::EventLoop, tx: mpsc::Sender<LinkEve
             }
             Ok(_) => continue,
             Err(e) => {
-                let event = if disconnecting {
-                    LinkEvent::Closed
-                } else {
-                    LinkEvent::Down(e.to_string())
-                };
+                let event =
+                    if disconnecting { LinkEvent::Closed } else { LinkEvent::Down(e.to_string()) };
                 let _ = tx.send(event).await;
                 return;
             }

@@ -16,15 +16,8 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer allowing `rate_per_sec` connections per second (clamped to at least 0.001).
     pub fn new(rate_per_sec: f64) -> Self {
-        let rate = if rate_per_sec.is_finite() {
-            rate_per_sec.max(0.001)
-        } else {
-            1e9
-        };
-        Self {
-            interval: Duration::from_secs_f64(1.0 / rate),
-            next: Mutex::new(None),
-        }
+        let rate = if rate_per_sec.is_finite() { rate_per_sec.max(0.001) } else { 1e9 };
+        Self { interval: Duration::from_secs_f64(1.0 / rate), next: Mutex::new(None) }
     }
 
     /// Reserves the next free slot at or after `now` and returns it.

@@ -106,10 +106,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 fn persist(ctx: &RunContext, device: &Device) -> bool {
-    match device
-        .ledger()
-        .save(&ledger_path(&ctx.state_dir, device.id()))
-    {
+    match device.ledger().save(&ledger_path(&ctx.state_dir, device.id())) {
         Ok(()) => true,
         Err(e) => {
             error!(device = %device.id(), error = %e, "cannot persist ledger");
@@ -142,15 +139,9 @@ pub async fn run_device(
             () = stopped(&mut shutdown) => return,
         }
         let mut link = Link::open(&spec, &device.will());
-        let outcome = serve(
-            &mut device,
-            &mut link,
-            &ctx,
-            &mut shutdown,
-            &mut reboot_at,
-            &mut offline_at,
-        )
-        .await;
+        let outcome =
+            serve(&mut device, &mut link, &ctx, &mut shutdown, &mut reboot_at, &mut offline_at)
+                .await;
         match outcome {
             Outcome::Shutdown => {
                 link.close(ctx.close_timeout).await;

@@ -35,11 +35,7 @@ impl Broker {
             eprintln!("{MOSQUITTO} not found: skipping");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -56,11 +52,7 @@ impl Broker {
             .stderr(std::fs::File::create(dir.path().join("mosquitto.log")).unwrap())
             .spawn()
             .unwrap();
-        let broker = Self {
-            child,
-            port,
-            _dir: dir,
-        };
+        let broker = Self { child, port, _dir: dir };
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(broker);
@@ -125,18 +117,9 @@ impl Observer {
                 }
             }
         });
-        client
-            .subscribe("kubetwin/v1/#", QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ready_rx.recv())
-            .await
-            .unwrap();
-        Self {
-            client,
-            rx,
-            _task: task,
-        }
+        client.subscribe("kubetwin/v1/#", QoS::AtLeastOnce).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await.unwrap();
+        Self { client, rx, _task: task }
     }
 
     /// Waits for the first message matching `pred` (others are skipped).
@@ -166,19 +149,13 @@ fn reported(seen: &Seen, id: &str) -> Option<ReportedMessage> {
 
 fn response(seen: &Seen, id: &str, request: &str) -> Option<(MethodResponse, Option<Bytes>)> {
     (seen.topic == Topics::default().response(id, request)).then(|| {
-        (
-            Codec::default().decode_response(&seen.payload).unwrap(),
-            seen.correlation.clone(),
-        )
+        (Codec::default().decode_response(&seen.payload).unwrap(), seen.correlation.clone())
     })
 }
 
 fn config(port: u16, id: &str, state_dir: PathBuf, mqtt: MqttVersion) -> Config {
     Config {
-        broker: BrokerAddr {
-            host: "127.0.0.1".into(),
-            port,
-        },
+        broker: BrokerAddr { host: "127.0.0.1".into(), port },
         topic_root: "kubetwin/v1".into(),
         ids: vec![id.to_owned()],
         state_dir,
@@ -248,9 +225,7 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     ));
 
     let online = observer
-        .expect("online presence", |s| {
-            presence(s, id).filter(|p| p.state == PresenceState::Online)
-        })
+        .expect("online presence", |s| presence(s, id).filter(|p| p.state == PresenceState::Online))
         .await;
     assert_eq!((online.boot, online.conn), (1, 1));
     assert_eq!(online.mqtt, Some(MqttVersion::V5));
@@ -281,58 +256,37 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     // Reboot.
     let request_id = "req-0001";
     publish_request(&observer, id, request_id, 0).await;
-    let (accepted, correlation) = observer
-        .expect("Accepted", |s| response(s, id, request_id))
-        .await;
-    assert_eq!(
-        (accepted.status, accepted.code),
-        (ResponseStatus::Accepted, 202)
-    );
+    let (accepted, correlation) =
+        observer.expect("Accepted", |s| response(s, id, request_id)).await;
+    assert_eq!((accepted.status, accepted.code), (ResponseStatus::Accepted, 202));
     assert_eq!(correlation.as_deref(), Some(request_id.as_bytes()));
-    let rebooting = observer
-        .expect("rebooting report", |s| reported(s, id))
-        .await;
+    let rebooting = observer.expect("rebooting report", |s| reported(s, id)).await;
     assert_eq!(
         rebooting.reported["reboot"],
         json!({"status": "rebooting", "requestId": request_id})
     );
-    let offline = observer
-        .expect("offline presence", |s| presence(s, id))
-        .await;
+    let offline = observer.expect("offline presence", |s| presence(s, id)).await;
     assert_eq!(offline.state, PresenceState::Offline);
     assert_eq!(offline.reason.as_deref(), Some("reboot"));
     assert_eq!((offline.boot, offline.conn), (1, 1));
-    let online = observer
-        .expect("online after reboot", |s| presence(s, id))
-        .await;
+    let online = observer.expect("online after reboot", |s| presence(s, id)).await;
     assert_eq!(online.state, PresenceState::Online);
     assert_eq!((online.boot, online.conn), (2, 1));
-    let full = observer
-        .expect("full report after reboot", |s| reported(s, id))
-        .await;
+    let full = observer.expect("full report after reboot", |s| reported(s, id)).await;
     assert!(full.full);
     assert_eq!((full.boot, full.seq), (2, 1));
-    assert_eq!(
-        full.reported["reboot"],
-        json!({"status": "done", "requestId": request_id})
-    );
+    assert_eq!(full.reported["reboot"], json!({"status": "done", "requestId": request_id}));
     assert_eq!(full.reported["led"], json!({"color": "green"}));
     assert_eq!(full.applied.as_ref().map(|a| a.version), Some(2));
-    let (succeeded, correlation) = observer
-        .expect("Succeeded", |s| response(s, id, request_id))
-        .await;
-    assert_eq!(
-        (succeeded.status, succeeded.code),
-        (ResponseStatus::Succeeded, 200)
-    );
+    let (succeeded, correlation) =
+        observer.expect("Succeeded", |s| response(s, id, request_id)).await;
+    assert_eq!((succeeded.status, succeeded.code), (ResponseStatus::Succeeded, 200));
     assert_eq!((succeeded.boot, succeeded.seq), (2, 2));
     assert_eq!(correlation.as_deref(), Some(request_id.as_bytes()));
 
     // The same request again: the stored answer, no second reboot.
     publish_request(&observer, id, request_id, 0).await;
-    let (again, _) = observer
-        .expect("repeated answer", |s| response(s, id, request_id))
-        .await;
+    let (again, _) = observer.expect("repeated answer", |s| response(s, id, request_id)).await;
     assert_eq!(again, succeeded);
     let ledger = read_ledger(state.path(), id).unwrap().unwrap();
     assert_eq!(ledger.executed, vec![request_id.to_owned()]);
@@ -340,16 +294,10 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
 
     // Graceful shutdown: offline presence with reason shutdown.
     stop.send(true).unwrap();
-    let offline = observer
-        .expect("shutdown presence", |s| presence(s, id))
-        .await;
+    let offline = observer.expect("shutdown presence", |s| presence(s, id)).await;
     assert_eq!(offline.state, PresenceState::Offline);
     assert_eq!(offline.reason.as_deref(), Some("shutdown"));
-    tokio::time::timeout(Duration::from_secs(10), fleet)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), fleet).await.unwrap().unwrap().unwrap();
 
     // A new process is a new boot.
     let (_stop, stopped) = watch::channel(false);
@@ -381,19 +329,12 @@ async fn mqtt311_device_loses_connection_and_its_will_fires() {
     let fleet = tokio::spawn(fleet::run(cfg, stopped));
 
     let online = observer
-        .expect("online presence", |s| {
-            presence(s, id).filter(|p| p.state == PresenceState::Online)
-        })
+        .expect("online presence", |s| presence(s, id).filter(|p| p.state == PresenceState::Online))
         .await;
-    assert_eq!(
-        (online.boot, online.conn, online.mqtt),
-        (1, 1, Some(MqttVersion::V311))
-    );
+    assert_eq!((online.boot, online.conn, online.mqtt), (1, 1, Some(MqttVersion::V311)));
     let will = observer
         .expect("last will", |s| {
-            presence(s, id)
-                .filter(|p| p.state == PresenceState::Offline)
-                .map(|p| (p, s.retain))
+            presence(s, id).filter(|p| p.state == PresenceState::Offline).map(|p| (p, s.retain))
         })
         .await;
     assert_eq!(will.0.reason.as_deref(), Some("lost"));
@@ -406,21 +347,14 @@ async fn mqtt311_device_loses_connection_and_its_will_fires() {
     // A 3.1.1 device answers on the standard topic without correlation data.
     let request_id = "req-311";
     publish_request(&observer, id, request_id, 0).await;
-    let (accepted, correlation) = observer
-        .expect("Accepted", |s| response(s, id, request_id))
-        .await;
+    let (accepted, correlation) =
+        observer.expect("Accepted", |s| response(s, id, request_id)).await;
     assert_eq!(accepted.status, ResponseStatus::Accepted);
     assert_eq!(correlation, None);
-    let (succeeded, _) = observer
-        .expect("Succeeded", |s| response(s, id, request_id))
-        .await;
+    let (succeeded, _) = observer.expect("Succeeded", |s| response(s, id, request_id)).await;
     assert_eq!(succeeded.status, ResponseStatus::Succeeded);
     assert_eq!(succeeded.boot, 2);
 
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), fleet)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), fleet).await.unwrap().unwrap().unwrap();
 }

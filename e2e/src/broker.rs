@@ -46,10 +46,7 @@ connection_messages true
             &dir.join("mosquitto.log"),
         )?;
         process
-            .wait_for_port(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(30),
-            )
+            .wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30))
             .await?;
         Ok(Self { process, port })
     }

@@ -64,11 +64,7 @@ impl ControlPlane {
             ],
             &dir.join("etcd.log"),
         )?;
-        etcd.wait_for_port(
-            SocketAddr::from(([127, 0, 0, 1], etcd_port)),
-            STARTUP_TIMEOUT,
-        )
-        .await?;
+        etcd.wait_for_port(SocketAddr::from(([127, 0, 0, 1], etcd_port)), STARTUP_TIMEOUT).await?;
 
         let api_port = crate::process::free_port()?;
         let p = |name: &str| pki_dir.join(name).display().to_string();
@@ -96,22 +92,12 @@ impl ControlPlane {
             &dir.join("kube-apiserver.log"),
         )?;
         apiserver
-            .wait_for_port(
-                SocketAddr::from(([127, 0, 0, 1], api_port)),
-                STARTUP_TIMEOUT,
-            )
+            .wait_for_port(SocketAddr::from(([127, 0, 0, 1], api_port)), STARTUP_TIMEOUT)
             .await?;
 
         let server_url = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
-        write_kubeconfig(
-            &kubeconfig,
-            &server_url,
-            &p("ca.crt"),
-            &pki.admin,
-            &pki_dir,
-            "admin",
-        )?;
+        write_kubeconfig(&kubeconfig, &server_url, &p("ca.crt"), &pki.admin, &pki_dir, "admin")?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
         write_kubeconfig(
             &kcm_kubeconfig,
@@ -146,14 +132,7 @@ impl ControlPlane {
         )?;
         wait_for_default_service_account(&client, &kcm).await?;
 
-        Ok(Self {
-            controller_manager: kcm,
-            apiserver,
-            etcd,
-            server_url,
-            kubeconfig,
-            pki,
-        })
+        Ok(Self { controller_manager: kcm, apiserver, etcd, server_url, kubeconfig, pki })
     }
 
     /// A new client authenticated as the admin user.
@@ -163,11 +142,7 @@ impl ControlPlane {
 
     /// Process ids of etcd, kube-apiserver and kube-controller-manager.
     pub fn pids(&self) -> [u32; 3] {
-        [
-            self.etcd.pid(),
-            self.apiserver.pid(),
-            self.controller_manager.pid(),
-        ]
+        [self.etcd.pid(), self.apiserver.pid(), self.controller_manager.pid()]
     }
 }
 

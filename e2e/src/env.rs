@@ -50,21 +50,13 @@ impl TestEnv {
     /// Starts a new environment whose state lives in `dir` (created if missing, never removed).
     pub async fn start_at(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        Self::start_in(EnvDir {
-            path: dir.to_path_buf(),
-            remove: false,
-        })
-        .await
+        Self::start_in(EnvDir { path: dir.to_path_buf(), remove: false }).await
     }
 
     async fn start_in(dir: EnvDir) -> Result<Self> {
         let broker = Broker::start(&dir.path).await?;
         let control_plane = ControlPlane::start(&dir.path).await?;
-        Ok(Self {
-            control_plane,
-            broker,
-            dir,
-        })
+        Ok(Self { control_plane, broker, dir })
     }
 
     /// The environment shared by all tests of one test binary, started on first use.
@@ -139,22 +131,14 @@ current-context: {name}
     /// Creates a namespace with a unique name that starts with `prefix`.
     pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<TestNamespace> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
             ..Default::default()
         };
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await?;
+        namespaces.create(&PostParams::default(), &namespace).await?;
         Ok(TestNamespace { name })
     }
 }
@@ -187,12 +171,7 @@ pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
                 source: std::io::Error::other(error.to_string()),
             })?;
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await?;
         names.push(name);
     }
     for name in &names {
@@ -225,10 +204,7 @@ impl EnvDir {
             .prefix("kubetwin-e2e-")
             .tempdir()
             .map_err(io_context("creating a temporary folder"))?;
-        Ok(Self {
-            path: dir.keep(),
-            remove: !keep,
-        })
+        Ok(Self { path: dir.keep(), remove: !keep })
     }
 }
 
@@ -237,10 +213,7 @@ impl Drop for EnvDir {
         if self.remove {
             let _ = std::fs::remove_dir_all(&self.path);
         } else {
-            eprintln!(
-                "kubetwin-e2e: kept the environment folder {}",
-                self.path.display()
-            );
+            eprintln!("kubetwin-e2e: kept the environment folder {}", self.path.display());
         }
     }
 }
@@ -249,34 +222,25 @@ static SHARED: OnceLock<std::result::Result<TestEnv, String>> = OnceLock::new();
 
 fn start_shared() -> std::result::Result<TestEnv, String> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("kubetwin-test-env".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = sender.send(Err(format!("cannot build a runtime: {error}")));
-                    return;
-                }
-            };
-            let started = runtime
-                .block_on(TestEnv::start())
-                .map_err(|e| e.to_string());
-            let _ = sender.send(started);
-            // The child processes die with this thread (PR_SET_PDEATHSIG): keep it alive.
-            loop {
-                std::thread::park();
+    let spawned = std::thread::Builder::new().name("kubetwin-test-env".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = sender.send(Err(format!("cannot build a runtime: {error}")));
+                return;
             }
-        });
+        };
+        let started = runtime.block_on(TestEnv::start()).map_err(|e| e.to_string());
+        let _ = sender.send(started);
+        // The child processes die with this thread (PR_SET_PDEATHSIG): keep it alive.
+        loop {
+            std::thread::park();
+        }
+    });
     if let Err(error) = spawned {
         return Err(format!("cannot spawn the environment thread: {error}"));
     }
-    let env = receiver
-        .recv()
-        .map_err(|_| "the environment thread died".to_string())??;
+    let env = receiver.recv().map_err(|_| "the environment thread died".to_string())??;
     // SAFETY: registering a plain extern "C" function without captured state.
     unsafe {
         libc::atexit(teardown_shared);
@@ -286,12 +250,7 @@ fn start_shared() -> std::result::Result<TestEnv, String> {
 
 extern "C" fn teardown_shared() {
     if let Some(Ok(env)) = SHARED.get() {
-        for pid in env
-            .control_plane
-            .pids()
-            .into_iter()
-            .chain([env.broker.pid()])
-        {
+        for pid in env.control_plane.pids().into_iter().chain([env.broker.pid()]) {
             // SAFETY: kill(2) on pids of our own children.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);

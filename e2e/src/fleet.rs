@@ -42,11 +42,7 @@ impl Scope {
     pub fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
         let dir = env.dir().join("scopes").join(namespace);
         std::fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        Ok(Self {
-            namespace: namespace.to_string(),
-            topic_root: format!("kt/{namespace}"),
-            dir,
-        })
+        Ok(Self { namespace: namespace.to_string(), topic_root: format!("kt/{namespace}"), dir })
     }
 
     /// The default device id of Device `name` in this namespace.
@@ -116,17 +112,11 @@ impl Operator {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             self.process.check_running()?;
-            if self
-                .readyz()
-                .await
-                .is_ok_and(|(code, body)| code == 200 && body == "ok")
-            {
+            if self.readyz().await.is_ok_and(|(code, body)| code == 200 && body == "ok") {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(self
-                    .process
-                    .startup_error(format!("not leading after {timeout:?}")));
+                return Err(self.process.startup_error(format!("not leading after {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -147,10 +137,7 @@ impl Operator {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             self.process.check_running()?;
-            if http_get(&self.http_addr, "/readyz")
-                .await
-                .is_ok_and(|(code, _)| code == 200)
-            {
+            if http_get(&self.http_addr, "/readyz").await.is_ok_and(|(code, _)| code == 200) {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
@@ -164,9 +151,7 @@ impl Operator {
 
     /// The operator's `/metrics` text.
     pub async fn metrics(&self) -> Result<String> {
-        http_get(&self.http_addr, "/metrics")
-            .await
-            .map(|(_, body)| body)
+        http_get(&self.http_addr, "/metrics").await.map(|(_, body)| body)
     }
 
     /// Process id of the operator.
@@ -209,10 +194,7 @@ impl Operator {
             &binary,
             &args,
             &log,
-            &[
-                ("KUBECONFIG", env.kubeconfig().as_os_str()),
-                ("RUST_LOG", rust_log.as_ref()),
-            ],
+            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", rust_log.as_ref())],
         )?;
         Ok(Self { process, http_addr })
     }
@@ -249,10 +231,7 @@ impl Simulator {
             &binary,
             &args,
             &log,
-            &[
-                ("KUBECONFIG", env.kubeconfig().as_os_str()),
-                ("RUST_LOG", "info".as_ref()),
-            ],
+            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "info".as_ref())],
         )?;
         Ok(Self { process, state_dir })
     }
@@ -304,10 +283,7 @@ impl Simulator {
             &binary,
             &args,
             &log,
-            &[
-                ("KUBECONFIG", env.kubeconfig().as_os_str()),
-                ("RUST_LOG", "warn".as_ref()),
-            ],
+            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "warn".as_ref())],
         )?;
         Ok(Self { process, state_dir })
     }
@@ -368,24 +344,11 @@ async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
         .await
         .map_err(io_context(format!("connecting to {addr}")))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(io_context("sending an HTTP request"))?;
+    stream.write_all(request.as_bytes()).await.map_err(io_context("sending an HTTP request"))?;
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .map_err(io_context("reading an HTTP response"))?;
+    stream.read_to_end(&mut response).await.map_err(io_context("reading an HTTP response"))?;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((code, body))
 }

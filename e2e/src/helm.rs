@@ -41,9 +41,6 @@ pub fn ok(kubeconfig: Option<&Path>, args: &[&str]) -> Result<String> {
     if output.success {
         Ok(output.stdout)
     } else {
-        Err(Error::Kubectl {
-            args: format!("(helm) {}", args.join(" ")),
-            stderr: output.stderr,
-        })
+        Err(Error::Kubectl { args: format!("(helm) {}", args.join(" ")), stderr: output.stderr })
     }
 }

@@ -16,6 +16,7 @@ pub mod helm;
 pub mod kubectl;
 pub mod mqtt;
 pub mod process;
+pub mod scenario;
 pub mod tools;
 pub mod wait;
 

@@ -57,11 +57,7 @@ impl TestClient {
             .await
             .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
             .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
-        Ok(Self {
-            client,
-            received,
-            task,
-        })
+        Ok(Self { client, received, task })
     }
 
     /// Publishes `payload` on `topic` with QoS 1.

@@ -39,16 +39,9 @@ impl ManagedProcess {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
         let out = File::create(log).map_err(io_context(format!("creating {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(io_context("duplicating a log handle"))?;
+        let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
         let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             command.pre_exec(|| {
@@ -58,15 +51,10 @@ impl ManagedProcess {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(io_context(format!(
-            "starting {name} ({})",
-            program.display()
-        )))?;
-        Ok(Self {
-            name: name.to_string(),
-            log: log.to_path_buf(),
-            child: Mutex::new(child),
-        })
+        let child = command
+            .spawn()
+            .map_err(io_context(format!("starting {name} ({})", program.display())))?;
+        Ok(Self { name: name.to_string(), log: log.to_path_buf(), child: Mutex::new(child) })
     }
 
     /// Process id of the child.
@@ -121,9 +109,7 @@ impl ManagedProcess {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
-        self.child
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -148,9 +134,6 @@ pub fn log_tail(path: &Path, max: u64) -> String {
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_context("finding a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_context("finding a free port"))?
-        .port();
+    let port = listener.local_addr().map_err(io_context("finding a free port"))?.port();
     Ok(port)
 }

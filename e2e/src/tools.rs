@@ -35,11 +35,7 @@ pub fn tool(name: &str) -> Result<PathBuf> {
 
 /// Path of the mosquitto broker (Debian package), or an error that names how to install it.
 pub fn mosquitto() -> Result<PathBuf> {
-    let candidates = [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ];
+    let candidates = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"];
     if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
         return Ok(found);
     }

@@ -46,20 +46,13 @@ async fn device_and_reboot_request_read_back_with_defaults() {
         "spec": {"desired": {"telemetryIntervalSeconds": 10, "led": {"color": "green"}}}
     }))
     .expect("device");
-    devices
-        .create(&PostParams::default(), &device)
-        .await
-        .expect("device created");
+    devices.create(&PostParams::default(), &device).await.expect("device created");
     let read = devices.get("sensor-1").await.expect("device read");
     assert_eq!(read.spec.device_id, None);
     assert_eq!(read.effective_device_id(), format!("{ns}.sensor-1"));
     let desired = read.spec.desired.expect("desired kept");
     assert_eq!(desired["telemetryIntervalSeconds"], json!(10));
-    assert_eq!(
-        desired["led"],
-        json!({"color": "green"}),
-        "unknown fields are preserved"
-    );
+    assert_eq!(desired["led"], json!({"color": "green"}), "unknown fields are preserved");
 
     let requests: Api<RebootRequest> = Api::namespaced(client.clone(), &ns);
     // Create from raw JSON so the API server, not serde, fills in the defaults.
@@ -75,10 +68,7 @@ async fn device_and_reboot_request_read_back_with_defaults() {
         &kube::api::ApiResource::erase::<RebootRequest>(&()),
     );
     let created: kube::api::DynamicObject = dynamic
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(raw).expect("object"),
-        )
+        .create(&PostParams::default(), &serde_json::from_value(raw).expect("object"))
         .await
         .expect("created");
     assert_eq!(
@@ -95,35 +85,19 @@ async fn device_and_reboot_request_read_back_with_defaults() {
 async fn invalid_device_id_is_rejected_with_a_readable_message() {
     let (client, ns) = setup("bad-id").await;
     let devices: Api<Device> = Api::namespaced(client, &ns);
-    let device = Device::new(
-        "sensor-1",
-        DeviceSpec {
-            device_id: Some("Sensor_1!".into()),
-            desired: None,
-        },
-    );
+    let device =
+        Device::new("sensor-1", DeviceSpec { device_id: Some("Sensor_1!".into()), desired: None });
     let message = rejection(devices.create(&PostParams::default(), &device).await);
     assert!(
         message.contains("deviceId must consist of lowercase letters, digits, '-' and '.'"),
         "unexpected message: {message}"
     );
 
-    let too_long = Device::new(
-        "sensor-2",
-        DeviceSpec {
-            device_id: Some("a".repeat(254)),
-            desired: None,
-        },
-    );
+    let too_long =
+        Device::new("sensor-2", DeviceSpec { device_id: Some("a".repeat(254)), desired: None });
     let message = rejection(devices.create(&PostParams::default(), &too_long).await);
-    assert!(
-        message.contains("spec.deviceId"),
-        "message names the field: {message}"
-    );
-    assert!(
-        message.contains("253"),
-        "message names the limit: {message}"
-    );
+    assert!(message.contains("spec.deviceId"), "message names the field: {message}");
+    assert!(message.contains("253"), "message names the limit: {message}");
 }
 
 #[tokio::test]
@@ -132,25 +106,13 @@ async fn device_id_cannot_change() {
     let devices: Api<Device> = Api::namespaced(client, &ns);
     let device = Device::new(
         "sensor-1",
-        DeviceSpec {
-            device_id: Some("plant-1.sensor-1".into()),
-            desired: None,
-        },
+        DeviceSpec { device_id: Some("plant-1.sensor-1".into()), desired: None },
     );
-    devices
-        .create(&PostParams::default(), &device)
-        .await
-        .expect("created");
+    devices.create(&PostParams::default(), &device).await.expect("created");
     let patch = json!({"spec": {"deviceId": "plant-1.sensor-9"}});
-    let message = rejection(
-        devices
-            .patch("sensor-1", &PatchParams::default(), &Patch::Merge(&patch))
-            .await,
-    );
-    assert!(
-        message.contains("spec.deviceId is immutable"),
-        "unexpected message: {message}"
-    );
+    let message =
+        rejection(devices.patch("sensor-1", &PatchParams::default(), &Patch::Merge(&patch)).await);
+    assert!(message.contains("spec.deviceId is immutable"), "unexpected message: {message}");
 }
 
 #[tokio::test]
@@ -183,25 +145,13 @@ async fn reboot_request_spec_is_immutable() {
         "spec": {"deviceName": "sensor-1"}
     }))
     .expect("request");
-    requests
-        .create(&PostParams::default(), &request)
-        .await
-        .expect("created");
+    requests.create(&PostParams::default(), &request).await.expect("created");
     let patch = json!({"spec": {"delaySeconds": 60}});
-    let message = rejection(
-        requests
-            .patch("reboot-1", &PatchParams::default(), &Patch::Merge(&patch))
-            .await,
-    );
-    assert!(
-        message.contains("spec is immutable"),
-        "unexpected message: {message}"
-    );
+    let message =
+        rejection(requests.patch("reboot-1", &PatchParams::default(), &Patch::Merge(&patch)).await);
+    assert!(message.contains("spec is immutable"), "unexpected message: {message}");
     let unchanged = requests.get("reboot-1").await.expect("read");
-    assert_eq!(
-        unchanged.spec.delay_seconds, 0,
-        "the rejected change left nothing behind"
-    );
+    assert_eq!(unchanged.spec.delay_seconds, 0, "the rejected change left nothing behind");
 }
 
 #[tokio::test]
@@ -210,54 +160,24 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
     let (client, ns) = setup("kubectl").await;
     let devices: Api<Device> = Api::namespaced(client, &ns);
     devices
-        .create(
-            &PostParams::default(),
-            &Device::new("sensor-1", DeviceSpec::default()),
-        )
+        .create(&PostParams::default(), &Device::new("sensor-1", DeviceSpec::default()))
         .await
         .expect("created");
 
-    let table = env
-        .kubectl(&["get", "devices", "-n", &ns])
-        .expect("kubectl get devices");
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let table = env.kubectl(&["get", "devices", "-n", &ns]).expect("kubectl get devices");
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        [
-            "NAME",
-            "DEVICE-ID",
-            "CONNECTED",
-            "IN-SYNC",
-            "FIRMWARE",
-            "LAST-REBOOT",
-            "AGE"
-        ]
+        ["NAME", "DEVICE-ID", "CONNECTED", "IN-SYNC", "FIRMWARE", "LAST-REBOOT", "AGE"]
     );
-    assert!(
-        table
-            .lines()
-            .nth(1)
-            .is_some_and(|row| row.starts_with("sensor-1 ")),
-        "{table}"
-    );
+    assert!(table.lines().nth(1).is_some_and(|row| row.starts_with("sensor-1 ")), "{table}");
 
-    let short = env
-        .kubectl(&["get", "dev", "-n", &ns, "-o", "name"])
-        .expect("short name works");
+    let short = env.kubectl(&["get", "dev", "-n", &ns, "-o", "name"]).expect("short name works");
     assert_eq!(short.trim(), "device.kubetwin.io/sensor-1");
 
-    let explain = env
-        .kubectl(&["explain", "rebootrequest.spec.connectTimeoutSeconds"])
-        .expect("explain");
-    assert!(
-        explain.contains("offline device"),
-        "fields are documented: {explain}"
-    );
+    let explain =
+        env.kubectl(&["explain", "rebootrequest.spec.connectTimeoutSeconds"]).expect("explain");
+    assert!(explain.contains("offline device"), "fields are documented: {explain}");
 
     let reboot: RebootRequest = serde_json::from_value(json!({
         "apiVersion": "kubetwin.io/v1alpha1",
@@ -267,43 +187,16 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
     }))
     .expect("request");
     let requests: Api<RebootRequest> = Api::namespaced(devices.into_client(), &ns);
-    requests
-        .create(&PostParams::default(), &reboot)
-        .await
-        .expect("created");
-    let table = env
-        .kubectl(&["get", "reboot", "-n", &ns])
-        .expect("kubectl get reboot");
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        ["NAME", "DEVICE", "PHASE", "MESSAGE", "TOOK", "AGE"]
-    );
-    assert!(
-        table
-            .lines()
-            .nth(1)
-            .is_some_and(|row| row.starts_with("reboot-1 ")),
-        "{table}"
-    );
+    requests.create(&PostParams::default(), &reboot).await.expect("created");
+    let table = env.kubectl(&["get", "reboot", "-n", &ns]).expect("kubectl get reboot");
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DEVICE", "PHASE", "MESSAGE", "TOOK", "AGE"]);
+    assert!(table.lines().nth(1).is_some_and(|row| row.starts_with("reboot-1 ")), "{table}");
 
-    let all = env
-        .kubectl(&["get", "kubetwin", "-n", &ns, "-o", "name"])
-        .expect("category works");
+    let all = env.kubectl(&["get", "kubetwin", "-n", &ns, "-o", "name"]).expect("category works");
     let mut listed: Vec<&str> = all.lines().collect();
     listed.sort();
-    assert_eq!(
-        listed,
-        [
-            "device.kubetwin.io/sensor-1",
-            "rebootrequest.kubetwin.io/reboot-1"
-        ]
-    );
+    assert_eq!(listed, ["device.kubetwin.io/sensor-1", "rebootrequest.kubetwin.io/reboot-1"]);
 
     let selected = env
         .kubectl(&[
@@ -324,9 +217,7 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
 async fn kubectl_version_shows_the_pinned_server() {
     let env = TestEnv::shared();
     let pinned = kubetwin_e2e::tools::pinned_kubernetes_version().expect("pin");
-    let version = env
-        .kubectl(&["version", "-o", "json"])
-        .expect("kubectl version");
+    let version = env.kubectl(&["version", "-o", "json"]).expect("kubectl version");
     let version: serde_json::Value = serde_json::from_str(&version).expect("json");
     assert_eq!(version["serverVersion"]["gitVersion"], json!(pinned));
     assert_eq!(version["clientVersion"]["gitVersion"], json!(pinned));

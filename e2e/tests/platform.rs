@@ -3,54 +3,15 @@
 
 use std::time::Duration;
 
-use kube::{Api, ResourceExt};
-use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
+use kube::ResourceExt;
+use kubetwin_api::RebootPhase;
 use kubetwin_e2e::{
-    TestEnv,
-    fleet::{Operator, Scope, Simulator},
-    helm, install_crds,
+    fleet::{Operator, Simulator},
+    helm,
+    scenario::{Setup, is_connected, phase, setup},
     tools::repo_root,
     wait::wait_for,
 };
-
-struct Setup {
-    env: &'static TestEnv,
-    scope: Scope,
-    devices: Api<Device>,
-    requests: Api<RebootRequest>,
-}
-
-async fn setup(prefix: &str) -> Setup {
-    let env = TestEnv::shared();
-    let client = env.client().await.expect("admin client");
-    install_crds(&client).await.expect("CRDs install");
-    let namespace = env
-        .namespace(&client, prefix)
-        .await
-        .expect("namespace")
-        .name;
-    let scope = Scope::new(env, &namespace).expect("scope");
-    let devices = Api::namespaced(client.clone(), &namespace);
-    let requests = Api::namespaced(client, &namespace);
-    Setup {
-        env,
-        scope,
-        devices,
-        requests,
-    }
-}
-
-fn phase(request: &RebootRequest) -> Option<RebootPhase> {
-    request.status.as_ref().and_then(|s| s.phase)
-}
-
-fn is_connected(device: &Device) -> bool {
-    device
-        .status
-        .as_ref()
-        .and_then(|s| s.connection.as_ref())
-        .is_some_and(|c| c.state == ConnectionState::Connected)
-}
 
 /// Applies `yaml` with kubectl in the scope's namespace.
 fn kubectl_apply(s: &Setup, yaml: &str, extra: &[&str]) -> String {
@@ -66,29 +27,13 @@ fn kubectl_apply(s: &Setup, yaml: &str, extra: &[&str]) -> String {
 async fn the_chart_lints_renders_and_rejects_bad_values() {
     let lint = helm::ok(
         None,
-        &[
-            "lint",
-            "--strict",
-            "charts/kubetwin",
-            "--set",
-            "broker.url=mqtt://broker:1883",
-        ],
+        &["lint", "--strict", "charts/kubetwin", "--set", "broker.url=mqtt://broker:1883"],
     );
     assert!(lint.is_ok(), "{lint:?}");
     for extra in [
         vec!["--set", "broker.url=mqtt://broker:1883"],
-        vec![
-            "--set",
-            "broker.url=mqtt://broker:1883",
-            "--set",
-            "replicaCount=2",
-        ],
-        vec![
-            "--set",
-            "broker.url=mqtt://broker:1883",
-            "--set",
-            "watchNamespaces={team-a}",
-        ],
+        vec!["--set", "broker.url=mqtt://broker:1883", "--set", "replicaCount=2"],
+        vec!["--set", "broker.url=mqtt://broker:1883", "--set", "watchNamespaces={team-a}"],
         vec!["--set", "mosquitto.enabled=true"],
         vec![
             "--set",
@@ -101,10 +46,7 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
         args.extend(extra.iter().copied());
         let rendered =
             helm::ok(None, &args).unwrap_or_else(|e| panic!("helm template {extra:?}: {e}"));
-        assert!(
-            rendered.contains("kind: Deployment"),
-            "{extra:?} renders the operator"
-        );
+        assert!(rendered.contains("kind: Deployment"), "{extra:?} renders the operator");
     }
 
     let bad = helm::run(
@@ -130,16 +72,9 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
     let no_broker =
         helm::run(None, &["template", "kubetwin", "charts/kubetwin"]).expect("helm ran");
     assert!(!no_broker.success);
-    assert!(
-        no_broker.stderr.contains("set broker.url"),
-        "{}",
-        no_broker.stderr
-    );
+    assert!(no_broker.stderr.contains("set broker.url"), "{}", no_broker.stderr);
 
-    for name in [
-        "devices.kubetwin.io.yaml",
-        "rebootrequests.kubetwin.io.yaml",
-    ] {
+    for name in ["devices.kubetwin.io.yaml", "rebootrequests.kubetwin.io.yaml"] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
         let chart =
             std::fs::read(repo_root().join("charts/kubetwin/crds").join(name)).expect("chart crd");
@@ -177,23 +112,12 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     );
     assert!(install.is_ok(), "helm install: {install:?}");
     // Every object of the release was accepted by the API server.
-    let manifest = helm::ok(
-        Some(s.env.kubeconfig()),
-        &["get", "manifest", release, "-n", &ns],
-    )
-    .expect("manifest");
-    for kind in [
-        "Deployment",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "Service",
-        "PodDisruptionBudget",
-    ] {
-        assert!(
-            manifest.contains(&format!("kind: {kind}")),
-            "{kind} rendered"
-        );
+    let manifest = helm::ok(Some(s.env.kubeconfig()), &["get", "manifest", release, "-n", &ns])
+        .expect("manifest");
+    for kind in
+        ["Deployment", "ServiceAccount", "Role", "RoleBinding", "Service", "PodDisruptionBudget"]
+    {
+        assert!(manifest.contains(&format!("kind: {kind}")), "{kind} rendered");
     }
     let sa = "kubetwin";
     s.env
@@ -210,15 +134,7 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     // Least privilege, checked with impersonation.
     let as_sa = format!("--as=system:serviceaccount:{ns}:{sa}");
     let can = |verb: &str, resource: &str, namespace: &str, sub: Option<&str>| {
-        let mut args = vec![
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            "-n",
-            namespace,
-            as_sa.as_str(),
-        ];
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", namespace, as_sa.as_str()];
         if let Some(sub) = sub {
             args.extend(["--subresource", sub]);
         }
@@ -229,59 +145,31 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     };
     assert!(can("watch", "devices.kubetwin.io", &ns, None));
     assert!(can("patch", "devices.kubetwin.io", &ns, Some("status")));
-    assert!(can(
-        "patch",
-        "rebootrequests.kubetwin.io",
-        &ns,
-        Some("status")
-    ));
+    assert!(can("patch", "rebootrequests.kubetwin.io", &ns, Some("status")));
     assert!(can("delete", "rebootrequests.kubetwin.io", &ns, None));
     assert!(can("create", "events.events.k8s.io", &ns, None));
     assert!(can("update", "leases.coordination.k8s.io", &ns, None));
-    assert!(
-        !can("update", "devices.kubetwin.io", &ns, None),
-        "cannot change a Device's spec"
-    );
-    assert!(
-        !can("patch", "devices.kubetwin.io", &ns, None),
-        "cannot change a Device's spec"
-    );
+    assert!(!can("update", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");
+    assert!(!can("patch", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");
     assert!(!can("create", "devices.kubetwin.io", &ns, None));
     assert!(!can("get", "secrets", &ns, None), "cannot read Secrets");
-    assert!(
-        !can("list", "devices.kubetwin.io", "default", None),
-        "cannot reach other namespaces"
-    );
+    assert!(!can("list", "devices.kubetwin.io", "default", None), "cannot reach other namespaces");
     assert!(!can("list", "devices.kubetwin.io", "kube-system", None));
 
     // The operator, logged in with a token of the chart's ServiceAccount, completes a reboot.
-    let token = s
-        .env
-        .kubectl(&["create", "token", sa, "-n", &ns, "--duration=1h"])
-        .expect("token");
-    let kubeconfig = s
-        .env
-        .kubeconfig_for_token(&format!("sa-{ns}"), token.trim())
-        .expect("kubeconfig");
+    let token = s.env.kubectl(&["create", "token", sa, "-n", &ns, "--duration=1h"]).expect("token");
+    let kubeconfig =
+        s.env.kubeconfig_for_token(&format!("sa-{ns}"), token.trim()).expect("kubeconfig");
     let leader_ns = format!("--leader-election-namespace={ns}");
-    let _operator = Operator::start_as(
-        s.env,
-        &s.scope,
-        &kubeconfig,
-        &["--leader-election", &leader_ns],
-    )
-    .await
-    .expect("operator as the ServiceAccount");
+    let _operator =
+        Operator::start_as(s.env, &s.scope, &kubeconfig, &["--leader-election", &leader_ns])
+            .await
+            .expect("operator as the ServiceAccount");
     let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  desired:\n    mode: eco\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(
-        s.env,
-        &s.scope,
-        std::slice::from_ref(&id),
-        &["--boot-seconds=1"],
-    )
-    .expect("simulator");
+    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"])
+        .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n";
     kubectl_apply(&s, reboot_yaml, &[]);
@@ -293,10 +181,7 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
         &ns,
         "--timeout=180s",
     ]);
-    assert!(
-        waited.is_ok(),
-        "kubectl wait --for=condition=Succeeded: {waited:?}"
-    );
+    assert!(waited.is_ok(), "kubectl wait --for=condition=Succeeded: {waited:?}");
     let done = s.requests.get("reboot-1").await.expect("request");
     assert_eq!(phase(&done), Some(RebootPhase::Succeeded));
     assert_eq!(sim.executed(&id).expect("ledger").len(), 1);
@@ -315,21 +200,12 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
     let first = Operator::start_as(s.env, &s.scope, s.env.kubeconfig(), &lease)
         .await
         .expect("first operator");
-    first
-        .wait_leading(Duration::from_secs(60))
-        .await
-        .expect("the first operator takes the Lease");
+    first.wait_leading(Duration::from_secs(60)).await.expect("the first operator takes the Lease");
     let second =
         Operator::spawn(s.env, &s.scope, s.env.kubeconfig(), &lease).expect("second operator");
-    second
-        .wait_ready(Duration::from_secs(60))
-        .await
-        .expect("standby is healthy");
+    second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
     let (_, body) = second.readyz().await.expect("readyz");
-    assert!(
-        body.contains("standby"),
-        "the second operator waits: {body}"
-    );
+    assert!(body.contains("standby"), "the second operator waits: {body}");
 
     let device_yaml =
         "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec: {}\n";
@@ -345,10 +221,7 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n";
     kubectl_apply(&s, reboot_yaml, &[]);
-    wait_for(&s.requests, "reboot-1", "Sent", |r| {
-        phase(r) == Some(RebootPhase::Sent)
-    })
-    .await;
+    wait_for(&s.requests, "reboot-1", "Sent", |r| phase(r) == Some(RebootPhase::Sent)).await;
     let standby_metrics = second.metrics().await.expect("metrics");
     assert!(
         !standby_metrics
@@ -362,16 +235,8 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
         phase(r).is_some_and(RebootPhase::is_terminal)
     })
     .await;
-    assert_eq!(
-        phase(&done),
-        Some(RebootPhase::Succeeded),
-        "{:#?}",
-        done.status
-    );
-    second
-        .wait_leading(Duration::from_secs(60))
-        .await
-        .expect("the standby took over the Lease");
+    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
+    second.wait_leading(Duration::from_secs(60)).await.expect("the standby took over the Lease");
     assert_eq!(
         sim.executed(&id).expect("ledger"),
         vec![done.uid().unwrap_or_default()],
@@ -382,20 +247,13 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
 #[tokio::test]
 async fn reapplying_the_same_manifests_never_reboots_twice() {
     let s = setup("gitops").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  desired:\n    mode: eco\n";
     let reboot_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: RebootRequest\nmetadata:\n  name: reboot-1\nspec:\n  deviceName: sensor-1\n  responseTimeoutSeconds: 20\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(
-        s.env,
-        &s.scope,
-        std::slice::from_ref(&id),
-        &["--boot-seconds=1"],
-    )
-    .expect("simulator");
+    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"])
+        .expect("simulator");
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
     kubectl_apply(&s, reboot_yaml, &[]);
     let done = wait_for(&s.requests, "reboot-1", "Succeeded", |r| {
@@ -432,10 +290,7 @@ async fn reapplying_the_same_manifests_never_reboots_twice() {
     // The operator owns status only, never a field under spec.
     let device = s.devices.get("sensor-1").await.expect("device");
     let request = s.requests.get("reboot-1").await.expect("request");
-    let entries = device
-        .managed_fields()
-        .iter()
-        .chain(request.managed_fields());
+    let entries = device.managed_fields().iter().chain(request.managed_fields());
     let mut seen_operator = false;
     for entry in entries {
         if entry.manager.as_deref() != Some("kubetwin-operator") {
@@ -444,15 +299,9 @@ async fn reapplying_the_same_manifests_never_reboots_twice() {
         seen_operator = true;
         assert_eq!(entry.subresource.as_deref(), Some("status"), "{entry:?}");
         let fields = serde_json::to_string(&entry.fields_v1).expect("json");
-        assert!(
-            !fields.contains("f:spec"),
-            "the operator owns a spec field: {fields}"
-        );
+        assert!(!fields.contains("f:spec"), "the operator owns a spec field: {fields}");
     }
-    assert!(
-        seen_operator,
-        "the operator's status writes are recorded in managedFields"
-    );
+    assert!(seen_operator, "the operator's status writes are recorded in managedFields");
 }
 
 #[tokio::test]
@@ -478,8 +327,5 @@ async fn the_image_builds_and_runs_its_binary() {
         "--version in the image failed:\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    assert_eq!(
-        stdout.trim(),
-        format!("kubetwin-operator {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(stdout.trim(), format!("kubetwin-operator {}", env!("CARGO_PKG_VERSION")));
 }

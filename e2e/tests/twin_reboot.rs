@@ -10,101 +10,19 @@ use std::{
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
-use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
+use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_e2e::{
-    TestEnv,
-    fleet::{Operator, Scope, Simulator},
-    install_crds,
-    mqtt::TestClient,
+    fleet::{Operator, Simulator},
+    scenario::{
+        RawDevice, condition, create_device, create_reboot, is_connected, phase, reason, reported,
+        setup,
+    },
     wait::wait_for,
 };
 use serde_json::{Value, json};
-
-struct Setup {
-    env: &'static TestEnv,
-    scope: Scope,
-    devices: Api<Device>,
-    requests: Api<RebootRequest>,
-}
-
-async fn setup(prefix: &str) -> Setup {
-    let env = TestEnv::shared();
-    let client = env.client().await.expect("admin client");
-    install_crds(&client).await.expect("CRDs install");
-    let namespace = env
-        .namespace(&client, prefix)
-        .await
-        .expect("namespace")
-        .name;
-    let scope = Scope::new(env, &namespace).expect("scope");
-    let devices = Api::namespaced(client.clone(), &namespace);
-    let requests = Api::namespaced(client.clone(), &namespace);
-    Setup {
-        env,
-        scope,
-        devices,
-        requests,
-    }
-}
-
-async fn create_device(devices: &Api<Device>, name: &str, spec: Value) -> Device {
-    let device: Device = serde_json::from_value(json!({
-        "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("device");
-    devices
-        .create(&PostParams::default(), &device)
-        .await
-        .expect("device created")
-}
-
-async fn create_reboot(requests: &Api<RebootRequest>, name: &str, spec: Value) -> RebootRequest {
-    let request: RebootRequest = serde_json::from_value(json!({
-        "apiVersion": "kubetwin.io/v1alpha1", "kind": "RebootRequest",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .expect("request");
-    requests
-        .create(&PostParams::default(), &request)
-        .await
-        .expect("request created")
-}
-
-fn condition<'a>(
-    device: &'a Device,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    device
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn is_connected(device: &Device) -> bool {
-    device
-        .status
-        .as_ref()
-        .and_then(|s| s.connection.as_ref())
-        .is_some_and(|c| c.state == ConnectionState::Connected)
-}
-
-fn phase(request: &RebootRequest) -> Option<RebootPhase> {
-    request.status.as_ref().and_then(|s| s.phase)
-}
-
-fn reason(request: &RebootRequest) -> Option<String> {
-    request.status.as_ref().and_then(|s| s.reason.clone())
-}
-
-fn reported(device: &Device, key: &str) -> Option<Value> {
-    device.status.as_ref()?.reported.as_ref()?.get(key).cloned()
-}
 
 /// Records every distinct phase a RebootRequest passes through, from a watch.
 fn record_phases(requests: &Api<RebootRequest>, name: &str) -> Arc<Mutex<Vec<RebootPhase>>> {
@@ -132,15 +50,9 @@ fn phases(seen: &Arc<Mutex<Vec<RebootPhase>>>) -> Vec<RebootPhase> {
 #[tokio::test]
 async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation() {
     let s = setup("desired").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
-    create_device(
-        &s.devices,
-        "sensor-1",
-        json!({"desired": {"telemetryIntervalSeconds": 10}}),
-    )
-    .await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_device(&s.devices, "sensor-1", json!({"desired": {"telemetryIntervalSeconds": 10}}))
+        .await;
     let _sim = Simulator::start(s.env, &s.scope, &[s.scope.device_id("sensor-1")], &[])
         .expect("simulator");
 
@@ -149,18 +61,8 @@ async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation(
             .is_some_and(|c| c.status == "True" && c.observed_generation == Some(1))
     })
     .await;
-    assert_eq!(
-        reported(&device, "telemetryIntervalSeconds"),
-        Some(json!(10))
-    );
-    assert_eq!(
-        device
-            .status
-            .as_ref()
-            .and_then(|s| s.applied.as_ref())
-            .map(|a| a.version),
-        Some(1)
-    );
+    assert_eq!(reported(&device, "telemetryIntervalSeconds"), Some(json!(10)));
+    assert_eq!(device.status.as_ref().and_then(|s| s.applied.as_ref()).map(|a| a.version), Some(1));
     assert!(condition(&device, "Ready").is_some_and(|c| c.status == "True"));
 
     let patch = json!({"spec": {"desired": {"telemetryIntervalSeconds": 30, "led": "blue"}}});
@@ -175,16 +77,10 @@ async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation(
     .await;
     let status = device.status.as_ref().expect("status");
     assert_eq!(
-        status
-            .applied
-            .as_ref()
-            .map(|a| (a.epoch.as_str(), a.version)),
+        status.applied.as_ref().map(|a| (a.epoch.as_str(), a.version)),
         Some((device.uid().as_deref().unwrap_or(""), 2))
     );
-    assert_eq!(
-        reported(&device, "telemetryIntervalSeconds"),
-        Some(json!(30))
-    );
+    assert_eq!(reported(&device, "telemetryIntervalSeconds"), Some(json!(30)));
     assert_eq!(reported(&device, "led"), Some(json!("blue")));
     assert_eq!(status.observed_generation, Some(2));
 }
@@ -192,85 +88,40 @@ async fn a_desired_change_reaches_the_device_and_in_sync_follows_the_generation(
 #[tokio::test]
 async fn reported_properties_and_their_deletion_appear_in_status() {
     let s = setup("reported").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
-    let id = s.scope.device_id("sensor-1");
-    let root = &s.scope.topic_root;
-    let device = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
-        .await
-        .expect("mqtt");
-    device
-        .publish_json(
-            &format!("{root}/{id}/presence"),
-            &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}),
-            true,
-        )
-        .await
-        .expect("presence");
-    let reported_topic = format!("{root}/{id}/twin/reported");
-    let full = json!({"v": 1, "boot": 1, "seq": 1, "full": true,
-        "reported": {"firmwareVersion": "2.1.0", "battery": {"level": 80, "charging": false}, "site": "hall-3"}});
-    device
-        .publish_json(&reported_topic, &full, false)
-        .await
-        .expect("full report");
-    let got = wait_for(&s.devices, "sensor-1", "reported properties", |d| {
-        reported(d, "site").is_some()
-    })
-    .await;
+    let device = RawDevice::connect(&s, "sensor-1").await;
+    device.presence("online", 1, 1).await;
+    let full = json!({"firmwareVersion": "2.1.0", "battery": {"level": 80, "charging": false}, "site": "hall-3"});
+    device.report(1, 1, true, full).await;
+    let got =
+        wait_for(&s.devices, "sensor-1", "reported properties", |d| reported(d, "site").is_some())
+            .await;
     assert_eq!(reported(&got, "firmwareVersion"), Some(json!("2.1.0")));
-    assert_eq!(
-        reported(&got, "battery"),
-        Some(json!({"level": 80, "charging": false}))
-    );
+    assert_eq!(reported(&got, "battery"), Some(json!({"level": 80, "charging": false})));
     assert!(is_connected(&got));
 
-    let patch =
-        json!({"v": 1, "boot": 1, "seq": 2, "reported": {"site": null, "battery": {"level": 75}}});
-    device
-        .publish_json(&reported_topic, &patch, false)
-        .await
-        .expect("patch");
-    let got = wait_for(&s.devices, "sensor-1", "site deleted", |d| {
-        reported(d, "site").is_none()
-    })
-    .await;
+    device.report(1, 2, false, json!({"site": null, "battery": {"level": 75}})).await;
+    let got =
+        wait_for(&s.devices, "sensor-1", "site deleted", |d| reported(d, "site").is_none()).await;
     assert_eq!(
         reported(&got, "battery"),
         Some(json!({"level": 75, "charging": false})),
         "merge patch keeps siblings"
     );
-    let cursor = got
-        .status
-        .as_ref()
-        .and_then(|s| s.last_reported)
-        .expect("lastReported");
+    let cursor = got.status.as_ref().and_then(|s| s.last_reported).expect("lastReported");
     assert_eq!((cursor.boot, cursor.seq), (1, 2));
-    assert!(
-        got.status
-            .as_ref()
-            .and_then(|s| s.reported_at.as_ref())
-            .is_some()
-    );
+    assert!(got.status.as_ref().and_then(|s| s.reported_at.as_ref()).is_some());
 
-    let table = s
-        .env
-        .kubectl(&["get", "device", "sensor-1", "-n", &s.scope.namespace])
-        .expect("kubectl");
-    assert!(
-        table.contains("2.1.0"),
-        "FIRMWARE column shows the reported firmware: {table}"
-    );
+    let table =
+        s.env.kubectl(&["get", "device", "sensor-1", "-n", &s.scope.namespace]).expect("kubectl");
+    assert!(table.contains("2.1.0"), "FIRMWARE column shows the reported firmware: {table}");
 }
 
 #[tokio::test]
 async fn a_reboot_goes_through_every_phase() {
     let s = setup("reboot").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
     let sim = Simulator::start(
@@ -303,33 +154,18 @@ async fn a_reboot_goes_through_every_phase() {
     // Give the watch a moment to deliver the last event it already has.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = phases(&seen);
-    let order = [
-        RebootPhase::Sent,
-        RebootPhase::Accepted,
-        RebootPhase::Rebooting,
-        RebootPhase::Succeeded,
-    ];
-    let positions: Vec<Option<usize>> = order
-        .iter()
-        .map(|p| seen.iter().position(|s| s == p))
-        .collect();
-    assert!(
-        positions.iter().all(Option::is_some),
-        "every phase was observed: {seen:?}"
-    );
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "phases in order: {seen:?}"
-    );
+    let order =
+        [RebootPhase::Sent, RebootPhase::Accepted, RebootPhase::Rebooting, RebootPhase::Succeeded];
+    let positions: Vec<Option<usize>> =
+        order.iter().map(|p| seen.iter().position(|s| s == p)).collect();
+    assert!(positions.iter().all(Option::is_some), "every phase was observed: {seen:?}");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "phases in order: {seen:?}");
 
     assert_eq!(status.request_id.as_deref(), created.uid().as_deref());
     let sent = status.sent_at.expect("sentAt").0;
     let accepted = status.accepted_at.expect("acceptedAt").0;
     let completed = status.completed_at.expect("completedAt").0;
-    assert!(
-        sent <= accepted && accepted <= completed,
-        "{sent} <= {accepted} <= {completed}"
-    );
+    assert!(sent <= accepted && accepted <= completed, "{sent} <= {accepted} <= {completed}");
     assert!(
         status.boot_after > status.boot_before,
         "{:?} > {:?}",
@@ -338,11 +174,8 @@ async fn a_reboot_goes_through_every_phase() {
     );
     assert!(status.duration.is_some());
     assert_eq!(status.response.as_ref().map(|r| r.code), Some(200));
-    let succeeded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Succeeded")
-        .expect("Succeeded condition");
+    let succeeded =
+        status.conditions.iter().find(|c| c.type_ == "Succeeded").expect("Succeeded condition");
     assert_eq!(succeeded.status, "True");
 
     let after = wait_for(&s.devices, "sensor-1", "a new lastReboot", |d| {
@@ -353,15 +186,10 @@ async fn a_reboot_goes_through_every_phase() {
         reported(&after, "reboot"),
         Some(json!({"status": "done", "requestId": created.uid().unwrap_or_default()}))
     );
-    assert_eq!(
-        sim.executed(&id).expect("ledger"),
-        vec![created.uid().unwrap_or_default()]
-    );
+    assert_eq!(sim.executed(&id).expect("ledger"), vec![created.uid().unwrap_or_default()]);
 
-    let events = s
-        .env
-        .kubectl(&["get", "events", "-n", &s.scope.namespace, "-o", "json"])
-        .expect("events");
+    let events =
+        s.env.kubectl(&["get", "events", "-n", &s.scope.namespace, "-o", "json"]).expect("events");
     let events: Value = serde_json::from_str(&events).expect("json");
     let reasons: Vec<&str> = events["items"]
         .as_array()
@@ -369,34 +197,22 @@ async fn a_reboot_goes_through_every_phase() {
         .flatten()
         .filter_map(|e| e["reason"].as_str())
         .collect();
-    for reason in [
-        "Sent",
-        "Accepted",
-        "Rebooting",
-        "Rebooted",
-        "RebootSucceeded",
-    ] {
-        assert!(
-            reasons.contains(&reason),
-            "event {reason} recorded: {reasons:?}"
-        );
+    for reason in ["Sent", "Accepted", "Rebooting", "Rebooted", "RebootSucceeded"] {
+        assert!(reasons.contains(&reason), "event {reason} recorded: {reasons:?}");
     }
 }
 
 #[tokio::test]
 async fn an_offline_device_is_waited_for_only_with_a_connect_timeout() {
     let s = setup("offline").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     create_device(&s.devices, "sensor-2", json!({})).await;
 
     create_reboot(&s.requests, "no-wait", json!({"deviceName": "sensor-2"})).await;
-    let failed = wait_for(&s.requests, "no-wait", "TimedOut", |r| {
-        phase(r) == Some(RebootPhase::TimedOut)
-    })
-    .await;
+    let failed =
+        wait_for(&s.requests, "no-wait", "TimedOut", |r| phase(r) == Some(RebootPhase::TimedOut))
+            .await;
     assert_eq!(reason(&failed).as_deref(), Some("DeviceNotOnline"));
 
     create_reboot(
@@ -405,49 +221,31 @@ async fn an_offline_device_is_waited_for_only_with_a_connect_timeout() {
         json!({"deviceName": "sensor-1", "connectTimeoutSeconds": 300}),
     )
     .await;
-    let waiting = wait_for(&s.requests, "wait", "Pending", |r| {
-        phase(r) == Some(RebootPhase::Pending)
-    })
-    .await;
+    let waiting =
+        wait_for(&s.requests, "wait", "Pending", |r| phase(r) == Some(RebootPhase::Pending)).await;
     assert_eq!(reason(&waiting).as_deref(), Some("WaitingForDevice"));
     let id = s.scope.device_id("sensor-1");
-    let sim = Simulator::start(
-        s.env,
-        &s.scope,
-        std::slice::from_ref(&id),
-        &["--boot-seconds=1"],
-    )
-    .expect("simulator");
+    let sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"])
+        .expect("simulator");
     let done = wait_for(&s.requests, "wait", "a terminal phase", |r| {
         phase(r).is_some_and(RebootPhase::is_terminal)
     })
     .await;
-    assert_eq!(
-        phase(&done),
-        Some(RebootPhase::Succeeded),
-        "{:#?}",
-        done.status
-    );
+    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
     assert_eq!(sim.executed(&id).expect("ledger").len(), 1);
 }
 
 #[tokio::test]
 async fn silent_and_rejecting_devices_end_their_requests() {
     let s = setup("silent").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "silent", json!({})).await;
     create_device(&s.devices, "stubborn", json!({})).await;
     let silent_id = s.scope.device_id("silent");
     let stubborn_id = s.scope.device_id("stubborn");
-    let _silent = Simulator::start(
-        s.env,
-        &s.scope,
-        std::slice::from_ref(&silent_id),
-        &["--never-answer"],
-    )
-    .expect("sim");
+    let _silent =
+        Simulator::start(s.env, &s.scope, std::slice::from_ref(&silent_id), &["--never-answer"])
+            .expect("sim");
     let _stubborn = Simulator::start(
         s.env,
         &s.scope,
@@ -465,26 +263,16 @@ async fn silent_and_rejecting_devices_end_their_requests() {
         json!({"deviceName": "silent", "responseTimeoutSeconds": 5}),
     )
     .await;
-    create_reboot(
-        &s.requests,
-        "to-stubborn",
-        json!({"deviceName": "stubborn"}),
-    )
-    .await;
-    let timed_out = wait_for(&s.requests, "to-silent", "TimedOut", |r| {
-        phase(r) == Some(RebootPhase::TimedOut)
-    })
-    .await;
+    create_reboot(&s.requests, "to-stubborn", json!({"deviceName": "stubborn"})).await;
+    let timed_out =
+        wait_for(&s.requests, "to-silent", "TimedOut", |r| phase(r) == Some(RebootPhase::TimedOut))
+            .await;
     assert_eq!(reason(&timed_out).as_deref(), Some("NoResponse"));
     let rejected = wait_for(&s.requests, "to-stubborn", "Rejected", |r| {
         phase(r) == Some(RebootPhase::Rejected)
     })
     .await;
-    let response = rejected
-        .status
-        .as_ref()
-        .and_then(|s| s.response.clone())
-        .expect("response");
+    let response = rejected.status.as_ref().and_then(|s| s.response.clone()).expect("response");
     assert_eq!(response.code, 409);
     assert!(!response.message.is_empty(), "the device's message is kept");
     assert!(
@@ -504,9 +292,7 @@ async fn silent_and_rejecting_devices_end_their_requests() {
 #[tokio::test]
 async fn a_killed_operator_resumes_and_the_device_reboots_once() {
     let s = setup("restart").await;
-    let operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
     let sim = Simulator::start(
@@ -519,32 +305,18 @@ async fn a_killed_operator_resumes_and_the_device_reboots_once() {
     wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
 
     let created = create_reboot(&s.requests, "reboot-1", json!({"deviceName": "sensor-1"})).await;
-    wait_for(&s.requests, "reboot-1", "Sent", |r| {
-        phase(r) == Some(RebootPhase::Sent)
-    })
-    .await;
+    wait_for(&s.requests, "reboot-1", "Sent", |r| phase(r) == Some(RebootPhase::Sent)).await;
     operator.kill();
-    let operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator restarted");
-    wait_for(&s.requests, "reboot-1", "Rebooting", |r| {
-        phase(r) == Some(RebootPhase::Rebooting)
-    })
-    .await;
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
+    wait_for(&s.requests, "reboot-1", "Rebooting", |r| phase(r) == Some(RebootPhase::Rebooting))
+        .await;
     operator.kill();
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator restarted again");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted again");
     let done = wait_for(&s.requests, "reboot-1", "a terminal phase", |r| {
         phase(r).is_some_and(RebootPhase::is_terminal)
     })
     .await;
-    assert_eq!(
-        phase(&done),
-        Some(RebootPhase::Succeeded),
-        "{:#?}",
-        done.status
-    );
+    assert_eq!(phase(&done), Some(RebootPhase::Succeeded), "{:#?}", done.status);
     assert_eq!(
         sim.executed(&id).expect("ledger"),
         vec![created.uid().unwrap_or_default()],
@@ -555,190 +327,70 @@ async fn a_killed_operator_resumes_and_the_device_reboots_once() {
 #[tokio::test]
 async fn duplicate_reordered_and_stale_messages_never_move_status_back() {
     let s = setup("order").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
-    let id = s.scope.device_id("sensor-1");
-    let root = &s.scope.topic_root;
-    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
-        .await
-        .expect("mqtt");
-    let presence = format!("{root}/{id}/presence");
-    let reported_topic = format!("{root}/{id}/twin/reported");
-    let report = |seq: u64, boot: u64, body: Value| json!({"v": 1, "boot": boot, "seq": seq, "reported": body});
+    let device = RawDevice::connect(&s, "sensor-1").await;
+    device.presence("online", 2, 2).await;
+    device.report(2, 5, true, json!({"value": 5})).await;
+    wait_for(&s.devices, "sensor-1", "value 5", |d| reported(d, "value") == Some(json!(5))).await;
 
-    mqtt.publish_json(
-        &presence,
-        &json!({"v": 1, "state": "online", "boot": 2, "conn": 2}),
-        true,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &json!({"v": 1, "boot": 2, "seq": 5, "full": true, "reported": {"value": 5}}),
-        false,
-    )
-    .await
-    .expect("pub");
-    wait_for(&s.devices, "sensor-1", "value 5", |d| {
-        reported(d, "value") == Some(json!(5))
-    })
-    .await;
-
-    mqtt.publish_json(
-        &reported_topic,
-        &report(5, 2, json!({"value": "duplicate"})),
-        false,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &report(3, 2, json!({"value": "reordered"})),
-        false,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &report(99, 1, json!({"value": "previous boot"})),
-        false,
-    )
-    .await
-    .expect("pub");
+    device.report(2, 5, false, json!({"value": "duplicate"})).await;
+    device.report(2, 3, false, json!({"value": "reordered"})).await;
+    device.report(1, 99, false, json!({"value": "previous boot"})).await;
     // A Last Will from the previous connection, delivered late.
-    mqtt.publish_json(
-        &presence,
-        &json!({"v": 1, "state": "offline", "boot": 2, "conn": 1}),
-        true,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &report(6, 2, json!({"marker": true})),
-        false,
-    )
-    .await
-    .expect("pub");
+    device.presence("offline", 2, 1).await;
+    device.report(2, 6, false, json!({"marker": true})).await;
 
     let got = wait_for(&s.devices, "sensor-1", "the marker", |d| {
         reported(d, "marker") == Some(json!(true))
     })
     .await;
-    assert_eq!(
-        reported(&got, "value"),
-        Some(json!(5)),
-        "no older message changed the value"
-    );
-    let cursor = got
-        .status
-        .as_ref()
-        .and_then(|s| s.last_reported)
-        .expect("lastReported");
+    assert_eq!(reported(&got, "value"), Some(json!(5)), "no older message changed the value");
+    let cursor = got.status.as_ref().and_then(|s| s.last_reported).expect("lastReported");
     assert_eq!((cursor.boot, cursor.seq), (2, 6));
-    assert!(
-        is_connected(&got),
-        "the late Last Will did not mark the device offline"
-    );
+    assert!(is_connected(&got), "the late Last Will did not mark the device offline");
 }
 
 #[tokio::test]
 async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     let s = setup("garbage").await;
-    let operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
-    let id = s.scope.device_id("sensor-1");
-    let root = &s.scope.topic_root;
-    let mqtt = TestClient::connect(s.env.broker.port, &format!("{id}-raw"))
-        .await
-        .expect("mqtt");
-    let presence = format!("{root}/{id}/presence");
-    let reported_topic = format!("{root}/{id}/twin/reported");
-    mqtt.publish_json(
-        &presence,
-        &json!({"v": 1, "state": "online", "boot": 1, "conn": 1}),
-        true,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &json!({"v": 1, "boot": 1, "seq": 1, "full": true, "reported": {"ok": 1}}),
-        false,
-    )
-    .await
-    .expect("pub");
-    let before = wait_for(&s.devices, "sensor-1", "first report", |d| {
-        reported(d, "ok") == Some(json!(1))
-    })
-    .await;
+    let device = RawDevice::connect(&s, "sensor-1").await;
+    device.presence("online", 1, 1).await;
+    device.report(1, 1, true, json!({"ok": 1})).await;
+    let before =
+        wait_for(&s.devices, "sensor-1", "first report", |d| reported(d, "ok") == Some(json!(1)))
+            .await;
 
-    mqtt.publish(&reported_topic, "{not json", false)
-        .await
-        .expect("pub");
-    mqtt.publish_json(
-        &reported_topic,
-        &json!({"v": 2, "boot": 1, "seq": 2, "reported": {"ok": "v2"}}),
-        false,
-    )
-    .await
-    .expect("pub");
-    let huge = "x".repeat(70 * 1024);
-    mqtt.publish_json(
-        &reported_topic,
-        &json!({"v": 1, "boot": 1, "seq": 3, "reported": {"ok": huge}}),
-        false,
-    )
-    .await
-    .expect("pub");
-    mqtt.publish(&presence, vec![0xff, 0xfe, 0x00], false)
-        .await
-        .expect("pub");
-    mqtt.publish_json(
-        &format!("{root}/not-a-device!/twin/reported"),
-        &json!({"v": 1}),
-        false,
-    )
-    .await
-    .expect("pub");
+    device.report_raw("{not json").await;
+    let wrong_version = json!({"v": 2, "boot": 1, "seq": 2, "reported": {"ok": "v2"}});
+    device.report_raw(wrong_version.to_string()).await;
+    device.report(1, 3, false, json!({"ok": "x".repeat(70 * 1024)})).await;
+    let mqtt = &device.mqtt;
+    mqtt.publish(&device.presence_topic, vec![0xff, 0xfe, 0x00], false).await.expect("pub");
+    let bad_topic = format!("{}/not-a-device!/twin/reported", s.scope.topic_root);
+    mqtt.publish_json(&bad_topic, &json!({"v": 1}), false).await.expect("pub");
 
     // Nothing above changed status.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let unchanged = s.devices.get("sensor-1").await.expect("device");
-    assert_eq!(
-        unchanged.status.as_ref().map(|s| &s.reported),
-        before.status.as_ref().map(|s| &s.reported)
-    );
-    assert_eq!(
-        unchanged.status.as_ref().and_then(|s| s.last_reported),
-        before.status.as_ref().and_then(|s| s.last_reported)
-    );
+    let shown =
+        |d: &kubetwin_api::Device| d.status.as_ref().map(|s| (s.reported.clone(), s.last_reported));
+    assert_eq!(shown(&unchanged), shown(&before));
     assert!(operator.is_running(), "the operator survived");
 
     // The operator still works, and the bad messages were counted by reason.
-    mqtt.publish_json(
-        &reported_topic,
-        &json!({"v": 1, "boot": 1, "seq": 4, "reported": {"ok": 4}}),
-        false,
-    )
-    .await
-    .expect("pub");
+    device.report(1, 4, false, json!({"ok": 4})).await;
     wait_for(&s.devices, "sensor-1", "a later good report", |d| {
         reported(d, "ok") == Some(json!(4))
     })
     .await;
     let metrics = operator.metrics().await.expect("metrics");
-    for reason in ["malformed", "version", "oversized"] {
+    for reason in ["malformed", "version", "oversized", "invalid"] {
         let line = format!("kubetwin_mqtt_messages_dropped_total{{kind=\"{reason}\"}}");
         assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
             "{line} counted:\n{metrics}"
         );
     }
@@ -747,9 +399,7 @@ async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
 #[tokio::test]
 async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
     let s = setup("dup").await;
-    let _operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     let shared_id = format!("{}.shared", s.scope.namespace);
     create_device(&s.devices, "first", json!({"deviceId": shared_id})).await;
     wait_for(&s.devices, "first", "status", |d| d.status.is_some()).await;
@@ -760,9 +410,7 @@ async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
             .is_some_and(|c| c.status == "False" && c.reason == "DuplicateDeviceId")
     })
     .await;
-    let message = condition(&second, "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = condition(&second, "Ready").map(|c| c.message.clone()).unwrap_or_default();
     assert!(
         message.contains(&format!("{}/first", s.scope.namespace)),
         "names the owner: {message}"
@@ -774,9 +422,7 @@ async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     let s = setup("restart-idle").await;
-    let operator = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     let names = ["sensor-1", "sensor-2", "sensor-3"];
     for name in names {
         create_device(&s.devices, name, json!({"desired": {"mode": "eco"}})).await;
@@ -791,10 +437,8 @@ async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     }
     // Let the first operator finish every write it has queued.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while metric(
-        &operator.metrics().await.expect("metrics"),
-        "kubetwin_status_queue_depth",
-    ) != Some(0.0)
+    while metric(&operator.metrics().await.expect("metrics"), "kubetwin_status_queue_depth")
+        != Some(0.0)
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -802,23 +446,15 @@ async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     operator.kill();
 
-    let restarted = Operator::start(s.env, &s.scope, &[])
-        .await
-        .expect("operator restarted");
+    let restarted = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
     // Reconciles of all three Devices and the retained presence replay happen right after
     // start; give them a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = restarted.metrics().await.expect("metrics");
     let reconciles = metric(&metrics, "kubetwin_reconciles_total{kind=\"device\"}").unwrap_or(0.0);
-    assert!(
-        reconciles >= 3.0,
-        "every Device was reconciled after the restart:\n{metrics}"
-    );
+    assert!(reconciles >= 3.0, "every Device was reconciled after the restart:\n{metrics}");
     let writes = metric(&metrics, "kubetwin_status_writes_total{kind=\"device\"}").unwrap_or(0.0);
-    assert_eq!(
-        writes, 0.0,
-        "no redundant status writes after a restart:\n{metrics}"
-    );
+    assert_eq!(writes, 0.0, "no redundant status writes after a restart:\n{metrics}");
 }
 
 /// The value of one sample in Prometheus text.

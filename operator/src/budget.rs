@@ -22,12 +22,7 @@ impl TokenBucket {
     pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
         let rate = rate.max(0.001);
         let burst = burst.max(1.0);
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            last: now,
-        }
+        Self { rate, burst, tokens: burst, last: now }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -142,23 +137,15 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         if let Some(pending) = self.pending.get_mut(&key) {
             if back_to_written {
                 // Back to what is already written: drop the pending change.
-                let old = (
-                    std::cmp::Reverse(pending.priority),
-                    pending.since,
-                    pending.seq,
-                    key.clone(),
-                );
+                let old =
+                    (std::cmp::Reverse(pending.priority), pending.since, pending.seq, key.clone());
                 self.order.remove(&old);
                 self.pending.remove(&key);
                 return Offer::Unchanged;
             }
             if priority > pending.priority {
-                let old = (
-                    std::cmp::Reverse(pending.priority),
-                    pending.since,
-                    pending.seq,
-                    key.clone(),
-                );
+                let old =
+                    (std::cmp::Reverse(pending.priority), pending.since, pending.seq, key.clone());
                 self.order.remove(&old);
                 pending.priority = priority;
                 self.order.insert((
@@ -179,26 +166,13 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order
-            .insert((std::cmp::Reverse(priority), now, seq, key.clone()));
-        self.pending.insert(
-            key,
-            Pending {
-                value,
-                priority,
-                since: now,
-                seq,
-            },
-        );
+        self.order.insert((std::cmp::Reverse(priority), now, seq, key.clone()));
+        self.pending.insert(key, Pending { value, priority, since: now, seq });
         Offer::Queued
     }
 
     fn written_fingerprint(&self, key: &K, current: Option<u64>) -> u64 {
-        self.written
-            .get(key)
-            .map(|(f, _)| *f)
-            .or(current)
-            .unwrap_or(u64::MAX)
+        self.written.get(key).map(|(f, _)| *f).or(current).unwrap_or(u64::MAX)
     }
 
     /// The next change that may be written at `now`: urgent ones first, then the oldest whose
@@ -220,8 +194,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         self.order.remove(&chosen);
         let key = chosen.3;
         let pending = self.pending.remove(&key)?;
-        self.in_flight
-            .insert(key.clone(), fingerprint(&pending.value));
+        self.in_flight.insert(key.clone(), fingerprint(&pending.value));
         Some(Flush {
             key,
             value: pending.value,
@@ -247,28 +220,17 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         let since = now.checked_sub(flush.staleness).unwrap_or(now);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert((
-            std::cmp::Reverse(flush.priority),
-            since,
-            seq,
-            flush.key.clone(),
-        ));
+        self.order.insert((std::cmp::Reverse(flush.priority), since, seq, flush.key.clone()));
         self.pending.insert(
             flush.key,
-            Pending {
-                value: flush.value,
-                priority: flush.priority,
-                since,
-                seq,
-            },
+            Pending { value: flush.value, priority: flush.priority, since, seq },
         );
     }
 
     /// Forgets an object that no longer exists.
     pub fn forget(&mut self, key: &K) {
         if let Some(p) = self.pending.remove(key) {
-            self.order
-                .remove(&(std::cmp::Reverse(p.priority), p.since, p.seq, key.clone()));
+            self.order.remove(&(std::cmp::Reverse(p.priority), p.since, p.seq, key.clone()));
         }
         self.written.remove(key);
     }
@@ -290,9 +252,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             .take(scan)
             .filter(|(_, _, _, key)| !self.in_flight.contains_key(key))
             .map(|(_, _, _, key)| {
-                self.written
-                    .get(key)
-                    .map_or(now, |(_, at)| *at + self.min_interval)
+                self.written.get(key).map_or(now, |(_, at)| *at + self.min_interval)
             })
             .min()
     }
@@ -321,31 +281,15 @@ mod tests {
     #[test]
     fn changes_to_one_object_merge_and_the_latest_value_is_written() {
         let (mut q, t0) = queue();
-        assert_eq!(
-            q.offer(1, "a".into(), Priority::Routine, None, t0),
-            Offer::Queued
-        );
-        assert_eq!(
-            q.offer(1, "b".into(), Priority::Routine, None, at(t0, 10)),
-            Offer::Merged
-        );
-        assert_eq!(
-            q.offer(1, "c".into(), Priority::Routine, None, at(t0, 20)),
-            Offer::Merged
-        );
+        assert_eq!(q.offer(1, "a".into(), Priority::Routine, None, t0), Offer::Queued);
+        assert_eq!(q.offer(1, "b".into(), Priority::Routine, None, at(t0, 10)), Offer::Merged);
+        assert_eq!(q.offer(1, "c".into(), Priority::Routine, None, at(t0, 20)), Offer::Merged);
         assert_eq!(q.depth(), 1);
         let flush = q.take(at(t0, 30), SCAN).expect("due");
         assert_eq!(flush.value, "c");
-        assert_eq!(
-            flush.staleness,
-            Duration::from_millis(30),
-            "age of the oldest merged change"
-        );
+        assert_eq!(flush.staleness, Duration::from_millis(30), "age of the oldest merged change");
         q.written(&1, at(t0, 31));
-        assert_eq!(
-            q.offer(1, "c".into(), Priority::Routine, None, at(t0, 40)),
-            Offer::Unchanged
-        );
+        assert_eq!(q.offer(1, "c".into(), Priority::Routine, None, at(t0, 40)), Offer::Unchanged);
         assert_eq!(q.depth(), 0);
     }
 
@@ -366,10 +310,8 @@ mod tests {
         q.offer(1, "old".into(), Priority::Routine, None, t0);
         q.offer(2, "newer".into(), Priority::Routine, None, at(t0, 5));
         q.offer(3, "terminal".into(), Priority::Urgent, None, at(t0, 10));
-        let order: Vec<u32> = (0..3)
-            .filter_map(|_| q.take(at(t0, 20), SCAN))
-            .map(|f| f.key)
-            .collect();
+        let order: Vec<u32> =
+            (0..3).filter_map(|_| q.take(at(t0, 20), SCAN)).map(|f| f.key).collect();
         assert_eq!(order, [3, 1, 2]);
     }
 
@@ -383,9 +325,7 @@ mod tests {
         assert!(q.take(at(t0, 500), SCAN).is_none(), "written 500 ms ago");
         assert_eq!(q.next_due(at(t0, 500), SCAN), Some(at(t0, 1000)));
         q.offer(1, "c".into(), Priority::Urgent, None, at(t0, 600));
-        let flush = q
-            .take(at(t0, 600), SCAN)
-            .expect("urgent bypasses the interval");
+        let flush = q.take(at(t0, 600), SCAN).expect("urgent bypasses the interval");
         assert_eq!(flush.value, "c");
     }
 
@@ -445,10 +385,7 @@ mod tests {
             }
         }
         assert_eq!(stored.len(), 1000);
-        assert!(
-            stored.values().all(|v| *v == 999),
-            "every final value was written"
-        );
+        assert!(stored.values().all(|v| *v == 999), "every final value was written");
     }
 
     #[test]
@@ -458,10 +395,6 @@ mod tests {
         assert_eq!((0..10).filter(|_| bucket.try_take(t0)).count(), 5, "burst");
         assert!(bucket.wait_time(t0) > Duration::ZERO);
         let later = t0 + Duration::from_millis(1000);
-        assert_eq!(
-            (0..20).filter(|_| bucket.try_take(later)).count(),
-            5,
-            "refill capped at burst"
-        );
+        assert_eq!((0..20).filter(|_| bucket.try_take(later)).count(), 5, "refill capped at burst");
     }
 }

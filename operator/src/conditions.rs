@@ -58,12 +58,7 @@ mod tests {
     use super::*;
 
     fn update(status: &'static str) -> ConditionUpdate {
-        ConditionUpdate {
-            type_: "Ready",
-            status,
-            reason: "Because".into(),
-            message: "m".into(),
-        }
+        ConditionUpdate { type_: "Ready", status, reason: "Because".into(), message: "m".into() }
     }
 
     #[test]
@@ -77,9 +72,6 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge(&same, vec![update("True")], Some(2), t1);
         assert_eq!(flipped[0].last_transition_time, Time(t1));
-        assert_eq!(
-            find(&flipped, "Ready").map(|c| c.status.as_str()),
-            Some("True")
-        );
+        assert_eq!(find(&flipped, "Ready").map(|c| c.status.as_str()), Some("True"));
     }
 }

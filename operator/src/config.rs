@@ -15,11 +15,7 @@ use crate::mqtt::MqttVersion;
 )]
 pub struct OperatorConfig {
     /// MQTT broker URL (mqtt://host:port).
-    #[arg(
-        long,
-        env = "KUBETWIN_BROKER_URL",
-        default_value = "mqtt://127.0.0.1:1883"
-    )]
+    #[arg(long, env = "KUBETWIN_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
 
     /// PEM file with the CA certificates that sign the broker's certificate (mqtts://).
@@ -27,19 +23,11 @@ pub struct OperatorConfig {
     pub broker_ca_file: Option<std::path::PathBuf>,
 
     /// PEM client certificate for mutual TLS with the broker.
-    #[arg(
-        long,
-        env = "KUBETWIN_BROKER_CLIENT_CERT_FILE",
-        requires = "broker_client_key_file"
-    )]
+    #[arg(long, env = "KUBETWIN_BROKER_CLIENT_CERT_FILE", requires = "broker_client_key_file")]
     pub broker_client_cert_file: Option<std::path::PathBuf>,
 
     /// PEM private key of the client certificate.
-    #[arg(
-        long,
-        env = "KUBETWIN_BROKER_CLIENT_KEY_FILE",
-        requires = "broker_client_cert_file"
-    )]
+    #[arg(long, env = "KUBETWIN_BROKER_CLIENT_KEY_FILE", requires = "broker_client_cert_file")]
     pub broker_client_key_file: Option<std::path::PathBuf>,
 
     /// MQTT user name.
@@ -47,11 +35,7 @@ pub struct OperatorConfig {
     pub broker_username: Option<String>,
 
     /// File holding the MQTT password (read once at start).
-    #[arg(
-        long,
-        env = "KUBETWIN_BROKER_PASSWORD_FILE",
-        requires = "broker_username"
-    )]
+    #[arg(long, env = "KUBETWIN_BROKER_PASSWORD_FILE", requires = "broker_username")]
     pub broker_password_file: Option<std::path::PathBuf>,
 
     /// MQTT protocol version: 5 or 3.1.1.
@@ -63,11 +47,7 @@ pub struct OperatorConfig {
     pub topic_root: String,
 
     /// MQTT client id of the operator.
-    #[arg(
-        long,
-        env = "KUBETWIN_MQTT_CLIENT_ID",
-        default_value = "kubetwin-operator"
-    )]
+    #[arg(long, env = "KUBETWIN_MQTT_CLIENT_ID", default_value = "kubetwin-operator")]
     pub mqtt_client_id: String,
 
     /// Largest MQTT payload accepted from devices, in bytes; larger ones are dropped.
@@ -76,11 +56,7 @@ pub struct OperatorConfig {
 
     /// Seconds a device that accepted a reboot may stay away (after the request's delay)
     /// before the request times out with reason NoReturn.
-    #[arg(
-        long,
-        env = "KUBETWIN_REBOOT_RETURN_TIMEOUT_SECONDS",
-        default_value_t = 300
-    )]
+    #[arg(long, env = "KUBETWIN_REBOOT_RETURN_TIMEOUT_SECONDS", default_value_t = 300)]
     pub reboot_return_timeout_seconds: u64,
 
     /// Status writes per second, at most, over all objects (the write budget).

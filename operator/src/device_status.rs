@@ -37,10 +37,10 @@ pub fn desired_status(
         twin.write_into(&mut existing);
     }
     let generation = device.metadata.generation;
-    let connection = existing.connection.clone().unwrap_or(ConnectionStatus {
-        state: ConnectionState::Unknown,
-        ..Default::default()
-    });
+    let connection = existing
+        .connection
+        .clone()
+        .unwrap_or(ConnectionStatus { state: ConnectionState::Unknown, ..Default::default() });
 
     let connected = match connection.state {
         ConnectionState::Connected => ConditionUpdate {
@@ -53,10 +53,7 @@ pub fn desired_status(
             type_: types::CONNECTED,
             status: FALSE,
             reason: "Offline".into(),
-            message: connection
-                .reason
-                .clone()
-                .unwrap_or_else(|| "The device went offline".into()),
+            message: connection.reason.clone().unwrap_or_else(|| "The device went offline".into()),
         },
         ConnectionState::Unknown => ConditionUpdate {
             type_: types::CONNECTED,
@@ -128,24 +125,14 @@ pub fn desired_status(
         } else {
             ("NotInSync", in_sync.message.clone())
         };
-        ConditionUpdate {
-            type_: types::READY,
-            status: FALSE,
-            reason: reason.into(),
-            message,
-        }
+        ConditionUpdate { type_: types::READY, status: FALSE, reason: reason.into(), message }
     };
 
     DeviceStatus {
         observed_generation: generation,
         device_id: Some(device.effective_device_id()),
         connection: Some(connection),
-        conditions: merge(
-            &existing.conditions,
-            vec![ready, connected, in_sync],
-            generation,
-            now,
-        ),
+        conditions: merge(&existing.conditions, vec![ready, connected, in_sync], generation, now),
         ..existing
     }
 }
@@ -173,10 +160,7 @@ mod tests {
         assert_eq!(status.device_id.as_deref(), Some("plant.sensor-1"));
         assert_eq!(status.observed_generation, Some(3));
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "NotConnected")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotConnected"));
         let connected =
             crate::conditions::find(&status.conditions, "Connected").expect("Connected");
         assert_eq!(connected.status, "Unknown");
@@ -190,10 +174,7 @@ mod tests {
                 state: ConnectionState::Connected,
                 ..Default::default()
             }),
-            applied: Some(AppliedVersion {
-                epoch: "uid-1".into(),
-                version: 3,
-            }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 3 }),
             ..Default::default()
         });
         let status = desired_status(&device, None, None, now());
@@ -211,18 +192,12 @@ mod tests {
                 state: ConnectionState::Connected,
                 ..Default::default()
             }),
-            applied: Some(AppliedVersion {
-                epoch: "uid-1".into(),
-                version: 2,
-            }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 2 }),
             ..Default::default()
         });
         let status = desired_status(&device, None, None, now());
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "NotInSync")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotInSync"));
     }
 
     #[test]
@@ -230,10 +205,7 @@ mod tests {
         let problem = Problem::DuplicateDeviceId("plant/older".into());
         let status = desired_status(&device(), None, Some(&problem), now());
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "DuplicateDeviceId")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DuplicateDeviceId"));
         assert!(ready.message.contains("plant/older"), "{}", ready.message);
     }
 
@@ -241,15 +213,9 @@ mod tests {
     fn twin_fields_replace_the_stored_ones() {
         let mut twin = DeviceTwin::default();
         twin.connection.state = ConnectionState::Connected;
-        twin.applied = Some(AppliedVersion {
-            epoch: "uid-1".into(),
-            version: 3,
-        });
+        twin.applied = Some(AppliedVersion { epoch: "uid-1".into(), version: 3 });
         let status = desired_status(&device(), Some(&twin), None, now());
-        assert_eq!(
-            status.connection.map(|c| c.state),
-            Some(ConnectionState::Connected)
-        );
+        assert_eq!(status.connection.map(|c| c.state), Some(ConnectionState::Connected));
         let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
         assert_eq!(ready.status, "True");
     }

@@ -45,19 +45,15 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
         Readiness::Ready => (StatusCode::OK, "ok"),
         Readiness::Standby => (StatusCode::OK, "ok: standby, waiting for the leader Lease"),
         Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting"),
-        Readiness::NotReady => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: caches syncing or MQTT disconnected",
-        ),
+        Readiness::NotReady => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: caches syncing or MQTT disconnected")
+        }
     }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),
     )
 }

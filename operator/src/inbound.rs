@@ -40,22 +40,16 @@ pub async fn run(ctx: Arc<Context>, mut events: mpsc::Receiver<MqttEvent>) {
                     ctx.index().forget_published();
                 }
                 for device in ctx.devices.state() {
-                    let _ = ctx
-                        .device_trigger
-                        .unbounded_send(ObjectRef::from_obj(&*device));
+                    let _ = ctx.device_trigger.unbounded_send(ObjectRef::from_obj(&*device));
                 }
                 for request in ctx.requests.state() {
-                    let _ = ctx
-                        .request_trigger
-                        .unbounded_send(ObjectRef::from_obj(&*request));
+                    let _ = ctx.request_trigger.unbounded_send(ObjectRef::from_obj(&*request));
                 }
             }
             MqttEvent::Disconnected(reason) => debug!(%reason, "MQTT session down"),
-            MqttEvent::Message {
-                topic,
-                payload,
-                retained,
-            } => handle(&ctx, &topic, &payload, retained, &mut log_limiter),
+            MqttEvent::Message { topic, payload, retained } => {
+                handle(&ctx, &topic, &payload, retained, &mut log_limiter)
+            }
         }
     }
 }
@@ -65,11 +59,8 @@ pub fn handle(ctx: &Context, topic: &str, payload: &[u8], retained: bool, log: &
     let inbound = match ctx.codec.decode_inbound(&ctx.topics, topic, payload) {
         Ok(inbound) => inbound,
         Err(error) => {
-            let device = ctx
-                .topics
-                .parse(topic)
-                .map(|t| t.device_id().to_string())
-                .unwrap_or_default();
+            let device =
+                ctx.topics.parse(topic).map(|t| t.device_id().to_string()).unwrap_or_default();
             reject(ctx, log, &device, topic, &error);
             return;
         }
@@ -129,10 +120,7 @@ fn apply(
 fn find_owner(
     ctx: &Context,
     device_id: &str,
-) -> Option<(
-    ObjectRef<kubetwin_api::Device>,
-    Option<kubetwin_api::DeviceStatus>,
-)> {
+) -> Option<(ObjectRef<kubetwin_api::Device>, Option<kubetwin_api::DeviceStatus>)> {
     let known = ctx.index().owner(device_id).cloned();
     if let Some(owner) = known {
         if let Some(device) = ctx.devices.get(&owner) {
@@ -166,8 +154,7 @@ impl LogLimiter {
     pub fn should_log(&mut self, device: &str) -> bool {
         let now = Instant::now();
         if self.last.len() > LOG_MEMORY {
-            self.last
-                .retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
+            self.last.retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
         }
         match self.last.get(device) {
             Some(t) if now.duration_since(*t) < LOG_INTERVAL => false,

@@ -17,10 +17,7 @@ async fn main() -> ExitCode {
     let config = OperatorConfig::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if config.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
         let ansi = std::io::stderr().is_terminal();
         tracing_subscriber::fmt()
@@ -39,10 +36,7 @@ async fn main() -> ExitCode {
 
     let metrics = Arc::new(Metrics::new());
     let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
-    let http_state = HttpState {
-        metrics: metrics.clone(),
-        ready: ready_rx,
-    };
+    let http_state = HttpState { metrics: metrics.clone(), ready: ready_rx };
     let http_addr = config.http_addr;
     tokio::spawn(async move {
         if let Err(error) = http::serve(http_addr, http_state).await {

@@ -15,9 +15,7 @@ pub struct KindLabel {
 }
 
 fn label(kind: &str) -> KindLabel {
-    KindLabel {
-        kind: kind.to_string(),
-    }
+    KindLabel { kind: kind.to_string() }
 }
 
 /// All metrics, registered once.
@@ -77,11 +75,7 @@ impl Metrics {
             "MQTT messages dropped, by reason (malformed, oversized, version, topic, invalid, device, duplicate, stale)",
             m.messages_dropped.clone(),
         );
-        r.register(
-            "kubetwin_reconciles",
-            "Reconciles, by controller",
-            m.reconciles.clone(),
-        );
+        r.register("kubetwin_reconciles", "Reconciles, by controller", m.reconciles.clone());
         r.register(
             "kubetwin_reconcile_errors",
             "Failed reconciles, by controller",
@@ -138,9 +132,7 @@ impl Metrics {
     }
     /// Counts a failed reconcile.
     pub fn reconcile_failed(&self, controller: &str) {
-        self.reconcile_errors
-            .get_or_create(&label(controller))
-            .inc();
+        self.reconcile_errors.get_or_create(&label(controller)).inc();
     }
     /// Counts a status write.
     pub fn status_written(&self, kind: &str) {
@@ -160,8 +152,7 @@ impl Metrics {
     }
     /// Sets the status queue depth.
     pub fn set_queue_depth(&self, depth: usize) {
-        self.status_queue_depth
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.status_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
     /// Records how stale a written status was.
     pub fn observe_staleness(&self, staleness: std::time::Duration) {
@@ -203,10 +194,7 @@ mod tests {
             "kubetwin_status_staleness_seconds_count 1",
             "kubetwin_mqtt_connected 0",
         ] {
-            assert!(
-                text.lines().any(|l| l == name),
-                "{name} missing in:\n{text}"
-            );
+            assert!(text.lines().any(|l| l == name), "{name} missing in:\n{text}");
         }
     }
 }

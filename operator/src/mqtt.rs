@@ -38,16 +38,13 @@ impl BrokerAddress {
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
             (rest, false)
         } else {
-            return Err(format!(
-                "broker URL {url:?} must start with mqtt:// or mqtts://"
-            ));
+            return Err(format!("broker URL {url:?} must start with mqtt:// or mqtts://"));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("broker URL {url:?} has a bad port"))?;
+                let port =
+                    port.parse().map_err(|_| format!("broker URL {url:?} has a bad port"))?;
                 (host, port)
             }
             None => (rest, if tls { 8883 } else { 1883 }),
@@ -55,11 +52,7 @@ impl BrokerAddress {
         if host.is_empty() {
             return Err(format!("broker URL {url:?} has no host"));
         }
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            tls,
-        })
+        Ok(Self { host: host.to_string(), port, tls })
     }
 }
 
@@ -110,10 +103,7 @@ pub fn tls_config(
             let certs = CertificateDer::pem_file_iter(cert_file)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| {
-                    format!(
-                        "cannot read the client certificate {}: {e}",
-                        cert_file.display()
-                    )
+                    format!("cannot read the client certificate {}: {e}", cert_file.display())
                 })?;
             let key = PrivateKeyDer::from_pem_file(key_file)
                 .map_err(|e| format!("cannot read the client key {}: {e}", key_file.display()))?;
@@ -202,15 +192,13 @@ impl Publisher {
     pub async fn publish(&self, message: Outbound) -> Result<(), String> {
         match self {
             Self::V5(client) => {
-                let properties = message
-                    .request
-                    .map(|r| v5::mqttbytes::v5::PublishProperties {
-                        response_topic: Some(r.response_topic),
-                        correlation_data: Some(Bytes::from(r.correlation_data)),
-                        message_expiry_interval: Some(r.message_expiry_seconds.max(1)),
-                        content_type: Some("application/json".into()),
-                        ..Default::default()
-                    });
+                let properties = message.request.map(|r| v5::mqttbytes::v5::PublishProperties {
+                    response_topic: Some(r.response_topic),
+                    correlation_data: Some(Bytes::from(r.correlation_data)),
+                    message_expiry_interval: Some(r.message_expiry_seconds.max(1)),
+                    content_type: Some("application/json".into()),
+                    ..Default::default()
+                });
                 let qos = v5::mqttbytes::QoS::AtLeastOnce;
                 match properties {
                     Some(p) => client
@@ -230,12 +218,7 @@ impl Publisher {
                 }
             }
             Self::V311(client) => client
-                .publish(
-                    message.topic,
-                    QoS::AtLeastOnce,
-                    message.retain,
-                    message.payload,
-                )
+                .publish(message.topic, QoS::AtLeastOnce, message.retain, message.payload)
                 .await
                 .map_err(|e| e.to_string()),
         }
@@ -274,13 +257,8 @@ pub fn connect(
             network.set_tcp_nodelay(true);
             options.set_network_options(network);
             let (client, eventloop) = v5::AsyncClient::new(options, QUEUE);
-            tokio::spawn(poll_v5(
-                eventloop,
-                client.clone(),
-                settings,
-                events,
-                connected,
-            ));
+            let connection = V5Connection(eventloop, client.clone());
+            tokio::spawn(poll_loop(connection, settings.subscriptions, events, connected));
             Publisher::V5(client)
         }
         MqttVersion::V311 => {
@@ -303,13 +281,8 @@ pub fn connect(
             }
             let (client, mut eventloop) = rumqttc::AsyncClient::new(options, QUEUE);
             eventloop.network_options.set_tcp_nodelay(true);
-            tokio::spawn(poll_v311(
-                eventloop,
-                client.clone(),
-                settings,
-                events,
-                connected,
-            ));
+            let connection = V311Connection(eventloop, client.clone());
+            tokio::spawn(poll_loop(connection, settings.subscriptions, events, connected));
             Publisher::V311(client)
         }
     }
@@ -320,150 +293,134 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
 }
 
-async fn poll_v5(
-    mut eventloop: v5::EventLoop,
-    client: v5::AsyncClient,
-    settings: MqttSettings,
-    events: mpsc::Sender<MqttEvent>,
-    connected: watch::Sender<bool>,
-) {
-    use v5::{Event, mqttbytes::v5::Packet};
-    let mut failures = 0;
-    let mut session_present = false;
-    loop {
-        match eventloop.poll().await {
+/// What one poll of either protocol's event loop produced.
+enum Polled {
+    /// CONNACK: a session started.
+    ConnAck { session_present: bool },
+    /// SUBACK: the subscriptions are in place.
+    SubAck,
+    /// An inbound message.
+    Message(MqttEvent),
+    /// Anything else.
+    Other,
+    /// The connection failed.
+    Lost(String),
+}
+
+/// One protocol's event loop and client, behind the same face.
+trait Connection: Send + 'static {
+    /// Polls the event loop once.
+    fn poll(&mut self) -> impl Future<Output = Polled> + Send;
+    /// Subscribes to `filters` (from another task: the polling task must keep polling).
+    fn subscribe(&self, filters: &[String]);
+}
+
+struct V5Connection(v5::EventLoop, v5::AsyncClient);
+
+impl Connection for V5Connection {
+    async fn poll(&mut self) -> Polled {
+        use v5::{Event, mqttbytes::v5::Packet};
+        match self.0.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
-                session_present = ack.session_present;
-                info!(
-                    session_present = ack.session_present,
-                    "MQTT connected; subscribing"
-                );
-                // Subscribe from another task: the polling task must keep polling.
-                let subscriber = client.clone();
-                let filters: Vec<_> = settings
-                    .subscriptions
-                    .iter()
-                    .map(|f| v5::mqttbytes::v5::Filter::new(f, v5::mqttbytes::QoS::AtLeastOnce))
-                    .collect();
-                tokio::spawn(async move {
-                    if let Err(error) = subscriber.subscribe_many(filters).await {
-                        warn!(%error, "MQTT subscribe failed");
-                    }
-                });
+                Polled::ConnAck { session_present: ack.session_present }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                // Subscriptions are in place: the session is usable.
-                let _ = connected.send(true);
-                if events
-                    .send(MqttEvent::Connected { session_present })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                if events
-                    .send(MqttEvent::Message {
-                        topic,
-                        payload: publish.payload,
-                        retained: publish.retain,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                let _ = connected.send(false);
-                warn!(%error, "MQTT connection lost; reconnecting");
-                if events
-                    .send(MqttEvent::Disconnected(error.to_string()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                tokio::time::sleep(backoff(failures)).await;
-                failures = failures.saturating_add(1);
-            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => Polled::SubAck,
+            Ok(Event::Incoming(Packet::Publish(publish))) => Polled::Message(MqttEvent::Message {
+                topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                payload: publish.payload,
+                retained: publish.retain,
+            }),
+            Ok(_) => Polled::Other,
+            Err(error) => Polled::Lost(error.to_string()),
         }
+    }
+
+    fn subscribe(&self, filters: &[String]) {
+        let client = self.1.clone();
+        let filters: Vec<_> = filters
+            .iter()
+            .map(|f| v5::mqttbytes::v5::Filter::new(f, v5::mqttbytes::QoS::AtLeastOnce))
+            .collect();
+        tokio::spawn(async move {
+            if let Err(error) = client.subscribe_many(filters).await {
+                warn!(%error, "MQTT subscribe failed");
+            }
+        });
     }
 }
 
-async fn poll_v311(
-    mut eventloop: rumqttc::EventLoop,
-    client: rumqttc::AsyncClient,
-    settings: MqttSettings,
+struct V311Connection(rumqttc::EventLoop, rumqttc::AsyncClient);
+
+impl Connection for V311Connection {
+    async fn poll(&mut self) -> Polled {
+        use rumqttc::{Event, Packet};
+        match self.0.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Polled::ConnAck { session_present: ack.session_present }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => Polled::SubAck,
+            Ok(Event::Incoming(Packet::Publish(publish))) => Polled::Message(MqttEvent::Message {
+                topic: publish.topic,
+                payload: publish.payload,
+                retained: publish.retain,
+            }),
+            Ok(_) => Polled::Other,
+            Err(error) => Polled::Lost(error.to_string()),
+        }
+    }
+
+    fn subscribe(&self, filters: &[String]) {
+        let client = self.1.clone();
+        let filters: Vec<_> = filters
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+            .collect();
+        tokio::spawn(async move {
+            if let Err(error) = client.subscribe_many(filters).await {
+                warn!(%error, "MQTT subscribe failed");
+            }
+        });
+    }
+}
+
+/// Polls `connection` forever: subscribes on every CONNACK, reports the session once the
+/// SUBACK arrives, forwards messages, and backs off after failures. Ends when nobody listens.
+async fn poll_loop<C: Connection>(
+    mut connection: C,
+    subscriptions: Vec<String>,
     events: mpsc::Sender<MqttEvent>,
     connected: watch::Sender<bool>,
 ) {
-    use rumqttc::{Event, Packet};
     let mut failures = 0;
     let mut session_present = false;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+        let event = match connection.poll().await {
+            Polled::ConnAck { session_present: present } => {
                 failures = 0;
-                session_present = ack.session_present;
-                info!(
-                    session_present = ack.session_present,
-                    "MQTT connected (3.1.1); subscribing"
-                );
-                let subscriber = client.clone();
-                let filters: Vec<_> = settings
-                    .subscriptions
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
-                    .collect();
-                tokio::spawn(async move {
-                    if let Err(error) = subscriber.subscribe_many(filters).await {
-                        warn!(%error, "MQTT subscribe failed");
-                    }
-                });
+                session_present = present;
+                info!(session_present, "MQTT connected; subscribing");
+                connection.subscribe(&subscriptions);
+                continue;
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Polled::SubAck => {
                 let _ = connected.send(true);
-                if events
-                    .send(MqttEvent::Connected { session_present })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                MqttEvent::Connected { session_present }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let topic = publish.topic.clone();
-                if events
-                    .send(MqttEvent::Message {
-                        topic,
-                        payload: publish.payload,
-                        retained: publish.retain,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
+            Polled::Message(message) => message,
+            Polled::Other => continue,
+            Polled::Lost(error) => {
                 let _ = connected.send(false);
                 warn!(%error, "MQTT connection lost; reconnecting");
-                if events
-                    .send(MqttEvent::Disconnected(error.to_string()))
-                    .await
-                    .is_err()
-                {
+                if events.send(MqttEvent::Disconnected(error)).await.is_err() {
                     return;
                 }
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
+                continue;
             }
+        };
+        if events.send(event).await.is_err() {
+            return;
         }
     }
 }
@@ -476,24 +433,13 @@ mod tests {
     fn broker_urls_parse() {
         assert_eq!(
             BrokerAddress::parse("mqtt://127.0.0.1:1884"),
-            Ok(BrokerAddress {
-                host: "127.0.0.1".into(),
-                port: 1884,
-                tls: false
-            })
+            Ok(BrokerAddress { host: "127.0.0.1".into(), port: 1884, tls: false })
         );
         assert_eq!(
             BrokerAddress::parse("mqtts://broker.example"),
-            Ok(BrokerAddress {
-                host: "broker.example".into(),
-                port: 8883,
-                tls: true
-            })
+            Ok(BrokerAddress { host: "broker.example".into(), port: 8883, tls: true })
         );
-        assert_eq!(
-            BrokerAddress::parse("mqtt://broker").map(|b| b.port),
-            Ok(1883)
-        );
+        assert_eq!(BrokerAddress::parse("mqtt://broker").map(|b| b.port), Ok(1883));
         assert!(BrokerAddress::parse("http://broker").is_err());
         assert!(BrokerAddress::parse("mqtt://:1883").is_err());
         assert!(BrokerAddress::parse("mqtt://b:port").is_err());

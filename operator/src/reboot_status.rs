@@ -71,9 +71,7 @@ pub struct RebootSettings {
 
 impl Default for RebootSettings {
     fn default() -> Self {
-        Self {
-            return_timeout: Duration::from_secs(300),
-        }
+        Self { return_timeout: Duration::from_secs(300) }
     }
 }
 
@@ -101,11 +99,7 @@ struct Outcome {
 
 impl Outcome {
     fn new(phase: RebootPhase, reason: &'static str, message: String) -> Self {
-        Self {
-            phase,
-            reason,
-            message,
-        }
+        Self { phase, reason, message }
     }
 }
 
@@ -140,10 +134,8 @@ pub fn step(
         }
         _ => {
             if let Some(answer) = &device.answer {
-                next.response = Some(MethodResponse {
-                    code: answer.code,
-                    message: answer.message.clone(),
-                });
+                next.response =
+                    Some(MethodResponse { code: answer.code, message: answer.message.clone() });
             }
             let (outcome, wait, resend) = in_flight(request, &current, device, now, settings);
             send = resend;
@@ -171,11 +163,8 @@ pub fn step(
     if outcome.phase.is_terminal() {
         send = false;
         next.completed_at = Some(Time(now));
-        let started = next
-            .sent_at
-            .as_ref()
-            .or(request.metadata.creation_timestamp.as_ref())
-            .map(|t| t.0);
+        let started =
+            next.sent_at.as_ref().or(request.metadata.creation_timestamp.as_ref()).map(|t| t.0);
         next.duration =
             started.map(|start| human_duration(now.duration_since(start).unsigned_abs()));
         requeue_after = request
@@ -183,19 +172,9 @@ pub fn step(
             .ttl_seconds_after_finished
             .map(|ttl| Duration::from_secs(ttl.max(0) as u64));
     }
-    next.conditions = merge(
-        &current.conditions,
-        conditions_for(&next),
-        request.metadata.generation,
-        now,
-    );
-    RebootStep {
-        status: next,
-        send,
-        requeue_after,
-        delete: false,
-        transition,
-    }
+    next.conditions =
+        merge(&current.conditions, conditions_for(&next), request.metadata.generation, now);
+    RebootStep { status: next, send, requeue_after, delete: false, transition }
 }
 
 /// Pending: send once the device is online, or give up after `connectTimeoutSeconds`.
@@ -207,11 +186,8 @@ fn pending(
     let spec = &request.spec;
     let name = &spec.device_name;
     if device.exists && device.online == Some(true) && device.mqtt_connected {
-        let outcome = Outcome::new(
-            RebootPhase::Sent,
-            "Sent",
-            format!("Reboot request sent to {name}"),
-        );
+        let outcome =
+            Outcome::new(RebootPhase::Sent, "Sent", format!("Reboot request sent to {name}"));
         return (outcome, Some(RESEND_INTERVAL));
     }
     if device.exists && device.online == Some(true) {
@@ -223,12 +199,7 @@ fn pending(
         );
         return (outcome, Some(RESEND_INTERVAL));
     }
-    let created = request
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
+    let created = request.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
     let deadline = add_seconds(created, spec.connect_timeout_seconds);
     let waited = spec.connect_timeout_seconds;
     if now >= deadline {
@@ -282,11 +253,7 @@ fn in_flight(
     let phase = current.phase.unwrap_or_default();
     let answer = device.answer.as_ref();
     let detail = |a: &Answer| {
-        if a.message.is_empty() {
-            format!("code {}", a.code)
-        } else {
-            a.message.clone()
-        }
+        if a.message.is_empty() { format!("code {}", a.code) } else { a.message.clone() }
     };
     match answer.map(|a| a.kind) {
         Some(AnswerKind::Rejected) => {
@@ -354,60 +321,31 @@ fn in_flight(
         let sent_at = current.sent_at.as_ref().map(|t| t.0).unwrap_or(now);
         let deadline = add_seconds(sent_at, spec.response_timeout_seconds);
         if now >= deadline {
-            let message = format!(
-                "{name} did not answer within {}s",
-                spec.response_timeout_seconds
-            );
-            return (
-                Outcome::new(RebootPhase::TimedOut, "NoResponse", message),
-                None,
-                false,
-            );
+            let message =
+                format!("{name} did not answer within {}s", spec.response_timeout_seconds);
+            return (Outcome::new(RebootPhase::TimedOut, "NoResponse", message), None, false);
         }
         let resend = device.mqtt_connected
-            && device
-                .last_sent
-                .is_none_or(|last| now >= add_duration(last, RESEND_INTERVAL));
-        let outcome = Outcome::new(
-            RebootPhase::Sent,
-            "Sent",
-            format!("Reboot request sent to {name}"),
-        );
-        return (
-            outcome,
-            Some(until(now, deadline).min(RESEND_INTERVAL)),
-            resend,
-        );
+            && device.last_sent.is_none_or(|last| now >= add_duration(last, RESEND_INTERVAL));
+        let outcome =
+            Outcome::new(RebootPhase::Sent, "Sent", format!("Reboot request sent to {name}"));
+        return (outcome, Some(until(now, deadline).min(RESEND_INTERVAL)), resend);
     }
     let accepted_at = current.accepted_at.as_ref().map(|t| t.0).unwrap_or(now);
     let away = settings.return_timeout + Duration::from_secs(spec.delay_seconds.max(0) as u64);
     let deadline = add_duration(accepted_at, away);
     if now >= deadline {
-        let message = format!(
-            "{name} did not come back within {}s after accepting",
-            away.as_secs()
-        );
-        return (
-            Outcome::new(RebootPhase::TimedOut, "NoReturn", message),
-            None,
-            false,
-        );
+        let message =
+            format!("{name} did not come back within {}s after accepting", away.as_secs());
+        return (Outcome::new(RebootPhase::TimedOut, "NoReturn", message), None, false);
     }
     let going_down = phase == RebootPhase::Rebooting
         || device.online == Some(false)
         || device.reported_rebooting;
     let outcome = if going_down {
-        Outcome::new(
-            RebootPhase::Rebooting,
-            "Rebooting",
-            format!("{name} is rebooting"),
-        )
+        Outcome::new(RebootPhase::Rebooting, "Rebooting", format!("{name} is rebooting"))
     } else {
-        Outcome::new(
-            RebootPhase::Accepted,
-            "Accepted",
-            format!("{name} accepted the reboot"),
-        )
+        Outcome::new(RebootPhase::Accepted, "Accepted", format!("{name} accepted the reboot"))
     };
     (outcome, Some(until(now, deadline)), false)
 }
@@ -434,12 +372,7 @@ fn conditions_for(status: &RebootRequestStatus) -> Vec<ConditionUpdate> {
             reason: reason.clone(),
             message: message.clone(),
         },
-        ConditionUpdate {
-            type_: types::FAILED,
-            status: failed,
-            reason,
-            message,
-        },
+        ConditionUpdate { type_: types::FAILED, status: failed, reason, message },
     ]
 }
 
@@ -451,10 +384,9 @@ fn finished(request: &RebootRequest, current: RebootRequestStatus, now: Timestam
         delete: false,
         transition: false,
     };
-    if let (Some(ttl), Some(completed)) = (
-        request.spec.ttl_seconds_after_finished,
-        step.status.completed_at.as_ref(),
-    ) {
+    if let (Some(ttl), Some(completed)) =
+        (request.spec.ttl_seconds_after_finished, step.status.completed_at.as_ref())
+    {
         let due = add_seconds(completed.0, ttl);
         if now >= due {
             step.delete = true;
@@ -474,9 +406,7 @@ fn add_duration(t: Timestamp, d: Duration) -> Timestamp {
 }
 
 fn until(now: Timestamp, then: Timestamp) -> Duration {
-    then.duration_since(now)
-        .unsigned_abs()
-        .max(Duration::from_millis(100))
+    then.duration_since(now).unsigned_abs().max(Duration::from_millis(100))
 }
 
 /// Formats a duration for people: `850ms`, `14s`, `2m3s`, `1h2m`.

@@ -65,15 +65,10 @@ impl DeviceTwin {
             return Self::default();
         };
         Self {
-            cursor: status.last_reported.map(|c| Cursor {
-                boot: c.boot.max(0) as u64,
-                seq: c.seq.max(0) as u64,
-            }),
-            reported: status
-                .reported
-                .clone()
-                .map(|r| r.into_iter().collect())
-                .unwrap_or_default(),
+            cursor: status
+                .last_reported
+                .map(|c| Cursor { boot: c.boot.max(0) as u64, seq: c.seq.max(0) as u64 }),
+            reported: status.reported.clone().map(|r| r.into_iter().collect()).unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
             presence: None,
@@ -91,10 +86,8 @@ impl DeviceTwin {
             self.cursor = Some(message.cursor());
             self.reported_at = Some(now);
             if let Some(applied) = &message.applied {
-                self.applied = Some(AppliedVersion {
-                    epoch: applied.epoch.clone(),
-                    version: applied.version,
-                });
+                self.applied =
+                    Some(AppliedVersion { epoch: applied.epoch.clone(), version: applied.version });
             }
             self.connection.last_seen = Some(Time(now));
         }
@@ -158,8 +151,7 @@ impl DeviceTwin {
 
     /// Whether the device is online, as far as presence tells (`None`: no presence seen).
     pub fn online(&self) -> Option<bool> {
-        self.presence
-            .map(|_| self.connection.state == ConnectionState::Connected)
+        self.presence.map(|_| self.connection.state == ConnectionState::Connected)
     }
 
     /// The device's current boot counter from its presence.
@@ -172,10 +164,8 @@ impl DeviceTwin {
         status.connection = Some(self.connection.clone());
         status.reported = Some(self.reported.clone().into_iter().collect());
         status.reported_at = self.reported_at.map(Time);
-        status.last_reported = self.cursor.map(|c| ReportCursor {
-            boot: c.boot as i64,
-            seq: c.seq as i64,
-        });
+        status.last_reported =
+            self.cursor.map(|c| ReportCursor { boot: c.boot as i64, seq: c.seq as i64 });
         status.applied = self.applied.clone();
     }
 }
@@ -261,10 +251,7 @@ impl TwinIndex {
 
     /// The Device that owns `device_id`, if any.
     pub fn owner(&self, device_id: &str) -> Option<&ObjectRef<Device>> {
-        self.claims
-            .get(device_id)
-            .and_then(|c| c.first())
-            .map(|c| &c.object)
+        self.claims.get(device_id).and_then(|c| c.first()).map(|c| &c.object)
     }
 
     /// The twin of `device_id`, created from `status` when not known yet.
@@ -323,10 +310,7 @@ impl TwinIndex {
 
     /// The active RebootRequests that target `device`.
     pub fn requests_for(&self, device: &ObjectRef<Device>) -> Vec<ObjectRef<RebootRequest>> {
-        self.requests
-            .get(device)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.requests.get(device).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Number of device twins held.
@@ -365,13 +349,7 @@ mod tests {
     }
 
     fn device(ns: &str, name: &str, id: Option<&str>, created: i64) -> Device {
-        let mut d = Device::new(
-            name,
-            DeviceSpec {
-                device_id: id.map(Into::into),
-                desired: None,
-            },
-        );
+        let mut d = Device::new(name, DeviceSpec { device_id: id.map(Into::into), desired: None });
         d.metadata.namespace = Some(ns.into());
         d.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("valid")));
         d
@@ -381,13 +359,9 @@ mod tests {
     fn duplicates_reordering_and_stale_reports_never_move_state_back() {
         let mut twin = DeviceTwin::default();
         assert!(
-            twin.apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now())
-                .is_accept()
+            twin.apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now()).is_accept()
         );
-        assert!(
-            twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now())
-                .is_accept()
-        );
+        assert!(twin.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()).is_accept());
         assert_eq!(
             twin.apply_reported(&reported(1, 2, false, json!({"a": 2})), now()),
             Admission::Stale
@@ -397,19 +371,10 @@ mod tests {
             Admission::Duplicate
         );
         assert_eq!(twin.reported.get("a"), Some(&json!(3)));
-        assert!(
-            twin.apply_reported(&reported(1, 4, false, json!({"b": null})), now())
-                .is_accept()
-        );
+        assert!(twin.apply_reported(&reported(1, 4, false, json!({"b": null})), now()).is_accept());
         assert_eq!(twin.reported.get("b"), None, "null deletes a key");
-        assert!(
-            twin.apply_reported(&reported(2, 1, true, json!({"c": 1})), now())
-                .is_accept()
-        );
-        assert_eq!(
-            twin.reported,
-            json!({"c": 1}).as_object().cloned().unwrap_or_default()
-        );
+        assert!(twin.apply_reported(&reported(2, 1, true, json!({"c": 1})), now()).is_accept());
+        assert_eq!(twin.reported, json!({"c": 1}).as_object().cloned().unwrap_or_default());
         assert_eq!(
             twin.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()),
             Admission::Stale
@@ -447,10 +412,7 @@ mod tests {
                 .is_accept()
         );
         let late_will = Presence::new(PresenceState::Offline, 2, 1);
-        assert_eq!(
-            twin.apply_presence(&late_will, now(), false),
-            Admission::Stale
-        );
+        assert_eq!(twin.apply_presence(&late_will, now(), false), Admission::Stale);
         assert_eq!(twin.online(), Some(true));
         assert!(
             twin.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now(), false)
@@ -487,14 +449,8 @@ mod tests {
         let done = MethodResponse::new("r1", ResponseStatus::Succeeded, 2, 1);
         assert!(twin.apply_response(&accepted).is_accept());
         assert!(twin.apply_response(&done).is_accept());
-        assert!(
-            !twin.apply_response(&accepted).is_accept(),
-            "nothing follows a terminal answer"
-        );
-        assert_eq!(
-            twin.response("r1").map(|r| r.status),
-            Some(ResponseStatus::Succeeded)
-        );
+        assert!(!twin.apply_response(&accepted).is_accept(), "nothing follows a terminal answer");
+        assert_eq!(twin.response("r1").map(|r| r.status), Some(ResponseStatus::Succeeded));
         for i in 0..40 {
             twin.apply_response(&MethodResponse::new(
                 format!("x{i}"),
@@ -517,11 +473,7 @@ mod tests {
         );
         let twin = index.twin_mut("plant.sensor-1", None);
         assert_eq!(twin.online(), Some(true));
-        assert!(
-            index
-                .unclaimed_twin_mut("plant.sensor-1")
-                .is_some_and(|t| t.presence.is_none())
-        );
+        assert!(index.unclaimed_twin_mut("plant.sensor-1").is_some_and(|t| t.presence.is_none()));
     }
 
     #[test]

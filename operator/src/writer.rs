@@ -96,9 +96,7 @@ impl StatusWriter {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Offers the status `wanted` for `key`; `current` is the status the cache shows. Nothing
@@ -113,13 +111,9 @@ impl StatusWriter {
         let Ok(json) = serde_json::to_string(wanted) else {
             return Offer::Unchanged;
         };
-        let current = current
-            .and_then(|c| serde_json::to_string(c).ok())
-            .map(|c| fingerprint(&c));
+        let current = current.and_then(|c| serde_json::to_string(c).ok()).map(|c| fingerprint(&c));
         let mut state = self.lock();
-        let offer = state
-            .queue
-            .offer(key, json, priority, current, Instant::now());
+        let offer = state.queue.offer(key, json, priority, current, Instant::now());
         let depth = state.queue.depth();
         drop(state);
         self.metrics.set_queue_depth(depth);
@@ -178,9 +172,7 @@ impl StatusWriter {
                     state
                         .queue
                         .next_due(now, SCAN)
-                        .map_or(Duration::from_secs(1), |due| {
-                            due.saturating_duration_since(now)
-                        })
+                        .map_or(Duration::from_secs(1), |due| due.saturating_duration_since(now))
                 } else {
                     wait
                 }
@@ -231,16 +223,12 @@ impl StatusWriter {
             Kind::Device => {
                 let api: Api<Device> = Api::namespaced(self.client.clone(), &key.namespace);
                 let body = serde_json::json!({"apiVersion": "kubetwin.io/v1alpha1", "kind": "Device", "status": status});
-                api.patch_status(&key.name, &params, &Patch::Apply(&body))
-                    .await
-                    .map(drop)
+                api.patch_status(&key.name, &params, &Patch::Apply(&body)).await.map(drop)
             }
             Kind::RebootRequest => {
                 let api: Api<RebootRequest> = Api::namespaced(self.client.clone(), &key.namespace);
                 let body = serde_json::json!({"apiVersion": "kubetwin.io/v1alpha1", "kind": "RebootRequest", "status": status});
-                api.patch_status(&key.name, &params, &Patch::Apply(&body))
-                    .await
-                    .map(drop)
+                api.patch_status(&key.name, &params, &Patch::Apply(&body)).await.map(drop)
             }
         }
     }
@@ -269,17 +257,11 @@ impl<S: Clone + PartialEq> LatestStatuses<S> {
 
     /// Records the status just offered for `key`.
     pub fn record(&self, key: StatusKey, status: S) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, status);
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(key, status);
     }
 
     /// Forgets `key`.
     pub fn forget(&self, key: &StatusKey) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }

@@ -101,17 +101,12 @@ impl Codec {
             return Err(DecodeError::Empty);
         }
         if payload.len() > self.max_payload {
-            return Err(DecodeError::Oversized {
-                size: payload.len(),
-                limit: self.max_payload,
-            });
+            return Err(DecodeError::Oversized { size: payload.len(), limit: self.max_payload });
         }
         let value: Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let Value::Object(object) = &value else {
-            return Err(DecodeError::Malformed(
-                "payload is not a JSON object".into(),
-            ));
+            return Err(DecodeError::Malformed("payload is not a JSON object".into()));
         };
         match object.get("v") {
             None => return Err(DecodeError::MissingVersion),
@@ -219,10 +214,7 @@ impl Codec {
     pub fn encode_checked<M: Message>(&self, message: &M) -> Result<Vec<u8>, DecodeError> {
         let payload = self.encode(message);
         if payload.len() > self.max_payload {
-            return Err(DecodeError::Oversized {
-                size: payload.len(),
-                limit: self.max_payload,
-            });
+            return Err(DecodeError::Oversized { size: payload.len(), limit: self.max_payload });
         }
         Ok(payload)
     }
@@ -284,25 +276,14 @@ mod tests {
         let garbage = vec![b'x'; 17];
         assert_eq!(
             c.decode_reported(&garbage),
-            Err(DecodeError::Oversized {
-                size: 17,
-                limit: 16
-            })
+            Err(DecodeError::Oversized { size: 17, limit: 16 })
         );
         assert_eq!(c.decode_get(br#"{"v":1}"#), Ok(TwinGet::default()));
-        let big = format!(
-            r#"{{"v":1,"boot":1,"seq":1,"reported":{{"k":"{}"}}}}"#,
-            "x".repeat(70_000)
-        );
+        let big =
+            format!(r#"{{"v":1,"boot":1,"seq":1,"reported":{{"k":"{}"}}}}"#, "x".repeat(70_000));
         let result = codec().decode_reported(big.as_bytes());
-        assert_eq!(
-            result.as_ref().map_err(DecodeError::reason).err(),
-            Some("oversized")
-        );
-        assert!(matches!(
-            result,
-            Err(DecodeError::Oversized { limit: 65_536, .. })
-        ));
+        assert_eq!(result.as_ref().map_err(DecodeError::reason).err(), Some("oversized"));
+        assert!(matches!(result, Err(DecodeError::Oversized { limit: 65_536, .. })));
     }
 
     #[test]
@@ -346,48 +327,31 @@ mod tests {
             );
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(
-            c.decode_get(deep.as_bytes()),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(c.decode_get(deep.as_bytes()), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
     fn wrong_or_missing_version() {
         let c = codec();
-        assert_eq!(
-            c.decode_get(br#"{"v":2}"#),
-            Err(DecodeError::UnsupportedVersion(2))
-        );
-        assert_eq!(
-            c.decode_get(br#"{"v":0}"#),
-            Err(DecodeError::UnsupportedVersion(0))
-        );
+        assert_eq!(c.decode_get(br#"{"v":2}"#), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(c.decode_get(br#"{"v":0}"#), Err(DecodeError::UnsupportedVersion(0)));
         assert_eq!(c.decode_get(br#"{}"#), Err(DecodeError::MissingVersion));
         // The version is checked before the fields of a newer schema are looked at.
         assert_eq!(
             c.decode_reported(br#"{"v":2,"cursor":"7:12"}"#),
             Err(DecodeError::UnsupportedVersion(2))
         );
-        assert_eq!(
-            c.decode_reported(br#"{"boot":1,"seq":1}"#),
-            Err(DecodeError::MissingVersion)
-        );
+        assert_eq!(c.decode_reported(br#"{"boot":1,"seq":1}"#), Err(DecodeError::MissingVersion));
     }
 
     #[test]
     fn missing_and_mistyped_fields() {
         let c = codec();
         let malformed = |r: Result<(), DecodeError>| matches!(r, Err(DecodeError::Malformed(_)));
+        assert!(malformed(c.decode_reported(br#"{"v":1,"seq":1}"#).map(drop)));
+        assert!(malformed(c.decode_reported(br#"{"v":1,"boot":-1,"seq":1}"#).map(drop)));
         assert!(malformed(
-            c.decode_reported(br#"{"v":1,"seq":1}"#).map(drop)
-        ));
-        assert!(malformed(
-            c.decode_reported(br#"{"v":1,"boot":-1,"seq":1}"#).map(drop)
-        ));
-        assert!(malformed(
-            c.decode_reported(br#"{"v":1,"boot":1,"seq":1,"reported":[]}"#)
-                .map(drop)
+            c.decode_reported(br#"{"v":1,"boot":1,"seq":1,"reported":[]}"#).map(drop)
         ));
         assert!(malformed(
             c.decode_desired(
@@ -408,13 +372,9 @@ mod tests {
         ));
         assert!(malformed(c.decode_response(br#"{"v":1,"id":"r1","seq":1,"status":"Succeeded","code":200,"progress":300,"boot":1}"#).map(drop)));
         assert!(malformed(
-            c.decode_presence(br#"{"v":1,"state":"away","boot":1,"conn":1}"#)
-                .map(drop)
+            c.decode_presence(br#"{"v":1,"state":"away","boot":1,"conn":1}"#).map(drop)
         ));
-        assert!(malformed(
-            c.decode_presence(br#"{"v":1,"state":"online","boot":1}"#)
-                .map(drop)
-        ));
+        assert!(malformed(c.decode_presence(br#"{"v":1,"state":"online","boot":1}"#).map(drop)));
         assert!(malformed(
             c.decode_presence(br#"{"v":1,"state":"online","boot":1,"conn":1,"mqtt":"4"}"#)
                 .map(drop)
@@ -429,8 +389,7 @@ mod tests {
         assert!(invalid(c.decode_request(br#"{"v":1,"id":"r1","method":"reboot","issuedAt":"2025-05-01T12:00:00Z","expiresAt":"tomorrow"}"#).map(drop)));
         assert!(invalid(c.decode_response(br#"{"v":1,"id":"r1","seq":1,"status":"InProgress","code":202,"progress":101,"boot":1}"#).map(drop)));
         assert!(invalid(
-            c.decode_reported(br#"{"v":1,"boot":1,"seq":1,"ts":"1746100800"}"#)
-                .map(drop)
+            c.decode_reported(br#"{"v":1,"boot":1,"seq":1,"ts":"1746100800"}"#).map(drop)
         ));
         assert!(invalid(
             c.decode_desired(
@@ -446,27 +405,11 @@ mod tests {
         let topics = Topics::default();
         let cases = [
             (topics.desired(DEVICE_ID), examples::DESIRED, "desired"),
-            (
-                topics.reported(DEVICE_ID),
-                examples::REPORTED_FULL,
-                "reported",
-            ),
+            (topics.reported(DEVICE_ID), examples::REPORTED_FULL, "reported"),
             (topics.get(DEVICE_ID), examples::GET, "get"),
-            (
-                topics.request(DEVICE_ID, "reboot", REQUEST_ID),
-                examples::REQUEST,
-                "request",
-            ),
-            (
-                topics.response(DEVICE_ID, REQUEST_ID),
-                examples::RESPONSE_ACCEPTED,
-                "response",
-            ),
-            (
-                topics.presence(DEVICE_ID),
-                examples::PRESENCE_ONLINE,
-                "presence",
-            ),
+            (topics.request(DEVICE_ID, "reboot", REQUEST_ID), examples::REQUEST, "request"),
+            (topics.response(DEVICE_ID, REQUEST_ID), examples::RESPONSE_ACCEPTED, "response"),
+            (topics.presence(DEVICE_ID), examples::PRESENCE_ONLINE, "presence"),
         ];
         for (topic, payload, kind) in cases {
             let inbound = c.decode_inbound(&topics, &topic, payload.as_bytes());
@@ -497,37 +440,19 @@ mod tests {
         let c = codec();
         let topics = Topics::default();
         let other_response = topics.response(DEVICE_ID, "0000-other");
-        let result = c.decode_inbound(
-            &topics,
-            &other_response,
-            examples::RESPONSE_ACCEPTED.as_bytes(),
-        );
-        assert!(
-            matches!(result, Err(DecodeError::InvalidField(_))),
-            "{result:?}"
-        );
+        let result =
+            c.decode_inbound(&topics, &other_response, examples::RESPONSE_ACCEPTED.as_bytes());
+        assert!(matches!(result, Err(DecodeError::InvalidField(_))), "{result:?}");
 
         let other_method = topics.request(DEVICE_ID, "identify", REQUEST_ID);
         let result = c.decode_inbound(&topics, &other_method, examples::REQUEST.as_bytes());
-        assert!(
-            matches!(result, Err(DecodeError::InvalidField(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(DecodeError::InvalidField(_))), "{result:?}");
 
-        let parsed = topics
-            .parse(&topics.response(DEVICE_ID, REQUEST_ID))
-            .unwrap();
-        let response = c
-            .decode_response(examples::RESPONSE_ACCEPTED.as_bytes())
-            .unwrap();
+        let parsed = topics.parse(&topics.response(DEVICE_ID, REQUEST_ID)).unwrap();
+        let response = c.decode_response(examples::RESPONSE_ACCEPTED.as_bytes()).unwrap();
         assert_eq!(check_topic(&parsed, &response), Ok(()));
-        let presence = c
-            .decode_presence(examples::PRESENCE_ONLINE.as_bytes())
-            .unwrap();
-        assert!(matches!(
-            check_topic(&parsed, &presence),
-            Err(DecodeError::InvalidField(_))
-        ));
+        let presence = c.decode_presence(examples::PRESENCE_ONLINE.as_bytes()).unwrap();
+        assert!(matches!(check_topic(&parsed, &presence), Err(DecodeError::InvalidField(_))));
     }
 
     #[test]
@@ -535,11 +460,7 @@ mod tests {
         let c = codec();
         let topics = Topics::default();
         assert_eq!(
-            c.decode_inbound(
-                &topics,
-                "other/d1/presence",
-                examples::PRESENCE_ONLINE.as_bytes()
-            ),
+            c.decode_inbound(&topics, "other/d1/presence", examples::PRESENCE_ONLINE.as_bytes()),
             Err(DecodeError::UnknownTopic)
         );
         assert_eq!(
@@ -556,11 +477,7 @@ mod tests {
         ));
         // A payload of the wrong kind for the topic fails on its missing fields.
         assert!(matches!(
-            c.decode_inbound(
-                &topics,
-                &topics.presence(DEVICE_ID),
-                examples::GET.as_bytes()
-            ),
+            c.decode_inbound(&topics, &topics.presence(DEVICE_ID), examples::GET.as_bytes()),
             Err(DecodeError::Malformed(_))
         ));
         assert_eq!(

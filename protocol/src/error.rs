@@ -77,11 +77,7 @@ mod tests {
     #[test]
     fn messages_name_the_problem() {
         assert_eq!(
-            DecodeError::Oversized {
-                size: 70000,
-                limit: 65536
-            }
-            .to_string(),
+            DecodeError::Oversized { size: 70000, limit: 65536 }.to_string(),
             "payload of 70000 bytes exceeds the limit of 65536 bytes"
         );
         assert_eq!(

@@ -21,9 +21,7 @@ pub fn is_valid_device_id(id: &str) -> bool {
         (Some(&first), Some(&last)) if bytes.len() <= MAX_DEVICE_ID_LEN => {
             is_lower_alnum(first)
                 && is_lower_alnum(last)
-                && bytes
-                    .iter()
-                    .all(|&c| is_lower_alnum(c) || c == b'-' || c == b'.')
+                && bytes.iter().all(|&c| is_lower_alnum(c) || c == b'-' || c == b'.')
         }
         _ => false,
     }
@@ -35,9 +33,7 @@ pub fn is_valid_method(method: &str) -> bool {
     match bytes.first() {
         Some(first) if bytes.len() <= MAX_METHOD_LEN => {
             first.is_ascii_lowercase()
-                && bytes
-                    .iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                && bytes.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
         }
         _ => false,
     }
@@ -76,9 +72,7 @@ pub fn validate_request_id(id: &str) -> Result<(), DecodeError> {
     if is_valid_request_id(id) {
         Ok(())
     } else {
-        Err(DecodeError::InvalidField(format!(
-            "request id {id:?} is not 1-64 of [A-Za-z0-9-]"
-        )))
+        Err(DecodeError::InvalidField(format!("request id {id:?} is not 1-64 of [A-Za-z0-9-]")))
     }
 }
 
@@ -88,13 +82,7 @@ mod tests {
 
     #[test]
     fn device_ids() {
-        for ok in [
-            "a",
-            "0",
-            "plant-1.sensor-42",
-            "default.thermostat",
-            &"a".repeat(253),
-        ] {
+        for ok in ["a", "0", "plant-1.sensor-42", "default.thermostat", &"a".repeat(253)] {
             assert!(is_valid_device_id(ok), "{ok:?} should be valid");
             assert_eq!(validate_device_id(ok), Ok(()));
         }
@@ -114,22 +102,13 @@ mod tests {
             &"a".repeat(254),
         ] {
             assert!(!is_valid_device_id(bad), "{bad:?} should be invalid");
-            assert_eq!(
-                validate_device_id(bad).map_err(|e| e.reason()),
-                Err("invalid")
-            );
+            assert_eq!(validate_device_id(bad).map_err(|e| e.reason()), Err("invalid"));
         }
     }
 
     #[test]
     fn methods() {
-        for ok in [
-            "reboot",
-            "r",
-            "setLed",
-            "get_config-2",
-            &format!("a{}", "b".repeat(63)),
-        ] {
+        for ok in ["reboot", "r", "setLed", "get_config-2", &format!("a{}", "b".repeat(63))] {
             assert!(is_valid_method(ok), "{ok:?} should be valid");
             assert_eq!(validate_method(ok), Ok(()));
         }
@@ -150,13 +129,7 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        for ok in [
-            "3b9f0c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d",
-            "A",
-            "-",
-            "req-1",
-            &"x".repeat(64),
-        ] {
+        for ok in ["3b9f0c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d", "A", "-", "req-1", &"x".repeat(64)] {
             assert!(is_valid_request_id(ok), "{ok:?} should be valid");
             assert_eq!(validate_request_id(ok), Ok(()));
         }

@@ -92,10 +92,7 @@ pub struct AppliedVersion {
 impl AppliedVersion {
     /// The version of a desired document.
     pub fn of(doc: &DesiredDocument) -> Self {
-        Self {
-            epoch: doc.epoch.clone(),
-            version: doc.version,
-        }
+        Self { epoch: doc.epoch.clone(), version: doc.version }
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
@@ -108,9 +105,7 @@ fn validate_epoch_version(epoch: &str, version: i64) -> Result<(), DecodeError> 
         return Err(DecodeError::InvalidField("epoch is empty".into()));
     }
     if version < 0 {
-        return Err(DecodeError::InvalidField(format!(
-            "version {version} is negative"
-        )));
+        return Err(DecodeError::InvalidField(format!("version {version} is negative")));
     }
     Ok(())
 }
@@ -139,13 +134,7 @@ impl DesiredDocument {
         issued_at: impl Into<String>,
         desired: Map<String, Value>,
     ) -> Self {
-        Self {
-            v: V1,
-            epoch: epoch.into(),
-            version,
-            issued_at: issued_at.into(),
-            desired,
-        }
+        Self { v: V1, epoch: epoch.into(), version, issued_at: issued_at.into(), desired }
     }
 }
 
@@ -188,31 +177,17 @@ pub struct ReportedMessage {
 impl ReportedMessage {
     /// A patch of the reported properties.
     pub fn patch(boot: u64, seq: u64, reported: Map<String, Value>) -> Self {
-        Self {
-            v: V1,
-            boot,
-            seq,
-            full: false,
-            applied: None,
-            ts: None,
-            reported,
-        }
+        Self { v: V1, boot, seq, full: false, applied: None, ts: None, reported }
     }
 
     /// All reported properties (the first message of every boot).
     pub fn full(boot: u64, seq: u64, reported: Map<String, Value>) -> Self {
-        Self {
-            full: true,
-            ..Self::patch(boot, seq, reported)
-        }
+        Self { full: true, ..Self::patch(boot, seq, reported) }
     }
 
     /// Position of the message: `(boot, seq)`.
     pub fn cursor(&self) -> Cursor {
-        Cursor {
-            boot: self.boot,
-            seq: self.seq,
-        }
+        Cursor { boot: self.boot, seq: self.seq }
     }
 }
 
@@ -299,9 +274,7 @@ impl Message for MethodRequest {
 
     fn check_topic(&self, topic: &ParsedTopic) -> Result<(), DecodeError> {
         match topic {
-            ParsedTopic::Request {
-                method, request_id, ..
-            } => {
+            ParsedTopic::Request { method, request_id, .. } => {
                 check_same("id", &self.id, request_id)?;
                 check_same("method", &self.method, method)
             }
@@ -330,10 +303,7 @@ pub enum ResponseStatus {
 impl ResponseStatus {
     /// Whether no other status follows this one for the same request.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Rejected | Self::Expired
-        )
+        matches!(self, Self::Succeeded | Self::Failed | Self::Rejected | Self::Expired)
     }
 
     /// The usual code of the status: 202, 202, 200, 500, 400, 410.
@@ -393,10 +363,7 @@ impl MethodResponse {
 
     /// Position of the response: `(boot, seq)`.
     pub fn cursor(&self) -> Cursor {
-        Cursor {
-            boot: self.boot,
-            seq: self.seq,
-        }
+        Cursor { boot: self.boot, seq: self.seq }
     }
 }
 
@@ -414,9 +381,7 @@ impl Message for MethodResponse {
             )));
         }
         if let Some(progress) = self.progress.filter(|p| *p > 100) {
-            return Err(DecodeError::InvalidField(format!(
-                "progress {progress} is above 100"
-            )));
+            return Err(DecodeError::InvalidField(format!("progress {progress} is above 100")));
         }
         validate_optional_timestamp("ts", self.ts.as_deref())
     }
@@ -497,10 +462,7 @@ impl Presence {
 
     /// Position of the message: `(boot, conn)`.
     pub fn cursor(&self) -> PresenceCursor {
-        PresenceCursor {
-            boot: self.boot,
-            conn: self.conn,
-        }
+        PresenceCursor { boot: self.boot, conn: self.conn }
     }
 }
 
@@ -551,13 +513,7 @@ mod tests {
             ),
         );
         assert_round_trip(&doc, examples::DESIRED);
-        assert_eq!(
-            AppliedVersion::of(&doc),
-            AppliedVersion {
-                epoch: EPOCH.into(),
-                version: 3
-            }
-        );
+        assert_eq!(AppliedVersion::of(&doc), AppliedVersion { epoch: EPOCH.into(), version: 3 });
     }
 
     #[test]
@@ -569,10 +525,7 @@ mod tests {
                 json!({"telemetryIntervalSeconds": 30, "led": {"color": "green"}, "lastError": null}),
             ),
         );
-        patch.applied = Some(AppliedVersion {
-            epoch: EPOCH.into(),
-            version: 3,
-        });
+        patch.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
         patch.ts = Some("2025-05-01T12:00:01Z".into());
         assert_round_trip(&patch, examples::REPORTED_PATCH);
         assert_eq!(patch.cursor(), Cursor { boot: 7, seq: 12 });
@@ -596,10 +549,7 @@ mod tests {
                 "led": {"color": "green"}
             })),
         );
-        full.applied = Some(AppliedVersion {
-            epoch: EPOCH.into(),
-            version: 3,
-        });
+        full.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
         full.ts = Some("2025-05-01T12:01:12Z".into());
         assert_round_trip(&full, examples::REPORTED_FULL);
         assert!(full.full);
@@ -618,10 +568,7 @@ mod tests {
     #[test]
     fn get_round_trip() {
         assert_round_trip(&TwinGet::default(), examples::GET);
-        assert_eq!(
-            serde_json::to_string(&TwinGet { v: V1 }).unwrap(),
-            r#"{"v":1}"#
-        );
+        assert_eq!(serde_json::to_string(&TwinGet { v: V1 }).unwrap(), r#"{"v":1}"#);
     }
 
     #[test]
@@ -674,10 +621,7 @@ mod tests {
         ];
         for (status, name, code, terminal) in all {
             assert_eq!(serde_json::to_value(status).unwrap(), json!(name));
-            assert_eq!(
-                serde_json::from_value::<ResponseStatus>(json!(name)).unwrap(),
-                status
-            );
+            assert_eq!(serde_json::from_value::<ResponseStatus>(json!(name)).unwrap(), status);
             assert_eq!(status.default_code(), code);
             assert_eq!(status.is_terminal(), terminal);
         }
@@ -707,19 +651,10 @@ mod tests {
 
     #[test]
     fn presence_enums() {
-        assert_eq!(
-            serde_json::to_value(PresenceState::Online).unwrap(),
-            json!("online")
-        );
-        assert_eq!(
-            serde_json::to_value(PresenceState::Offline).unwrap(),
-            json!("offline")
-        );
+        assert_eq!(serde_json::to_value(PresenceState::Online).unwrap(), json!("online"));
+        assert_eq!(serde_json::to_value(PresenceState::Offline).unwrap(), json!("offline"));
         assert_eq!(serde_json::to_value(MqttVersion::V5).unwrap(), json!("5"));
-        assert_eq!(
-            serde_json::to_value(MqttVersion::V311).unwrap(),
-            json!("3.1.1")
-        );
+        assert_eq!(serde_json::to_value(MqttVersion::V311).unwrap(), json!("3.1.1"));
         assert_eq!(
             serde_json::from_value::<MqttVersion>(json!("3.1.1")).unwrap(),
             MqttVersion::V311
@@ -732,38 +667,18 @@ mod tests {
     fn kinds_and_retain_flags_match_topics() {
         let t = crate::topic::Topics::default();
         let cases = [
-            (
-                t.desired("d"),
-                DesiredDocument::KIND,
-                DesiredDocument::RETAINED,
-            ),
-            (
-                t.reported("d"),
-                ReportedMessage::KIND,
-                ReportedMessage::RETAINED,
-            ),
+            (t.desired("d"), DesiredDocument::KIND, DesiredDocument::RETAINED),
+            (t.reported("d"), ReportedMessage::KIND, ReportedMessage::RETAINED),
             (t.get("d"), TwinGet::KIND, TwinGet::RETAINED),
-            (
-                t.request("d", "reboot", "r1"),
-                MethodRequest::KIND,
-                MethodRequest::RETAINED,
-            ),
-            (
-                t.response("d", "r1"),
-                MethodResponse::KIND,
-                MethodResponse::RETAINED,
-            ),
+            (t.request("d", "reboot", "r1"), MethodRequest::KIND, MethodRequest::RETAINED),
+            (t.response("d", "r1"), MethodResponse::KIND, MethodResponse::RETAINED),
             (t.presence("d"), Presence::KIND, Presence::RETAINED),
         ];
         let retained: Vec<_> = cases.iter().filter(|c| c.2).map(|c| c.1).collect();
         assert_eq!(retained, vec!["desired", "presence"]);
         for (topic, kind, retained) in cases {
             let parsed = t.parse(&topic).unwrap();
-            assert_eq!(
-                (parsed.kind(), parsed.retained()),
-                (kind, retained),
-                "{topic}"
-            );
+            assert_eq!((parsed.kind(), parsed.retained()), (kind, retained), "{topic}");
         }
     }
 
@@ -802,25 +717,15 @@ mod tests {
         reported.ts = Some("12:00".into());
         assert!(invalid(reported.validate()));
         reported.ts = None;
-        reported.applied = Some(AppliedVersion {
-            epoch: String::new(),
-            version: 1,
-        });
+        reported.applied = Some(AppliedVersion { epoch: String::new(), version: 1 });
         assert!(invalid(reported.validate()));
 
         let request = |id: &str, method: &str, expires: &str| {
             MethodRequest::new(id, method, Map::new(), "2025-05-01T12:01:00Z", expires)
         };
-        assert_eq!(
-            request(REQUEST_ID, "reboot", "2025-05-01T12:01:30Z").validate(),
-            Ok(())
-        );
-        assert!(invalid(
-            request("bad id", "reboot", "2025-05-01T12:01:30Z").validate()
-        ));
-        assert!(invalid(
-            request(REQUEST_ID, "Reboot", "2025-05-01T12:01:30Z").validate()
-        ));
+        assert_eq!(request(REQUEST_ID, "reboot", "2025-05-01T12:01:30Z").validate(), Ok(()));
+        assert!(invalid(request("bad id", "reboot", "2025-05-01T12:01:30Z").validate()));
+        assert!(invalid(request(REQUEST_ID, "Reboot", "2025-05-01T12:01:30Z").validate()));
         assert!(invalid(request(REQUEST_ID, "reboot", "soon").validate()));
 
         let mut response = MethodResponse::new(REQUEST_ID, ResponseStatus::InProgress, 1, 1);
@@ -856,10 +761,7 @@ mod tests {
         assert_eq!(request.check_topic(&request_topic), Ok(()));
         let mut other_id = request.clone();
         other_id.id = "other".into();
-        assert!(matches!(
-            other_id.check_topic(&request_topic),
-            Err(DecodeError::InvalidField(_))
-        ));
+        assert!(matches!(other_id.check_topic(&request_topic), Err(DecodeError::InvalidField(_))));
         let mut other_method = request.clone();
         other_method.method = "identify".into();
         assert!(matches!(
@@ -867,25 +769,15 @@ mod tests {
             Err(DecodeError::InvalidField(_))
         ));
 
-        let response_topic = ParsedTopic::Response {
-            device_id: "d1".into(),
-            request_id: REQUEST_ID.into(),
-        };
+        let response_topic =
+            ParsedTopic::Response { device_id: "d1".into(), request_id: REQUEST_ID.into() };
         let response = MethodResponse::new(REQUEST_ID, ResponseStatus::Accepted, 1, 1);
         assert_eq!(response.check_topic(&response_topic), Ok(()));
         let other = MethodResponse::new("other", ResponseStatus::Accepted, 1, 1);
-        assert!(matches!(
-            other.check_topic(&response_topic),
-            Err(DecodeError::InvalidField(_))
-        ));
-        assert!(matches!(
-            response.check_topic(&request_topic),
-            Err(DecodeError::InvalidField(_))
-        ));
+        assert!(matches!(other.check_topic(&response_topic), Err(DecodeError::InvalidField(_))));
+        assert!(matches!(response.check_topic(&request_topic), Err(DecodeError::InvalidField(_))));
 
-        let presence_topic = ParsedTopic::Presence {
-            device_id: "d1".into(),
-        };
+        let presence_topic = ParsedTopic::Presence { device_id: "d1".into() };
         let presence = Presence::new(PresenceState::Online, 1, 1);
         assert_eq!(presence.check_topic(&presence_topic), Ok(()));
         assert!(matches!(

@@ -163,15 +163,9 @@ mod tests {
 
         assert_eq!(admit_response(None, &accepted), Admission::Accept);
         let after_accepted = Some((accepted.cursor(), accepted.status));
-        assert_eq!(
-            admit_response(after_accepted, &accepted),
-            Admission::Duplicate
-        );
+        assert_eq!(admit_response(after_accepted, &accepted), Admission::Duplicate);
         assert_eq!(admit_response(after_accepted, &progress), Admission::Accept);
-        assert_eq!(
-            admit_response(after_accepted, &succeeded),
-            Admission::Accept
-        );
+        assert_eq!(admit_response(after_accepted, &succeeded), Admission::Accept);
 
         // An Accepted that arrives after the final answer (reordering) is dropped.
         let after_success = Some((succeeded.cursor(), succeeded.status));
@@ -203,10 +197,7 @@ mod tests {
         // The same connection's offline (graceful or Last Will) after its online.
         let online = Presence::new(PresenceState::Online, 7, 3);
         let offline = Presence::new(PresenceState::Offline, 7, 3);
-        assert_eq!(
-            admit_presence(Some(online.cursor()), offline.cursor()),
-            Admission::Accept
-        );
+        assert_eq!(admit_presence(Some(online.cursor()), offline.cursor()), Admission::Accept);
         // A new connection, and a new boot with conn reset.
         assert_eq!(admit_presence(Some(p(7, 3)), p(7, 4)), Admission::Accept);
         assert_eq!(admit_presence(Some(p(7, 3)), p(8, 1)), Admission::Accept);

@@ -96,10 +96,7 @@ impl Default for RecentRequests {
 impl RecentRequests {
     /// A memory of the last `capacity` request ids (at least 1).
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            responses: VecDeque::new(),
-        }
+        Self { capacity: capacity.max(1), responses: VecDeque::new() }
     }
 
     /// The last response sent for `request_id`, if the device remembers it.
@@ -168,17 +165,9 @@ mod tests {
         let params = RebootParams::from_params(&req.params).unwrap();
         assert_eq!(params, RebootParams { delay_seconds: 5 });
         assert_eq!(params.to_params(), req.params);
-        assert_eq!(
-            RebootParams::from_params(&Map::new()),
-            Ok(RebootParams::default())
-        );
-        let Value::Object(bad) = json!({"delaySeconds": -1}) else {
-            panic!("not an object")
-        };
-        assert_eq!(
-            RebootParams::from_params(&bad).map_err(|e| e.reason()),
-            Err("invalid")
-        );
+        assert_eq!(RebootParams::from_params(&Map::new()), Ok(RebootParams::default()));
+        let Value::Object(bad) = json!({"delaySeconds": -1}) else { panic!("not an object") };
+        assert_eq!(RebootParams::from_params(&bad).map_err(|e| e.reason()), Err("invalid"));
     }
 
     #[test]
@@ -187,18 +176,9 @@ mod tests {
         assert!(!req.is_expired(at("2025-05-01T12:01:00Z")));
         assert!(!req.is_expired(at("2025-05-01T12:01:30Z")));
         assert!(req.is_expired(at("2025-05-01T12:01:30Z") + 1));
-        assert_eq!(
-            req.expiry_interval_secs(at("2025-05-01T12:01:00Z")),
-            Some(30)
-        );
-        assert_eq!(
-            req.expiry_interval_secs(at("2025-05-01T12:01:29.001Z")),
-            Some(1)
-        );
-        assert_eq!(
-            req.expiry_interval_secs(at("2025-05-01T12:01:28.999Z")),
-            Some(2)
-        );
+        assert_eq!(req.expiry_interval_secs(at("2025-05-01T12:01:00Z")), Some(30));
+        assert_eq!(req.expiry_interval_secs(at("2025-05-01T12:01:29.001Z")), Some(1));
+        assert_eq!(req.expiry_interval_secs(at("2025-05-01T12:01:28.999Z")), Some(2));
         assert_eq!(req.expiry_interval_secs(at("2025-05-01T12:01:30Z")), None);
         assert_eq!(req.expiry_interval_secs(at("2025-05-01T13:00:00Z")), None);
         let mut unreadable = req.clone();
@@ -214,22 +194,10 @@ mod tests {
         assert!(memory.is_empty());
         assert_eq!(memory.last_response(REQUEST_ID), None);
 
-        memory.record(MethodResponse::new(
-            REQUEST_ID,
-            ResponseStatus::Accepted,
-            7,
-            13,
-        ));
-        memory.record(MethodResponse::new(
-            REQUEST_ID,
-            ResponseStatus::Succeeded,
-            8,
-            2,
-        ));
+        memory.record(MethodResponse::new(REQUEST_ID, ResponseStatus::Accepted, 7, 13));
+        memory.record(MethodResponse::new(REQUEST_ID, ResponseStatus::Succeeded, 8, 2));
         assert_eq!(memory.len(), 1);
-        let last = memory
-            .last_response(REQUEST_ID)
-            .map(|r| (r.status, r.code, r.boot));
+        let last = memory.last_response(REQUEST_ID).map(|r| (r.status, r.code, r.boot));
         assert_eq!(last, Some((ResponseStatus::Succeeded, 200, 8)));
         assert!(memory.contains(REQUEST_ID));
         assert!(!memory.contains("other"));
@@ -254,12 +222,7 @@ mod tests {
     #[test]
     fn memory_survives_serialization() {
         let mut memory = RecentRequests::new(4);
-        memory.record(MethodResponse::new(
-            REQUEST_ID,
-            ResponseStatus::Accepted,
-            7,
-            13,
-        ));
+        memory.record(MethodResponse::new(REQUEST_ID, ResponseStatus::Accepted, 7, 13));
         let saved = serde_json::to_string(&memory).unwrap();
         let restored: RecentRequests = serde_json::from_str(&saved).unwrap();
         assert_eq!(restored, memory);

@@ -42,10 +42,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
             return None;
         }
         for i in 0..3 {
-            let d = fraction
-                .get(i)
-                .filter(|_| i < n)
-                .map_or(0, |c| i64::from(c - b'0'));
+            let d = fraction.get(i).filter(|_| i < n).map_or(0, |c| i64::from(c - b'0'));
             millis = millis * 10 + d;
         }
         rest = &fraction[n..];
@@ -80,9 +77,7 @@ pub fn validate_timestamp(field: &str, value: &str) -> Result<(), DecodeError> {
     if is_rfc3339(value) {
         Ok(())
     } else {
-        Err(DecodeError::InvalidField(format!(
-            "{field} {value:?} is not an RFC 3339 timestamp"
-        )))
+        Err(DecodeError::InvalidField(format!("{field} {value:?} is not an RFC 3339 timestamp")))
     }
 }
 
@@ -116,9 +111,9 @@ pub fn now_rfc3339() -> String {
 
 fn digits(b: &[u8], start: usize, len: usize) -> Option<i64> {
     let slice = b.get(start..start + len)?;
-    slice.iter().try_fold(0i64, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-    })
+    slice
+        .iter()
+        .try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
 }
 
 fn is_leap(year: i64) -> bool {
@@ -166,34 +161,13 @@ mod tests {
     #[test]
     fn parses_utc_and_offsets() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2025-05-01T12:00:00Z"),
-            Some(1_746_100_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2025-05-01T14:00:00+02:00"),
-            Some(1_746_100_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2025-05-01T07:30:00-04:30"),
-            Some(1_746_100_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2025-05-01t12:00:00z"),
-            Some(1_746_100_800_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2025-05-01T12:00:00.5Z"),
-            Some(1_746_100_800_500)
-        );
-        assert_eq!(
-            parse_rfc3339("2025-05-01T12:00:00.123456789Z"),
-            Some(1_746_100_800_123)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T00:00:00Z"),
-            Some(1_709_164_800_000)
-        );
+        assert_eq!(parse_rfc3339("2025-05-01T12:00:00Z"), Some(1_746_100_800_000));
+        assert_eq!(parse_rfc3339("2025-05-01T14:00:00+02:00"), Some(1_746_100_800_000));
+        assert_eq!(parse_rfc3339("2025-05-01T07:30:00-04:30"), Some(1_746_100_800_000));
+        assert_eq!(parse_rfc3339("2025-05-01t12:00:00z"), Some(1_746_100_800_000));
+        assert_eq!(parse_rfc3339("2025-05-01T12:00:00.5Z"), Some(1_746_100_800_500));
+        assert_eq!(parse_rfc3339("2025-05-01T12:00:00.123456789Z"), Some(1_746_100_800_123));
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(-1000));
     }
 
@@ -223,10 +197,7 @@ mod tests {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
             assert!(!is_rfc3339(bad));
         }
-        assert_eq!(
-            validate_timestamp("ts", "yesterday").map_err(|e| e.reason()),
-            Err("invalid")
-        );
+        assert_eq!(validate_timestamp("ts", "yesterday").map_err(|e| e.reason()), Err("invalid"));
         assert_eq!(validate_timestamp("ts", "2025-05-01T12:00:00Z"), Ok(()));
     }
 
@@ -234,10 +205,7 @@ mod tests {
     fn formats_utc() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_746_100_800_000), "2025-05-01T12:00:00Z");
-        assert_eq!(
-            format_rfc3339(1_746_100_800_042),
-            "2025-05-01T12:00:00.042Z"
-        );
+        assert_eq!(format_rfc3339(1_746_100_800_042), "2025-05-01T12:00:00.042Z");
         assert_eq!(format_rfc3339(1_709_164_800_000), "2024-02-29T00:00:00Z");
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }

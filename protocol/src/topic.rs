@@ -113,15 +113,9 @@ impl Topics {
             .ok_or(DecodeError::UnknownTopic)?;
         let parts: Vec<&str> = rest.split('/').collect();
         let parsed = match parts.as_slice() {
-            [id, "twin", "desired"] => ParsedTopic::Desired {
-                device_id: (*id).to_owned(),
-            },
-            [id, "twin", "reported"] => ParsedTopic::Reported {
-                device_id: (*id).to_owned(),
-            },
-            [id, "twin", "get"] => ParsedTopic::Get {
-                device_id: (*id).to_owned(),
-            },
+            [id, "twin", "desired"] => ParsedTopic::Desired { device_id: (*id).to_owned() },
+            [id, "twin", "reported"] => ParsedTopic::Reported { device_id: (*id).to_owned() },
+            [id, "twin", "get"] => ParsedTopic::Get { device_id: (*id).to_owned() },
             [id, "rpc", "req", method, request_id] => {
                 validate_method(method)?;
                 validate_request_id(request_id)?;
@@ -138,9 +132,7 @@ impl Topics {
                     request_id: (*request_id).to_owned(),
                 }
             }
-            [id, "presence"] => ParsedTopic::Presence {
-                device_id: (*id).to_owned(),
-            },
+            [id, "presence"] => ParsedTopic::Presence { device_id: (*id).to_owned() },
             _ => return Err(DecodeError::UnknownTopic),
         };
         validate_device_id(parsed.device_id())?;
@@ -150,10 +142,7 @@ impl Topics {
 
 /// `{root}/{id}/rpc/res/{requestId}`: where a device answers a request (MQTT 5 Response Topic).
 pub fn response_topic(root: &str, device_id: &str, request_id: &str) -> String {
-    format!(
-        "{}/{device_id}/rpc/res/{request_id}",
-        root.trim_end_matches('/')
-    )
+    format!("{}/{device_id}/rpc/res/{request_id}", root.trim_end_matches('/'))
 }
 
 /// A topic of the contract, with the ids it carries.
@@ -240,10 +229,7 @@ mod tests {
         let t = Topics::default();
         assert_eq!(t.root(), "kubetwin/v1");
         assert_eq!(t.desired(DEV), "kubetwin/v1/plant-1.sensor-42/twin/desired");
-        assert_eq!(
-            t.reported(DEV),
-            "kubetwin/v1/plant-1.sensor-42/twin/reported"
-        );
+        assert_eq!(t.reported(DEV), "kubetwin/v1/plant-1.sensor-42/twin/reported");
         assert_eq!(t.get(DEV), "kubetwin/v1/plant-1.sensor-42/twin/get");
         assert_eq!(
             t.request(DEV, "reboot", REQ),
@@ -254,14 +240,8 @@ mod tests {
             "kubetwin/v1/plant-1.sensor-42/rpc/res/3b9f0c1e-2d4a-4f6b-8c7d-9e0f1a2b3c4d"
         );
         assert_eq!(t.presence(DEV), "kubetwin/v1/plant-1.sensor-42/presence");
-        assert_eq!(
-            response_topic("kubetwin/v1", DEV, REQ),
-            t.response(DEV, REQ)
-        );
-        assert_eq!(
-            response_topic("kubetwin/v1/", DEV, REQ),
-            t.response(DEV, REQ)
-        );
+        assert_eq!(response_topic("kubetwin/v1", DEV, REQ), t.response(DEV, REQ));
+        assert_eq!(response_topic("kubetwin/v1/", DEV, REQ), t.response(DEV, REQ));
     }
 
     #[test]
@@ -288,24 +268,9 @@ mod tests {
         let t = Topics::default();
         let dev = DEV.to_owned();
         let cases = [
-            (
-                t.desired(DEV),
-                ParsedTopic::Desired {
-                    device_id: dev.clone(),
-                },
-            ),
-            (
-                t.reported(DEV),
-                ParsedTopic::Reported {
-                    device_id: dev.clone(),
-                },
-            ),
-            (
-                t.get(DEV),
-                ParsedTopic::Get {
-                    device_id: dev.clone(),
-                },
-            ),
+            (t.desired(DEV), ParsedTopic::Desired { device_id: dev.clone() }),
+            (t.reported(DEV), ParsedTopic::Reported { device_id: dev.clone() }),
+            (t.get(DEV), ParsedTopic::Get { device_id: dev.clone() }),
             (
                 t.request(DEV, "reboot", REQ),
                 ParsedTopic::Request {
@@ -316,17 +281,9 @@ mod tests {
             ),
             (
                 t.response(DEV, REQ),
-                ParsedTopic::Response {
-                    device_id: dev.clone(),
-                    request_id: REQ.into(),
-                },
+                ParsedTopic::Response { device_id: dev.clone(), request_id: REQ.into() },
             ),
-            (
-                t.presence(DEV),
-                ParsedTopic::Presence {
-                    device_id: dev.clone(),
-                },
-            ),
+            (t.presence(DEV), ParsedTopic::Presence { device_id: dev.clone() }),
         ];
         for (topic, expected) in cases {
             let parsed = t.parse(&topic);
@@ -381,15 +338,10 @@ mod tests {
             assert_eq!(t.parse(topic), Err(DecodeError::UnknownTopic), "{topic:?}");
         }
         let custom = Topics::new("site-a/kt");
-        assert_eq!(
-            custom.parse("kubetwin/v1/d1/presence"),
-            Err(DecodeError::UnknownTopic)
-        );
+        assert_eq!(custom.parse("kubetwin/v1/d1/presence"), Err(DecodeError::UnknownTopic));
         assert_eq!(
             custom.parse("site-a/kt/d1/presence"),
-            Ok(ParsedTopic::Presence {
-                device_id: "d1".into()
-            })
+            Ok(ParsedTopic::Presence { device_id: "d1".into() })
         );
     }
 
@@ -411,15 +363,9 @@ mod tests {
             "kubetwin/v1/d1/rpc/res/",
         ] {
             let result = t.parse(topic);
-            assert!(
-                matches!(result, Err(DecodeError::InvalidField(_))),
-                "{topic:?}: {result:?}"
-            );
+            assert!(matches!(result, Err(DecodeError::InvalidField(_))), "{topic:?}: {result:?}");
         }
         let long_id = "a".repeat(254);
-        assert!(matches!(
-            t.parse(&t.presence(&long_id)),
-            Err(DecodeError::InvalidField(_))
-        ));
+        assert!(matches!(t.parse(&t.presence(&long_id)), Err(DecodeError::InvalidField(_))));
     }
 }

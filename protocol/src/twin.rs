@@ -94,17 +94,12 @@ pub struct RebootState {
 impl RebootState {
     /// A reboot state.
     pub fn new(status: RebootStatus, request_id: impl Into<String>) -> Self {
-        Self {
-            status,
-            request_id: request_id.into(),
-        }
+        Self { status, request_id: request_id.into() }
     }
 
     /// Reads the `reboot` key of reported properties, if present and well-formed.
     pub fn from_reported(reported: &Map<String, Value>) -> Option<Self> {
-        reported
-            .get(KEY_REBOOT)
-            .and_then(|value| Self::deserialize(value).ok())
+        reported.get(KEY_REBOOT).and_then(|value| Self::deserialize(value).ok())
     }
 
     /// The state as a JSON value, to put under the `reboot` key.
@@ -135,10 +130,7 @@ mod tests {
     }
 
     fn applied(epoch: &str, version: i64) -> AppliedVersion {
-        AppliedVersion {
-            epoch: epoch.into(),
-            version,
-        }
+        AppliedVersion { epoch: epoch.into(), version }
     }
 
     #[test]
@@ -159,10 +151,7 @@ mod tests {
         let mut current = object(json!({"a": 1, "b": "x", "c": true}));
         let msg = ReportedMessage::patch(1, 2, object(json!({"a": 2, "b": null, "d": [1, 2]})));
         apply_reported(&mut current, &msg);
-        assert_eq!(
-            Value::Object(current),
-            json!({"a": 2, "c": true, "d": [1, 2]})
-        );
+        assert_eq!(Value::Object(current), json!({"a": 2, "c": true, "d": [1, 2]}));
     }
 
     #[test]
@@ -202,10 +191,7 @@ mod tests {
     #[test]
     fn deleting_a_missing_key_is_a_no_op() {
         let mut current = object(json!({"a": 1}));
-        apply_reported(
-            &mut current,
-            &ReportedMessage::patch(1, 2, object(json!({"zzz": null}))),
-        );
+        apply_reported(&mut current, &ReportedMessage::patch(1, 2, object(json!({"zzz": null}))));
         assert_eq!(Value::Object(current), json!({"a": 1}));
     }
 
@@ -229,11 +215,9 @@ mod tests {
     #[test]
     fn example_sequence_builds_expected_state() {
         let mut current = Map::new();
-        for example in [
-            examples::REPORTED_PATCH,
-            examples::REPORTED_REBOOTING,
-            examples::REPORTED_FULL,
-        ] {
+        for example in
+            [examples::REPORTED_PATCH, examples::REPORTED_REBOOTING, examples::REPORTED_FULL]
+        {
             let msg: ReportedMessage = serde_json::from_str(example).unwrap();
             apply_reported(&mut current, &msg);
         }
@@ -268,25 +252,15 @@ mod tests {
         let expected = json!({"status": "rebooting", "requestId": REQUEST_ID});
         assert_eq!(state.to_value(), expected);
         assert_eq!(serde_json::to_value(&state).unwrap(), expected);
-        for status in [
-            RebootStatus::Rebooting,
-            RebootStatus::Done,
-            RebootStatus::Failed,
-        ] {
-            assert_eq!(
-                serde_json::to_value(status).unwrap(),
-                json!(status.as_str())
-            );
+        for status in [RebootStatus::Rebooting, RebootStatus::Done, RebootStatus::Failed] {
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(status.as_str()));
         }
         let reported = object(json!({ KEY_REBOOT: {"status": "failed", "requestId": "r1"} }));
         assert_eq!(
             RebootState::from_reported(&reported),
             Some(RebootState::new(RebootStatus::Failed, "r1"))
         );
-        assert_eq!(
-            RebootState::from_reported(&object(json!({"reboot": "yes"}))),
-            None
-        );
+        assert_eq!(RebootState::from_reported(&object(json!({"reboot": "yes"}))), None);
         assert_eq!(RebootState::from_reported(&Map::new()), None);
         assert_eq!(
             [KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT],

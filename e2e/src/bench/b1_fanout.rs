@@ -53,23 +53,11 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         setup: vec![
             (
                 "sizes".into(),
-                format!(
-                    "N = {:?} devices and RebootRequests",
-                    bench.sizes.b1_devices
-                ),
+                format!("N = {:?} devices and RebootRequests", bench.sizes.b1_devices),
             ),
-            (
-                "operator flags".into(),
-                format!("`{}`", OPERATOR_FLAGS.join(" ")),
-            ),
-            (
-                "simulator flags".into(),
-                format!("`{}`", SIM_FLAGS.join(" ")),
-            ),
-            (
-                "RebootRequest spec".into(),
-                format!("`{spec}` plus `deviceName`"),
-            ),
+            ("operator flags".into(), format!("`{}`", OPERATOR_FLAGS.join(" "))),
+            ("simulator flags".into(), format!("`{}`", SIM_FLAGS.join(" "))),
+            ("RebootRequest spec".into(), format!("`{spec}` plus `deviceName`")),
             ("client concurrency".into(), CONCURRENCY.to_string()),
         ],
         rows,
@@ -150,20 +138,10 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
     let simulator = Simulator::start_fleet(bench.env, &scope, n, &prefix, &SIM_FLAGS)?;
     let dog = Watchdog::both(&operator, &simulator);
-    ops::wait_until(
-        "every Device Connected",
-        LIMIT,
-        Duration::from_millis(500),
-        dog,
-        async || {
-            let count = connected.count(|c| *c);
-            Ok(if count == n {
-                Check::Done
-            } else {
-                Check::Waiting(format!("{count}/{n} Connected"))
-            })
-        },
-    )
+    ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
+        let count = connected.count(|c| *c);
+        Ok(if count == n { Check::Done } else { Check::Waiting(format!("{count}/{n} Connected")) })
+    })
     .await?;
     drop(connected);
     ops::wait_idle(&operator, dog, Duration::from_secs(3), LIMIT).await?;
@@ -223,9 +201,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
 
     check_one_execution_each(&simulator, &ids)?;
-    operator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
     // The floor is what a minimal client needs alone: stop the operator first.
     operator.kill();
 
@@ -247,15 +223,8 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
         async move { pinger.ping(&id).await.map(drop) }
     })
     .await?;
-    simulator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
-    Ok(FanOut {
-        wall,
-        create,
-        patches,
-        pings,
-    })
+    simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
+    Ok(FanOut { wall, create, patches, pings })
 }
 
 /// Every device executed exactly one reboot (its ledger lists one request id).

@@ -51,9 +51,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let prefix = format!("{}-d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..n);
 
-    progress(format!(
-        "B2: {n} Devices; their first status with a large budget"
-    ));
+    progress(format!("B2: {n} Devices; their first status with a large budget"));
     cluster::apply_devices(&devices, ids.clone(), CONCURRENCY).await?;
     {
         let synced = cluster::Tracker::start(devices.clone(), cluster::is_synced);
@@ -79,13 +77,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
 
     progress("B2: operator with the default budget".to_string());
     let operator = ops::start_operator(bench.env, &scope, &[]).await?;
-    let before = ops::wait_idle(
-        &operator,
-        Watchdog::operator(&operator),
-        Duration::from_secs(3),
-        LIMIT,
-    )
-    .await?;
+    let before =
+        ops::wait_idle(&operator, Watchdog::operator(&operator), Duration::from_secs(3), LIMIT)
+            .await?;
     let interval_flag = format!("--report-interval-ms={interval_ms}");
     let rate_flag = format!("--connect-rate={CONNECT_RATE}");
     let sim_flags = [interval_flag.as_str(), rate_flag.as_str()];
@@ -99,22 +93,15 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     ops::sleep_watching(load, dog).await?;
     let at_stop = ops::scrape(&operator).await?;
     progress("B2: stopping the simulator; waiting for the queue to drain".to_string());
-    simulator
-        .terminate(Duration::from_secs(120))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the simulator did not stop cleanly, so the final values cannot be checked: {e}"
-            )
-        })?;
+    simulator.terminate(Duration::from_secs(120)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the simulator did not stop cleanly, so the final values cannot be checked: {e}"
+        )
+    })?;
     let stopped = Instant::now();
-    let after = ops::wait_idle(
-        &operator,
-        Watchdog::operator(&operator),
-        Duration::from_secs(3),
-        LIMIT,
-    )
-    .await?;
+    let after =
+        ops::wait_idle(&operator, Watchdog::operator(&operator), Duration::from_secs(3), LIMIT)
+            .await?;
     let drain = stopped.elapsed();
 
     let expected = last_counters(&simulator, &ids)?;
@@ -140,17 +127,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             expected.len() - present
         ));
         tokio::time::sleep(Duration::from_secs(5)).await;
-        ops::wait_idle(
-            &operator,
-            Watchdog::operator(&operator),
-            Duration::from_secs(3),
-            LIMIT,
-        )
-        .await?;
+        ops::wait_idle(&operator, Watchdog::operator(&operator), Duration::from_secs(3), LIMIT)
+            .await?;
     };
-    operator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
 
     let nominal = n as f64 * seconds as f64 * 1000.0 / interval_ms as f64;
     let load_writes = ops::device_writes(&at_stop) - ops::device_writes(&before);
@@ -163,34 +143,18 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let load_p99 = load_staleness.quantile(0.99);
 
     let mut rows = vec![
-        Row::new(
-            "status writes to Devices during the load",
-            load_writes,
-            Unit::Count,
-        )
-        .reference(nominal)
-        .goal(Goal::fewer_at_least(50.0))
-        .note(format!(
-            "reference: {} devices × {seconds} s ÷ {interval_ms} ms, one patch per message",
-            thousands(n as f64)
-        )),
-        Row::new(
-            "status writes vs. messages the devices actually sent",
-            load_writes,
-            Unit::Count,
-        )
-        .reference(sent as f64),
-        Row::new(
-            "status writes after the stop until drained",
-            drain_writes,
-            Unit::Count,
-        )
-        .note("final values and offline presence"),
-        Row::new(
-            "status changes merged into pending writes",
-            merged,
-            Unit::Count,
-        ),
+        Row::new("status writes to Devices during the load", load_writes, Unit::Count)
+            .reference(nominal)
+            .goal(Goal::fewer_at_least(50.0))
+            .note(format!(
+                "reference: {} devices × {seconds} s ÷ {interval_ms} ms, one patch per message",
+                thousands(n as f64)
+            )),
+        Row::new("status writes vs. messages the devices actually sent", load_writes, Unit::Count)
+            .reference(sent as f64),
+        Row::new("status writes after the stop until drained", drain_writes, Unit::Count)
+            .note("final values and offline presence"),
+        Row::new("status changes merged into pending writes", merged, Unit::Count),
     ];
     rows.push(quantile_row("staleness p50 (load and drain)", p50, None));
     rows.push(quantile_row(
@@ -199,18 +163,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         Some(Goal::value_at_most(2.0, Unit::Seconds)),
     ));
     rows.push(quantile_row("staleness p99 (load only)", load_p99, None));
-    rows.push(Row::new(
-        "time to drain after the stop",
-        drain.as_secs_f64(),
-        Unit::Seconds,
-    ));
+    rows.push(Row::new("time to drain after the stop", drain.as_secs_f64(), Unit::Seconds));
     rows.push(
-        Row::new(
-            "Devices showing their final counter",
-            present as f64,
-            Unit::Count,
-        )
-        .note(format!("of {}", thousands(n as f64))),
+        Row::new("Devices showing their final counter", present as f64, Unit::Count)
+            .note(format!("of {}", thousands(n as f64))),
     );
 
     Ok(ScenarioReport {
@@ -318,9 +274,7 @@ async fn final_values(
         if got == Some(*want) {
             present += 1;
         } else if wrong.len() < 5 {
-            wrong.push(format!(
-                "{name}: status shows {got:?}, the device sent {want} last"
-            ));
+            wrong.push(format!("{name}: status shows {got:?}, the device sent {want} last"));
         }
     })
     .await?;

@@ -40,12 +40,8 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let base = rss_kib(operator.pid())? as f64;
     progress(format!("B3: base RSS {:.1} MiB", base / 1024.0));
     let mut rows = vec![
-        Row::new(
-            "base RSS (ready, empty namespace)",
-            base / 1024.0,
-            Unit::MiB,
-        )
-        .goal(Goal::value_at_most(40.0, Unit::MiB)),
+        Row::new("base RSS (ready, empty namespace)", base / 1024.0, Unit::MiB)
+            .goal(Goal::value_at_most(40.0, Unit::MiB)),
     ];
     let mut raw = vec![];
     let mut created = 0;
@@ -81,9 +77,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         );
         raw.push(json!({"devices": n, "rss_kib": rss, "per_device_kib": per_device}));
     }
-    operator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
     Ok(ScenarioReport {
         id: "B3".into(),
         title: TITLE.into(),
@@ -96,10 +90,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
                     bench.sizes.b3_devices
                 ),
             ),
-            (
-                "operator flags".into(),
-                format!("`{}`", LARGE_BUDGET.join(" ")),
-            ),
+            ("operator flags".into(), format!("`{}`", LARGE_BUDGET.join(" "))),
             ("create concurrency".into(), CREATE_CONCURRENCY.to_string()),
         ],
         rows,
@@ -115,26 +106,20 @@ async fn wait_synced(
     dog: Watchdog<'_>,
     n: usize,
 ) -> anyhow::Result<()> {
-    ops::wait_until(
-        "a status on every Device",
-        LIMIT,
-        Duration::from_secs(5),
-        dog,
-        async || {
-            ops::wait_idle(operator, dog, Duration::from_secs(5), LIMIT).await?;
-            let mut synced = 0;
-            let total = cluster::for_each(devices, |d| {
-                if cluster::is_synced(d) {
-                    synced += 1;
-                }
-            })
-            .await?;
-            Ok(if synced == n && total == n {
-                Check::Done
-            } else {
-                Check::Waiting(format!("{synced}/{n} Devices with a status"))
-            })
-        },
-    )
+    ops::wait_until("a status on every Device", LIMIT, Duration::from_secs(5), dog, async || {
+        ops::wait_idle(operator, dog, Duration::from_secs(5), LIMIT).await?;
+        let mut synced = 0;
+        let total = cluster::for_each(devices, |d| {
+            if cluster::is_synced(d) {
+                synced += 1;
+            }
+        })
+        .await?;
+        Ok(if synced == n && total == n {
+            Check::Done
+        } else {
+            Check::Waiting(format!("{synced}/{n} Devices with a status"))
+        })
+    })
     .await
 }

@@ -85,18 +85,13 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     .await?;
     let ready = started.elapsed();
     let at_ready = ops::scrape(&second).await?;
-    progress(format!(
-        "B4: ready after {ready:.2?}; watching writes for {window:?}"
-    ));
+    progress(format!("B4: ready after {ready:.2?}; watching writes for {window:?}"));
     ops::sleep_watching(window, dog).await?;
     let at_end = ops::scrape(&second).await?;
     let before_ready = ops::all_writes(&at_ready);
     let after_ready = ops::all_writes(&at_end) - before_ready;
     let desired = at_end
-        .value(
-            "kubetwin_mqtt_messages_published_total",
-            &[("kind", "desired")],
-        )
+        .value("kubetwin_mqtt_messages_published_total", &[("kind", "desired")])
         .unwrap_or(0.0);
 
     let window_s = window.as_secs();
@@ -105,18 +100,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         title: TITLE.into(),
         what: WHAT.into(),
         setup: vec![
-            (
-                "devices".into(),
-                format!("{} (simulated, connected, InSync)", thousands(n as f64)),
-            ),
-            (
-                "operator flags (both processes)".into(),
-                format!("`{}`", LARGE_BUDGET.join(" ")),
-            ),
-            (
-                "simulator flags".into(),
-                format!("`{}`", sim_flags.join(" ")),
-            ),
+            ("devices".into(), format!("{} (simulated, connected, InSync)", thousands(n as f64))),
+            ("operator flags (both processes)".into(), format!("`{}`", LARGE_BUDGET.join(" "))),
+            ("simulator flags".into(), format!("`{}`", sim_flags.join(" "))),
             ("window after ready".into(), format!("{window_s} s")),
         ],
         rows: vec![
@@ -127,17 +113,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             )
             .goal(Goal::value_at_most(0.0, Unit::Count)),
             Row::new("status writes before ready", before_ready, Unit::Count),
-            Row::new(
-                "time from start to ready",
-                ready.as_secs_f64(),
-                Unit::Seconds,
-            )
-            .goal(Goal::value_at_most(30.0, Unit::Seconds)),
-            Row::new(
-                "desired documents published by the new process",
-                desired,
-                Unit::Count,
-            ),
+            Row::new("time from start to ready", ready.as_secs_f64(), Unit::Seconds)
+                .goal(Goal::value_at_most(30.0, Unit::Seconds)),
+            Row::new("desired documents published by the new process", desired, Unit::Count),
         ],
         raw: json!({
             "devices": n,

@@ -47,18 +47,12 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let operator = ops::start_operator(bench.env, &scope, &[]).await?;
     let simulator = Simulator::start_fleet(bench.env, &scope, 1, &prefix, &sim_flags)?;
     let dog = Watchdog::both(&operator, &simulator);
-    ops::wait_until(
-        "the Device Connected",
-        LIMIT,
-        Duration::from_millis(100),
-        dog,
-        async || {
-            Ok(match devices.get(&device).await {
-                Ok(d) if cluster::is_connected(&d) => Check::Done,
-                _ => Check::Waiting("not Connected yet".into()),
-            })
-        },
-    )
+    ops::wait_until("the Device Connected", LIMIT, Duration::from_millis(100), dog, async || {
+        Ok(match devices.get(&device).await {
+            Ok(d) if cluster::is_connected(&d) => Check::Done,
+            _ => Check::Waiting("not Connected yet".into()),
+        })
+    })
     .await?;
     ops::wait_idle(&operator, dog, Duration::from_secs(2), LIMIT).await?;
 
@@ -73,9 +67,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         cluster::create_reboot(&requests, name, &device, &json!({})).await?;
         wait_terminal(&phases, &requests, name, dog).await?;
         let at = |matches: fn(&Option<RebootPhase>) -> bool| {
-            phases
-                .first_time(name, matches)
-                .map(|t| t.saturating_duration_since(started))
+            phases.first_time(name, matches).map(|t| t.saturating_duration_since(started))
         };
         let to_accepted = at(|p| {
             matches!(
@@ -90,15 +82,11 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         }
     }
     drop(phases);
-    operator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
     // The floor is what a minimal client needs alone: stop the operator first.
     operator.kill();
 
-    progress(format!(
-        "B5: floor: {runs} MQTT round trips and {runs} status patches"
-    ));
+    progress(format!("B5: floor: {runs} MQTT round trips and {runs} status patches"));
     let pinger = Pinger::connect(
         bench.env.broker.port,
         &format!("{}-bench", scope.namespace),
@@ -117,9 +105,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             patches.push(patch);
         }
     }
-    simulator
-        .check_running()
-        .map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
+    simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
 
     let accepted_ms = millis(&accepted);
     let succeeded_ms = millis(&succeeded);
@@ -130,13 +116,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
         let floor = p(&pings_ms, q) + p(&patches_ms, q);
         rows.push(
-            Row::new(
-                format!("create → Accepted, {label}"),
-                p(&accepted_ms, q),
-                Unit::Milliseconds,
-            )
-            .floor(floor)
-            .goal(Goal::ratio_at_most(1.5)),
+            Row::new(format!("create → Accepted, {label}"), p(&accepted_ms, q), Unit::Milliseconds)
+                .floor(floor)
+                .goal(Goal::ratio_at_most(1.5)),
         );
     }
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
@@ -152,12 +134,8 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         ));
     }
     rows.push(
-        Row::new(
-            "create → Succeeded, p50",
-            p(&succeeded_ms, 0.5),
-            Unit::Milliseconds,
-        )
-        .note("includes the 0.2 s reboot and reconnect"),
+        Row::new("create → Succeeded, p50", p(&succeeded_ms, 0.5), Unit::Milliseconds)
+            .note("includes the 0.2 s reboot and reconnect"),
     );
 
     Ok(ScenarioReport {
@@ -165,15 +143,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         title: TITLE.into(),
         what: WHAT.into(),
         setup: vec![
-            (
-                "runs".into(),
-                format!("{runs} measured (plus 1 warm-up) for each series"),
-            ),
+            ("runs".into(), format!("{runs} measured (plus 1 warm-up) for each series")),
             ("operator flags".into(), "none (defaults)".into()),
-            (
-                "simulator flags".into(),
-                format!("`{}`", sim_flags.join(" ")),
-            ),
+            ("simulator flags".into(), format!("`{}`", sim_flags.join(" "))),
         ],
         rows,
         raw: json!({

@@ -172,11 +172,10 @@ pub fn is_connected(device: &Device) -> bool {
 
 /// Whether the Device's condition `type_` is `True`.
 pub fn condition_true(device: &Device, type_: &str) -> bool {
-    device.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    })
+    device
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
 /// Whether the operator wrote a status for the Device's current generation.
@@ -227,10 +226,7 @@ where
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     {
-        let shared = Arc::new(Mutex::new(Tracked {
-            synced: false,
-            history: HashMap::new(),
-        }));
+        let shared = Arc::new(Mutex::new(Tracked { synced: false, history: HashMap::new() }));
         let sink = shared.clone();
         let task = tokio::spawn(async move {
             let stream = watcher(api, watcher::Config::default()).default_backoff();
@@ -262,10 +258,7 @@ where
     pub async fn wait_synced(&self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         while !lock(&self.shared).synced {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the watch did not list within {limit:?}"
-            );
+            anyhow::ensure!(Instant::now() < deadline, "the watch did not list within {limit:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -293,12 +286,7 @@ where
 
     /// When object `name` was first seen in a state matching `matches`.
     pub fn first_time(&self, name: &str, matches: impl Fn(&S) -> bool) -> Option<Instant> {
-        lock(&self.shared)
-            .history
-            .get(name)?
-            .iter()
-            .find(|(s, _)| matches(s))
-            .map(|(_, at)| *at)
+        lock(&self.shared).history.get(name)?.iter().find(|(s, _)| matches(s)).map(|(_, at)| *at)
     }
 
     /// The latest of the instants at which each object was first seen matching `matches`
@@ -319,9 +307,7 @@ impl<S> Drop for Tracker<S> {
 }
 
 fn lock<S>(shared: &Mutex<Tracked<S>>) -> MutexGuard<'_, Tracked<S>> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -171,11 +171,8 @@ pub struct Bench<'a> {
 impl Bench<'_> {
     /// A fresh namespace (name starting with `prefix`) and its scope (own topic root).
     pub async fn scope(&self, prefix: &str) -> anyhow::Result<Scope> {
-        let namespace = self
-            .env
-            .namespace(&self.client, prefix)
-            .await
-            .context("creating a namespace")?;
+        let namespace =
+            self.env.namespace(&self.client, prefix).await.context("creating a namespace")?;
         Ok(Scope::new(self.env, &namespace.name)?)
     }
 }
@@ -196,25 +193,16 @@ pub struct Options {
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let date = kubetwin_protocol::timestamp::now_rfc3339();
     progress("starting etcd, kube-apiserver, kube-controller-manager and mosquitto");
-    let env = TestEnv::start()
-        .await
-        .context("starting the test environment")?;
+    let env = TestEnv::start().await.context("starting the test environment")?;
     let client = env.client().await?;
     install_crds(&client).await?;
     let bench = Bench {
         env: &env,
         client,
-        sizes: if options.quick {
-            Sizes::quick()
-        } else {
-            Sizes::full()
-        },
+        sizes: if options.quick { Sizes::quick() } else { Sizes::full() },
     };
     let mut scenarios = Vec::new();
-    for id in ScenarioId::RUN_ORDER
-        .into_iter()
-        .filter(|id| options.only.contains(id))
-    {
+    for id in ScenarioId::RUN_ORDER.into_iter().filter(|id| options.only.contains(id)) {
         progress(format!("=== {id} {}", id.title()));
         let started = Instant::now();
         let result = match id {
@@ -229,11 +217,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         });
         match &report.error {
             Some(error) => progress(format!("=== {id} FAILED: {error}")),
-            None => progress(format!(
-                "=== {id} done in {:.0?}\n{}",
-                started.elapsed(),
-                report.table()
-            )),
+            None => {
+                progress(format!("=== {id} done in {:.0?}\n{}", started.elapsed(), report.table()))
+            }
         }
         scenarios.push(report);
     }
@@ -245,11 +231,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         machine: Machine::detect(),
         versions: Versions::detect(),
         binary_profile: std::env::var("KUBETWIN_BIN_PROFILE").unwrap_or_else(|_| "debug".into()),
-        bench_profile: if cfg!(debug_assertions) {
-            "debug".into()
-        } else {
-            "release".into()
-        },
+        bench_profile: if cfg!(debug_assertions) { "debug".into() } else { "release".into() },
         scenarios,
     })
 }
@@ -265,11 +247,7 @@ pub fn command_line() -> String {
     if let Some(program) = args.next() {
         let path = PathBuf::from(&program);
         let root = crate::tools::repo_root();
-        parts.push(
-            path.strip_prefix(&root)
-                .map(|p| p.display().to_string())
-                .unwrap_or(program),
-        );
+        parts.push(path.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or(program));
     }
     parts.extend(args);
     parts.join(" ")
@@ -278,10 +256,7 @@ pub fn command_line() -> String {
 /// Raises the soft limit of open files to the hard limit (mosquitto and the simulator, started
 /// from this process, inherit it: 10,000 devices are 10,000 connections). Returns the limit.
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {

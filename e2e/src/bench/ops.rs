@@ -37,19 +37,13 @@ pub async fn start_operator(
     flags: &[&str],
 ) -> anyhow::Result<Operator> {
     let operator = Operator::spawn_with_log(env, scope, flags, OPERATOR_LOG)?;
-    operator
-        .wait_ready(READY_LIMIT)
-        .await
-        .context("the operator did not become ready")?;
+    operator.wait_ready(READY_LIMIT).await.context("the operator did not become ready")?;
     Ok(operator)
 }
 
 /// One scrape of the operator's `/metrics`.
 pub async fn scrape(operator: &Operator) -> anyhow::Result<Scrape> {
-    let text = operator
-        .metrics()
-        .await
-        .context("reading the operator's /metrics")?;
+    let text = operator.metrics().await.context("reading the operator's /metrics")?;
     Ok(Scrape::parse(&text))
 }
 
@@ -70,11 +64,7 @@ pub fn queue_depth(scrape: &Scrape) -> f64 {
 
 /// The staleness histogram (empty when the operator has none).
 pub fn staleness(scrape: &Scrape) -> Histogram {
-    scrape.histogram(STALENESS).unwrap_or(Histogram {
-        buckets: Vec::new(),
-        sum: 0.0,
-        count: 0.0,
-    })
+    scrape.histogram(STALENESS).unwrap_or(Histogram { buckets: Vec::new(), sum: 0.0, count: 0.0 })
 }
 
 /// The processes a wait depends on; a wait fails as soon as one of them has exited.
@@ -87,31 +77,21 @@ pub struct Watchdog<'a> {
 impl<'a> Watchdog<'a> {
     /// Watches an operator.
     pub fn operator(operator: &'a Operator) -> Self {
-        Self {
-            operator: Some(operator),
-            simulator: None,
-        }
+        Self { operator: Some(operator), simulator: None }
     }
 
     /// Watches an operator and a simulator.
     pub fn both(operator: &'a Operator, simulator: &'a Simulator) -> Self {
-        Self {
-            operator: Some(operator),
-            simulator: Some(simulator),
-        }
+        Self { operator: Some(operator), simulator: Some(simulator) }
     }
 
     /// Fails when a watched process has exited.
     pub fn check(&self) -> anyhow::Result<()> {
         if let Some(operator) = self.operator {
-            operator
-                .check_running()
-                .context("the operator crashed or exited")?;
+            operator.check_running().context("the operator crashed or exited")?;
         }
         if let Some(simulator) = self.simulator {
-            simulator
-                .check_running()
-                .context("the device simulator crashed or exited")?;
+            simulator.check_running().context("the device simulator crashed or exited")?;
         }
         Ok(())
     }
@@ -167,29 +147,21 @@ pub async fn wait_idle(
     let mut last = Scrape::default();
     let mut last_writes = None;
     let mut stable_since = Instant::now();
-    wait_until(
-        "the operator to be idle",
-        limit,
-        Duration::from_millis(250),
-        dog,
-        async || {
-            let now = scrape(operator).await?;
-            let writes = all_writes(&now);
-            let depth = queue_depth(&now);
-            if last_writes != Some(writes) || depth > 0.0 {
-                last_writes = Some(writes);
-                stable_since = Instant::now();
-            }
-            last = now;
-            Ok(if stable_since.elapsed() >= quiet {
-                Check::Done
-            } else {
-                Check::Waiting(format!(
-                    "queue depth {depth}, {writes} status writes so far"
-                ))
-            })
-        },
-    )
+    wait_until("the operator to be idle", limit, Duration::from_millis(250), dog, async || {
+        let now = scrape(operator).await?;
+        let writes = all_writes(&now);
+        let depth = queue_depth(&now);
+        if last_writes != Some(writes) || depth > 0.0 {
+            last_writes = Some(writes);
+            stable_since = Instant::now();
+        }
+        last = now;
+        Ok(if stable_since.elapsed() >= quiet {
+            Check::Done
+        } else {
+            Check::Waiting(format!("queue depth {depth}, {writes} status writes so far"))
+        })
+    })
     .await?;
     Ok(last)
 }

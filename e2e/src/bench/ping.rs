@@ -88,12 +88,7 @@ impl Pinger {
             .await
             .context("no SUBACK from the broker within 30 s")?
             .context("the MQTT client stopped")?;
-        Ok(Self {
-            client,
-            topics,
-            waiters,
-            task,
-        })
+        Ok(Self { client, topics, waiters, task })
     }
 
     /// One round trip: publishes a `ping` request to `device_id` (QoS 1) and waits for its

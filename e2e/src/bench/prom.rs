@@ -15,10 +15,7 @@ pub struct Sample {
 impl Sample {
     /// The value of label `key`, if present.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn has_labels(&self, wanted: &[(&str, &str)]) -> bool {
@@ -35,9 +32,7 @@ pub struct Scrape {
 impl Scrape {
     /// Parses the text of a scrape; comment lines and lines that do not parse are skipped.
     pub fn parse(text: &str) -> Self {
-        Self {
-            samples: text.lines().filter_map(parse_line).collect(),
-        }
+        Self { samples: text.lines().filter_map(parse_line).collect() }
     }
 
     /// All samples.
@@ -80,11 +75,7 @@ impl Scrape {
         let count = self
             .value(&format!("{name}_count"), &[])
             .unwrap_or_else(|| buckets.last().map_or(0.0, |b| b.1));
-        Some(Histogram {
-            buckets,
-            sum: self.sum(&format!("{name}_sum")),
-            count,
-        })
+        Some(Histogram { buckets, sum: self.sum(&format!("{name}_sum")), count })
     }
 }
 
@@ -112,13 +103,8 @@ pub struct Quantile {
 impl Histogram {
     /// The observations made since `earlier` (an earlier scrape of the same histogram).
     pub fn since(&self, earlier: &Histogram) -> Histogram {
-        let before = |bound: f64| {
-            earlier
-                .buckets
-                .iter()
-                .find(|(b, _)| *b == bound)
-                .map_or(0.0, |(_, c)| *c)
-        };
+        let before =
+            |bound: f64| earlier.buckets.iter().find(|(b, _)| *b == bound).map_or(0.0, |(_, c)| *c);
         Histogram {
             buckets: self
                 .buckets
@@ -149,28 +135,14 @@ impl Histogram {
             i => self.buckets[i - 1],
         };
         if upper.is_infinite() {
-            let largest = self
-                .buckets
-                .iter()
-                .rev()
-                .map(|b| b.0)
-                .find(|b| b.is_finite())
-                .unwrap_or(0.0);
-            return Some(Quantile {
-                value: largest,
-                beyond_last_bound: true,
-            });
+            let largest =
+                self.buckets.iter().rev().map(|b| b.0).find(|b| b.is_finite()).unwrap_or(0.0);
+            return Some(Quantile { value: largest, beyond_last_bound: true });
         }
         let inside = count - below;
-        let value = if inside <= 0.0 {
-            upper
-        } else {
-            lower + (upper - lower) * ((rank - below) / inside)
-        };
-        Some(Quantile {
-            value,
-            beyond_last_bound: false,
-        })
+        let value =
+            if inside <= 0.0 { upper } else { lower + (upper - lower) * ((rank - below) / inside) };
+        Some(Quantile { value, beyond_last_bound: false })
     }
 }
 
@@ -203,11 +175,7 @@ fn parse_line(line: &str) -> Option<Sample> {
     }
     // The value is the first token; a timestamp or an OpenMetrics exemplar may follow.
     let value = parse_value(rest.split_whitespace().next()?)?;
-    Some(Sample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
+    Some(Sample { name: name.to_string(), labels, value })
 }
 
 /// Parses `key="value",...}` and returns the labels and the text after the `}`.
@@ -275,11 +243,8 @@ this line is garbage
         assert_eq!(scrape.value("missing_total", &[]), None);
         assert_eq!(scrape.sum("missing_total"), 0.0);
         assert_eq!(scrape.sum("with_exemplar_total"), 4.0);
-        let odd = scrape
-            .samples()
-            .iter()
-            .find(|s| s.name == "odd_labels")
-            .expect("odd_labels parsed");
+        let odd =
+            scrape.samples().iter().find(|s| s.name == "odd_labels").expect("odd_labels parsed");
         assert_eq!(odd.label("path"), Some("a,b}c"));
         assert_eq!(odd.label("quote"), Some("say \"hi\"\n"));
         assert_eq!(odd.label("back"), Some("\\"));
@@ -297,9 +262,8 @@ this line is garbage
 
     #[test]
     fn histogram_quantiles_interpolate_inside_buckets() {
-        let h = Scrape::parse(TEXT)
-            .histogram("kubetwin_status_staleness_seconds")
-            .expect("histogram");
+        let h =
+            Scrape::parse(TEXT).histogram("kubetwin_status_staleness_seconds").expect("histogram");
         assert_eq!(h.count, 10.0);
         assert_eq!(h.sum, 12.5);
         // rank 5 lies in (0.5, 1.0] holding observations 3..=6: 0.5 + 0.5 * (5-2)/4.
@@ -328,11 +292,7 @@ this line is garbage
 
     #[test]
     fn empty_histograms_have_no_quantile() {
-        let h = Histogram {
-            buckets: vec![(1.0, 0.0), (f64::INFINITY, 0.0)],
-            sum: 0.0,
-            count: 0.0,
-        };
+        let h = Histogram { buckets: vec![(1.0, 0.0), (f64::INFINITY, 0.0)], sum: 0.0, count: 0.0 };
         assert_eq!(h.quantile(0.5), None);
         assert_eq!(Scrape::parse("a_total 1").histogram("a"), None);
     }
@@ -350,10 +310,7 @@ this line is garbage
             count: 9.0,
         };
         let delta = after.since(&before);
-        assert_eq!(
-            delta.buckets,
-            vec![(1.0, 0.0), (2.0, 4.0), (f64::INFINITY, 4.0)]
-        );
+        assert_eq!(delta.buckets, vec![(1.0, 0.0), (2.0, 4.0), (f64::INFINITY, 4.0)]);
         assert_eq!((delta.sum, delta.count), (6.0, 4.0));
         // All four new observations lie in (1, 2].
         let p50 = delta.quantile(0.5).expect("p50");

@@ -161,11 +161,7 @@ impl Row {
     /// Sets a reference the value should be far below; the ratio is reference / value.
     pub fn reference(mut self, reference: f64) -> Self {
         self.floor = Some(reference);
-        self.ratio = Some(if self.value > 0.0 {
-            reference / self.value
-        } else {
-            f64::INFINITY
-        });
+        self.ratio = Some(if self.value > 0.0 { reference / self.value } else { f64::INFINITY });
         self.judge()
     }
 
@@ -262,27 +258,19 @@ pub struct Machine {
 impl Machine {
     /// Reads the machine's description.
     pub fn detect() -> Self {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("model name"))
-                    .and_then(|rest| rest.split_once(':'))
-                    .map(|(_, model)| model.trim().to_string())
-            });
-        let memory_kib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|kib| kib.parse().ok())
-            });
-        Self {
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
-            cpu,
-            memory_kib,
-        }
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        });
+        let memory_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+        });
+        Self { cores: std::thread::available_parallelism().map_or(1, usize::from), cpu, memory_kib }
     }
 
     fn describe(&self) -> String {
@@ -529,9 +517,7 @@ mod tests {
 
     #[test]
     fn rows_compute_ratios_and_verdicts() {
-        let row = Row::new("wall", 12.0, Unit::Seconds)
-            .floor(10.0)
-            .goal(Goal::ratio_at_most(1.25));
+        let row = Row::new("wall", 12.0, Unit::Seconds).floor(10.0).goal(Goal::ratio_at_most(1.25));
         assert_eq!(row.ratio, Some(1.2));
         assert_eq!(row.result, Some("PASS"));
         let row = Row::new("writes", 20_000.0, Unit::Count)

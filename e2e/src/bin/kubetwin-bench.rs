@@ -18,10 +18,7 @@ use kubetwin_e2e::{
 
 /// Command line of `kubetwin-bench`.
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Runs the kubetwin benchmarks B1–B5 and writes the report"
-)]
+#[command(version, about = "Runs the kubetwin benchmarks B1–B5 and writes the report")]
 struct Args {
     /// Tiny sizes: a smoke test of correctness, written to target/bench-quick/.
     #[arg(long)]
@@ -51,25 +48,14 @@ fn main() -> ExitCode {
         only = ScenarioId::RUN_ORDER.to_vec();
     }
     let out_dir = args.out_dir.unwrap_or_else(|| {
-        repo_root().join(if args.quick {
-            "target/bench-quick"
-        } else {
-            "docs"
-        })
+        repo_root().join(if args.quick { "target/bench-quick" } else { "docs" })
     });
     match bench::raise_open_files_limit() {
         Ok(limit) => progress(format!("open files limit: {limit}")),
         Err(error) => progress(format!("cannot raise the open files limit: {error}")),
     }
-    let options = Options {
-        quick: args.quick,
-        only,
-        command: bench::command_line(),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let options = Options { quick: args.quick, only, command: bench::command_line() };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("kubetwin-bench: cannot start the async runtime: {error}");
@@ -84,22 +70,16 @@ fn main() -> ExitCode {
         }
     };
     match report.write(&out_dir) {
-        Ok((markdown, json)) => progress(format!(
-            "wrote {} and {}",
-            markdown.display(),
-            json.display()
-        )),
+        Ok((markdown, json)) => {
+            progress(format!("wrote {} and {}", markdown.display(), json.display()))
+        }
         Err(error) => {
             eprintln!("kubetwin-bench: {error:#}");
             return ExitCode::FAILURE;
         }
     }
-    let failed: Vec<&str> = report
-        .scenarios
-        .iter()
-        .filter(|s| s.error.is_some())
-        .map(|s| s.id.as_str())
-        .collect();
+    let failed: Vec<&str> =
+        report.scenarios.iter().filter(|s| s.error.is_some()).map(|s| s.id.as_str()).collect();
     if failed.is_empty() {
         progress("all scenarios passed their correctness checks");
         ExitCode::SUCCESS

@@ -10,10 +10,7 @@ use kubetwin_e2e::{TestEnv, install_crds};
 
 /// Command line of `kubetwin-env`.
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Runs a local control plane and MQTT broker for kubetwin"
-)]
+#[command(version, about = "Runs a local control plane and MQTT broker for kubetwin")]
 struct Args {
     /// Folder for state, logs and the kubeconfig (kept after exit).
     #[arg(long, default_value = ".demo/env")]
@@ -61,15 +58,9 @@ async fn main() -> ExitCode {
         eprintln!("kubetwin-env: cannot write ready.json: {error}");
         return ExitCode::FAILURE;
     }
-    println!(
-        "kubetwin-env: control plane at {}",
-        env.control_plane.server_url
-    );
+    println!("kubetwin-env: control plane at {}", env.control_plane.server_url);
     println!("kubetwin-env: broker at {}", env.broker_url());
-    println!(
-        "kubetwin-env: export KUBECONFIG={}",
-        env.kubeconfig().display()
-    );
+    println!("kubetwin-env: export KUBECONFIG={}", env.kubeconfig().display());
     wait_for_signal().await;
     println!("kubetwin-env: stopping");
     drop(env);

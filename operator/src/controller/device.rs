@@ -5,19 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{
-        Controller, WatchStreamExt,
-        controller::Action,
-        events::EventType,
-        reflector::{self, ObjectRef},
-        watcher,
-    },
+    Client, ResourceExt,
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef},
 };
 use kubetwin_api::{Device, DeviceStatus};
 use kubetwin_protocol::{DesiredDocument, timestamp::format_rfc3339};
 
-use super::{Context, scoped_api};
+use super::Context;
 use crate::{
     Error, OperatorConfig, Result,
     budget::{Offer, Priority},
@@ -30,29 +24,16 @@ use crate::{
 /// Re-check interval when nothing else triggers a reconcile.
 const RESYNC: Duration = Duration::from_secs(600);
 
-/// The Device controller (not yet running). Its cache keeps no managedFields and no
-/// last-applied annotation: reconciles never read them, and at 100,000 Devices they would be
-/// most of the memory.
+/// The Device controller (not yet running), with a lean cache.
 pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<Device> {
-    let devices: Api<Device> = scoped_api(client, config);
-    let (reader, writer) = reflector::store();
-    let stream = watcher(devices, watcher::Config::default())
-        .default_backoff()
-        .modify(super::strip_metadata)
-        .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(stream, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .shutdown_on_signal()
+    super::lean_controller(client, config)
 }
 
 /// Publishes desired properties when needed and writes the status computed by
 /// [`desired_status`] when it differs from the current one.
 pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled("device");
-    let namespace = device
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = device.name_any();
     let device_id = device.effective_device_id();
     let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
@@ -73,18 +54,12 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
     let (status, publish) = {
         let mut index = ctx.index();
         if matches!(problem, Some(Problem::DuplicateDeviceId(_))) {
-            (
-                desired_status(&device, None, problem.as_ref(), Timestamp::now()),
-                false,
-            )
+            (desired_status(&device, None, problem.as_ref(), Timestamp::now()), false)
         } else {
             let twin = index.twin_mut(&device_id, device.status.as_ref());
             let publish =
                 problem.is_none() && twin.published.as_ref() != Some(&(uid.clone(), generation));
-            (
-                desired_status(&device, Some(twin), problem.as_ref(), Timestamp::now()),
-                publish,
-            )
+            (desired_status(&device, Some(twin), problem.as_ref(), Timestamp::now()), publish)
         }
     };
 
@@ -99,26 +74,16 @@ pub async fn reconcile(device: Arc<Device>, ctx: Arc<Context>) -> Result<Action>
             retain: true,
             request: None,
         };
-        ctx.publisher
-            .publish(message)
-            .await
-            .map_err(Error::Publish)?;
+        ctx.publisher.publish(message).await.map_err(Error::Publish)?;
         ctx.metrics.published("desired");
-        ctx.index()
-            .twin_mut(&device_id, device.status.as_ref())
-            .published = Some((uid, generation));
+        ctx.index().twin_mut(&device_id, device.status.as_ref()).published =
+            Some((uid, generation));
         tracing::debug!(device = %name, %namespace, generation, "desired document published");
     }
 
-    let key = StatusKey {
-        kind: Kind::Device,
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
+    let key = StatusKey { kind: Kind::Device, namespace: namespace.clone(), name: name.clone() };
     let priority = priority_of(device.status.as_ref(), &status);
-    let offer = ctx
-        .writer
-        .offer(key, &status, device.status.as_ref(), priority);
+    let offer = ctx.writer.offer(key, &status, device.status.as_ref(), priority);
     if offer != Offer::Unchanged
         && let Some(Problem::DuplicateDeviceId(owner)) = &problem
         && !is_duplicate(device.status.as_ref())

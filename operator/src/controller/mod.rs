@@ -76,16 +76,12 @@ pub struct Context {
 impl Context {
     /// Locks the fleet index (never held across an await).
     pub fn index(&self) -> MutexGuard<'_, TwinIndex> {
-        self.index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the map of when each request id was last published.
     pub fn last_sent_map(&self) -> MutexGuard<'_, HashMap<String, Timestamp>> {
-        self.last_sent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.last_sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether the MQTT session is up.
@@ -131,34 +127,52 @@ where
     }
 }
 
+/// A controller for a namespaced kind whose cache keeps no managedFields and no last-applied
+/// annotation (reconciles never read them; at 100,000 objects they would be most of the
+/// memory).
+pub fn lean_controller<K>(client: &Client, config: &OperatorConfig) -> kube::runtime::Controller<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+{
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let api: Api<K> = scoped_api(client, config);
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip_metadata)
+        .reflect(writer)
+        .applied_objects();
+    kube::runtime::Controller::for_stream(stream, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .shutdown_on_signal()
+}
+
 /// Drops what no reconcile reads from a cached object: managedFields and the kubectl
 /// last-applied annotation.
 pub fn strip_metadata<K: kube::ResourceExt>(object: &mut K) {
     object.managed_fields_mut().clear();
-    object
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
+    object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// Requeue after an error.
 pub fn error_policy<K>(_object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(%error, "reconcile failed");
-    ctx.metrics.reconcile_failed(
-        std::any::type_name::<K>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("unknown"),
-    );
+    ctx.metrics
+        .reconcile_failed(std::any::type_name::<K>().rsplit("::").next().unwrap_or("unknown"));
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Checks that the kubetwin CRDs are served.
 pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<()> {
     let devices: Api<Device> = scoped_api(client, config);
-    match devices
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
+    match devices.list(&kube::api::ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
         Err(error) => Err(Error::CrdsMissing(error.to_string())),
     }
@@ -166,10 +180,7 @@ pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<()> 
 
 /// TLS and credentials for the broker, from the settings.
 pub fn broker_security(config: &OperatorConfig) -> Result<mqtt::BrokerSecurity> {
-    let tls = match (
-        &config.broker_ca_file,
-        config.broker_url.starts_with("mqtts://"),
-    ) {
+    let tls = match (&config.broker_ca_file, config.broker_url.starts_with("mqtts://")) {
         (Some(ca), _) => {
             let client = config
                 .broker_client_cert_file
@@ -306,11 +317,7 @@ async fn readiness(ctx: Arc<Context>, ready: watch::Sender<Readiness>) {
     loop {
         let up = *connected.borrow_and_update();
         ctx.metrics.set_mqtt_connected(up);
-        let _ = ready.send(if up {
-            Readiness::Ready
-        } else {
-            Readiness::NotReady
-        });
+        let _ = ready.send(if up { Readiness::Ready } else { Readiness::NotReady });
         if connected.changed().await.is_err() {
             return;
         }

@@ -7,9 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Preconditions},
-    runtime::{
-        Controller, WatchStreamExt, controller::Action, events::EventType, reflector, watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType},
 };
 use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_protocol::{
@@ -17,7 +15,7 @@ use kubetwin_protocol::{
     timestamp::format_rfc3339,
 };
 
-use super::{Context, scoped_api};
+use super::Context;
 use crate::{
     Error, OperatorConfig, Result,
     budget::Priority,
@@ -27,42 +25,24 @@ use crate::{
     writer::{Kind, StatusKey},
 };
 
-/// The RebootRequest controller (not yet running), with a lean cache like the Devices'.
+/// The RebootRequest controller (not yet running), with a lean cache.
 pub fn controller(client: &Client, config: &OperatorConfig) -> Controller<RebootRequest> {
-    let requests: Api<RebootRequest> = scoped_api(client, config);
-    let (reader, writer) = reflector::store();
-    let stream = watcher(requests, watcher::Config::default())
-        .default_backoff()
-        .modify(super::strip_metadata)
-        .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(stream, reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
-        .shutdown_on_signal()
+    super::lean_controller(client, config)
 }
 
 /// Carries out one [`step`] of a RebootRequest.
 pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled("rebootrequest");
-    let namespace = request
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = request.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = request.name_any();
-    let uid = request
-        .metadata
-        .uid
-        .clone()
-        .ok_or(Error::MissingField("metadata.uid"))?;
+    let uid = request.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?;
     let target = target_of(&request);
     let device = ctx.devices.get(&target);
     let now = Timestamp::now();
 
     // Decide from the newest status: ours may not be in the cache yet.
-    let key = StatusKey {
-        kind: Kind::RebootRequest,
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
+    let key =
+        StatusKey { kind: Kind::RebootRequest, namespace: namespace.clone(), name: name.clone() };
     let newest = ctx.reboot_latest.newest(&key, request.status.as_ref());
     let mut current = (*request).clone();
     current.status = newest;
@@ -84,20 +64,14 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
         } else {
             Priority::Routine
         };
-        ctx.writer
-            .offer(key.clone(), &step.status, request.status.as_ref(), priority);
+        ctx.writer.offer(key.clone(), &step.status, request.status.as_ref(), priority);
         ctx.reboot_latest.record(key.clone(), step.status.clone());
     }
 
-    ctx.index()
-        .track_request(target, &request, !phase.is_terminal());
+    ctx.index().track_request(target, &request, !phase.is_terminal());
     if step.transition {
         ctx.metrics.reboot_entered(&format!("{phase:?}"));
-        let reason = step
-            .status
-            .reason
-            .clone()
-            .unwrap_or_else(|| format!("{phase:?}"));
+        let reason = step.status.reason.clone().unwrap_or_else(|| format!("{phase:?}"));
         let note = step.status.message.clone().unwrap_or_default();
         let type_ = match phase {
             RebootPhase::Failed | RebootPhase::TimedOut | RebootPhase::Rejected => {
@@ -108,12 +82,7 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
         tracing::info!(request = %name, %namespace, phase = ?phase, %reason, "reboot progressed");
         ctx.event(&*request, type_, &reason, note.clone());
         if let Some(device) = &device {
-            ctx.event(
-                &**device,
-                type_,
-                &format!("Reboot{phase:?}"),
-                format!("{name}: {note}"),
-            );
+            ctx.event(&**device, type_, &format!("Reboot{phase:?}"), format!("{name}: {note}"));
         }
     }
     if phase.is_terminal() {
@@ -122,10 +91,7 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
 
     if step.delete {
         let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
             ..Default::default()
         };
         ctx.writer.forget(&key);
@@ -139,10 +105,7 @@ pub async fn reconcile(request: Arc<RebootRequest>, ctx: Arc<Context>) -> Result
         }
         return Ok(Action::await_change());
     }
-    Ok(step
-        .requeue_after
-        .map(Action::requeue)
-        .unwrap_or_else(Action::await_change))
+    Ok(step.requeue_after.map(Action::requeue).unwrap_or_else(Action::await_change))
 }
 
 /// What the reboot logic needs to know about the target device.
@@ -154,12 +117,7 @@ fn device_view(
     let mqtt_connected = ctx.mqtt_up();
     let last_sent = ctx.last_sent_map().get(request_id).copied();
     let Some(device) = device else {
-        return DeviceView {
-            exists: false,
-            mqtt_connected,
-            last_sent,
-            ..Default::default()
-        };
+        return DeviceView { exists: false, mqtt_connected, last_sent, ..Default::default() };
     };
     let index = ctx.index();
     let twin = index.twin(&device.effective_device_id());
@@ -197,18 +155,12 @@ async fn send(
     uid: &str,
     now: Timestamp,
 ) -> Result<()> {
-    let sent_at = request
-        .status
-        .as_ref()
-        .and_then(|s| s.sent_at.as_ref())
-        .map(|t| t.0)
-        .unwrap_or(now);
+    let sent_at =
+        request.status.as_ref().and_then(|s| s.sent_at.as_ref()).map(|t| t.0).unwrap_or(now);
     let timeout = Duration::from_secs(request.spec.response_timeout_seconds.max(1) as u64);
     let expires = sent_at.checked_add(timeout).unwrap_or(sent_at);
-    let params = RebootParams {
-        delay_seconds: request.spec.delay_seconds.max(0) as u32,
-    }
-    .to_params();
+    let params =
+        RebootParams { delay_seconds: request.spec.delay_seconds.max(0) as u32 }.to_params();
     let message = MethodRequest::new(
         uid,
         REBOOT_METHOD,
@@ -216,9 +168,7 @@ async fn send(
         format_rfc3339(now.as_millisecond()),
         format_rfc3339(expires.as_millisecond()),
     );
-    let expiry = message
-        .expiry_interval_secs(now.as_millisecond())
-        .unwrap_or(1);
+    let expiry = message.expiry_interval_secs(now.as_millisecond()).unwrap_or(1);
     let outbound = Outbound {
         topic: ctx.topics.request(device_id, REBOOT_METHOD, uid),
         payload: ctx.codec.encode(&message),
@@ -229,16 +179,9 @@ async fn send(
             message_expiry_seconds: expiry,
         }),
     };
-    ctx.publisher
-        .publish(outbound)
-        .await
-        .map_err(Error::Publish)?;
+    ctx.publisher.publish(outbound).await.map_err(Error::Publish)?;
     ctx.metrics.published("request");
     ctx.last_sent_map().insert(uid.to_string(), now);
-    tracing::debug!(
-        device = device_id,
-        request = uid,
-        "reboot request published"
-    );
+    tracing::debug!(device = device_id, request = uid, "reboot request published");
     Ok(())
 }

@@ -82,18 +82,11 @@ fn offline() -> DeviceView {
 
 /// No Device object at all.
 fn missing() -> DeviceView {
-    DeviceView {
-        mqtt_connected: true,
-        ..Default::default()
-    }
+    DeviceView { mqtt_connected: true, ..Default::default() }
 }
 
 fn answer(kind: AnswerKind, code: i32, message: &str) -> Option<Answer> {
-    Some(Answer {
-        kind,
-        code,
-        message: message.into(),
-    })
+    Some(Answer { kind, code, message: message.into() })
 }
 
 fn answered(mut device: DeviceView, kind: AnswerKind, code: i32, message: &str) -> DeviceView {
@@ -126,10 +119,7 @@ fn reason(step: &RebootStep) -> &str {
 }
 
 fn message(step: &RebootStep) -> &str {
-    step.status
-        .message
-        .as_deref()
-        .expect("message is always set")
+    step.status.message.as_deref().expect("message is always set")
 }
 
 /// Asserts the three conditions: their statuses, that all carry the status' reason and
@@ -142,29 +132,15 @@ fn assert_conditions(status: &RebootRequestStatus, complete: &str, succeeded: &s
         "exactly Complete, Succeeded and Failed: {:?}",
         status.conditions
     );
-    for (type_, expected) in [
-        (types::COMPLETE, complete),
-        (types::SUCCEEDED, succeeded),
-        (types::FAILED, failed),
-    ] {
+    for (type_, expected) in
+        [(types::COMPLETE, complete), (types::SUCCEEDED, succeeded), (types::FAILED, failed)]
+    {
         let condition =
             find(&status.conditions, type_).unwrap_or_else(|| panic!("condition {type_} missing"));
         assert_eq!(condition.status, expected, "status of {type_}");
-        assert_eq!(
-            Some(&condition.reason),
-            status.reason.as_ref(),
-            "reason of {type_}"
-        );
-        assert_eq!(
-            Some(&condition.message),
-            status.message.as_ref(),
-            "message of {type_}"
-        );
-        assert_eq!(
-            condition.observed_generation,
-            Some(1),
-            "observedGeneration of {type_}"
-        );
+        assert_eq!(Some(&condition.reason), status.reason.as_ref(), "reason of {type_}");
+        assert_eq!(Some(&condition.message), status.message.as_ref(), "message of {type_}");
+        assert_eq!(condition.observed_generation, Some(1), "observedGeneration of {type_}");
     }
 }
 
@@ -198,14 +174,8 @@ fn assert_idempotent(request: &RebootRequest, device: &DeviceView, now: Timestam
     let first = run(request, device, now);
     let again = with_status(request.clone(), first.status.clone());
     let second = run(&again, device, now);
-    assert_eq!(
-        second.status, first.status,
-        "step applied to its own output changed the status"
-    );
-    assert!(
-        !second.transition,
-        "step applied to its own output reported a transition"
-    );
+    assert_eq!(second.status, first.status, "step applied to its own output changed the status");
+    assert!(!second.transition, "step applied to its own output reported a transition");
     assert_eq!(second.delete, first.delete);
     first
 }
@@ -213,12 +183,7 @@ fn assert_idempotent(request: &RebootRequest, device: &DeviceView, now: Timestam
 /// A request that was sent at `sent` (offset) to a device with boot [`BOOT`], with no answer.
 fn sent_request(spec: RebootRequestSpec, sent: i64) -> RebootRequest {
     let mut request = request_with(spec);
-    let result = advance(
-        &mut request,
-        &online(BOOT),
-        at(sent),
-        RebootSettings::default(),
-    );
+    let result = advance(&mut request, &online(BOOT), at(sent), RebootSettings::default());
     assert_eq!(phase(&result), RebootPhase::Sent);
     request
 }
@@ -227,12 +192,7 @@ fn sent_request(spec: RebootRequestSpec, sent: i64) -> RebootRequest {
 fn accepted_request(spec: RebootRequestSpec, sent: i64, accepted: i64) -> RebootRequest {
     let mut request = sent_request(spec, sent);
     let device = answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon");
-    let result = advance(
-        &mut request,
-        &device,
-        at(accepted),
-        RebootSettings::default(),
-    );
+    let result = advance(&mut request, &device, at(accepted), RebootSettings::default());
     assert_eq!(phase(&result), RebootPhase::Accepted);
     request
 }
@@ -253,10 +213,7 @@ fn rebooting_request(
 
 /// A request in a terminal `phase`, reached at offset 20, with `ttl`.
 fn terminal_request(phase_wanted: RebootPhase, ttl: Option<i32>) -> RebootRequest {
-    let spec = RebootRequestSpec {
-        ttl_seconds_after_finished: ttl,
-        ..spec()
-    };
+    let spec = RebootRequestSpec { ttl_seconds_after_finished: ttl, ..spec() };
     let mut request = sent_request(spec, 1);
     let device = match phase_wanted {
         RebootPhase::Succeeded => answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "back"),
@@ -270,12 +227,8 @@ fn terminal_request(phase_wanted: RebootPhase, ttl: Option<i32>) -> RebootReques
     request
 }
 
-const TERMINAL: [RebootPhase; 4] = [
-    RebootPhase::Succeeded,
-    RebootPhase::Failed,
-    RebootPhase::TimedOut,
-    RebootPhase::Rejected,
-];
+const TERMINAL: [RebootPhase; 4] =
+    [RebootPhase::Succeeded, RebootPhase::Failed, RebootPhase::TimedOut, RebootPhase::Rejected];
 
 /// Device views that would move an in-flight request somewhere, one of each kind.
 fn every_kind_of_device_view() -> Vec<DeviceView> {
@@ -284,18 +237,9 @@ fn every_kind_of_device_view() -> Vec<DeviceView> {
         online(BOOT + 5),
         offline(),
         missing(),
-        DeviceView {
-            mqtt_connected: false,
-            ..online(BOOT)
-        },
-        DeviceView {
-            reported_rebooting: true,
-            ..online(BOOT)
-        },
-        DeviceView {
-            last_sent: Some(at(-100)),
-            ..online(BOOT)
-        },
+        DeviceView { mqtt_connected: false, ..online(BOOT) },
+        DeviceView { reported_rebooting: true, ..online(BOOT) },
+        DeviceView { last_sent: Some(at(-100)), ..online(BOOT) },
         DeviceView::default(),
     ];
     for kind in [
@@ -355,10 +299,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     let pending = advance(&mut request, &offline(), at(2), settings);
     assert_eq!(phase(&pending), RebootPhase::Pending);
     assert_eq!(reason(&pending), "WaitingForDevice");
-    assert_eq!(
-        message(&pending),
-        "Waiting up to 60s for sensor-1 to come online"
-    );
+    assert_eq!(message(&pending), "Waiting up to 60s for sensor-1 to come online");
     assert!(!pending.send);
     assert!(pending.transition, "no status → Pending is the first phase");
     assert_eq!(pending.requeue_after, Some(Duration::from_secs(58)));
@@ -396,10 +337,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert_eq!(accepted.status.accepted_at, time(12));
     assert_eq!(
         accepted.status.response,
-        Some(MethodResponse {
-            code: 202,
-            message: "rebooting in 5s".into()
-        })
+        Some(MethodResponse { code: 202, message: "rebooting in 5s".into() })
     );
     assert_eq!(accepted.status.completed_at, None);
     assert_in_progress_conditions(&accepted.status);
@@ -415,10 +353,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert_eq!(message(&rebooting), "sensor-1 is rebooting");
     assert!(!rebooting.send);
     assert!(rebooting.transition);
-    assert_eq!(
-        rebooting.requeue_after,
-        Some(settings.return_timeout - Duration::from_secs(8))
-    );
+    assert_eq!(rebooting.requeue_after, Some(settings.return_timeout - Duration::from_secs(8)));
     assert_eq!(rebooting.status.accepted_at, time(12), "acceptedAt is kept");
     assert_in_progress_conditions(&rebooting.status);
 
@@ -434,29 +369,15 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert!(!succeeded.send);
     assert!(succeeded.transition);
     assert!(!succeeded.delete);
-    assert_eq!(
-        succeeded.requeue_after,
-        Some(Duration::from_secs(600)),
-        "requeue for the TTL"
-    );
+    assert_eq!(succeeded.requeue_after, Some(Duration::from_secs(600)), "requeue for the TTL");
     let status = &succeeded.status;
     assert_eq!(status.sent_at, time(10));
     assert_eq!(status.accepted_at, time(12));
     assert_eq!(status.completed_at, time(133));
-    assert_eq!(
-        status.duration.as_deref(),
-        Some("2m3s"),
-        "from sentAt to completedAt"
-    );
+    assert_eq!(status.duration.as_deref(), Some("2m3s"), "from sentAt to completedAt");
     assert_eq!(status.boot_before, Some(BOOT));
     assert_eq!(status.boot_after, Some(BOOT + 1));
-    assert_eq!(
-        status.response,
-        Some(MethodResponse {
-            code: 200,
-            message: String::new()
-        })
-    );
+    assert_eq!(status.response, Some(MethodResponse { code: 200, message: String::new() }));
     assert_eq!(status.request_id.as_deref(), Some("uid-1"));
     assert_eq!(status.observed_generation, Some(1));
     assert_succeeded_conditions(status);
@@ -479,10 +400,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
 
 #[test]
 fn condition_transition_times_move_only_when_their_status_flips() {
-    let mut request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    });
+    let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
     let settings = RebootSettings::default();
     advance(&mut request, &offline(), at(1), settings);
     advance(&mut request, &online(BOOT), at(5), settings);
@@ -506,30 +424,20 @@ fn condition_transition_times_move_only_when_their_status_flips() {
         settings,
     );
     for type_ in [types::COMPLETE, types::SUCCEEDED, types::FAILED] {
-        assert_eq!(
-            transition_time(&failed.status, type_),
-            at(9),
-            "{type_} flipped at the failure"
-        );
+        assert_eq!(transition_time(&failed.status, type_), at(9), "{type_} flipped at the failure");
     }
 }
 
 #[test]
 fn an_in_progress_answer_counts_as_acceptance() {
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::InProgress, 102, "working"),
-        at(3),
-    );
+    let result =
+        run(&request, &answered(online(BOOT), AnswerKind::InProgress, 102, "working"), at(3));
     assert_eq!(phase(&result), RebootPhase::Accepted);
     assert_eq!(result.status.accepted_at, time(3));
     assert_eq!(
         result.status.response,
-        Some(MethodResponse {
-            code: 102,
-            message: "working".into()
-        })
+        Some(MethodResponse { code: 102, message: "working".into() })
     );
     assert!(!result.send);
     assert!(result.transition);
@@ -538,17 +446,9 @@ fn an_in_progress_answer_counts_as_acceptance() {
 #[test]
 fn acceptance_from_a_device_that_is_already_offline_goes_straight_to_rebooting() {
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(offline(), AnswerKind::Accepted, 202, ""),
-        at(3),
-    );
+    let result = run(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(3));
     assert_eq!(phase(&result), RebootPhase::Rebooting);
-    assert_eq!(
-        result.status.accepted_at,
-        time(3),
-        "acceptedAt is set on the way to Rebooting"
-    );
+    assert_eq!(result.status.accepted_at, time(3), "acceptedAt is set on the way to Rebooting");
     assert!(result.transition);
     assert_in_progress_conditions(&result.status);
 }
@@ -569,29 +469,19 @@ fn a_device_that_reports_rebooting_is_rebooting_even_while_still_online() {
 #[test]
 fn accepted_stays_accepted_while_the_device_is_online_with_its_old_boot() {
     let request = accepted_request(spec(), 1, 2);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"),
-        at(30),
-    );
+    let result =
+        run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"), at(30));
     assert_eq!(phase(&result), RebootPhase::Accepted);
     assert!(!result.transition);
     assert!(!result.send);
-    assert_eq!(
-        result.status,
-        request.status.clone().expect("status"),
-        "nothing changed"
-    );
+    assert_eq!(result.status, request.status.clone().expect("status"), "nothing changed");
 }
 
 #[test]
 fn rebooting_does_not_fall_back_to_accepted_when_the_device_shows_up_with_its_old_boot() {
     let request = rebooting_request(spec(), 1, 2, 3);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"),
-        at(10),
-    );
+    let result =
+        run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"), at(10));
     assert_eq!(phase(&result), RebootPhase::Rebooting);
     assert!(!result.transition);
     assert_eq!(result.status, request.status.clone().expect("status"));
@@ -607,12 +497,7 @@ fn a_device_back_with_a_higher_boot_succeeds_without_a_final_answer() {
     let request = rebooting_request(spec(), 1, 2, 3);
     let result = run(
         &request,
-        &answered(
-            online(BOOT + 1),
-            AnswerKind::Accepted,
-            202,
-            "rebooting soon",
-        ),
+        &answered(online(BOOT + 1), AnswerKind::Accepted, 202, "rebooting soon"),
         at(40),
     );
     assert_eq!(phase(&result), RebootPhase::Succeeded);
@@ -631,10 +516,7 @@ fn a_device_back_with_a_higher_boot_succeeds_without_a_final_answer() {
     assert_eq!(result.status.boot_after, Some(BOOT + 3));
     assert_eq!(
         result.status.response,
-        Some(MethodResponse {
-            code: 202,
-            message: "rebooting soon".into()
-        }),
+        Some(MethodResponse { code: 202, message: "rebooting soon".into() }),
         "the recorded answer is kept when none is known now"
     );
 
@@ -663,10 +545,7 @@ fn a_device_back_with_the_same_boot_does_not_succeed() {
 fn a_higher_boot_counts_only_while_the_device_is_online() {
     let request = rebooting_request(spec(), 1, 2, 3);
     for online in [Some(false), None] {
-        let device = DeviceView {
-            online,
-            ..self::online(BOOT + 1)
-        };
+        let device = DeviceView { online, ..self::online(BOOT + 1) };
         let result = run(&request, &device, at(40));
         assert_eq!(phase(&result), RebootPhase::Rebooting, "online {online:?}");
     }
@@ -685,11 +564,7 @@ fn a_higher_boot_without_any_answer_while_sent_is_not_a_success() {
 #[test]
 fn an_acceptance_and_a_return_seen_together_succeed_from_sent() {
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT + 1), AnswerKind::Accepted, 202, ""),
-        at(9),
-    );
+    let result = run(&request, &answered(online(BOOT + 1), AnswerKind::Accepted, 202, ""), at(9));
     assert_eq!(phase(&result), RebootPhase::Succeeded);
     assert_eq!(result.status.boot_after, Some(BOOT + 1));
     assert_eq!(result.status.completed_at, time(9));
@@ -706,20 +581,14 @@ fn a_succeeded_answer_succeeds_from_any_in_flight_phase() {
         rebooting_request(spec(), 1, 2, 3),
     ];
     for request in &requests {
-        let result = run(
-            request,
-            &answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "back"),
-            at(61),
-        );
+        let result =
+            run(request, &answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "back"), at(61));
         assert_eq!(phase(&result), RebootPhase::Succeeded);
         assert_eq!(reason(&result), "Rebooted");
         assert_eq!(result.status.boot_after, Some(BOOT + 1));
         assert_eq!(
             result.status.response,
-            Some(MethodResponse {
-                code: 200,
-                message: "back".into()
-            })
+            Some(MethodResponse { code: 200, message: "back".into() })
         );
         assert_eq!(result.status.completed_at, time(61));
         assert_eq!(result.status.duration.as_deref(), Some("1m0s"));
@@ -739,38 +608,15 @@ fn a_sent_request_is_resent_only_after_the_resend_interval() {
     let request = sent_request(spec(), 1);
     let interval = RESEND_INTERVAL.as_secs() as i64;
     let cases = [
-        (
-            None,
-            at(2),
-            true,
-            "not published since the operator started",
-        ),
+        (None, at(2), true, "not published since the operator started"),
         (Some(at(1)), at(1), false, "just published"),
         (Some(at(1)), at(2), false, "a second later"),
-        (
-            Some(at(1)),
-            at(interval),
-            false,
-            "a second before the interval ends",
-        ),
-        (
-            Some(at(1)),
-            at(1 + interval),
-            true,
-            "exactly the interval later",
-        ),
-        (
-            Some(at(1)),
-            at(1 + 3 * interval),
-            true,
-            "long after the last send",
-        ),
+        (Some(at(1)), at(interval), false, "a second before the interval ends"),
+        (Some(at(1)), at(1 + interval), true, "exactly the interval later"),
+        (Some(at(1)), at(1 + 3 * interval), true, "long after the last send"),
     ];
     for (last_sent, now, expected, why) in cases {
-        let device = DeviceView {
-            last_sent,
-            ..online(BOOT)
-        };
+        let device = DeviceView { last_sent, ..online(BOOT) };
         let result = run(&request, &device, now);
         assert_eq!(result.send, expected, "{why}");
         assert_eq!(phase(&result), RebootPhase::Sent, "{why}");
@@ -795,66 +641,38 @@ fn resending_keeps_sent_at_and_boot_before_of_the_first_send() {
 #[test]
 fn sent_requeues_at_the_next_resend_or_the_response_deadline_whichever_is_first() {
     let request = sent_request(spec(), 1);
-    assert_eq!(
-        run(&request, &online(BOOT), at(2)).requeue_after,
-        Some(RESEND_INTERVAL)
-    );
-    assert_eq!(
-        run(&request, &online(BOOT), at(29)).requeue_after,
-        Some(Duration::from_secs(2))
-    );
+    assert_eq!(run(&request, &online(BOOT), at(2)).requeue_after, Some(RESEND_INTERVAL));
+    assert_eq!(run(&request, &online(BOOT), at(29)).requeue_after, Some(Duration::from_secs(2)));
 }
 
 #[test]
 fn nothing_is_sent_while_the_operator_is_not_connected_to_the_broker() {
     // Pending: waits for the broker instead of sending.
-    let spec_with_wait = RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    };
-    let device = DeviceView {
-        mqtt_connected: false,
-        ..online(BOOT)
-    };
+    let spec_with_wait = RebootRequestSpec { connect_timeout_seconds: 60, ..spec() };
+    let device = DeviceView { mqtt_connected: false, ..online(BOOT) };
     let result = run(&request_with(spec_with_wait.clone()), &device, at(1));
     assert!(!result.send);
     assert_eq!(phase(&result), RebootPhase::Pending);
     assert_eq!(reason(&result), "BrokerUnavailable");
-    assert_eq!(
-        message(&result),
-        "Waiting for the operator's MQTT connection"
-    );
+    assert_eq!(message(&result), "Waiting for the operator's MQTT connection");
     assert_eq!(result.status.sent_at, None);
     assert_eq!(result.requeue_after, Some(Duration::from_secs(5)));
 
     // Sent: no resend, however long ago the last one was, but the response deadline still runs.
     let request = sent_request(spec(), 1);
     for last_sent in [None, Some(at(1)), Some(at(-1000))] {
-        let device = DeviceView {
-            mqtt_connected: false,
-            last_sent,
-            ..online(BOOT)
-        };
+        let device = DeviceView { mqtt_connected: false, last_sent, ..online(BOOT) };
         let result = run(&request, &device, at(20));
         assert!(!result.send, "last_sent {last_sent:?}");
         assert_eq!(phase(&result), RebootPhase::Sent);
     }
-    let device = DeviceView {
-        mqtt_connected: false,
-        ..online(BOOT)
-    };
-    assert_eq!(
-        phase(&run(&request, &device, at(31))),
-        RebootPhase::TimedOut
-    );
+    let device = DeviceView { mqtt_connected: false, ..online(BOOT) };
+    assert_eq!(phase(&run(&request, &device, at(31))), RebootPhase::TimedOut);
 }
 
 #[test]
 fn nothing_is_sent_once_the_device_answered() {
-    let requests = [
-        accepted_request(spec(), 1, 2),
-        rebooting_request(spec(), 1, 2, 3),
-    ];
+    let requests = [accepted_request(spec(), 1, 2), rebooting_request(spec(), 1, 2, 3)];
     for request in &requests {
         for device in [
             answered(online(BOOT), AnswerKind::Accepted, 202, ""),
@@ -872,11 +690,7 @@ fn nothing_is_sent_once_the_device_answered() {
     }
     // A first answer while Sent does not trigger a send either, even if a resend is due.
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, ""),
-        at(60),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, ""), at(60));
     assert!(!result.send);
 }
 
@@ -885,28 +699,19 @@ fn nothing_is_sent_in_or_into_a_terminal_phase() {
     for phase_wanted in TERMINAL {
         let request = terminal_request(phase_wanted, None);
         for device in every_kind_of_device_view() {
-            assert!(
-                !run(&request, &device, at(25)).send,
-                "{phase_wanted:?} with {device:?}"
-            );
+            assert!(!run(&request, &device, at(25)).send, "{phase_wanted:?} with {device:?}");
         }
     }
     // Transitions into a terminal phase do not send, even from Sent with a resend due.
     let request = sent_request(spec(), 1);
-    for kind in [
-        AnswerKind::Succeeded,
-        AnswerKind::Failed,
-        AnswerKind::Rejected,
-        AnswerKind::Expired,
-    ] {
+    for kind in
+        [AnswerKind::Succeeded, AnswerKind::Failed, AnswerKind::Rejected, AnswerKind::Expired]
+    {
         let result = run(&request, &answered(online(BOOT), kind, 400, ""), at(60));
         assert!(phase(&result).is_terminal());
         assert!(!result.send, "{kind:?}");
     }
-    assert!(
-        !run(&request, &online(BOOT), at(31)).send,
-        "NoResponse timeout"
-    );
+    assert!(!run(&request, &online(BOOT), at(31)).send, "NoResponse timeout");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -918,10 +723,7 @@ fn an_offline_device_with_no_connect_timeout_times_out_at_once() {
     let result = run(&request(), &offline(), at(3));
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "DeviceNotOnline");
-    assert_eq!(
-        message(&result),
-        "Device sensor-1 is not online and connectTimeoutSeconds is 0"
-    );
+    assert_eq!(message(&result), "Device sensor-1 is not online and connectTimeoutSeconds is 0");
     assert!(!result.send);
     assert!(result.transition);
     assert!(!result.delete);
@@ -931,22 +733,14 @@ fn an_offline_device_with_no_connect_timeout_times_out_at_once() {
     assert_eq!(status.accepted_at, None);
     assert_eq!(status.boot_before, None);
     assert_eq!(status.completed_at, time(3));
-    assert_eq!(
-        status.duration.as_deref(),
-        Some("3s"),
-        "measured from creation when never sent"
-    );
+    assert_eq!(status.duration.as_deref(), Some("3s"), "measured from creation when never sent");
     assert_eq!(status.request_id.as_deref(), Some("uid-1"));
     assert_failed_conditions(status);
 }
 
 #[test]
 fn a_device_without_presence_counts_as_offline() {
-    let device = DeviceView {
-        online: None,
-        boot: None,
-        ..offline()
-    };
+    let device = DeviceView { online: None, boot: None, ..offline() };
     let result = run(&request(), &device, at(0));
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "DeviceNotOnline");
@@ -955,10 +749,7 @@ fn a_device_without_presence_counts_as_offline() {
 
 #[test]
 fn an_offline_device_is_waited_for_and_sent_to_when_it_comes_online() {
-    let mut request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    });
+    let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
     let settings = RebootSettings::default();
     let waiting = advance(&mut request, &offline(), at(1), settings);
     assert_eq!(phase(&waiting), RebootPhase::Pending);
@@ -970,10 +761,7 @@ fn an_offline_device_is_waited_for_and_sent_to_when_it_comes_online() {
     let still = advance(&mut request, &offline(), at(59), settings);
     assert_eq!(phase(&still), RebootPhase::Pending);
     assert!(!still.transition);
-    assert_eq!(
-        still.status, waiting.status,
-        "nothing changed while waiting"
-    );
+    assert_eq!(still.status, waiting.status, "nothing changed while waiting");
     assert_eq!(still.requeue_after, Some(Duration::from_secs(1)));
 
     let sent = advance(&mut request, &online(BOOT + 4), at(59), settings);
@@ -989,24 +777,14 @@ fn an_offline_device_is_waited_for_and_sent_to_when_it_comes_online() {
 
 #[test]
 fn an_offline_device_times_out_after_the_connect_timeout() {
-    let request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    });
+    let request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
     let before = run(&request, &offline(), at(59));
     assert_eq!(phase(&before), RebootPhase::Pending);
 
-    let result = run(
-        &with_status(request.clone(), before.status.clone()),
-        &offline(),
-        at(60),
-    );
+    let result = run(&with_status(request.clone(), before.status.clone()), &offline(), at(60));
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "DeviceNotOnline");
-    assert_eq!(
-        message(&result),
-        "Device sensor-1 did not come online within 60s"
-    );
+    assert_eq!(message(&result), "Device sensor-1 did not come online within 60s");
     assert!(result.transition);
     assert!(!result.send);
     assert_eq!(result.status.completed_at, time(60));
@@ -1032,10 +810,7 @@ fn a_missing_device_fails_with_device_not_found() {
     assert_failed_conditions(&result.status);
 
     // Presence data without a Device object does not count either.
-    let ghost = DeviceView {
-        exists: false,
-        ..online(BOOT)
-    };
+    let ghost = DeviceView { exists: false, ..online(BOOT) };
     let result = run(&request(), &ghost, at(1));
     assert_eq!(reason(&result), "DeviceNotFound");
     assert!(!result.send);
@@ -1043,18 +818,12 @@ fn a_missing_device_fails_with_device_not_found() {
 
 #[test]
 fn a_missing_device_is_waited_for_up_to_the_connect_timeout() {
-    let mut request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 30,
-        ..spec()
-    });
+    let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 30, ..spec() });
     let settings = RebootSettings::default();
     let waiting = advance(&mut request, &missing(), at(1), settings);
     assert_eq!(phase(&waiting), RebootPhase::Pending);
     assert_eq!(reason(&waiting), "DeviceNotFound");
-    assert_eq!(
-        message(&waiting),
-        "Waiting up to 30s for Device sensor-1 to exist"
-    );
+    assert_eq!(message(&waiting), "Waiting up to 30s for Device sensor-1 to exist");
     assert_eq!(waiting.requeue_after, Some(Duration::from_secs(29)));
     assert_in_progress_conditions(&waiting.status);
 
@@ -1075,10 +844,7 @@ fn an_online_device_is_not_reported_offline_when_the_broker_is_down() {
     // connectTimeoutSeconds 0, the device is online, but the operator lost the broker: the
     // request must not claim that the device is not online (it should wait for the broker,
     // Pending/BrokerUnavailable, as it does when connectTimeoutSeconds > 0).
-    let device = DeviceView {
-        mqtt_connected: false,
-        ..online(BOOT)
-    };
+    let device = DeviceView { mqtt_connected: false, ..online(BOOT) };
     let result = run(&request(), &device, at(1));
     assert!(!result.send);
     assert_ne!(reason(&result), "DeviceNotOnline", "{}", message(&result));
@@ -1115,23 +881,14 @@ fn no_answer_within_the_response_timeout_times_out_with_no_response() {
 #[test]
 fn an_answer_that_arrives_after_the_response_deadline_still_counts() {
     let request = sent_request(spec(), 5);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, ""),
-        at(100),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, ""), at(100));
     assert_eq!(phase(&result), RebootPhase::Accepted);
 }
 
 #[test]
 fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_delay() {
-    let settings = RebootSettings {
-        return_timeout: Duration::from_secs(60),
-    };
-    let spec = RebootRequestSpec {
-        delay_seconds: 10,
-        ..spec()
-    };
+    let settings = RebootSettings { return_timeout: Duration::from_secs(60) };
+    let spec = RebootRequestSpec { delay_seconds: 10, ..spec() };
     let mut request = request_with(spec);
     advance(&mut request, &online(BOOT), at(1), settings);
     let accepted = advance(
@@ -1152,27 +909,16 @@ fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_de
     assert_eq!(phase(&down), RebootPhase::Rebooting);
     assert_eq!(down.requeue_after, Some(Duration::from_secs(52)));
 
-    let before = step(
-        &request,
-        &answered(offline(), AnswerKind::Accepted, 202, ""),
-        at(71),
-        settings,
-    );
+    let before =
+        step(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(71), settings);
     assert_eq!(phase(&before), RebootPhase::Rebooting);
     assert_eq!(before.requeue_after, Some(Duration::from_secs(1)));
 
-    let result = step(
-        &request,
-        &answered(offline(), AnswerKind::Accepted, 202, ""),
-        at(72),
-        settings,
-    );
+    let result =
+        step(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(72), settings);
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "NoReturn");
-    assert_eq!(
-        message(&result),
-        "sensor-1 did not come back within 70s after accepting"
-    );
+    assert_eq!(message(&result), "sensor-1 did not come back within 70s after accepting");
     assert!(result.transition);
     assert!(!result.send);
     assert_eq!(result.status.accepted_at, time(2));
@@ -1189,10 +935,7 @@ fn accepted_with_the_device_online_on_its_old_boot_also_times_out_with_no_return
     let result = step(&request, &online(BOOT), at(302), settings);
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "NoReturn");
-    assert_eq!(
-        message(&result),
-        "sensor-1 did not come back within 300s after accepting"
-    );
+    assert_eq!(message(&result), "sensor-1 did not come back within 300s after accepting");
 }
 
 #[test]
@@ -1211,26 +954,15 @@ fn a_rejection_ends_the_request_as_rejected_with_the_devices_response() {
     let request = sent_request(spec(), 1);
     let result = run(
         &request,
-        &answered(
-            online(BOOT),
-            AnswerKind::Rejected,
-            409,
-            "another reboot is running",
-        ),
+        &answered(online(BOOT), AnswerKind::Rejected, 409, "another reboot is running"),
         at(3),
     );
     assert_eq!(phase(&result), RebootPhase::Rejected);
     assert_eq!(reason(&result), "DeviceRejected");
-    assert_eq!(
-        message(&result),
-        "sensor-1 rejected the reboot: another reboot is running"
-    );
+    assert_eq!(message(&result), "sensor-1 rejected the reboot: another reboot is running");
     assert_eq!(
         result.status.response,
-        Some(MethodResponse {
-            code: 409,
-            message: "another reboot is running".into()
-        })
+        Some(MethodResponse { code: 409, message: "another reboot is running".into() })
     );
     assert!(result.transition);
     assert!(!result.send);
@@ -1244,19 +976,9 @@ fn a_rejection_ends_the_request_as_rejected_with_the_devices_response() {
 #[test]
 fn a_rejection_without_a_message_names_the_code() {
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Rejected, 409, ""),
-        at(3),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Rejected, 409, ""), at(3));
     assert_eq!(message(&result), "sensor-1 rejected the reboot: code 409");
-    assert_eq!(
-        result.status.response,
-        Some(MethodResponse {
-            code: 409,
-            message: String::new()
-        })
-    );
+    assert_eq!(result.status.response, Some(MethodResponse { code: 409, message: String::new() }));
 }
 
 #[test]
@@ -1274,16 +996,10 @@ fn a_failure_ends_the_request_as_failed() {
         );
         assert_eq!(phase(&result), RebootPhase::Failed, "from {from:?}");
         assert_eq!(reason(&result), "DeviceFailed");
-        assert_eq!(
-            message(&result),
-            "sensor-1 failed to reboot: bootloader locked"
-        );
+        assert_eq!(message(&result), "sensor-1 failed to reboot: bootloader locked");
         assert_eq!(
             result.status.response,
-            Some(MethodResponse {
-                code: 500,
-                message: "bootloader locked".into()
-            })
+            Some(MethodResponse { code: 500, message: "bootloader locked".into() })
         );
         assert_eq!(result.status.completed_at, time(9));
         assert_eq!(result.status.duration.as_deref(), Some("8s"));
@@ -1292,34 +1008,20 @@ fn a_failure_ends_the_request_as_failed() {
         assert_failed_conditions(&result.status);
     }
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Failed, 500, ""),
-        at(9),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Failed, 500, ""), at(9));
     assert_eq!(message(&result), "sensor-1 failed to reboot: code 500");
 }
 
 #[test]
 fn an_expired_answer_times_out_with_reason_expired() {
     let request = sent_request(spec(), 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Expired, 410, "expired"),
-        at(4),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Expired, 410, "expired"), at(4));
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "Expired");
-    assert_eq!(
-        message(&result),
-        "The request reached sensor-1 after it expired"
-    );
+    assert_eq!(message(&result), "The request reached sensor-1 after it expired");
     assert_eq!(
         result.status.response,
-        Some(MethodResponse {
-            code: 410,
-            message: "expired".into()
-        })
+        Some(MethodResponse { code: 410, message: "expired".into() })
     );
     assert_eq!(result.status.completed_at, time(4));
     assert!(result.transition);
@@ -1329,10 +1031,7 @@ fn an_expired_answer_times_out_with_reason_expired() {
 
 #[test]
 fn answers_are_ignored_while_pending() {
-    let request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    });
+    let request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
     let device = answered(offline(), AnswerKind::Rejected, 409, "stale");
     let result = run(&request, &device, at(1));
     assert_eq!(phase(&result), RebootPhase::Pending);
@@ -1366,9 +1065,7 @@ fn terminal_phases_keep_even_a_foreign_generation_and_settings() {
     let mut request = terminal_request(RebootPhase::Failed, None);
     let status = request.status.clone().expect("status");
     request.metadata.generation = Some(9);
-    let settings = RebootSettings {
-        return_timeout: Duration::ZERO,
-    };
+    let settings = RebootSettings { return_timeout: Duration::ZERO };
     let result = step(&request, &online(BOOT + 1), at(1000), settings);
     assert_eq!(result.status, status);
 }
@@ -1377,10 +1074,7 @@ fn terminal_phases_keep_even_a_foreign_generation_and_settings() {
 fn the_ttl_requeues_until_it_is_due_then_deletes() {
     for phase_wanted in TERMINAL {
         let request = terminal_request(phase_wanted, Some(60));
-        assert_eq!(
-            request.status.as_ref().and_then(|s| s.completed_at.clone()),
-            time(20)
-        );
+        assert_eq!(request.status.as_ref().and_then(|s| s.completed_at.clone()), time(20));
         let status = request.status.clone().expect("status");
 
         let early = run(&request, &online(BOOT), at(20));
@@ -1404,16 +1098,9 @@ fn the_ttl_requeues_until_it_is_due_then_deletes() {
 
 #[test]
 fn reaching_a_terminal_phase_requeues_for_the_ttl() {
-    let spec = RebootRequestSpec {
-        ttl_seconds_after_finished: Some(45),
-        ..spec()
-    };
+    let spec = RebootRequestSpec { ttl_seconds_after_finished: Some(45), ..spec() };
     let request = sent_request(spec, 1);
-    let result = run(
-        &request,
-        &answered(online(BOOT), AnswerKind::Failed, 500, ""),
-        at(5),
-    );
+    let result = run(&request, &answered(online(BOOT), AnswerKind::Failed, 500, ""), at(5));
     assert_eq!(result.requeue_after, Some(Duration::from_secs(45)));
     assert!(!result.delete, "deletion only happens on a later step");
     let result = run(&request, &online(BOOT), at(31));
@@ -1443,64 +1130,21 @@ fn without_a_ttl_a_finished_request_is_never_deleted() {
 #[test]
 fn transition_is_true_only_when_the_phase_changes() {
     let settings = RebootSettings::default();
-    let mut request = request_with(RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    });
+    let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
     let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "");
     let steps: Vec<(DeviceView, i64, RebootPhase, bool)> = vec![
         (missing(), 1, RebootPhase::Pending, true),
         (offline(), 2, RebootPhase::Pending, false),
-        (
-            DeviceView {
-                mqtt_connected: false,
-                ..online(BOOT)
-            },
-            3,
-            RebootPhase::Pending,
-            false,
-        ),
+        (DeviceView { mqtt_connected: false, ..online(BOOT) }, 3, RebootPhase::Pending, false),
         (online(BOOT), 4, RebootPhase::Sent, true),
         (online(BOOT), 5, RebootPhase::Sent, false),
-        (
-            DeviceView {
-                last_sent: Some(at(4)),
-                ..online(BOOT)
-            },
-            10,
-            RebootPhase::Sent,
-            false,
-        ),
+        (DeviceView { last_sent: Some(at(4)), ..online(BOOT) }, 10, RebootPhase::Sent, false),
         (accepted.clone(), 11, RebootPhase::Accepted, true),
         (accepted.clone(), 12, RebootPhase::Accepted, false),
-        (
-            DeviceView {
-                online: Some(false),
-                ..accepted.clone()
-            },
-            13,
-            RebootPhase::Rebooting,
-            true,
-        ),
-        (
-            DeviceView {
-                online: Some(false),
-                ..accepted.clone()
-            },
-            14,
-            RebootPhase::Rebooting,
-            false,
-        ),
+        (DeviceView { online: Some(false), ..accepted.clone() }, 13, RebootPhase::Rebooting, true),
+        (DeviceView { online: Some(false), ..accepted.clone() }, 14, RebootPhase::Rebooting, false),
         (accepted.clone(), 15, RebootPhase::Rebooting, false),
-        (
-            DeviceView {
-                boot: Some(BOOT + 1),
-                ..accepted
-            },
-            16,
-            RebootPhase::Succeeded,
-            true,
-        ),
+        (DeviceView { boot: Some(BOOT + 1), ..accepted }, 16, RebootPhase::Succeeded, true),
         (online(BOOT + 1), 17, RebootPhase::Succeeded, false),
     ];
     for (device, offset, expected_phase, expected_transition) in steps {
@@ -1512,55 +1156,29 @@ fn transition_is_true_only_when_the_phase_changes() {
 
 #[test]
 fn a_status_with_an_explicit_pending_phase_is_no_transition() {
-    let status = RebootRequestStatus {
-        phase: Some(RebootPhase::Pending),
-        ..Default::default()
-    };
+    let status = RebootRequestStatus { phase: Some(RebootPhase::Pending), ..Default::default() };
     let request = with_status(
-        request_with(RebootRequestSpec {
-            connect_timeout_seconds: 60,
-            ..spec()
-        }),
+        request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() }),
         status,
     );
     let result = run(&request, &offline(), at(1));
     assert_eq!(phase(&result), RebootPhase::Pending);
     assert!(!result.transition);
-    assert_eq!(
-        result.status.request_id.as_deref(),
-        Some("uid-1"),
-        "filled in"
-    );
+    assert_eq!(result.status.request_id.as_deref(), Some("uid-1"), "filled in");
     assert_in_progress_conditions(&result.status);
 }
 
 #[test]
 fn step_is_idempotent_in_every_phase() {
-    let wait = RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    };
+    let wait = RebootRequestSpec { connect_timeout_seconds: 60, ..spec() };
     let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "ok");
     let cases: Vec<(&str, RebootRequest, DeviceView, i64)> = vec![
-        (
-            "new, device offline",
-            request_with(wait.clone()),
-            offline(),
-            1,
-        ),
-        (
-            "new, device missing",
-            request_with(wait.clone()),
-            missing(),
-            1,
-        ),
+        ("new, device offline", request_with(wait.clone()), offline(), 1),
+        ("new, device missing", request_with(wait.clone()), missing(), 1),
         (
             "new, broker down",
             request_with(wait.clone()),
-            DeviceView {
-                mqtt_connected: false,
-                ..online(BOOT)
-            },
+            DeviceView { mqtt_connected: false, ..online(BOOT) },
             1,
         ),
         ("new, device online", request(), online(BOOT), 1),
@@ -1571,40 +1189,21 @@ fn step_is_idempotent_in_every_phase() {
         (
             "sent, resend due",
             sent_request(spec(), 1),
-            DeviceView {
-                last_sent: Some(at(1)),
-                ..online(BOOT)
-            },
+            DeviceView { last_sent: Some(at(1)), ..online(BOOT) },
             9,
         ),
-        (
-            "sent, response deadline",
-            sent_request(spec(), 1),
-            online(BOOT),
-            31,
-        ),
-        (
-            "sent, accepted",
-            sent_request(spec(), 1),
-            accepted.clone(),
-            3,
-        ),
+        ("sent, response deadline", sent_request(spec(), 1), online(BOOT), 31),
+        ("sent, accepted", sent_request(spec(), 1), accepted.clone(), 3),
         (
             "sent, accepted while offline",
             sent_request(spec(), 1),
-            DeviceView {
-                online: Some(false),
-                ..accepted.clone()
-            },
+            DeviceView { online: Some(false), ..accepted.clone() },
             3,
         ),
         (
             "sent, accepted and back",
             sent_request(spec(), 1),
-            DeviceView {
-                boot: Some(BOOT + 1),
-                ..accepted.clone()
-            },
+            DeviceView { boot: Some(BOOT + 1), ..accepted.clone() },
             3,
         ),
         (
@@ -1631,54 +1230,14 @@ fn step_is_idempotent_in_every_phase() {
             answered(online(BOOT + 1), AnswerKind::Succeeded, 200, ""),
             3,
         ),
-        (
-            "accepted, waiting",
-            accepted_request(spec(), 1, 2),
-            accepted.clone(),
-            10,
-        ),
-        (
-            "accepted, goes down",
-            accepted_request(spec(), 1, 2),
-            offline(),
-            10,
-        ),
-        (
-            "accepted, no return",
-            accepted_request(spec(), 1, 2),
-            accepted.clone(),
-            302,
-        ),
-        (
-            "accepted, back",
-            accepted_request(spec(), 1, 2),
-            online(BOOT + 1),
-            10,
-        ),
-        (
-            "rebooting, waiting",
-            rebooting_request(spec(), 1, 2, 3),
-            offline(),
-            10,
-        ),
-        (
-            "rebooting, same boot",
-            rebooting_request(spec(), 1, 2, 3),
-            online(BOOT),
-            10,
-        ),
-        (
-            "rebooting, back",
-            rebooting_request(spec(), 1, 2, 3),
-            online(BOOT + 1),
-            10,
-        ),
-        (
-            "rebooting, no return",
-            rebooting_request(spec(), 1, 2, 3),
-            offline(),
-            302,
-        ),
+        ("accepted, waiting", accepted_request(spec(), 1, 2), accepted.clone(), 10),
+        ("accepted, goes down", accepted_request(spec(), 1, 2), offline(), 10),
+        ("accepted, no return", accepted_request(spec(), 1, 2), accepted.clone(), 302),
+        ("accepted, back", accepted_request(spec(), 1, 2), online(BOOT + 1), 10),
+        ("rebooting, waiting", rebooting_request(spec(), 1, 2, 3), offline(), 10),
+        ("rebooting, same boot", rebooting_request(spec(), 1, 2, 3), online(BOOT), 10),
+        ("rebooting, back", rebooting_request(spec(), 1, 2, 3), online(BOOT + 1), 10),
+        ("rebooting, no return", rebooting_request(spec(), 1, 2, 3), offline(), 302),
     ];
     for (name, request, device, offset) in cases {
         let first = assert_idempotent(&request, &device, at(offset));
@@ -1697,10 +1256,7 @@ fn step_is_idempotent_in_every_phase() {
 #[test]
 fn an_unchanged_situation_yields_an_identical_status_later() {
     // The controller skips the write when the status is equal: waiting must not churn it.
-    let wait = RebootRequestSpec {
-        connect_timeout_seconds: 60,
-        ..spec()
-    };
+    let wait = RebootRequestSpec { connect_timeout_seconds: 60, ..spec() };
     let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "ok");
     let cases: Vec<(&str, RebootRequest, DeviceView)> = vec![
         ("pending", request_with(wait.clone()), offline()),
@@ -1728,13 +1284,7 @@ fn observed_generation_and_request_id_come_from_the_object() {
     let result = run(&request, &online(BOOT), at(1));
     assert_eq!(result.status.observed_generation, Some(4));
     assert_eq!(result.status.request_id.as_deref(), Some("another-uid"));
-    assert!(
-        result
-            .status
-            .conditions
-            .iter()
-            .all(|c| c.observed_generation == Some(4))
-    );
+    assert!(result.status.conditions.iter().all(|c| c.observed_generation == Some(4)));
 }
 
 // ---------------------------------------------------------------------------------------------
