@@ -72,6 +72,14 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_STATUS_MIN_INTERVAL_MS", default_value_t = 1000)]
     pub status_min_interval_ms: u64,
 
+    /// Kubernetes Events per second, at most; more are queued (up to 1,000) or dropped.
+    #[arg(long, env = "KUBETWIN_EVENT_RATE", default_value_t = 20.0)]
+    pub event_rate: f64,
+
+    /// Events that may go at once after a quiet time.
+    #[arg(long, env = "KUBETWIN_EVENT_BURST", default_value_t = 50.0)]
+    pub event_burst: f64,
+
     /// Namespace to watch; all namespaces when unset.
     #[arg(long, env = "KUBETWIN_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,

@@ -9,13 +9,32 @@ use tracing::{error, info};
 
 use crate::{Error, OperatorConfig, Result};
 
-/// Waits until this process holds the Lease. Returns a receiver that turns `false` when the
-/// Lease is lost; dropping it releases the Lease.
+/// The held Lease. While it is held, losing the Lease ends the process.
+pub struct Leadership {
+    state: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+    fence: tokio::task::JoinHandle<()>,
+}
+
+impl Leadership {
+    /// Releases the Lease (on a graceful shutdown), so a standby takes over at once instead of
+    /// after the Lease expires. Waits at most `timeout`.
+    pub async fn release(self, timeout: std::time::Duration) {
+        self.fence.abort();
+        let _ = self.fence.await;
+        drop(self.state);
+        if tokio::time::timeout(timeout, self.task).await.is_ok() {
+            info!("released the leader Lease");
+        }
+    }
+}
+
+/// Waits until this process holds the Lease.
 pub async fn acquire(
     client: Client,
     config: &OperatorConfig,
     identity: &str,
-) -> Result<watch::Receiver<bool>> {
+) -> Result<Leadership> {
     let manager = LeaseManagerBuilder::new(client, &config.lease_name)
         .with_namespace(&config.leader_election_namespace)
         .with_identity(identity)
@@ -26,7 +45,7 @@ pub async fn acquire(
         .await
         .map_err(|e| Error::LeaderElection(e.to_string()))?;
     let (mut leader, task) = manager.watch().await;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         match task.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => error!(error = %e, "leader election stopped"),
@@ -41,11 +60,12 @@ pub async fn acquire(
             .map_err(|_| Error::LeaderElection("the lease manager stopped".into()))?;
     }
     info!(%identity, "became the leader");
-    Ok(leader)
+    let fence = tokio::spawn(exit_when_lost(leader.clone()));
+    Ok(Leadership { state: leader, task, fence })
 }
 
 /// Ends the process as soon as the Lease is lost.
-pub async fn exit_when_lost(mut leader: watch::Receiver<bool>) {
+async fn exit_when_lost(mut leader: watch::Receiver<bool>) {
     loop {
         if leader.changed().await.is_err() || !*leader.borrow_and_update() {
             error!("lost the leader Lease: exiting so that the new leader acts alone");

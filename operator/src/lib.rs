@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod device_status;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod inbound;
 pub mod leader;

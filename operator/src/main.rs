@@ -45,7 +45,7 @@ async fn main() -> ExitCode {
         }
     });
 
-    let _leader = if config.leader_election {
+    let leadership = if config.leader_election {
         let _ = ready_tx.send(Readiness::Standby);
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
@@ -54,10 +54,7 @@ async fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
         };
         match acquired {
-            Ok(leader) => {
-                tokio::spawn(leader::exit_when_lost(leader.clone()));
-                Some(leader)
-            }
+            Ok(leadership) => Some(leadership),
             Err(error) => {
                 tracing::error!(%error, "cannot take part in leader election");
                 return ExitCode::FAILURE;
@@ -67,7 +64,11 @@ async fn main() -> ExitCode {
         None
     };
 
-    match controller::run(client, config, metrics, ready_tx).await {
+    let result = controller::run(client, config, metrics, ready_tx).await;
+    if let Some(leadership) = leadership {
+        leadership.release(std::time::Duration::from_secs(3)).await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "operator stopped");

@@ -32,6 +32,8 @@ pub struct Metrics {
     status_merged: Counter,
     status_queue_depth: Gauge,
     status_staleness: Histogram,
+    events_published: Counter,
+    events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,8 @@ impl Default for Metrics {
             mqtt_connected: Gauge::default(),
             status_merged: Counter::default(),
             status_queue_depth: Gauge::default(),
+            events_published: Counter::default(),
+            events_dropped: Counter::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -111,6 +115,16 @@ impl Metrics {
             "Time from the first queued change of an object to its status write",
             m.status_staleness.clone(),
         );
+        r.register(
+            "kubetwin_events_published",
+            "Kubernetes Events published",
+            m.events_published.clone(),
+        );
+        r.register(
+            "kubetwin_events_dropped",
+            "Kubernetes Events dropped because their queue was full",
+            m.events_dropped.clone(),
+        );
         m
     }
 
@@ -157,6 +171,14 @@ impl Metrics {
     /// Records how stale a written status was.
     pub fn observe_staleness(&self, staleness: std::time::Duration) {
         self.status_staleness.observe(staleness.as_secs_f64());
+    }
+    /// Counts a published Event.
+    pub fn event_published(&self) {
+        self.events_published.inc();
+    }
+    /// Counts a dropped Event.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
     /// Number of messages dropped for `reason` so far.
     pub fn dropped_count(&self, reason: &str) -> u64 {

@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// How many writes may be in flight at once.
-const MAX_IN_FLIGHT: usize = 8;
+const MAX_IN_FLIGHT: usize = 32;
 /// How many queue entries one scheduling step looks at.
 const SCAN: usize = 1024;
 
@@ -119,7 +119,11 @@ impl StatusWriter {
         self.metrics.set_queue_depth(depth);
         match offer {
             Offer::Unchanged => {}
-            Offer::Merged => self.metrics.status_merged(),
+            Offer::Merged => {
+                self.metrics.status_merged();
+                // The merge may have made it urgent.
+                self.wake.notify_one();
+            }
             Offer::Queued => self.wake.notify_one(),
         }
         offer
@@ -185,6 +189,12 @@ impl StatusWriter {
     }
 
     async fn write(&self, flush: Flush<StatusKey, String>) {
+        self.write_one(flush).await;
+        // A change that arrived while this write was in flight may be due now.
+        self.wake.notify_one();
+    }
+
+    async fn write_one(&self, flush: Flush<StatusKey, String>) {
         let key = flush.key.clone();
         let result = match serde_json::from_str::<serde_json::Value>(&flush.value) {
             Ok(status) => self.patch(&key, status).await,

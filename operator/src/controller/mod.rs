@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::{
     Error, OperatorConfig, Result,
+    events::EventSink,
     http::Readiness,
     inbound,
     metrics::Metrics,
@@ -55,8 +56,8 @@ pub struct Context {
     pub topics: Topics,
     /// Payload codec with the size limit.
     pub codec: Codec,
-    /// Event recorder (one, so it de-duplicates).
-    pub recorder: Recorder,
+    /// Publishes Events within their budget.
+    pub events: EventSink,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Triggers a Device reconcile.
@@ -105,13 +106,7 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        let recorder = self.recorder.clone();
-        let reference = object.object_ref(&());
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                warn!(%error, reason = %event.reason, "cannot publish event");
-            }
-        });
+        self.events.publish(event, object.object_ref(&()));
     }
 }
 
@@ -250,7 +245,12 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventSink::start(
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+            config.event_rate,
+            config.event_burst,
+        ),
         client,
         index: Mutex::new(TwinIndex::default()),
         devices: device_controller.store(),
