@@ -34,7 +34,7 @@ unit:
 	$(CARGO) test --locked --workspace --exclude kubetwin-e2e
 
 e2e: build
-	$(CARGO) test --locked -p kubetwin-e2e -- --test-threads=4
+	$(CARGO) test --locked -p kubetwin-e2e --tests -- --test-threads=4
 
 ## image: builds the operator image with buildah and runs --version inside it.
 image:

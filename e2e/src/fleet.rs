@@ -82,6 +82,17 @@ impl Operator {
     /// Starts the operator without waiting for it to become ready (a standby replica under
     /// leader election reports ready at once; see `/readyz`).
     pub fn spawn(env: &TestEnv, scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn_as(env, scope, kubeconfig, extra, "info,kubetwin_operator=debug")
+    }
+
+    /// Starts the operator (not waiting) with `kubeconfig`, `extra` flags and `RUST_LOG`.
+    fn spawn_as(
+        env: &TestEnv,
+        scope: &Scope,
+        kubeconfig: &Path,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Result<Self> {
         let binary = workspace_binary("kubetwin-operator")?;
         let port = crate::process::free_port()?;
         let http_addr = format!("127.0.0.1:{port}");
@@ -99,10 +110,7 @@ impl Operator {
             &binary,
             &args,
             &log,
-            &[
-                ("KUBECONFIG", kubeconfig.as_os_str()),
-                ("RUST_LOG", "info,kubetwin_operator=debug".as_ref()),
-            ],
+            &[("KUBECONFIG", kubeconfig.as_os_str()), ("RUST_LOG", rust_log.as_ref())],
         )?;
         Ok(Self { process, http_addr })
     }
@@ -177,26 +185,7 @@ impl Operator {
         extra: &[&str],
         rust_log: &str,
     ) -> Result<Self> {
-        let binary = workspace_binary("kubetwin-operator")?;
-        let port = crate::process::free_port()?;
-        let http_addr = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            format!("--broker-url={}", env.broker_url()),
-            format!("--topic-root={}", scope.topic_root),
-            format!("--watch-namespace={}", scope.namespace),
-            format!("--mqtt-client-id=kubetwin-operator-{}", scope.namespace),
-            format!("--http-addr={http_addr}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let log = unique_log(&scope.dir, "operator");
-        let process = ManagedProcess::spawn_with_env(
-            "kubetwin-operator",
-            &binary,
-            &args,
-            &log,
-            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", rust_log.as_ref())],
-        )?;
-        Ok(Self { process, http_addr })
+        Self::spawn_as(env, scope, env.kubeconfig(), extra, rust_log)
     }
 
     /// The operator's exit, if it has exited (with the end of its log), else `Ok`.

@@ -105,6 +105,7 @@ pub struct WriteQueue<K, V> {
     in_flight: HashMap<K, u64>,
     min_interval: Duration,
     next_seq: u64,
+    writes_since_prune: usize,
 }
 
 impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
@@ -117,6 +118,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             in_flight: HashMap::new(),
             min_interval,
             next_seq: 0,
+            writes_since_prune: 0,
         }
     }
 
@@ -207,6 +209,20 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
     pub fn written(&mut self, key: &K, now: Instant) {
         if let Some(fingerprint) = self.in_flight.remove(key) {
             self.written.insert(key.clone(), (fingerprint, now));
+        }
+        // Now and then forget writes older than the minimum interval: they no longer hold
+        // anything back, and the cache holds what they wrote. Keeps memory flat at idle.
+        self.writes_since_prune += 1;
+        if self.written.len() > 1024 && self.writes_since_prune >= self.written.len() / 2 {
+            self.writes_since_prune = 0;
+            let horizon = self.min_interval.max(Duration::from_secs(5));
+            let pending = &self.pending;
+            let in_flight = &self.in_flight;
+            self.written.retain(|key, (_, at)| {
+                now.saturating_duration_since(*at) < horizon
+                    || pending.contains_key(key)
+                    || in_flight.contains_key(key)
+            });
         }
     }
 

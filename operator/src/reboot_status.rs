@@ -10,32 +10,16 @@ use kubetwin_api::{
 };
 
 use crate::conditions::{ConditionUpdate, merge};
+pub use kubetwin_protocol::ResponseStatus;
 
 /// How often a request without an answer is published again (devices ignore repeats).
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(5);
-
-/// What a device said about a request, as far as the reboot logic cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AnswerKind {
-    /// The device will reboot.
-    Accepted,
-    /// The device is working on it.
-    InProgress,
-    /// The device rebooted and is back.
-    Succeeded,
-    /// The device tried and failed.
-    Failed,
-    /// The device refused.
-    Rejected,
-    /// The request reached the device after its expiry.
-    Expired,
-}
 
 /// The latest answer of the device to this request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
     /// What the device said.
-    pub kind: AnswerKind,
+    pub kind: ResponseStatus,
     /// HTTP-like code.
     pub code: i32,
     /// Message of the device.
@@ -256,7 +240,7 @@ fn in_flight(
         if a.message.is_empty() { format!("code {}", a.code) } else { a.message.clone() }
     };
     match answer.map(|a| a.kind) {
-        Some(AnswerKind::Rejected) => {
+        Some(ResponseStatus::Rejected) => {
             let a = answer.map(detail).unwrap_or_default();
             return (
                 Outcome::new(
@@ -268,7 +252,7 @@ fn in_flight(
                 false,
             );
         }
-        Some(AnswerKind::Failed) => {
+        Some(ResponseStatus::Failed) => {
             let a = answer.map(detail).unwrap_or_default();
             return (
                 Outcome::new(
@@ -280,7 +264,7 @@ fn in_flight(
                 false,
             );
         }
-        Some(AnswerKind::Expired) => {
+        Some(ResponseStatus::Expired) => {
             let outcome = Outcome::new(
                 RebootPhase::TimedOut,
                 "Expired",
@@ -288,7 +272,7 @@ fn in_flight(
             );
             return (outcome, None, false);
         }
-        Some(AnswerKind::Succeeded) => {
+        Some(ResponseStatus::Succeeded) => {
             return (
                 Outcome::new(
                     RebootPhase::Succeeded,

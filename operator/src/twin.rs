@@ -199,7 +199,7 @@ impl TwinIndex {
     /// Registers `device` as a claimant of its device id and says whether it owns it. Claims
     /// of objects for which `exists` is false are forgotten first.
     pub fn claim(&mut self, device: &Device, exists: impl Fn(&ObjectRef<Device>) -> bool) -> Claim {
-        let object = ObjectRef::from_obj(device);
+        let object = bare_ref(device);
         let id = device.effective_device_id();
         if let Some(previous) = self.ids.insert(object.clone(), id.clone())
             && previous != id
@@ -296,7 +296,7 @@ impl TwinIndex {
         request: &RebootRequest,
         active: bool,
     ) {
-        let request_ref = ObjectRef::from_obj(request);
+        let request_ref = bare_ref(request);
         let set = self.requests.entry(device.clone()).or_default();
         if active {
             set.insert(request_ref);
@@ -321,6 +321,16 @@ impl TwinIndex {
     /// Whether no twin is held.
     pub fn is_empty(&self) -> bool {
         self.twins.is_empty()
+    }
+}
+
+/// A reference by namespace and name only (no uid or resourceVersion strings): the index
+/// holds one or two per object, and at 100,000 objects the extra strings add up.
+fn bare_ref<K: kube::Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => ObjectRef::new(name).within(namespace),
+        None => ObjectRef::new(name),
     }
 }
 

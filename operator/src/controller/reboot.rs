@@ -11,7 +11,7 @@ use kube::{
 };
 use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_protocol::{
-    MethodRequest, REBOOT_METHOD, RebootParams, RebootState, RebootStatus, ResponseStatus,
+    MethodRequest, REBOOT_METHOD, RebootParams, RebootState, RebootStatus,
     timestamp::format_rfc3339,
 };
 
@@ -20,7 +20,7 @@ use crate::{
     Error, OperatorConfig, Result,
     budget::Priority,
     mqtt::{Outbound, RequestProperties},
-    reboot_status::{Answer, AnswerKind, DeviceView, step},
+    reboot_status::{Answer, DeviceView, step},
     twin::target_of,
     writer::{Kind, StatusKey},
 };
@@ -122,14 +122,7 @@ fn device_view(
     let index = ctx.index();
     let twin = index.twin(&device.effective_device_id());
     let answer = twin.and_then(|t| t.response(request_id)).map(|r| Answer {
-        kind: match r.status {
-            ResponseStatus::Accepted => AnswerKind::Accepted,
-            ResponseStatus::InProgress => AnswerKind::InProgress,
-            ResponseStatus::Succeeded => AnswerKind::Succeeded,
-            ResponseStatus::Failed => AnswerKind::Failed,
-            ResponseStatus::Rejected => AnswerKind::Rejected,
-            ResponseStatus::Expired => AnswerKind::Expired,
-        },
+        kind: r.status,
         code: i32::from(r.code),
         message: r.message.clone(),
     });

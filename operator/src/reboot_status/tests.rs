@@ -85,11 +85,11 @@ fn missing() -> DeviceView {
     DeviceView { mqtt_connected: true, ..Default::default() }
 }
 
-fn answer(kind: AnswerKind, code: i32, message: &str) -> Option<Answer> {
+fn answer(kind: ResponseStatus, code: i32, message: &str) -> Option<Answer> {
     Some(Answer { kind, code, message: message.into() })
 }
 
-fn answered(mut device: DeviceView, kind: AnswerKind, code: i32, message: &str) -> DeviceView {
+fn answered(mut device: DeviceView, kind: ResponseStatus, code: i32, message: &str) -> DeviceView {
     device.answer = answer(kind, code, message);
     device
 }
@@ -191,7 +191,7 @@ fn sent_request(spec: RebootRequestSpec, sent: i64) -> RebootRequest {
 /// A request that was sent at `sent` and accepted at `accepted` (offsets).
 fn accepted_request(spec: RebootRequestSpec, sent: i64, accepted: i64) -> RebootRequest {
     let mut request = sent_request(spec, sent);
-    let device = answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon");
+    let device = answered(online(BOOT), ResponseStatus::Accepted, 202, "rebooting soon");
     let result = advance(&mut request, &device, at(accepted), RebootSettings::default());
     assert_eq!(phase(&result), RebootPhase::Accepted);
     request
@@ -205,7 +205,7 @@ fn rebooting_request(
     down: i64,
 ) -> RebootRequest {
     let mut request = accepted_request(spec, sent, accepted);
-    let device = answered(offline(), AnswerKind::Accepted, 202, "rebooting soon");
+    let device = answered(offline(), ResponseStatus::Accepted, 202, "rebooting soon");
     let result = advance(&mut request, &device, at(down), RebootSettings::default());
     assert_eq!(phase(&result), RebootPhase::Rebooting);
     request
@@ -216,10 +216,12 @@ fn terminal_request(phase_wanted: RebootPhase, ttl: Option<i32>) -> RebootReques
     let spec = RebootRequestSpec { ttl_seconds_after_finished: ttl, ..spec() };
     let mut request = sent_request(spec, 1);
     let device = match phase_wanted {
-        RebootPhase::Succeeded => answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "back"),
-        RebootPhase::Failed => answered(online(BOOT), AnswerKind::Failed, 500, "watchdog"),
-        RebootPhase::Rejected => answered(online(BOOT), AnswerKind::Rejected, 409, "busy"),
-        RebootPhase::TimedOut => answered(online(BOOT), AnswerKind::Expired, 410, "too late"),
+        RebootPhase::Succeeded => {
+            answered(online(BOOT + 1), ResponseStatus::Succeeded, 200, "back")
+        }
+        RebootPhase::Failed => answered(online(BOOT), ResponseStatus::Failed, 500, "watchdog"),
+        RebootPhase::Rejected => answered(online(BOOT), ResponseStatus::Rejected, 409, "busy"),
+        RebootPhase::TimedOut => answered(online(BOOT), ResponseStatus::Expired, 410, "too late"),
         other => panic!("{other:?} is not terminal"),
     };
     let result = advance(&mut request, &device, at(20), RebootSettings::default());
@@ -243,12 +245,12 @@ fn every_kind_of_device_view() -> Vec<DeviceView> {
         DeviceView::default(),
     ];
     for kind in [
-        AnswerKind::Accepted,
-        AnswerKind::InProgress,
-        AnswerKind::Succeeded,
-        AnswerKind::Failed,
-        AnswerKind::Rejected,
-        AnswerKind::Expired,
+        ResponseStatus::Accepted,
+        ResponseStatus::InProgress,
+        ResponseStatus::Succeeded,
+        ResponseStatus::Failed,
+        ResponseStatus::Rejected,
+        ResponseStatus::Expired,
     ] {
         views.push(answered(online(BOOT + 1), kind, 299, "other answer"));
     }
@@ -324,7 +326,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     // Accepted: the device said so; it delays its reboot.
     let device = DeviceView {
         last_sent: Some(at(10)),
-        ..answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting in 5s")
+        ..answered(online(BOOT), ResponseStatus::Accepted, 202, "rebooting in 5s")
     };
     let accepted = advance(&mut request, &device, at(12), settings);
     assert_eq!(phase(&accepted), RebootPhase::Accepted);
@@ -345,7 +347,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     // Rebooting: the device went offline.
     let device = DeviceView {
         last_sent: Some(at(10)),
-        ..answered(offline(), AnswerKind::Accepted, 202, "rebooting in 5s")
+        ..answered(offline(), ResponseStatus::Accepted, 202, "rebooting in 5s")
     };
     let rebooting = advance(&mut request, &device, at(20), settings);
     assert_eq!(phase(&rebooting), RebootPhase::Rebooting);
@@ -360,7 +362,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     // Succeeded: the device is back with a new boot and says so.
     let device = DeviceView {
         last_sent: Some(at(10)),
-        ..answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "")
+        ..answered(online(BOOT + 1), ResponseStatus::Succeeded, 200, "")
     };
     let succeeded = advance(&mut request, &device, at(133), settings);
     assert_eq!(phase(&succeeded), RebootPhase::Succeeded);
@@ -406,7 +408,7 @@ fn condition_transition_times_move_only_when_their_status_flips() {
     advance(&mut request, &online(BOOT), at(5), settings);
     let accepted = advance(
         &mut request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, ""),
+        &answered(online(BOOT), ResponseStatus::Accepted, 202, ""),
         at(6),
         settings,
     );
@@ -419,7 +421,7 @@ fn condition_transition_times_move_only_when_their_status_flips() {
     }
     let failed = advance(
         &mut request,
-        &answered(online(BOOT), AnswerKind::Failed, 500, "disk"),
+        &answered(online(BOOT), ResponseStatus::Failed, 500, "disk"),
         at(9),
         settings,
     );
@@ -432,7 +434,7 @@ fn condition_transition_times_move_only_when_their_status_flips() {
 fn an_in_progress_answer_counts_as_acceptance() {
     let request = sent_request(spec(), 1);
     let result =
-        run(&request, &answered(online(BOOT), AnswerKind::InProgress, 102, "working"), at(3));
+        run(&request, &answered(online(BOOT), ResponseStatus::InProgress, 102, "working"), at(3));
     assert_eq!(phase(&result), RebootPhase::Accepted);
     assert_eq!(result.status.accepted_at, time(3));
     assert_eq!(
@@ -446,7 +448,7 @@ fn an_in_progress_answer_counts_as_acceptance() {
 #[test]
 fn acceptance_from_a_device_that_is_already_offline_goes_straight_to_rebooting() {
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(3));
+    let result = run(&request, &answered(offline(), ResponseStatus::Accepted, 202, ""), at(3));
     assert_eq!(phase(&result), RebootPhase::Rebooting);
     assert_eq!(result.status.accepted_at, time(3), "acceptedAt is set on the way to Rebooting");
     assert!(result.transition);
@@ -458,7 +460,7 @@ fn a_device_that_reports_rebooting_is_rebooting_even_while_still_online() {
     let request = accepted_request(spec(), 1, 2);
     let device = DeviceView {
         reported_rebooting: true,
-        ..answered(online(BOOT), AnswerKind::InProgress, 102, "")
+        ..answered(online(BOOT), ResponseStatus::InProgress, 102, "")
     };
     let result = run(&request, &device, at(4));
     assert_eq!(phase(&result), RebootPhase::Rebooting);
@@ -469,8 +471,11 @@ fn a_device_that_reports_rebooting_is_rebooting_even_while_still_online() {
 #[test]
 fn accepted_stays_accepted_while_the_device_is_online_with_its_old_boot() {
     let request = accepted_request(spec(), 1, 2);
-    let result =
-        run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"), at(30));
+    let result = run(
+        &request,
+        &answered(online(BOOT), ResponseStatus::Accepted, 202, "rebooting soon"),
+        at(30),
+    );
     assert_eq!(phase(&result), RebootPhase::Accepted);
     assert!(!result.transition);
     assert!(!result.send);
@@ -480,8 +485,11 @@ fn accepted_stays_accepted_while_the_device_is_online_with_its_old_boot() {
 #[test]
 fn rebooting_does_not_fall_back_to_accepted_when_the_device_shows_up_with_its_old_boot() {
     let request = rebooting_request(spec(), 1, 2, 3);
-    let result =
-        run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, "rebooting soon"), at(10));
+    let result = run(
+        &request,
+        &answered(online(BOOT), ResponseStatus::Accepted, 202, "rebooting soon"),
+        at(10),
+    );
     assert_eq!(phase(&result), RebootPhase::Rebooting);
     assert!(!result.transition);
     assert_eq!(result.status, request.status.clone().expect("status"));
@@ -497,7 +505,7 @@ fn a_device_back_with_a_higher_boot_succeeds_without_a_final_answer() {
     let request = rebooting_request(spec(), 1, 2, 3);
     let result = run(
         &request,
-        &answered(online(BOOT + 1), AnswerKind::Accepted, 202, "rebooting soon"),
+        &answered(online(BOOT + 1), ResponseStatus::Accepted, 202, "rebooting soon"),
         at(40),
     );
     assert_eq!(phase(&result), RebootPhase::Succeeded);
@@ -564,7 +572,8 @@ fn a_higher_boot_without_any_answer_while_sent_is_not_a_success() {
 #[test]
 fn an_acceptance_and_a_return_seen_together_succeed_from_sent() {
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(online(BOOT + 1), AnswerKind::Accepted, 202, ""), at(9));
+    let result =
+        run(&request, &answered(online(BOOT + 1), ResponseStatus::Accepted, 202, ""), at(9));
     assert_eq!(phase(&result), RebootPhase::Succeeded);
     assert_eq!(result.status.boot_after, Some(BOOT + 1));
     assert_eq!(result.status.completed_at, time(9));
@@ -581,8 +590,11 @@ fn a_succeeded_answer_succeeds_from_any_in_flight_phase() {
         rebooting_request(spec(), 1, 2, 3),
     ];
     for request in &requests {
-        let result =
-            run(request, &answered(online(BOOT + 1), AnswerKind::Succeeded, 200, "back"), at(61));
+        let result = run(
+            request,
+            &answered(online(BOOT + 1), ResponseStatus::Succeeded, 200, "back"),
+            at(61),
+        );
         assert_eq!(phase(&result), RebootPhase::Succeeded);
         assert_eq!(reason(&result), "Rebooted");
         assert_eq!(result.status.boot_after, Some(BOOT + 1));
@@ -675,8 +687,8 @@ fn nothing_is_sent_once_the_device_answered() {
     let requests = [accepted_request(spec(), 1, 2), rebooting_request(spec(), 1, 2, 3)];
     for request in &requests {
         for device in [
-            answered(online(BOOT), AnswerKind::Accepted, 202, ""),
-            answered(offline(), AnswerKind::InProgress, 102, ""),
+            answered(online(BOOT), ResponseStatus::Accepted, 202, ""),
+            answered(offline(), ResponseStatus::InProgress, 102, ""),
             online(BOOT),
             offline(),
         ] {
@@ -690,7 +702,7 @@ fn nothing_is_sent_once_the_device_answered() {
     }
     // A first answer while Sent does not trigger a send either, even if a resend is due.
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, ""), at(60));
+    let result = run(&request, &answered(online(BOOT), ResponseStatus::Accepted, 202, ""), at(60));
     assert!(!result.send);
 }
 
@@ -704,9 +716,12 @@ fn nothing_is_sent_in_or_into_a_terminal_phase() {
     }
     // Transitions into a terminal phase do not send, even from Sent with a resend due.
     let request = sent_request(spec(), 1);
-    for kind in
-        [AnswerKind::Succeeded, AnswerKind::Failed, AnswerKind::Rejected, AnswerKind::Expired]
-    {
+    for kind in [
+        ResponseStatus::Succeeded,
+        ResponseStatus::Failed,
+        ResponseStatus::Rejected,
+        ResponseStatus::Expired,
+    ] {
         let result = run(&request, &answered(online(BOOT), kind, 400, ""), at(60));
         assert!(phase(&result).is_terminal());
         assert!(!result.send, "{kind:?}");
@@ -881,7 +896,7 @@ fn no_answer_within_the_response_timeout_times_out_with_no_response() {
 #[test]
 fn an_answer_that_arrives_after_the_response_deadline_still_counts() {
     let request = sent_request(spec(), 5);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Accepted, 202, ""), at(100));
+    let result = run(&request, &answered(online(BOOT), ResponseStatus::Accepted, 202, ""), at(100));
     assert_eq!(phase(&result), RebootPhase::Accepted);
 }
 
@@ -893,7 +908,7 @@ fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_de
     advance(&mut request, &online(BOOT), at(1), settings);
     let accepted = advance(
         &mut request,
-        &answered(online(BOOT), AnswerKind::Accepted, 202, ""),
+        &answered(online(BOOT), ResponseStatus::Accepted, 202, ""),
         at(2),
         settings,
     );
@@ -902,7 +917,7 @@ fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_de
 
     let down = advance(
         &mut request,
-        &answered(offline(), AnswerKind::Accepted, 202, ""),
+        &answered(offline(), ResponseStatus::Accepted, 202, ""),
         at(20),
         settings,
     );
@@ -910,12 +925,12 @@ fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_de
     assert_eq!(down.requeue_after, Some(Duration::from_secs(52)));
 
     let before =
-        step(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(71), settings);
+        step(&request, &answered(offline(), ResponseStatus::Accepted, 202, ""), at(71), settings);
     assert_eq!(phase(&before), RebootPhase::Rebooting);
     assert_eq!(before.requeue_after, Some(Duration::from_secs(1)));
 
     let result =
-        step(&request, &answered(offline(), AnswerKind::Accepted, 202, ""), at(72), settings);
+        step(&request, &answered(offline(), ResponseStatus::Accepted, 202, ""), at(72), settings);
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "NoReturn");
     assert_eq!(message(&result), "sensor-1 did not come back within 70s after accepting");
@@ -954,7 +969,7 @@ fn a_rejection_ends_the_request_as_rejected_with_the_devices_response() {
     let request = sent_request(spec(), 1);
     let result = run(
         &request,
-        &answered(online(BOOT), AnswerKind::Rejected, 409, "another reboot is running"),
+        &answered(online(BOOT), ResponseStatus::Rejected, 409, "another reboot is running"),
         at(3),
     );
     assert_eq!(phase(&result), RebootPhase::Rejected);
@@ -976,7 +991,7 @@ fn a_rejection_ends_the_request_as_rejected_with_the_devices_response() {
 #[test]
 fn a_rejection_without_a_message_names_the_code() {
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Rejected, 409, ""), at(3));
+    let result = run(&request, &answered(online(BOOT), ResponseStatus::Rejected, 409, ""), at(3));
     assert_eq!(message(&result), "sensor-1 rejected the reboot: code 409");
     assert_eq!(result.status.response, Some(MethodResponse { code: 409, message: String::new() }));
 }
@@ -991,7 +1006,7 @@ fn a_failure_ends_the_request_as_failed() {
         let from = request.status.as_ref().and_then(|s| s.phase);
         let result = run(
             &request,
-            &answered(online(BOOT), AnswerKind::Failed, 500, "bootloader locked"),
+            &answered(online(BOOT), ResponseStatus::Failed, 500, "bootloader locked"),
             at(9),
         );
         assert_eq!(phase(&result), RebootPhase::Failed, "from {from:?}");
@@ -1008,14 +1023,15 @@ fn a_failure_ends_the_request_as_failed() {
         assert_failed_conditions(&result.status);
     }
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Failed, 500, ""), at(9));
+    let result = run(&request, &answered(online(BOOT), ResponseStatus::Failed, 500, ""), at(9));
     assert_eq!(message(&result), "sensor-1 failed to reboot: code 500");
 }
 
 #[test]
 fn an_expired_answer_times_out_with_reason_expired() {
     let request = sent_request(spec(), 1);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Expired, 410, "expired"), at(4));
+    let result =
+        run(&request, &answered(online(BOOT), ResponseStatus::Expired, 410, "expired"), at(4));
     assert_eq!(phase(&result), RebootPhase::TimedOut);
     assert_eq!(reason(&result), "Expired");
     assert_eq!(message(&result), "The request reached sensor-1 after it expired");
@@ -1032,7 +1048,7 @@ fn an_expired_answer_times_out_with_reason_expired() {
 #[test]
 fn answers_are_ignored_while_pending() {
     let request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
-    let device = answered(offline(), AnswerKind::Rejected, 409, "stale");
+    let device = answered(offline(), ResponseStatus::Rejected, 409, "stale");
     let result = run(&request, &device, at(1));
     assert_eq!(phase(&result), RebootPhase::Pending);
     assert_eq!(result.status.response, None);
@@ -1100,7 +1116,7 @@ fn the_ttl_requeues_until_it_is_due_then_deletes() {
 fn reaching_a_terminal_phase_requeues_for_the_ttl() {
     let spec = RebootRequestSpec { ttl_seconds_after_finished: Some(45), ..spec() };
     let request = sent_request(spec, 1);
-    let result = run(&request, &answered(online(BOOT), AnswerKind::Failed, 500, ""), at(5));
+    let result = run(&request, &answered(online(BOOT), ResponseStatus::Failed, 500, ""), at(5));
     assert_eq!(result.requeue_after, Some(Duration::from_secs(45)));
     assert!(!result.delete, "deletion only happens on a later step");
     let result = run(&request, &online(BOOT), at(31));
@@ -1131,7 +1147,7 @@ fn without_a_ttl_a_finished_request_is_never_deleted() {
 fn transition_is_true_only_when_the_phase_changes() {
     let settings = RebootSettings::default();
     let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 60, ..spec() });
-    let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "");
+    let accepted = answered(online(BOOT), ResponseStatus::Accepted, 202, "");
     let steps: Vec<(DeviceView, i64, RebootPhase, bool)> = vec![
         (missing(), 1, RebootPhase::Pending, true),
         (offline(), 2, RebootPhase::Pending, false),
@@ -1171,7 +1187,7 @@ fn a_status_with_an_explicit_pending_phase_is_no_transition() {
 #[test]
 fn step_is_idempotent_in_every_phase() {
     let wait = RebootRequestSpec { connect_timeout_seconds: 60, ..spec() };
-    let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "ok");
+    let accepted = answered(online(BOOT), ResponseStatus::Accepted, 202, "ok");
     let cases: Vec<(&str, RebootRequest, DeviceView, i64)> = vec![
         ("new, device offline", request_with(wait.clone()), offline(), 1),
         ("new, device missing", request_with(wait.clone()), missing(), 1),
@@ -1209,25 +1225,25 @@ fn step_is_idempotent_in_every_phase() {
         (
             "sent, rejected",
             sent_request(spec(), 1),
-            answered(online(BOOT), AnswerKind::Rejected, 409, "busy"),
+            answered(online(BOOT), ResponseStatus::Rejected, 409, "busy"),
             3,
         ),
         (
             "sent, failed",
             sent_request(spec(), 1),
-            answered(online(BOOT), AnswerKind::Failed, 500, "x"),
+            answered(online(BOOT), ResponseStatus::Failed, 500, "x"),
             3,
         ),
         (
             "sent, expired",
             sent_request(spec(), 1),
-            answered(online(BOOT), AnswerKind::Expired, 410, ""),
+            answered(online(BOOT), ResponseStatus::Expired, 410, ""),
             3,
         ),
         (
             "sent, succeeded",
             sent_request(spec(), 1),
-            answered(online(BOOT + 1), AnswerKind::Succeeded, 200, ""),
+            answered(online(BOOT + 1), ResponseStatus::Succeeded, 200, ""),
             3,
         ),
         ("accepted, waiting", accepted_request(spec(), 1, 2), accepted.clone(), 10),
@@ -1257,7 +1273,7 @@ fn step_is_idempotent_in_every_phase() {
 fn an_unchanged_situation_yields_an_identical_status_later() {
     // The controller skips the write when the status is equal: waiting must not churn it.
     let wait = RebootRequestSpec { connect_timeout_seconds: 60, ..spec() };
-    let accepted = answered(online(BOOT), AnswerKind::Accepted, 202, "ok");
+    let accepted = answered(online(BOOT), ResponseStatus::Accepted, 202, "ok");
     let cases: Vec<(&str, RebootRequest, DeviceView)> = vec![
         ("pending", request_with(wait.clone()), offline()),
         ("pending, missing", request_with(wait), missing()),
