@@ -110,6 +110,43 @@ impl Pki {
     }
 }
 
+/// Generates a CA, a server certificate for 127.0.0.1 and a client certificate for an MQTT
+/// broker with mutual TLS, and writes them into `dir`.
+pub fn write_broker_tls(dir: &Path) -> Result<crate::broker::BrokerTls> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "kubetwin-test-broker-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server = leaf(
+        &issuer,
+        "mosquitto",
+        None,
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let client =
+        leaf(&issuer, "kubetwin-operator", None, &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let files = [
+        ("broker-ca.crt", ca_cert.pem()),
+        ("broker.crt", server.cert_pem),
+        ("broker.key", server.key_pem),
+        ("client.crt", client.cert_pem),
+        ("client.key", client.key_pem),
+    ];
+    for (name, content) in files {
+        let path = dir.join(name);
+        fs::write(&path, content).map_err(io_context(format!("writing {}", path.display())))?;
+    }
+    Ok(crate::broker::BrokerTls {
+        ca: dir.join("broker-ca.crt"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+    })
+}
+
 fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     common_name: &str,

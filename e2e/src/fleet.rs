@@ -85,6 +85,21 @@ impl Operator {
         Self::spawn_as(env, scope, kubeconfig, extra, "info,kubetwin_operator=debug")
     }
 
+    /// Starts the operator against another broker (`broker_url`, with `extra` flags such as
+    /// TLS files) and waits up to `ready_within` until it is ready.
+    pub async fn start_with_broker(
+        env: &TestEnv,
+        scope: &Scope,
+        broker_url: &str,
+        extra: &[&str],
+        ready_within: Duration,
+    ) -> Result<Self> {
+        let operator =
+            Self::spawn_full(env, scope, env.kubeconfig(), Some(broker_url), extra, "info")?;
+        operator.wait_ready(ready_within).await?;
+        Ok(operator)
+    }
+
     /// Starts the operator (not waiting) with `kubeconfig`, `extra` flags and `RUST_LOG`.
     fn spawn_as(
         env: &TestEnv,
@@ -93,11 +108,23 @@ impl Operator {
         extra: &[&str],
         rust_log: &str,
     ) -> Result<Self> {
+        Self::spawn_full(env, scope, kubeconfig, None, extra, rust_log)
+    }
+
+    fn spawn_full(
+        env: &TestEnv,
+        scope: &Scope,
+        kubeconfig: &Path,
+        broker_url: Option<&str>,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Result<Self> {
         let binary = workspace_binary("kubetwin-operator")?;
         let port = crate::process::free_port()?;
         let http_addr = format!("127.0.0.1:{port}");
+        let broker_url = broker_url.map_or_else(|| env.broker_url(), str::to_string);
         let mut args = vec![
-            format!("--broker-url={}", env.broker_url()),
+            format!("--broker-url={broker_url}"),
             format!("--topic-root={}", scope.topic_root),
             format!("--watch-namespace={}", scope.namespace),
             format!("--mqtt-client-id=kubetwin-operator-{}", scope.namespace),

@@ -8,10 +8,12 @@ use kubetwin_api::RebootPhase;
 use kubetwin_e2e::{
     fleet::{Operator, Simulator},
     helm,
-    scenario::{Setup, is_connected, phase, setup},
+    mqtt::TestClient,
+    scenario::{Setup, create_device, is_connected, phase, setup},
     tools::repo_root,
     wait::wait_for,
 };
+use serde_json::json;
 
 /// Applies `yaml` with kubectl in the scope's namespace.
 fn kubectl_apply(s: &Setup, yaml: &str, extra: &[&str]) -> String {
@@ -328,4 +330,45 @@ async fn the_image_builds_and_runs_its_binary() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert_eq!(stdout.trim(), format!("kubetwin-operator {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn the_operator_talks_to_a_broker_over_mutual_tls() {
+    let s = setup("tls").await;
+    let dir = s.scope.dir.join("tls-broker");
+    std::fs::create_dir_all(&dir).expect("folder");
+    let (broker, tls) =
+        kubetwin_e2e::broker::Broker::start_with_tls(&dir).await.expect("TLS broker");
+    let tls_port = broker.tls_port.expect("TLS listener");
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let files = [
+        format!("--broker-ca-file={}", tls.ca.display()),
+        format!("--broker-client-cert-file={}", tls.client_cert.display()),
+        format!("--broker-client-key-file={}", tls.client_key.display()),
+    ];
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let operator =
+        Operator::start_with_broker(s.env, &s.scope, &url, &files, Duration::from_secs(60))
+            .await
+            .expect("the operator connects over mutual TLS and becomes ready");
+
+    // A device on the broker's plain listener is seen by the operator on the TLS listener.
+    create_device(&s.devices, "sensor-1", json!({})).await;
+    let id = s.scope.device_id("sensor-1");
+    let device = TestClient::connect(broker.port, &format!("{id}-raw")).await.expect("mqtt");
+    let presence = format!("{}/{id}/presence", s.scope.topic_root);
+    let online = json!({"v": 1, "state": "online", "boot": 1, "conn": 1});
+    device.publish_json(&presence, &online, true).await.expect("presence");
+    wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
+    assert!(operator.is_running());
+
+    // Without the client certificate the broker refuses the operator: it never becomes ready.
+    let ca_only = [format!("--broker-ca-file={}", tls.ca.display())];
+    let ca_only: Vec<&str> = ca_only.iter().map(String::as_str).collect();
+    let scope = kubetwin_e2e::fleet::Scope::new(s.env, &format!("{}-nocert", s.scope.namespace))
+        .expect("scope");
+    // (Ten seconds is far more than the TLS handshake needs; the broker refuses at once.)
+    let refused =
+        Operator::start_with_broker(s.env, &scope, &url, &ca_only, Duration::from_secs(10)).await;
+    assert!(refused.is_err(), "an operator without a client certificate must not get a session");
 }
