@@ -165,6 +165,20 @@ fn write_kubeconfig(
     let key = pki_dir.join(format!("{user_name}.key"));
     fs::write(&cert, &user.cert_pem).map_err(io_context(format!("writing {}", cert.display())))?;
     fs::write(&key, &user.key_pem).map_err(io_context(format!("writing {}", key.display())))?;
+    let credentials =
+        format!("client-certificate: {}\n    client-key: {}", cert.display(), key.display());
+    write_kubeconfig_file(path, server, ca_file, user_name, &credentials)
+}
+
+/// Writes a kubeconfig for `server` (trusting `ca_file`) whose user `user_name` logs in with
+/// `credentials` (the YAML lines of a kubeconfig `user:` block, indented by four spaces).
+pub fn write_kubeconfig_file(
+    path: &Path,
+    server: &str,
+    ca_file: &str,
+    user_name: &str,
+    credentials: &str,
+) -> Result<()> {
     let yaml = format!(
         "apiVersion: v1
 kind: Config
@@ -176,8 +190,7 @@ clusters:
 users:
 - name: {user_name}
   user:
-    client-certificate: {cert}
-    client-key: {key}
+    {credentials}
 contexts:
 - name: kubetwin-test
   context:
@@ -185,9 +198,7 @@ contexts:
     user: {user_name}
     namespace: default
 current-context: kubetwin-test
-",
-        cert = cert.display(),
-        key = key.display(),
+"
     );
     fs::write(path, yaml).map_err(io_context(format!("writing {}", path.display())))
 }

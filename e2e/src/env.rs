@@ -86,29 +86,13 @@ impl TestEnv {
     pub fn kubeconfig_for_token(&self, name: &str, token: &str) -> Result<PathBuf> {
         let path = self.dir().join(format!("{name}.kubeconfig"));
         let ca = self.dir().join("pki/ca.crt");
-        let yaml = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: kubetwin-test
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: {name}
-  user:
-    token: {token}
-contexts:
-- name: {name}
-  context:
-    cluster: kubetwin-test
-    user: {name}
-current-context: {name}
-",
-            server = self.control_plane.server_url,
-            ca = ca.display(),
-        );
-        std::fs::write(&path, yaml).map_err(io_context(format!("writing {}", path.display())))?;
+        crate::control_plane::write_kubeconfig_file(
+            &path,
+            &self.control_plane.server_url,
+            &ca.display().to_string(),
+            name,
+            &format!("token: {token}"),
+        )?;
         Ok(path)
     }
 

@@ -232,14 +232,24 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `kubetwin-sim` with the devices `ids` (and `extra` flags) for `scope`.
     pub fn start(env: &TestEnv, scope: &Scope, ids: &[String], extra: &[&str]) -> Result<Self> {
+        Self::spawn(env, scope, vec![format!("--ids={}", ids.join(","))], extra, "info")
+    }
+
+    fn spawn(
+        env: &TestEnv,
+        scope: &Scope,
+        devices: Vec<String>,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Result<Self> {
         let binary = workspace_binary("kubetwin-sim")?;
         let state_dir = scope.dir.join("sim-state");
         let mut args = vec![
             format!("--broker-url={}", env.broker_url()),
             format!("--topic-root={}", scope.topic_root),
-            format!("--ids={}", ids.join(",")),
             format!("--state-dir={}", state_dir.display()),
         ];
+        args.extend(devices);
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique_log(&scope.dir, "sim");
         let process = ManagedProcess::spawn_with_env(
@@ -247,7 +257,7 @@ impl Simulator {
             &binary,
             &args,
             &log,
-            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "info".as_ref())],
+            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", rust_log.as_ref())],
         )?;
         Ok(Self { process, state_dir })
     }
@@ -283,25 +293,8 @@ impl Simulator {
         id_prefix: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        let binary = workspace_binary("kubetwin-sim")?;
-        let state_dir = scope.dir.join("sim-state");
-        let mut args = vec![
-            format!("--broker-url={}", env.broker_url()),
-            format!("--topic-root={}", scope.topic_root),
-            format!("--count={count}"),
-            format!("--id-prefix={id_prefix}"),
-            format!("--state-dir={}", state_dir.display()),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let log = unique_log(&scope.dir, "sim");
-        let process = ManagedProcess::spawn_with_env(
-            "kubetwin-sim",
-            &binary,
-            &args,
-            &log,
-            &[("KUBECONFIG", env.kubeconfig().as_os_str()), ("RUST_LOG", "warn".as_ref())],
-        )?;
-        Ok(Self { process, state_dir })
+        let devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
+        Self::spawn(env, scope, devices, extra, "warn")
     }
 
     /// The simulator's exit, if it has exited (with the end of its log), else `Ok`.
