@@ -47,7 +47,7 @@ bench: tools rust
 	KUBETWIN_BIN_PROFILE=release target/release/kubetwin-bench
 
 bench-quick: build
-	$(CARGO) run --locked -q -p kubetwin-e2e --bin kubetwin-bench -- --quick
+	$(CARGO) run --locked -q -p kubetwin-bench --bin kubetwin-bench -- --quick
 
 ## crds: regenerates crds/ from the Rust types.
 crds:

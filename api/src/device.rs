@@ -173,6 +173,40 @@ pub struct AppliedVersion {
     pub version: i64,
 }
 
+/// A position the API cannot hold: a counter above `i64::MAX`, or a negative one read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorOutOfRange;
+
+impl std::fmt::Display for CursorOutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a boot or seq counter is outside 0..=i64::MAX")
+    }
+}
+
+impl std::error::Error for CursorOutOfRange {}
+
+impl TryFrom<kubetwin_protocol::Cursor> for ReportCursor {
+    type Error = CursorOutOfRange;
+
+    fn try_from(cursor: kubetwin_protocol::Cursor) -> Result<Self, Self::Error> {
+        Ok(Self {
+            boot: i64::try_from(cursor.boot).map_err(|_| CursorOutOfRange)?,
+            seq: i64::try_from(cursor.seq).map_err(|_| CursorOutOfRange)?,
+        })
+    }
+}
+
+impl TryFrom<ReportCursor> for kubetwin_protocol::Cursor {
+    type Error = CursorOutOfRange;
+
+    fn try_from(cursor: ReportCursor) -> Result<Self, Self::Error> {
+        Ok(Self {
+            boot: u64::try_from(cursor.boot).map_err(|_| CursorOutOfRange)?,
+            seq: u64::try_from(cursor.seq).map_err(|_| CursorOutOfRange)?,
+        })
+    }
+}
+
 impl Device {
     /// The device id in effect: `spec.deviceId`, or `<namespace>.<name>` when that is unset.
     pub fn effective_device_id(&self) -> String {

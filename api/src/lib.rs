@@ -13,11 +13,11 @@ pub mod reboot;
 mod schema;
 
 pub use device::{
-    AppliedVersion, ConnectionState, ConnectionStatus, Device, DeviceSpec, DeviceStatus,
-    ReportCursor,
+    AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceSpec,
+    DeviceStatus, ReportCursor,
 };
 pub use reboot::{
-    MethodResponse, RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus,
+    RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus, RecordedResponse,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

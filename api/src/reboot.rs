@@ -161,7 +161,7 @@ pub struct RebootRequestStatus {
 
     /// The device's last answer to the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<MethodResponse>,
+    pub response: Option<RecordedResponse>,
 
     /// Why the request is in its phase, as a CamelCase word (for example NoResponse,
     /// DeviceNotOnline, NoReturn, DeviceRejected).
@@ -178,10 +178,11 @@ pub struct RebootRequestStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// A device's answer to a direct-method call.
+/// A device's answer to a request, as recorded in status (the wire message is
+/// `kubetwin_protocol::MethodResponse`; the operator converts explicitly).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MethodResponse {
+pub struct RecordedResponse {
     /// HTTP-like status code from the device (200, 202, 400, 404, 409, 410, 500).
     pub code: i32,
     /// Message from the device.

@@ -4,19 +4,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kubetwin_protocol::{DEFAULT_ROOT, MqttVersion, validate_device_id};
+use kubetwin_mqtt::{BrokerUrl, MqttVersion};
+use kubetwin_protocol::{DEFAULT_ROOT, validate_device_id};
 
 /// Errors in the configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// The broker URL is not `mqtt://host[:port]`.
-    #[error("invalid broker URL {url:?}: {reason}")]
-    BrokerUrl {
-        /// The URL given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The broker URL is not `mqtt[s]://host[:port]`.
+    #[error("{0}")]
+    BrokerUrl(#[from] kubetwin_mqtt::UrlError),
+    /// TLS or credentials could not be set up.
+    #[error("broker security: {0}")]
+    Security(String),
     /// A device id is not valid under the contract.
     #[error("invalid device id {id:?}: {reason}")]
     DeviceId {
@@ -44,9 +43,22 @@ pub enum ConfigError {
     about = "Simulates IoT devices speaking the kubetwin MQTT contract v1"
 )]
 pub struct Cli {
-    /// Broker to connect to, `mqtt://host:port` (port defaults to 1883).
+    /// Broker to connect to: `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883, needs
+    /// --broker-ca-file); IPv6 hosts in brackets.
     #[arg(long, env = "KUBETWIN_SIM_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
+
+    /// PEM file with the CA certificates that sign the broker's certificate (mqtts://).
+    #[arg(long, env = "KUBETWIN_SIM_BROKER_CA_FILE")]
+    pub broker_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (the same for every device).
+    #[arg(long, env = "KUBETWIN_SIM_BROKER_CLIENT_CERT_FILE", requires = "broker_client_key_file")]
+    pub broker_client_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "KUBETWIN_SIM_BROKER_CLIENT_KEY_FILE", requires = "broker_client_cert_file")]
+    pub broker_client_key_file: Option<PathBuf>,
 
     /// Topic root of the contract.
     #[arg(long, env = "KUBETWIN_SIM_TOPIC_ROOT", default_value = DEFAULT_ROOT)]
@@ -89,7 +101,7 @@ pub struct Cli {
     pub report_interval_ms: u64,
 
     /// MQTT version: `5` or `3.1.1`.
-    #[arg(long, env = "KUBETWIN_SIM_MQTT_VERSION", default_value = "5", value_parser = parse_mqtt_version)]
+    #[arg(long, env = "KUBETWIN_SIM_MQTT_VERSION", default_value = "5")]
     pub mqtt_version: MqttVersion,
 
     /// Fault: answer every request Rejected (409).
@@ -123,55 +135,6 @@ pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "KUBETWIN_SIM_LOG_JSON")]
     pub log_json: bool,
-}
-
-/// Parses `5` or `3.1.1` (also `311` and `4`) into an MQTT version.
-pub fn parse_mqtt_version(s: &str) -> Result<MqttVersion, String> {
-    match s.trim() {
-        "5" | "5.0" | "v5" => Ok(MqttVersion::V5),
-        "3.1.1" | "311" | "4" | "v4" => Ok(MqttVersion::V311),
-        other => Err(format!("unsupported MQTT version {other:?} (use 5 or 3.1.1)")),
-    }
-}
-
-/// Host and port of the broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerAddr {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-/// Parses `mqtt://host[:port][/]` (IPv6 as `[::1]`); only plain `mqtt://` is supported.
-pub fn parse_broker_url(url: &str) -> Result<BrokerAddr, ConfigError> {
-    let err =
-        |reason: &str| ConfigError::BrokerUrl { url: url.to_owned(), reason: reason.to_owned() };
-    let rest = url.strip_prefix("mqtt://").ok_or_else(|| err("only mqtt:// URLs are supported"))?;
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('@') || rest.contains('?') {
-        return Err(err("expected mqtt://host:port without path or credentials"));
-    }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '['"))?;
-        match after {
-            "" => (host, None),
-            p => (host, Some(p.strip_prefix(':').ok_or_else(|| err("junk after ']'"))?)),
-        }
-    } else {
-        match rest.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(err("missing host"));
-    }
-    let port = match port {
-        None => 1883,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| err("invalid port"))?,
-    };
-    Ok(BrokerAddr { host: host.to_owned(), port })
 }
 
 /// The device ids: `ids` if given, else `{prefix}-{i}` for i in 0..count; validated and unique.
@@ -212,8 +175,10 @@ pub struct Faults {
 /// Validated configuration of a fleet run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Broker address.
-    pub broker: BrokerAddr,
+    /// Broker.
+    pub broker: BrokerUrl,
+    /// TLS files: the CA bundle, and a client certificate and key for mutual TLS.
+    pub tls: Option<TlsFiles>,
     /// Topic root.
     pub topic_root: String,
     /// Device ids to simulate.
@@ -244,6 +209,32 @@ pub struct Config {
     pub keep_alive: Duration,
 }
 
+/// PEM files of a TLS connection to the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle that signs the broker's certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key, for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// The TLS and credential settings these files describe.
+    pub fn security(tls: Option<&Self>) -> Result<kubetwin_mqtt::Security, ConfigError> {
+        let tls = match tls {
+            Some(files) => Some(
+                kubetwin_mqtt::tls_config(
+                    &files.ca,
+                    files.client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                )
+                .map_err(|e| ConfigError::Security(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(kubetwin_mqtt::Security { tls, credentials: None })
+    }
+}
+
 fn seconds(name: &str, value: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| ConfigError::Range(format!("{name} must be a number of seconds >= 0")))
@@ -261,8 +252,20 @@ impl Config {
                 "--topic-root must be non-empty and without wildcards".into(),
             ));
         }
+        let broker = BrokerUrl::parse(&cli.broker_url)?;
+        let tls = match (&cli.broker_ca_file, broker.tls) {
+            (Some(ca), _) => Some(TlsFiles {
+                ca: ca.clone(),
+                client: cli.broker_client_cert_file.clone().zip(cli.broker_client_key_file.clone()),
+            }),
+            (None, true) => {
+                return Err(ConfigError::Security("mqtts:// needs --broker-ca-file".into()));
+            }
+            (None, false) => None,
+        };
         Ok(Self {
-            broker: parse_broker_url(&cli.broker_url)?,
+            broker,
+            tls,
             topic_root: cli.topic_root.clone(),
             ids: device_ids(cli.count, &cli.id_prefix, cli.ids.as_deref())?,
             state_dir: cli.state_dir.clone(),
@@ -314,7 +317,8 @@ mod tests {
         assert_eq!(config.faults, Faults::default());
         assert_eq!(config.offline_after, None);
         assert_eq!(config.create_devices_in, None);
-        assert_eq!(config.broker, BrokerAddr { host: "127.0.0.1".into(), port: 1883 });
+        assert_eq!(config.broker, BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap());
+        assert_eq!(config.tls, None);
     }
 
     #[test]
@@ -387,29 +391,27 @@ mod tests {
         let cli = parse(&["--connect-rate", "0"]);
         assert!(matches!(Config::from_cli(&cli), Err(ConfigError::Range(_))));
         let cli = parse(&["--broker-url", "tcp://x:1"]);
-        assert!(matches!(Config::from_cli(&cli), Err(ConfigError::BrokerUrl { .. })));
+        assert!(matches!(Config::from_cli(&cli), Err(ConfigError::BrokerUrl(_))));
+        let cli = parse(&["--broker-url", "mqtts://broker:8883"]);
+        assert_eq!(
+            Config::from_cli(&cli).map_err(|e| e.to_string()),
+            Err("broker security: mqtts:// needs --broker-ca-file".into())
+        );
     }
 
     #[test]
-    fn mqtt_versions() {
-        assert_eq!(parse_mqtt_version("5"), Ok(MqttVersion::V5));
-        assert_eq!(parse_mqtt_version("3.1.1"), Ok(MqttVersion::V311));
-        assert_eq!(parse_mqtt_version("311"), Ok(MqttVersion::V311));
-        assert!(parse_mqtt_version("3").is_err());
-    }
-
-    #[test]
-    fn broker_urls() {
-        let ok = |url: &str, host: &str, port: u16| {
-            assert_eq!(parse_broker_url(url), Ok(BrokerAddr { host: host.into(), port }), "{url}");
-        };
-        ok("mqtt://localhost:1883", "localhost", 1883);
-        ok("mqtt://localhost", "localhost", 1883);
-        ok("mqtt://10.0.0.1:2000/", "10.0.0.1", 2000);
-        ok("mqtt://[::1]:1884", "::1", 1884);
-        ok("mqtt://[::1]", "::1", 1883);
+    fn broker_urls_are_the_shared_client_s_and_tls_needs_a_ca() {
+        let config = |url: &str| Config::from_cli(&parse(&["--broker-url", url]));
+        assert_eq!(
+            config("mqtt://[::1]:1884").map(|c| c.broker.to_string()),
+            Ok("mqtt://[::1]:1884".into())
+        );
+        let with_ca =
+            Config::from_cli(&parse(&["--broker-url", "mqtts://b", "--broker-ca-file", "/ca.pem"]))
+                .unwrap();
+        assert_eq!(with_ca.broker.port, 8883);
+        assert_eq!(with_ca.tls, Some(TlsFiles { ca: "/ca.pem".into(), client: None }));
         for bad in [
-            "mqtts://h:1",
             "h:1",
             "mqtt://",
             "mqtt://:1883",
@@ -420,7 +422,7 @@ mod tests {
             "mqtt://u@h:1",
             "mqtt://[::1",
         ] {
-            assert!(parse_broker_url(bad).is_err(), "{bad}");
+            assert!(matches!(config(bad), Err(ConfigError::BrokerUrl(_))), "{bad}");
         }
     }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use kubetwin_protocol::rpc::{CODE_CONFLICT, CODE_NOT_FOUND};
 use kubetwin_protocol::timestamp::format_rfc3339;
 use kubetwin_protocol::{
-    AppliedVersion, Codec, DecodeError, DesiredDocument, KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT,
-    KEY_REBOOT, Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic, Presence,
-    PresenceState, REBOOT_METHOD, RebootParams, RebootState, RebootStatus, ReportedMessage,
-    ResponseStatus, Topics, should_apply,
+    AppliedVersion, Codec, DecodeError, DesiredDocument, EncodeError, KEY_FIRMWARE_VERSION,
+    KEY_LAST_REBOOT, KEY_REBOOT, Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic,
+    Presence, PresenceState, REBOOT_METHOD, RebootParams, RebootState, RebootStatus,
+    ReportedMessage, ResponseStatus, Topics, should_apply,
 };
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
@@ -82,6 +82,9 @@ pub enum Effect {
     Persist,
     /// Publish a message.
     Publish(Publication),
+    /// A message could not be encoded: nothing is published in its place (the runner logs
+    /// it; for example a reported document grown past the payload limit).
+    Unpublishable(EncodeError),
     /// Go down for a reboot after `delay` (then call [`Device::begin_reboot`]).
     ScheduleReboot {
         /// Wait after accepting.
@@ -186,24 +189,29 @@ impl Device {
         presence
     }
 
-    fn publication<M: Message>(&self, kind: PubKind, topic: String, message: &M) -> Publication {
-        Publication {
+    fn publication<M: Message>(
+        &self,
+        kind: PubKind,
+        topic: String,
+        message: &M,
+    ) -> Result<Publication, EncodeError> {
+        Ok(Publication {
             kind,
             topic,
-            payload: self.shared.codec.encode(message),
+            payload: self.shared.codec.encode(message)?,
             retain: M::RETAINED,
             correlation: None,
-        }
+        })
     }
 
     /// The Last Will of the current connection: retained offline presence, reason `lost`.
-    pub fn will(&self) -> Publication {
+    pub fn will(&self) -> Result<Publication, EncodeError> {
         let presence = self.presence(PresenceState::Offline, "lost", false);
         self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
     }
 
     /// A retained offline presence before a planned disconnect (`reboot`, `shutdown`).
-    pub fn offline(&self, reason: &str) -> Publication {
+    pub fn offline(&self, reason: &str) -> Result<Publication, EncodeError> {
         let presence = self.presence(PresenceState::Offline, reason, true);
         self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
     }
@@ -220,7 +228,7 @@ impl Device {
         presence.firmware = Some(self.shared.firmware.clone());
         presence.methods = vec![REBOOT_METHOD.to_owned()];
         presence.mqtt = Some(self.shared.mqtt);
-        let mut effects = vec![Effect::Publish(self.publication(
+        let mut effects = vec![publish(self.publication(
             PubKind::Presence,
             self.shared.topics.presence(&self.id),
             &presence,
@@ -229,7 +237,7 @@ impl Device {
             return effects;
         }
         self.full_sent = true;
-        effects.push(Effect::Publish(self.full_report()));
+        effects.push(publish(self.full_report()));
         if let Some(pending) = self.finishing.take() {
             let mut response = self.response(&pending.request_id, ResponseStatus::Succeeded);
             response.progress = Some(100);
@@ -237,7 +245,7 @@ impl Device {
             self.ledger.recent.record(response.clone());
             info!(device = %self.id, request = %pending.request_id, boot = self.ledger.boot, "reboot succeeded");
             effects.push(Effect::Persist);
-            effects.push(Effect::Publish(self.response_publication(
+            effects.push(publish(self.response_publication(
                 &response,
                 pending.response_topic.as_deref(),
                 pending.correlation_data,
@@ -246,7 +254,7 @@ impl Device {
         effects
     }
 
-    fn full_report(&mut self) -> Publication {
+    fn full_report(&mut self) -> Result<Publication, EncodeError> {
         let mut reported = self.ledger.properties.clone();
         reported.insert(KEY_FIRMWARE_VERSION.into(), Value::String(self.shared.firmware.clone()));
         reported.insert(KEY_LAST_REBOOT.into(), Value::String(self.boot_started.clone()));
@@ -264,7 +272,7 @@ impl Device {
         &mut self,
         reported: Map<String, Value>,
         applied: Option<AppliedVersion>,
-    ) -> Publication {
+    ) -> Result<Publication, EncodeError> {
         let seq = self.next_seq();
         let mut message = ReportedMessage::patch(self.ledger.boot, seq, reported);
         message.applied = applied;
@@ -273,7 +281,7 @@ impl Device {
     }
 
     /// A load-mode telemetry patch `{"telemetry": {"counter": n}}`.
-    pub fn telemetry(&mut self) -> Publication {
+    pub fn telemetry(&mut self) -> Result<Publication, EncodeError> {
         self.telemetry += 1;
         self.ledger.telemetry = Some(self.telemetry);
         let mut reported = Map::new();
@@ -293,20 +301,20 @@ impl Device {
         response: &MethodResponse,
         response_topic: Option<&str>,
         correlation: Option<Vec<u8>>,
-    ) -> Publication {
+    ) -> Result<Publication, EncodeError> {
         let v5 = self.shared.mqtt == MqttVersion::V5;
         let topic = response_topic
             .filter(|t| v5 && !t.is_empty() && !t.contains(['+', '#']))
             .map_or_else(|| self.shared.topics.response(&self.id, &response.id), str::to_owned);
-        let mut publication = self.publication(PubKind::Response, topic, response);
+        let mut publication = self.publication(PubKind::Response, topic, response)?;
         publication.correlation = correlation.filter(|_| v5);
-        publication
+        Ok(publication)
     }
 
     /// Handles an incoming message at `now_ms` (Unix milliseconds).
     pub fn handle(&mut self, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
         let parsed = match self.shared.topics.parse(&msg.topic) {
-            Ok(parsed) if parsed.device_id() == self.id => parsed,
+            Ok(parsed) if parsed.device_id().as_str() == self.id => parsed,
             Ok(_) | Err(_) => {
                 debug!(device = %self.id, topic = %msg.topic, "dropped message on a foreign topic");
                 return Vec::new();
@@ -351,7 +359,7 @@ impl Device {
         self.ledger.properties = doc.desired;
         self.ledger.applied = Some(applied.clone());
         let publication = self.patch(reported, Some(applied));
-        vec![Effect::Persist, Effect::Publish(publication)]
+        vec![Effect::Persist, publish(publication)]
     }
 
     fn on_request(&mut self, request: &MethodRequest, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
@@ -361,11 +369,7 @@ impl Device {
         if let Some(last) = self.ledger.recent.last_response(&request.id) {
             debug!(device = %self.id, request = %request.id, status = ?last.status, "repeated request");
             let last = last.clone();
-            return vec![Effect::Publish(self.response_publication(
-                &last,
-                reply_topic,
-                correlation,
-            ))];
+            return vec![publish(self.response_publication(&last, reply_topic, correlation))];
         }
         if self.ledger.was_executed(&request.id) {
             debug!(device = %self.id, request = %request.id, "executed request without a remembered answer; ignored");
@@ -386,7 +390,7 @@ impl Device {
         self.ledger.recent.record(response.clone());
         vec![
             Effect::Persist,
-            Effect::Publish(self.response_publication(&response, reply_topic, correlation)),
+            publish(self.response_publication(&response, reply_topic, correlation)),
         ]
     }
 
@@ -445,7 +449,7 @@ impl Device {
         info!(device = %self.id, request = %request.id, delay_seconds = params.delay_seconds, "reboot accepted");
         vec![
             Effect::Persist,
-            Effect::Publish(self.response_publication(
+            publish(self.response_publication(
                 &response,
                 msg.response_topic.as_deref(),
                 msg.correlation.clone(),
@@ -466,7 +470,15 @@ impl Device {
         reported.insert(KEY_REBOOT.into(), state.to_value());
         self.ledger.reboot = Some(state);
         let report = self.patch(reported, None);
-        vec![Effect::Persist, Effect::Publish(report), Effect::Publish(self.offline("reboot"))]
+        vec![Effect::Persist, publish(report), publish(self.offline("reboot"))]
+    }
+}
+
+/// The effect of publishing `publication`, or of failing to encode it.
+fn publish(publication: Result<Publication, EncodeError>) -> Effect {
+    match publication {
+        Ok(publication) => Effect::Publish(publication),
+        Err(error) => Effect::Unpublishable(error),
     }
 }
 
@@ -519,7 +531,7 @@ mod tests {
         let req = MethodRequest::new(id, method, params, "2025-05-01T12:00:00Z", expires);
         Incoming {
             topic: Topics::default().request("dev-1", method, id),
-            payload: Codec::default().encode(&req),
+            payload: Codec::default().encode(&req).unwrap(),
             response_topic: Some(format!("kubetwin/v1/dev-1/rpc/res/{id}")),
             correlation: Some(id.as_bytes().to_vec()),
         }
@@ -556,12 +568,12 @@ mod tests {
         assert_eq!((device.boot(), device.conn(), device.seq()), (5, 1, 0));
         device.next_connection();
         assert_eq!(device.conn(), 2);
-        let will = presence_of(&device.will());
+        let will = presence_of(&device.will().unwrap());
         assert_eq!(will.state, PresenceState::Offline);
         assert_eq!((will.boot, will.conn), (5, 2));
         assert_eq!(will.reason.as_deref(), Some("lost"));
         assert_eq!(will.ts, None);
-        assert_eq!(device.will().topic, "kubetwin/v1/dev-1/presence");
+        assert_eq!(device.will().unwrap().topic, "kubetwin/v1/dev-1/presence");
     }
 
     #[test]
@@ -605,7 +617,7 @@ mod tests {
         let doc = DesiredDocument::new("e1", 3, "2025-05-01T12:00:00Z", desired);
         let msg = Incoming {
             topic: Topics::default().desired("dev-1"),
-            payload: Codec::default().encode(&doc),
+            payload: Codec::default().encode(&doc).unwrap(),
             ..Incoming::default()
         };
         let effects = device.handle(&msg, now());
@@ -625,7 +637,7 @@ mod tests {
         let mut desired = Map::new();
         desired.insert("led".into(), json!({"color": "red"}));
         let doc = DesiredDocument::new("e1", 4, "2025-05-01T12:00:00Z", desired);
-        let msg = Incoming { payload: Codec::default().encode(&doc), ..msg };
+        let msg = Incoming { payload: Codec::default().encode(&doc).unwrap(), ..msg };
         let patch = reported_of(publications(&device.handle(&msg, now()))[0]);
         assert_eq!(
             Value::Object(patch.reported),
@@ -820,8 +832,8 @@ mod tests {
     #[test]
     fn telemetry_patches_count_up() {
         let mut device = booted(MqttVersion::V5, Faults::default());
-        let first = reported_of(&device.telemetry());
-        let second = reported_of(&device.telemetry());
+        let first = reported_of(&device.telemetry().unwrap());
+        let second = reported_of(&device.telemetry().unwrap());
         assert_eq!(first.reported["telemetry"], json!({"counter": 1}));
         assert_eq!(second.reported["telemetry"], json!({"counter": 2}));
         assert_eq!((first.seq, second.seq), (1, 2));

@@ -39,8 +39,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     if let Some(namespace) = &config.create_devices_in {
         crate::k8s::create_devices(namespace, &config.ids).await?;
     }
+    let security = crate::config::TlsFiles::security(config.tls.as_ref())?;
     let ctx = Arc::new(RunContext {
         broker: config.broker.clone(),
+        security,
         version: config.mqtt_version,
         keep_alive: config.keep_alive,
         state_dir: config.state_dir.clone(),
@@ -60,7 +62,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     }
     info!(
         count,
-        broker = %format!("{}:{}", config.broker.host, config.broker.port),
+        broker = %config.broker,
         mqtt = ?config.mqtt_version,
         "fleet started"
     );

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubetwin_protocol::MqttVersion;
+use kubetwin_mqtt::{BrokerUrl, MqttVersion, Security};
 use kubetwin_protocol::timestamp::now_unix_millis;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
-use crate::config::BrokerAddr;
 use crate::device::{Device, Effect, PubKind};
 use crate::ledger::ledger_path;
 use crate::mqtt::{Link, LinkEvent, LinkSpec};
@@ -24,8 +23,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Settings and shared resources of the device tasks.
 #[derive(Debug)]
 pub struct RunContext {
-    /// Broker address.
-    pub broker: BrokerAddr,
+    /// Broker.
+    pub broker: BrokerUrl,
+    /// TLS and credentials (the same for every device of the fleet).
+    pub security: Security,
     /// MQTT version.
     pub version: MqttVersion,
     /// MQTT keep-alive.
@@ -126,6 +127,8 @@ pub async fn run_device(
         client_id: device.id().to_owned(),
         version: ctx.version,
         keep_alive: ctx.keep_alive,
+        subscriptions: device.subscriptions(),
+        security: ctx.security.clone(),
     };
     let mut offline_at = ctx.offline_after.map(|after| Instant::now() + after);
     let mut reboot_at: Option<Instant> = None;
@@ -138,7 +141,14 @@ pub async fn run_device(
             () = ctx.pacer.wait() => {}
             () = stopped(&mut shutdown) => return,
         }
-        let mut link = Link::open(&spec, &device.will());
+        let will = match device.will() {
+            Ok(will) => will,
+            Err(error) => {
+                error!(device = %device.id(), %error, "cannot encode the Last Will; the device stops");
+                return;
+            }
+        };
+        let mut link = Link::open(&spec, &will);
         let outcome =
             serve(&mut device, &mut link, &ctx, &mut shutdown, &mut reboot_at, &mut offline_at)
                 .await;
@@ -217,6 +227,9 @@ async fn apply(
                     return Err(());
                 }
             }
+            Effect::Unpublishable(error) => {
+                error!(device = %device.id(), %error, "a message could not be encoded and was not published");
+            }
             Effect::ScheduleReboot { delay } => *reboot_at = Some(Instant::now() + delay),
         }
     }
@@ -244,18 +257,19 @@ async fn serve(
         tokio::select! {
             () = stopped(shutdown) => {
                 if connected {
-                    let offline = device.offline("shutdown");
-                    let _ = link.publish(&offline).await;
+                    match device.offline("shutdown") {
+                        // Best effort: the broker publishes the Last Will if this is lost.
+                        Ok(offline) => {
+                            let _ = link.publish(&offline).await;
+                        }
+                        Err(error) => error!(device = %device.id(), %error, "cannot encode the offline presence"),
+                    }
                 }
                 return Outcome::Shutdown;
             }
             event = link.next() => match event {
                 Some(LinkEvent::Connected { session_present }) => {
                     debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");
-                    if let Err(e) = link.subscribe(&device.subscriptions()).await {
-                        warn!(device = %device.id(), error = %e, "subscribe failed");
-                        return Outcome::Lost { connected: true };
-                    }
                     connected = true;
                     let effects = device.on_connected();
                     if apply(effects, device, link, ctx, reboot_at, Duration::ZERO).await.is_err() {
@@ -291,9 +305,13 @@ async fn serve(
                 return Outcome::Offline;
             }
             () = tick(&mut telemetry), if connected && telemetry.is_some() => {
-                let publication = device.telemetry();
-                if link.publish(&publication).await.is_err() {
-                    return Outcome::Lost { connected };
+                match device.telemetry() {
+                    Ok(publication) => {
+                        if link.publish(&publication).await.is_err() {
+                            return Outcome::Lost { connected };
+                        }
+                    }
+                    Err(error) => error!(device = %device.id(), %error, "cannot encode a telemetry patch"),
                 }
             }
         }

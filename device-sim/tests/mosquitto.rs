@@ -1,4 +1,7 @@
-//! Runs simulated devices against a real mosquitto (skipped when /usr/sbin/mosquitto is absent).
+//! Runs simulated devices against a real mosquitto (installed by `hack/tools.sh`; the tests
+//! fail, naming what is missing, when it is not).
+// A test may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -6,19 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kubetwin_device_sim::config::{BrokerAddr, Config, Faults};
+use kubetwin_device_sim::config::{Config, Faults};
 use kubetwin_device_sim::{fleet, read_ledger};
+use kubetwin_mqtt::{BrokerUrl, ClientOptions, Connection, Event, Publication, RequestProperties};
 use kubetwin_protocol::timestamp::{format_rfc3339, now_unix_millis};
 use kubetwin_protocol::{
     Codec, DesiredDocument, MethodRequest, MethodResponse, MqttVersion, Presence, PresenceState,
     ReportedMessage, ResponseStatus, Topics,
 };
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{Map, json};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
@@ -30,11 +30,11 @@ struct Broker {
 }
 
 impl Broker {
-    fn start() -> Option<Self> {
-        if !Path::new(MOSQUITTO).exists() {
-            eprintln!("{MOSQUITTO} not found: skipping");
-            return None;
-        }
+    fn start() -> Self {
+        assert!(
+            Path::new(MOSQUITTO).exists(),
+            "{MOSQUITTO} not found: install mosquitto (`hack/tools.sh` does, or `apt-get install mosquitto`)"
+        );
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
@@ -55,7 +55,7 @@ impl Broker {
         let broker = Self { child, port, _dir: dir };
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(broker);
+                return broker;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -85,51 +85,44 @@ struct Seen {
 
 /// An operator-like MQTT 5 client that records everything under the root.
 struct Observer {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<Seen>,
-    _task: JoinHandle<()>,
+    connection: Connection,
 }
 
 impl Observer {
     async fn start(port: u16) -> Self {
-        let mut options = MqttOptions::new("observer", "127.0.0.1", port);
-        options.set_outgoing_inflight_upper_limit(100);
-        options.set_max_packet_size(Some(256 * 1024));
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = ready_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Seen {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.clone(),
-                            retain: p.retain,
-                            correlation: p.properties.and_then(|props| props.correlation_data),
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        client.subscribe("kubetwin/v1/#", QoS::AtLeastOnce).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await.unwrap();
-        Self { client, rx, _task: task }
+        let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        let mut options = ClientOptions::new(broker, "observer", MqttVersion::V5);
+        options.subscriptions = vec!["kubetwin/v1/#".into()];
+        let mut connection = kubetwin_mqtt::connect(options);
+        let connected = tokio::time::timeout(Duration::from_secs(5), connection.next()).await;
+        assert!(
+            matches!(connected, Ok(Some(Event::Connected { ref refused, .. })) if refused.is_empty()),
+            "the observer did not get its session: {connected:?}"
+        );
+        Self { connection }
+    }
+
+    async fn publish(&self, publication: Publication) {
+        self.connection.client.publish(publication).await.unwrap();
     }
 
     /// Waits for the first message matching `pred` (others are skipped).
     async fn expect<T>(&mut self, what: &str, mut pred: impl FnMut(&Seen) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let seen = tokio::time::timeout_at(deadline, self.rx.recv())
+            let event = tokio::time::timeout_at(deadline, self.connection.next())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
                 .unwrap();
+            let Event::Message(message) = event else {
+                continue;
+            };
+            let seen = Seen {
+                topic: message.topic,
+                payload: message.payload,
+                retain: message.retained,
+                correlation: message.correlation,
+            };
             if let Some(found) = pred(&seen) {
                 return found;
             }
@@ -155,7 +148,8 @@ fn response(seen: &Seen, id: &str, request: &str) -> Option<(MethodResponse, Opt
 
 fn config(port: u16, id: &str, state_dir: PathBuf, mqtt: MqttVersion) -> Config {
     Config {
-        broker: BrokerAddr { host: "127.0.0.1".into(), port },
+        broker: BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        tls: None,
         topic_root: "kubetwin/v1".into(),
         ids: vec![id.to_owned()],
         state_dir,
@@ -178,7 +172,7 @@ async fn publish_request(
     id: &str,
     request_id: &str,
     delay_seconds: u32,
-) -> PublishProperties {
+) -> RequestProperties {
     let mut params = Map::new();
     params.insert("delaySeconds".into(), json!(delay_seconds));
     let now = now_unix_millis();
@@ -190,31 +184,24 @@ async fn publish_request(
         format_rfc3339(now + 60_000),
     );
     let topics = Topics::default();
-    let properties = PublishProperties {
+    let properties = RequestProperties {
         response_topic: Some(topics.response(id, request_id)),
         correlation_data: Some(Bytes::copy_from_slice(request_id.as_bytes())),
-        message_expiry_interval: Some(60),
-        ..PublishProperties::default()
+        message_expiry_seconds: Some(60),
     };
-    observer
-        .client
-        .publish_with_properties(
-            topics.request(id, "reboot", request_id),
-            QoS::AtLeastOnce,
-            false,
-            Codec::default().encode(&request),
-            properties.clone(),
-        )
-        .await
-        .unwrap();
+    let mut publication = Publication::new(
+        topics.request(id, "reboot", request_id),
+        Codec::default().encode(&request).unwrap(),
+        false,
+    );
+    publication.properties = Some(properties.clone());
+    observer.publish(publication).await;
     properties
 }
 
 #[tokio::test]
 async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
+    let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let id = "it-v5";
     let mut observer = Observer::start(broker.port).await;
@@ -240,15 +227,12 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
     desired.insert("led".into(), json!({"color": "green"}));
     let doc = DesiredDocument::new("epoch-1", 2, format_rfc3339(now_unix_millis()), desired);
     observer
-        .client
-        .publish(
+        .publish(Publication::new(
             Topics::default().desired(id),
-            QoS::AtLeastOnce,
+            Codec::default().encode(&doc).unwrap(),
             true,
-            Codec::default().encode(&doc),
-        )
-        .await
-        .unwrap();
+        ))
+        .await;
     let patch = observer.expect("applied patch", |s| reported(s, id)).await;
     assert_eq!(patch.applied.as_ref().map(|a| a.version), Some(2));
     assert_eq!(patch.reported["led"], json!({"color": "green"}));
@@ -316,9 +300,7 @@ async fn mqtt5_device_applies_desired_and_reboots_exactly_once() {
 
 #[tokio::test]
 async fn mqtt311_device_loses_connection_and_its_will_fires() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
+    let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let id = "it-v311";
     let mut observer = Observer::start(broker.port).await;

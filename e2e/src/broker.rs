@@ -2,7 +2,13 @@
 
 use std::{fs, net::SocketAddr, path::Path, time::Duration};
 
-use crate::{Result, io_context, process::ManagedProcess, tools};
+use crate::{
+    Result,
+    certs::{BrokerTls, write_broker_tls},
+    io_context,
+    process::ManagedProcess,
+    tools,
+};
 
 /// Largest MQTT packet the test broker accepts (the operator enforces its own, lower limit).
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
@@ -17,17 +23,6 @@ pub struct Broker {
     pub tls_port: Option<u16>,
 }
 
-/// Files of a broker TLS setup (PEM).
-#[derive(Clone, Debug)]
-pub struct BrokerTls {
-    /// CA that signs the broker's and the clients' certificates.
-    pub ca: std::path::PathBuf,
-    /// A client certificate the broker accepts.
-    pub client_cert: std::path::PathBuf,
-    /// Its key.
-    pub client_key: std::path::PathBuf,
-}
-
 impl Broker {
     /// Starts mosquitto with its configuration and log in `dir`.
     pub async fn start(dir: &Path) -> Result<Self> {
@@ -37,19 +32,19 @@ impl Broker {
     /// Starts mosquitto with a plain listener and a second, mutual-TLS listener whose
     /// certificates are generated into `dir`.
     pub async fn start_with_tls(dir: &Path) -> Result<(Self, BrokerTls)> {
-        let tls = crate::certs::write_broker_tls(dir)?;
-        let broker = Self::start_with(dir, Some(dir)).await?;
+        let tls = write_broker_tls(dir)?;
+        let broker = Self::start_with(dir, Some(&tls)).await?;
         Ok((broker, tls))
     }
 
-    async fn start_with(dir: &Path, tls_dir: Option<&Path>) -> Result<Self> {
+    async fn start_with(dir: &Path, tls: Option<&BrokerTls>) -> Result<Self> {
         let binary = tools::mosquitto()?;
         let port = crate::process::free_port()?;
-        let tls_port = match tls_dir {
+        let tls_port = match tls {
             Some(_) => Some(crate::process::free_port()?),
             None => None,
         };
-        let tls_listener = match (tls_dir, tls_port) {
+        let tls_listener = match (tls, tls_port) {
             (Some(tls), Some(tls_port)) => format!(
                 "listener {tls_port} 127.0.0.1
 cafile {ca}
@@ -57,9 +52,9 @@ certfile {cert}
 keyfile {key}
 require_certificate true
 ",
-                ca = tls.join("broker-ca.crt").display(),
-                cert = tls.join("broker.crt").display(),
-                key = tls.join("broker.key").display(),
+                ca = tls.ca.display(),
+                cert = tls.server_cert.display(),
+                key = tls.server_key.display(),
             ),
             _ => String::new(),
         };

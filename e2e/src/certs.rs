@@ -1,7 +1,10 @@
 //! The PKI of a test control plane: one CA, serving and client certificates, and the
 //! service-account signing key.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -110,9 +113,24 @@ impl Pki {
     }
 }
 
+/// The PEM files of a broker with mutual TLS.
+#[derive(Clone, Debug)]
+pub struct BrokerTls {
+    /// CA that signs the broker's and the clients' certificates.
+    pub ca: PathBuf,
+    /// The broker's serving certificate (for 127.0.0.1 and localhost).
+    pub server_cert: PathBuf,
+    /// Its key.
+    pub server_key: PathBuf,
+    /// A client certificate the broker accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
 /// Generates a CA, a server certificate for 127.0.0.1 and a client certificate for an MQTT
 /// broker with mutual TLS, and writes them into `dir`.
-pub fn write_broker_tls(dir: &Path) -> Result<crate::broker::BrokerTls> {
+pub fn write_broker_tls(dir: &Path) -> Result<BrokerTls> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name.push(DnType::CommonName, "kubetwin-test-broker-ca");
@@ -140,8 +158,10 @@ pub fn write_broker_tls(dir: &Path) -> Result<crate::broker::BrokerTls> {
         let path = dir.join(name);
         fs::write(&path, content).map_err(io_context(format!("writing {}", path.display())))?;
     }
-    Ok(crate::broker::BrokerTls {
+    Ok(BrokerTls {
         ca: dir.join("broker-ca.crt"),
+        server_cert: dir.join("broker.crt"),
+        server_key: dir.join("broker.key"),
         client_cert: dir.join("client.crt"),
         client_key: dir.join("client.key"),
     })

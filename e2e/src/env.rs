@@ -225,20 +225,23 @@ fn start_shared() -> std::result::Result<TestEnv, String> {
         return Err(format!("cannot spawn the environment thread: {error}"));
     }
     let env = receiver.recv().map_err(|_| "the environment thread died".to_string())??;
+    register_teardown();
+    Ok(env)
+}
+
+/// Stops the shared environment's processes when the test binary exits.
+#[allow(unsafe_code)]
+fn register_teardown() {
     // SAFETY: registering a plain extern "C" function without captured state.
     unsafe {
         libc::atexit(teardown_shared);
     }
-    Ok(env)
 }
 
 extern "C" fn teardown_shared() {
     if let Some(Ok(env)) = SHARED.get() {
         for pid in env.control_plane.pids().into_iter().chain([env.broker.pid()]) {
-            // SAFETY: kill(2) on pids of our own children.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
+            let _ = crate::process::signal(pid, crate::process::Signal::Kill);
         }
         if env.dir.remove {
             let _ = std::fs::remove_dir_all(&env.dir.path);

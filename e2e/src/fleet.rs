@@ -316,10 +316,8 @@ impl Simulator {
     /// disconnects and saves its ledger) and waits up to `timeout` for it to exit. Fails when
     /// it does not exit in time (it is then killed) or exits with an error.
     pub async fn terminate(&self, timeout: Duration) -> Result<()> {
-        // SAFETY: kill(2) on the pid of our own child, which is not reaped before we wait.
-        unsafe {
-            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
-        }
+        // Our own child, not reaped before we wait: the pid is still its own.
+        let _ = crate::process::signal(self.pid(), crate::process::Signal::Term);
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match self.process.check_running() {

@@ -6,7 +6,6 @@
 //! torn down when the environment is dropped, and child processes die with the test process
 //! even when it is killed.
 
-pub mod bench;
 pub mod broker;
 pub mod certs;
 pub mod control_plane;

@@ -1,5 +1,5 @@
-//! A plain MQTT 5 client for tests: publishes raw payloads (good or bad) as a device would,
-//! and records what it receives.
+//! A plain MQTT 5 client for tests, on the shared `kubetwin-mqtt` client: publishes raw
+//! payloads (good or bad) as a device would, and records what it receives.
 
 use std::{
     sync::{Arc, Mutex},
@@ -7,14 +7,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions, mqttbytes::QoS, mqttbytes::v5::Packet};
-use tokio::{sync::oneshot, task::JoinHandle};
+use kubetwin_mqtt::{BrokerUrl, Client, ClientOptions, Event, LinkState, MqttVersion, Publication};
+use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 
 /// A test MQTT client; its connection ends when it is dropped.
 pub struct TestClient {
-    client: AsyncClient,
+    client: Client,
     received: Arc<Mutex<Vec<(String, Bytes)>>>,
     task: JoinHandle<()>,
 }
@@ -22,38 +22,26 @@ pub struct TestClient {
 impl TestClient {
     /// Connects to the broker on 127.0.0.1:`port` and waits for the session.
     pub async fn connect(port: u16, client_id: &str) -> Result<Self> {
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_outgoing_inflight_upper_limit(100);
-        options.set_max_packet_size(Some(1024 * 1024));
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        options.set_network_options(network);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}"))
+            .map_err(|e| mqtt_error(&e.to_string()))?;
+        let mut options = ClientOptions::new(broker, client_id, MqttVersion::V5);
+        options.max_packet_bytes = 1024 * 1024;
+        let (client, mut events, mut state, poll) = kubetwin_mqtt::connect(options).into_parts();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
-        let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        if let Ok(mut list) = sink.lock() {
-                            list.push((topic, p.payload));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            // The poll loop lives as long as this task reads its events.
+            let _poll = poll;
+            while let Some(event) = events.recv().await {
+                if let Event::Message(message) = event
+                    && let Ok(mut list) = sink.lock()
+                {
+                    list.push((message.topic, message.payload));
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        let up = state.wait_for(|s| matches!(s, LinkState::Up { .. }));
+        tokio::time::timeout(Duration::from_secs(10), up)
             .await
             .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
             .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
@@ -68,7 +56,7 @@ impl TestClient {
         retain: bool,
     ) -> Result<()> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .publish(Publication::new(topic, payload.into(), retain))
             .await
             .map_err(|e| mqtt_error(&e.to_string()))
     }
@@ -85,10 +73,7 @@ impl TestClient {
 
     /// Subscribes to `filter` with QoS 1.
     pub async fn subscribe(&self, filter: &str) -> Result<()> {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .map_err(|e| mqtt_error(&e.to_string()))
+        self.client.subscribe(&[filter.to_string()]).await.map_err(|e| mqtt_error(&e.to_string()))
     }
 
     /// Messages received so far, as (topic, payload).

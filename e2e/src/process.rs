@@ -42,15 +42,7 @@ impl ManagedProcess {
         let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
         let mut command = Command::new(program);
         command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(io_context(format!("starting {name} ({})", program.display())))?;
@@ -136,4 +128,50 @@ pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_context("finding a free port"))?;
     let port = listener.local_addr().map_err(io_context("finding a free port"))?.port();
     Ok(port)
+}
+
+/// A signal the harness sends to its own children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: stop gracefully.
+    Term,
+    /// SIGKILL: die at once.
+    Kill,
+    /// SIGSTOP: freeze.
+    Stop,
+    /// SIGCONT: thaw after SIGSTOP.
+    Cont,
+}
+
+/// Sends `signal` to process `pid` (one of the harness's own children).
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let number = match signal {
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+        Signal::Stop => libc::SIGSTOP,
+        Signal::Cont => libc::SIGCONT,
+    };
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    if unsafe { libc::kill(pid, number) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Makes the child `command` starts die with SIGKILL when the test process dies, so a killed
+/// test run leaves no control plane behind.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -1,5 +1,7 @@
 //! The kubetwin API as the real kube-apiserver serves it: generated CRDs, defaults, admission
 //! rules with readable messages, printer columns and categories.
+// A test may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use kube::{
     Api, Client,

@@ -1,5 +1,7 @@
 //! How platform teams install and run kubetwin: the Helm chart against the real API server,
 //! least-privilege RBAC, leader election, GitOps re-applies and the container image.
+// A test may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

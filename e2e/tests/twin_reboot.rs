@@ -1,6 +1,8 @@
 //! Twin and reboot end to end: a real kube-apiserver, mosquitto, the operator binary and the
 //! device simulator (or a raw MQTT client acting as a device). Each test has its own
 //! namespace, topic root and operator.
+// A test may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
 use std::{
     sync::{Arc, Mutex},

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
-use crate::mqtt::MqttVersion;
+use kubetwin_protocol::MqttVersion;
 
 /// Settings of one operator process.
 #[derive(Parser, Debug, Clone)]
@@ -14,7 +14,7 @@ use crate::mqtt::MqttVersion;
     about = "Manages IoT device twins as Kubernetes resources"
 )]
 pub struct OperatorConfig {
-    /// MQTT broker URL (mqtt://host:port).
+    /// MQTT broker URL: mqtt://host[:port] or mqtts://host[:port] (IPv6 hosts in brackets).
     #[arg(long, env = "KUBETWIN_BROKER_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub broker_url: String,
 
@@ -39,7 +39,7 @@ pub struct OperatorConfig {
     pub broker_password_file: Option<std::path::PathBuf>,
 
     /// MQTT protocol version: 5 or 3.1.1.
-    #[arg(long, env = "KUBETWIN_MQTT_VERSION", value_enum, default_value = "5")]
+    #[arg(long, env = "KUBETWIN_MQTT_VERSION", default_value = "5")]
     pub mqtt_version: MqttVersion,
 
     /// Topic root of the MQTT contract.

@@ -9,7 +9,16 @@ pub enum Error {
     /// A status document could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
-    /// The object lacks a field the API server always sets (name, namespace).
+    /// An MQTT message could not be encoded.
+    #[error("encoding an MQTT message: {0}")]
+    Encode(#[from] kubetwin_protocol::EncodeError),
+    /// An MQTT publish could not be handed to the connection.
+    #[error("MQTT publish: {0}")]
+    Publish(#[from] kubetwin_mqtt::ClientError),
+    /// A device position cannot be shown in the API.
+    #[error("device position: {0}")]
+    Cursor(#[from] kubetwin_api::CursorOutOfRange),
+    /// The object lacks a field the API server always sets (name, namespace, uid).
     #[error("object is missing {0}")]
     MissingField(&'static str),
     /// A setting is invalid.
@@ -18,9 +27,6 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election: {0}")]
     LeaderElection(String),
-    /// An MQTT publish could not be queued.
-    #[error("MQTT publish: {0}")]
-    Publish(String),
     /// The kubetwin CRDs are not installed in the cluster.
     #[error(
         "the kubetwin CRDs are not installed ({0}): apply crds/ or install the Helm chart first"

@@ -1,27 +1,28 @@
-//! The kubetwin operator: keeps `Device` twins and `RebootRequest` direct-method calls in
-//! step with devices that speak the kubetwin MQTT contract.
+//! The kubetwin operator: keeps `Device` twins and request objects (`RebootRequest`) in step
+//! with devices that speak the kubetwin MQTT contract.
 //!
-//! Layout: pure decision functions (`conditions`, `device_status`) are separate from the API
-//! glue in `controller`, so what the operator writes can be tested without a cluster.
+//! A folder per responsibility (see `docs/architecture.md`):
+//!
+//! - [`app`]: the composition root that wires everything;
+//! - [`context`]: the services every controller shares;
+//! - [`k8s`]: controller plumbing, conditions, Events, leader election, the status writer;
+//! - [`transport`]: the MQTT connection, what arrives and what is published;
+//! - [`fleet`]: the fleet index (device states, id ownership, followers);
+//! - [`twin`]: the Device controller and its pure status computation;
+//! - [`methods`]: the method engine, its kinds and the generic request controller;
+//! - [`telemetry`]: metrics and health endpoints.
 
-pub mod budget;
-pub mod conditions;
+pub mod app;
 pub mod config;
-pub mod controller;
-pub mod device_status;
+pub mod context;
 pub mod error;
-pub mod events;
-pub mod http;
-pub mod inbound;
-pub mod leader;
-pub mod metrics;
-pub mod mqtt;
-pub mod reboot_status;
+pub mod fleet;
+pub mod k8s;
+pub mod methods;
+pub mod telemetry;
+pub mod transport;
 pub mod twin;
-pub mod writer;
 
 pub use config::OperatorConfig;
 pub use error::{Error, Result};
-
-/// Field manager of every status write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = "kubetwin-operator";
+pub use k8s::status::writer::FIELD_MANAGER;

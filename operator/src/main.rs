@@ -4,10 +4,12 @@ use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use kubetwin_operator::{
-    OperatorConfig, controller,
-    http::{self, HttpState, Readiness},
-    leader,
-    metrics::Metrics,
+    OperatorConfig, app,
+    k8s::leader,
+    telemetry::{
+        http::{self, HttpState, Readiness},
+        metrics::Metrics,
+    },
 };
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -64,7 +66,7 @@ async fn main() -> ExitCode {
         None
     };
 
-    let result = controller::run(client, config, metrics, ready_tx).await;
+    let result = app::run(client, config, metrics, ready_tx).await;
     if let Some(leadership) = leadership {
         leadership.release(std::time::Duration::from_secs(3)).await;
     }

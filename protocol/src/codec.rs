@@ -3,12 +3,13 @@
 
 use serde_json::Value;
 
-use crate::error::DecodeError;
+use crate::contract::{DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION};
+use crate::error::{DecodeError, EncodeError};
+use crate::ids::{DeviceId, RequestId};
 use crate::message::{
     DesiredDocument, Message, MethodRequest, MethodResponse, Presence, ReportedMessage, TwinGet,
 };
 use crate::topic::{ParsedTopic, Topics};
-use crate::{DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION};
 
 /// Encodes and decodes payloads, dropping any larger than `max_payload` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,42 +30,44 @@ pub enum Inbound {
     /// A desired document.
     Desired {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
         /// The message.
         message: DesiredDocument,
     },
     /// A reported message.
     Reported {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
         /// The message.
         message: ReportedMessage,
     },
     /// A request to republish the desired document.
     Get {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
         /// The message.
         message: TwinGet,
     },
     /// A method request.
     Request {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
         /// The message.
         message: MethodRequest,
     },
     /// A method response.
     Response {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
+        /// Request id from the topic (equal to the id in the message).
+        request_id: RequestId,
         /// The message.
         message: MethodResponse,
     },
     /// A presence message.
     Presence {
         /// Device id from the topic.
-        device_id: String,
+        device_id: DeviceId,
         /// The message.
         message: Presence,
     },
@@ -72,7 +75,7 @@ pub enum Inbound {
 
 impl Inbound {
     /// Device id from the topic.
-    pub fn device_id(&self) -> &str {
+    pub fn device_id(&self) -> &DeviceId {
         match self {
             Self::Desired { device_id, .. }
             | Self::Reported { device_id, .. }
@@ -162,8 +165,9 @@ impl Codec {
                 device_id: device_id.clone(),
                 message: self.decode_for(&parsed, payload)?,
             },
-            ParsedTopic::Response { device_id, .. } => Inbound::Response {
+            ParsedTopic::Response { device_id, request_id } => Inbound::Response {
                 device_id: device_id.clone(),
+                request_id: request_id.clone(),
                 message: self.decode_for(&parsed, payload)?,
             },
             ParsedTopic::Presence { device_id } => Inbound::Presence {
@@ -203,18 +207,13 @@ impl Codec {
         self.decode(payload)
     }
 
-    /// Encodes a message as compact JSON.
-    pub fn encode<M: Message>(&self, message: &M) -> Vec<u8> {
-        // The payload types hold only strings, numbers, booleans and string-keyed JSON maps,
-        // for which serde_json serialization cannot fail.
-        serde_json::to_vec(message).unwrap_or_default()
-    }
-
-    /// Encodes a message, failing with [`DecodeError::Oversized`] if receivers would drop it.
-    pub fn encode_checked<M: Message>(&self, message: &M) -> Result<Vec<u8>, DecodeError> {
-        let payload = self.encode(message);
+    /// Encodes a message as compact JSON, failing with [`EncodeError::Oversized`] when
+    /// receivers with this codec's limit would drop it.
+    pub fn encode<M: Message>(&self, message: &M) -> Result<Vec<u8>, EncodeError> {
+        let payload =
+            serde_json::to_vec(message).map_err(|e| EncodeError::Serialize(e.to_string()))?;
         if payload.len() > self.max_payload {
-            return Err(DecodeError::Oversized { size: payload.len(), limit: self.max_payload });
+            return Err(EncodeError::Oversized { size: payload.len(), limit: self.max_payload });
         }
         Ok(payload)
     }
@@ -252,7 +251,9 @@ mod tests {
                 "presence" => c.decode_presence(bytes).map(|m| c.encode(&m)),
                 other => panic!("unknown kind {other}"),
             };
-            let encoded = ok.unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let encoded = ok
+                .unwrap_or_else(|e| panic!("{kind}: {e}"))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
             let again: Value = serde_json::from_slice(&encoded).unwrap();
             let original: Value = serde_json::from_str(example).unwrap();
             assert_eq!(again, original, "{kind} does not round-trip");
@@ -262,10 +263,10 @@ mod tests {
     #[test]
     fn encode_is_compact_json_with_version() {
         let c = codec();
-        assert_eq!(c.encode(&TwinGet::default()), br#"{"v":1}"#.to_vec());
+        assert_eq!(c.encode(&TwinGet::default()), Ok(br#"{"v":1}"#.to_vec()));
         let presence = Presence::new(PresenceState::Offline, 7, 2);
         assert_eq!(
-            String::from_utf8(c.encode(&presence)).unwrap(),
+            String::from_utf8(c.encode(&presence).unwrap()).unwrap(),
             r#"{"v":1,"state":"offline","boot":7,"conn":2}"#
         );
     }
@@ -287,15 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn encode_checked_refuses_what_receivers_would_drop() {
+    fn encode_refuses_what_receivers_would_drop() {
         let mut reported = Map::new();
         reported.insert("k".into(), json!("x".repeat(100)));
         let msg = ReportedMessage::patch(1, 1, reported);
         assert!(matches!(
-            Codec::new(64).encode_checked(&msg),
-            Err(DecodeError::Oversized { limit: 64, .. })
+            Codec::new(64).encode(&msg),
+            Err(EncodeError::Oversized { limit: 64, .. })
         ));
-        let payload = codec().encode_checked(&msg).unwrap();
+        let payload = codec().encode(&msg).unwrap();
         assert_eq!(codec().decode_reported(&payload), Ok(msg));
     }
 

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::PROTOCOL_VERSION;
+use crate::contract::PROTOCOL_VERSION;
 
 /// Reason an incoming MQTT message is dropped; receivers log it and count it by [`reason`](Self::reason).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -36,6 +36,23 @@ pub enum DecodeError {
     /// The topic names a device that the receiver does not know.
     #[error("unknown device {0:?}")]
     UnknownDevice(String),
+}
+
+/// Why a message could not be encoded. Never papered over: an empty payload on a retained
+/// topic would delete what the broker holds.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EncodeError {
+    /// serde_json refused the message.
+    #[error("cannot serialize the message: {0}")]
+    Serialize(String),
+    /// The encoded message is larger than receivers accept.
+    #[error("encoded message of {size} bytes exceeds the limit of {limit} bytes")]
+    Oversized {
+        /// Size in bytes.
+        size: usize,
+        /// Largest payload receivers accept.
+        limit: usize,
+    },
 }
 
 impl DecodeError {

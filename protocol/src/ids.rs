@@ -1,6 +1,10 @@
 //! Validation of the ids that appear in topics and payloads: device ids, method names and
 //! request ids.
 
+use std::{borrow::Borrow, fmt, sync::Arc};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::error::DecodeError;
 
 /// Longest device id (a Kubernetes DNS subdomain name).
@@ -76,6 +80,105 @@ pub fn validate_request_id(id: &str) -> Result<(), DecodeError> {
     }
 }
 
+/// Defines a validated, cheaply cloned id type around `Arc<str>`.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $validate:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `id` and wraps it.
+            pub fn new(id: &str) -> Result<Self, DecodeError> {
+                $validate(id)?;
+                Ok(Self(Arc::from(id)))
+            }
+
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = DecodeError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::new(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A device id that passed [`validate_device_id`]: the `{id}` level of every topic.
+    DeviceId,
+    validate_device_id
+);
+
+id_type!(
+    /// A request id that passed [`validate_request_id`]: a request object's uid.
+    RequestId,
+    validate_request_id
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +228,20 @@ mod tests {
             assert!(!is_valid_method(bad), "{bad:?} should be invalid");
             assert!(validate_method(bad).is_err());
         }
+    }
+
+    #[test]
+    fn id_types_accept_only_valid_ids_and_compare_with_strings() {
+        let device = DeviceId::new("plant-1.sensor-42").expect("valid");
+        assert_eq!(device, "plant-1.sensor-42");
+        assert_eq!(device.to_string(), "plant-1.sensor-42");
+        assert_eq!(format!("{device:?}"), "\"plant-1.sensor-42\"");
+        assert_eq!(DeviceId::new("Bad_Id").map_err(|e| e.reason()), Err("invalid"));
+        assert_eq!(RequestId::new("a/b").map_err(|e| e.reason()), Err("invalid"));
+        let json = serde_json::to_string(&device).expect("serializes");
+        assert_eq!(json, "\"plant-1.sensor-42\"");
+        assert_eq!(serde_json::from_str::<DeviceId>(&json).ok(), Some(device));
+        assert!(serde_json::from_str::<DeviceId>("\"UPPER\"").is_err());
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //!   [`MethodRequest`], [`MethodResponse`], [`Presence`]).
 //! - [`codec`]: size-limited, validating decoding and encoding ([`Codec`]).
 //! - [`error`]: why a message is dropped ([`DecodeError`]).
-//! - [`order`]: ordering rules for reported messages, responses and presence.
+//! - [`cursor`], [`order`]: message positions and the ordering rules for reported messages,
+//!   responses and presence.
 //! - [`twin`]: when to apply desired documents and how to merge reported properties.
 //! - [`rpc`]: direct methods, expiry and the device's memory of request ids.
-//! - [`ids`], [`timestamp`]: validation of ids and RFC 3339 timestamps.
+//! - [`ids`], [`timestamp`]: ids ([`DeviceId`], [`RequestId`]) and RFC 3339 timestamps.
+//! - [`contract`]: the constants (schema version, default root, payload limit, QoS).
 //!
 //! The contract itself is described in `docs/protocol.md`.
 //!
@@ -24,6 +26,8 @@
 //! ```
 
 pub mod codec;
+pub mod contract;
+pub mod cursor;
 pub mod error;
 pub mod ids;
 pub mod message;
@@ -37,31 +41,24 @@ pub mod twin;
 mod examples;
 
 pub use codec::{Codec, Inbound, check_topic};
-pub use error::DecodeError;
+pub use contract::{DEFAULT_MAX_PAYLOAD, DEFAULT_ROOT, PROTOCOL_VERSION, QOS};
+pub use cursor::{Cursor, PresenceCursor};
+pub use error::{DecodeError, EncodeError};
 pub use ids::{
-    is_valid_device_id, is_valid_method, is_valid_request_id, validate_device_id, validate_method,
-    validate_request_id,
+    DeviceId, RequestId, is_valid_device_id, is_valid_method, is_valid_request_id,
+    validate_device_id, validate_method, validate_request_id,
 };
 pub use message::{
     AppliedVersion, DesiredDocument, Message, MethodRequest, MethodResponse, MqttVersion, Presence,
     PresenceState, ReportedMessage, ResponseStatus, TwinGet, V1,
 };
-pub use order::{Admission, Cursor, PresenceCursor, admit, admit_presence, admit_response};
+pub use order::{Admission, admit, admit_presence, admit_response};
 pub use rpc::{REBOOT_METHOD, RebootParams, RecentRequests};
 pub use topic::{ParsedTopic, Topics, response_topic};
 pub use twin::{
     KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, RebootState, RebootStatus, apply_reported,
     merge_patch, should_apply,
 };
-
-/// Schema version carried in every payload as `"v"`.
-pub const PROTOCOL_VERSION: u64 = 1;
-/// Default topic root.
-pub const DEFAULT_ROOT: &str = "kubetwin/v1";
-/// Default largest payload accepted, in bytes (64 KiB).
-pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
-/// MQTT QoS of every publish and subscription.
-pub const QOS: u8 = 1;
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,10 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::PROTOCOL_VERSION;
+use crate::contract::PROTOCOL_VERSION;
+use crate::cursor::{Cursor, PresenceCursor};
 use crate::error::DecodeError;
 use crate::ids::{validate_method, validate_request_id};
-use crate::order::{Cursor, PresenceCursor};
 use crate::timestamp::validate_timestamp;
 use crate::topic::ParsedTopic;
 
@@ -275,7 +275,7 @@ impl Message for MethodRequest {
     fn check_topic(&self, topic: &ParsedTopic) -> Result<(), DecodeError> {
         match topic {
             ParsedTopic::Request { method, request_id, .. } => {
-                check_same("id", &self.id, request_id)?;
+                check_same("id", &self.id, request_id.as_str())?;
                 check_same("method", &self.method, method)
             }
             other => check_kind(Self::KIND, other),
@@ -388,7 +388,9 @@ impl Message for MethodResponse {
 
     fn check_topic(&self, topic: &ParsedTopic) -> Result<(), DecodeError> {
         match topic {
-            ParsedTopic::Response { request_id, .. } => check_same("id", &self.id, request_id),
+            ParsedTopic::Response { request_id, .. } => {
+                check_same("id", &self.id, request_id.as_str())
+            }
             other => check_kind(Self::KIND, other),
         }
     }
@@ -413,6 +415,35 @@ pub enum MqttVersion {
     /// MQTT 3.1.1 (`"3.1.1"`).
     #[serde(rename = "3.1.1")]
     V311,
+}
+
+impl MqttVersion {
+    /// How the version is written: `5` or `3.1.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V5 => "5",
+            Self::V311 => "3.1.1",
+        }
+    }
+}
+
+impl std::fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MqttVersion {
+    type Err = String;
+
+    /// Parses `5` (also `5.0`, `v5`) or `3.1.1` (also `311`, `4`, `v4`: protocol level 4).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "5" | "5.0" | "v5" => Ok(Self::V5),
+            "3.1.1" | "311" | "4" | "v4" => Ok(Self::V311),
+            other => Err(format!("unsupported MQTT version {other:?} (use 5 or 3.1.1)")),
+        }
+    }
 }
 
 /// `presence` (device and its Last Will, retained): whether the device is connected.
@@ -485,6 +516,7 @@ mod tests {
 
     use super::*;
     use crate::examples::{self, EPOCH, REQUEST_ID};
+    use crate::ids::{DeviceId, RequestId};
 
     fn object(value: Value) -> Map<String, Value> {
         match value {
@@ -744,12 +776,16 @@ mod tests {
         assert!(invalid(presence.validate()));
     }
 
+    fn d1() -> DeviceId {
+        DeviceId::new("d1").unwrap()
+    }
+
     #[test]
     fn topic_checks() {
         let request_topic = ParsedTopic::Request {
-            device_id: "d1".into(),
+            device_id: d1(),
             method: "reboot".into(),
-            request_id: REQUEST_ID.into(),
+            request_id: RequestId::new(REQUEST_ID).unwrap(),
         };
         let request = MethodRequest::new(
             REQUEST_ID,
@@ -769,15 +805,17 @@ mod tests {
             Err(DecodeError::InvalidField(_))
         ));
 
-        let response_topic =
-            ParsedTopic::Response { device_id: "d1".into(), request_id: REQUEST_ID.into() };
+        let response_topic = ParsedTopic::Response {
+            device_id: d1(),
+            request_id: RequestId::new(REQUEST_ID).unwrap(),
+        };
         let response = MethodResponse::new(REQUEST_ID, ResponseStatus::Accepted, 1, 1);
         assert_eq!(response.check_topic(&response_topic), Ok(()));
         let other = MethodResponse::new("other", ResponseStatus::Accepted, 1, 1);
         assert!(matches!(other.check_topic(&response_topic), Err(DecodeError::InvalidField(_))));
         assert!(matches!(response.check_topic(&request_topic), Err(DecodeError::InvalidField(_))));
 
-        let presence_topic = ParsedTopic::Presence { device_id: "d1".into() };
+        let presence_topic = ParsedTopic::Presence { device_id: d1() };
         let presence = Presence::new(PresenceState::Online, 1, 1);
         assert_eq!(presence.check_topic(&presence_topic), Ok(()));
         assert!(matches!(

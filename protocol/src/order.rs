@@ -3,31 +3,8 @@
 
 use std::cmp::Ordering;
 
-use serde::{Deserialize, Serialize};
-
+use crate::cursor::{Cursor, PresenceCursor};
 use crate::message::{MethodResponse, ResponseStatus};
-
-/// Position of a reported message or method response: boot counter, then sequence in the boot.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub struct Cursor {
-    /// Boot counter of the device.
-    pub boot: u64,
-    /// Sequence number within the boot.
-    pub seq: u64,
-}
-
-/// Position of a presence message: boot counter, then connection counter in the boot.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub struct PresenceCursor {
-    /// Boot counter of the device.
-    pub boot: u64,
-    /// Connection counter within the boot.
-    pub conn: u64,
-}
 
 /// What a receiver does with an incoming message, given the last one it accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

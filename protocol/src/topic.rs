@@ -1,9 +1,9 @@
 //! MQTT topic names of the contract: building them, the subscription filters, and parsing
 //! incoming topics.
 
-use crate::DEFAULT_ROOT;
+use crate::contract::DEFAULT_ROOT;
 use crate::error::DecodeError;
-use crate::ids::{validate_device_id, validate_method, validate_request_id};
+use crate::ids::{DeviceId, RequestId, validate_method};
 
 /// Builds and parses the topics under one root (default [`DEFAULT_ROOT`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -112,30 +112,27 @@ impl Topics {
             .and_then(|rest| rest.strip_prefix('/'))
             .ok_or(DecodeError::UnknownTopic)?;
         let parts: Vec<&str> = rest.split('/').collect();
+        // The shape decides what the topic is; then every id in it must be valid.
         let parsed = match parts.as_slice() {
-            [id, "twin", "desired"] => ParsedTopic::Desired { device_id: (*id).to_owned() },
-            [id, "twin", "reported"] => ParsedTopic::Reported { device_id: (*id).to_owned() },
-            [id, "twin", "get"] => ParsedTopic::Get { device_id: (*id).to_owned() },
+            [id, "twin", "desired"] => ParsedTopic::Desired { device_id: DeviceId::new(id)? },
+            [id, "twin", "reported"] => ParsedTopic::Reported { device_id: DeviceId::new(id)? },
+            [id, "twin", "get"] => ParsedTopic::Get { device_id: DeviceId::new(id)? },
             [id, "rpc", "req", method, request_id] => {
                 validate_method(method)?;
-                validate_request_id(request_id)?;
+                let request_id = RequestId::new(request_id)?;
                 ParsedTopic::Request {
-                    device_id: (*id).to_owned(),
+                    device_id: DeviceId::new(id)?,
                     method: (*method).to_owned(),
-                    request_id: (*request_id).to_owned(),
+                    request_id,
                 }
             }
             [id, "rpc", "res", request_id] => {
-                validate_request_id(request_id)?;
-                ParsedTopic::Response {
-                    device_id: (*id).to_owned(),
-                    request_id: (*request_id).to_owned(),
-                }
+                let request_id = RequestId::new(request_id)?;
+                ParsedTopic::Response { device_id: DeviceId::new(id)?, request_id }
             }
-            [id, "presence"] => ParsedTopic::Presence { device_id: (*id).to_owned() },
+            [id, "presence"] => ParsedTopic::Presence { device_id: DeviceId::new(id)? },
             _ => return Err(DecodeError::UnknownTopic),
         };
-        validate_device_id(parsed.device_id())?;
         Ok(parsed)
     }
 }
@@ -151,44 +148,44 @@ pub enum ParsedTopic {
     /// `{root}/{id}/twin/desired`.
     Desired {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
     },
     /// `{root}/{id}/twin/reported`.
     Reported {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
     },
     /// `{root}/{id}/twin/get`.
     Get {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
     },
     /// `{root}/{id}/rpc/req/{method}/{requestId}`.
     Request {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
         /// Method name.
         method: String,
         /// Request id.
-        request_id: String,
+        request_id: RequestId,
     },
     /// `{root}/{id}/rpc/res/{requestId}`.
     Response {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
         /// Request id.
-        request_id: String,
+        request_id: RequestId,
     },
     /// `{root}/{id}/presence`.
     Presence {
         /// Device id.
-        device_id: String,
+        device_id: DeviceId,
     },
 }
 
 impl ParsedTopic {
     /// The device id in the topic.
-    pub fn device_id(&self) -> &str {
+    pub fn device_id(&self) -> &DeviceId {
         match self {
             Self::Desired { device_id }
             | Self::Reported { device_id }
@@ -266,7 +263,8 @@ mod tests {
     #[test]
     fn parses_what_it_builds() {
         let t = Topics::default();
-        let dev = DEV.to_owned();
+        let dev = DeviceId::new(DEV).unwrap();
+        let req = RequestId::new(REQ).unwrap();
         let cases = [
             (t.desired(DEV), ParsedTopic::Desired { device_id: dev.clone() }),
             (t.reported(DEV), ParsedTopic::Reported { device_id: dev.clone() }),
@@ -276,12 +274,12 @@ mod tests {
                 ParsedTopic::Request {
                     device_id: dev.clone(),
                     method: "reboot".into(),
-                    request_id: REQ.into(),
+                    request_id: req.clone(),
                 },
             ),
             (
                 t.response(DEV, REQ),
-                ParsedTopic::Response { device_id: dev.clone(), request_id: REQ.into() },
+                ParsedTopic::Response { device_id: dev.clone(), request_id: req.clone() },
             ),
             (t.presence(DEV), ParsedTopic::Presence { device_id: dev.clone() }),
         ];
@@ -341,7 +339,7 @@ mod tests {
         assert_eq!(custom.parse("kubetwin/v1/d1/presence"), Err(DecodeError::UnknownTopic));
         assert_eq!(
             custom.parse("site-a/kt/d1/presence"),
-            Ok(ParsedTopic::Presence { device_id: "d1".into() })
+            Ok(ParsedTopic::Presence { device_id: DeviceId::new("d1").unwrap() })
         );
     }
 

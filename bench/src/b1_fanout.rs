@@ -1,0 +1,246 @@
+//! B1 fan-out: N RebootRequests to N devices at once, all must succeed.
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kubetwin_api::{Device, RebootPhase, RebootRequest};
+use serde_json::json;
+
+use super::{
+    Bench, CONCURRENCY, cluster,
+    ops::{self, Check, LARGE_BUDGET, Watchdog},
+    ping::Pinger,
+    progress,
+    report::{Goal, Row, ScenarioReport, Unit},
+};
+use kubetwin_e2e::fleet::Simulator;
+
+/// Title of the scenario.
+pub const TITLE: &str = "fan-out";
+/// What the scenario measures.
+pub const WHAT: &str = "N simulated devices are Connected and the operator is idle. The \
+    benchmark then creates N RebootRequests, one per device, 64 at a time, and measures the \
+    wall time from the first create call to the moment its watch sees the last request \
+    Succeeded (every device accepts, reboots in 0.5 s, reconnects with a new boot, and the \
+    operator writes each phase). The floor is measured in the same run, after the operator is \
+    stopped: (a) the time a minimal kube client needs for N status merge patches (one small \
+    field of each RebootRequest) at the same concurrency, plus (b) the time for N raw MQTT \
+    request/response round trips with the same simulated devices at the same concurrency (a \
+    `ping` request, answered at once with `Rejected` 404). Ratio = wall / (a + b). Every \
+    device's ledger must show exactly one executed reboot.";
+
+/// Operator flags of B1: a write budget that is never the limit.
+const OPERATOR_FLAGS: [&str; 3] = [LARGE_BUDGET[0], LARGE_BUDGET[1], "--concurrency=64"];
+/// Simulator flags of B1.
+const SIM_FLAGS: [&str; 2] = ["--boot-seconds=0.5", "--connect-rate=2000"];
+/// Upper bound of each wait (a hang guard).
+const LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Runs B1 at every configured size.
+pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
+    let mut rows = Vec::new();
+    let mut raw = Vec::new();
+    for &n in &bench.sizes.b1_devices {
+        let result = fan_out(bench, n).await?;
+        rows.extend(result.rows(n));
+        raw.push(result.json(n));
+    }
+    let spec = request_spec();
+    Ok(ScenarioReport {
+        id: "B1".into(),
+        title: TITLE.into(),
+        what: WHAT.into(),
+        setup: vec![
+            (
+                "sizes".into(),
+                format!("N = {:?} devices and RebootRequests", bench.sizes.b1_devices),
+            ),
+            ("operator flags".into(), format!("`{}`", OPERATOR_FLAGS.join(" "))),
+            ("simulator flags".into(), format!("`{}`", SIM_FLAGS.join(" "))),
+            ("RebootRequest spec".into(), format!("`{spec}` plus `deviceName`")),
+            ("client concurrency".into(), CONCURRENCY.to_string()),
+        ],
+        rows,
+        raw: json!(raw),
+        error: None,
+    })
+}
+
+/// Generous timeouts: a mass reboot on a small machine must not fail on a timeout.
+fn request_spec() -> serde_json::Value {
+    json!({"responseTimeoutSeconds": 120, "connectTimeoutSeconds": 300})
+}
+
+/// Measurements of one size.
+struct FanOut {
+    wall: Duration,
+    create: Duration,
+    patches: Duration,
+    pings: Duration,
+}
+
+impl FanOut {
+    fn floor(&self) -> Duration {
+        self.patches + self.pings
+    }
+
+    fn rows(&self, n: usize) -> Vec<Row> {
+        let size = super::report::thousands(n as f64);
+        vec![
+            Row::new(
+                format!("wall time, first create → last Succeeded, N = {size}"),
+                self.wall.as_secs_f64(),
+                Unit::Seconds,
+            )
+            .floor(self.floor().as_secs_f64())
+            .goal(Goal::ratio_at_most(1.25)),
+            Row::new(
+                format!("floor (a): {size} status patches"),
+                self.patches.as_secs_f64(),
+                Unit::Seconds,
+            ),
+            Row::new(
+                format!("floor (b): {size} MQTT round trips"),
+                self.pings.as_secs_f64(),
+                Unit::Seconds,
+            ),
+            Row::new(
+                format!("creating the {size} RebootRequests (part of the wall time)"),
+                self.create.as_secs_f64(),
+                Unit::Seconds,
+            ),
+        ]
+    }
+
+    fn json(&self, n: usize) -> serde_json::Value {
+        json!({
+            "n": n,
+            "wall_seconds": self.wall.as_secs_f64(),
+            "create_seconds": self.create.as_secs_f64(),
+            "floor_status_patches_seconds": self.patches.as_secs_f64(),
+            "floor_mqtt_round_trips_seconds": self.pings.as_secs_f64(),
+            "floor_seconds": self.floor().as_secs_f64(),
+            "ratio": self.wall.as_secs_f64() / self.floor().as_secs_f64(),
+        })
+    }
+}
+
+async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
+    let scope = bench.scope("b1").await?;
+    let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
+    let requests: Api<RebootRequest> = Api::namespaced(bench.client.clone(), &scope.namespace);
+    let prefix = format!("{}-d", scope.namespace);
+    let ids = cluster::device_ids(&prefix, 0..n);
+
+    progress(format!("B1 N={n}: {n} Devices, operator, simulator"));
+    cluster::apply_devices(&devices, ids.clone(), CONCURRENCY).await?;
+    let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
+    let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
+    let simulator = Simulator::start_fleet(bench.env, &scope, n, &prefix, &SIM_FLAGS)?;
+    let dog = Watchdog::both(&operator, &simulator);
+    ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
+        let count = connected.count(|c| *c);
+        Ok(if count == n { Check::Done } else { Check::Waiting(format!("{count}/{n} Connected")) })
+    })
+    .await?;
+    drop(connected);
+    ops::wait_idle(&operator, dog, Duration::from_secs(3), LIMIT).await?;
+
+    progress(format!("B1 N={n}: creating {n} RebootRequests"));
+    let phases = cluster::Tracker::start(requests.clone(), cluster::phase);
+    phases.wait_synced(Duration::from_secs(60)).await?;
+    let names: Vec<String> = (0..n).map(|i| format!("reboot-{i}")).collect();
+    let spec = request_spec();
+    let started = Instant::now();
+    let create = cluster::run_all(
+        "creating RebootRequests",
+        names.iter().zip(&ids).collect(),
+        CONCURRENCY,
+        |(name, id)| {
+            let requests = requests.clone();
+            let spec = spec.clone();
+            async move { cluster::create_reboot(&requests, name, id, &spec).await }
+        },
+    )
+    .await?;
+    let succeeded = |p: &Option<RebootPhase>| *p == Some(RebootPhase::Succeeded);
+    let failed =
+        |p: &Option<RebootPhase>| p.is_some_and(|p| p.is_terminal() && p != RebootPhase::Succeeded);
+    ops::wait_until(
+        "every RebootRequest Succeeded",
+        LIMIT,
+        Duration::from_millis(200),
+        dog,
+        async || {
+            let bad = phases.names(failed, 5);
+            if !bad.is_empty() {
+                let mut described = Vec::new();
+                for name in &bad {
+                    if let Ok(request) = requests.get(name).await {
+                        described.push(cluster::describe_request(&request));
+                    }
+                }
+                anyhow::bail!(
+                    "{} RebootRequests did not succeed, for example:\n  {}",
+                    phases.count(failed),
+                    described.join("\n  ")
+                );
+            }
+            let done = phases.count(succeeded);
+            Ok(if done == n {
+                Check::Done
+            } else {
+                Check::Waiting(format!("{done}/{n} Succeeded"))
+            })
+        },
+    )
+    .await?;
+    let last = phases.last_arrival(succeeded).unwrap_or_else(Instant::now);
+    let wall = last.saturating_duration_since(started);
+    drop(phases);
+    progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
+
+    check_one_execution_each(&simulator, &ids)?;
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    // The floor is what a minimal client needs alone: stop the operator first.
+    operator.kill();
+
+    progress(format!("B1 N={n}: floor (a): {n} status patches"));
+    let patches = cluster::run_all("status patches", names, CONCURRENCY, |name| {
+        let requests = requests.clone();
+        async move { cluster::patch_reboot_message(&requests, &name, "kubetwin-bench floor").await }
+    })
+    .await?;
+    progress(format!("B1 N={n}: floor (b): {n} MQTT round trips"));
+    let pinger = Pinger::connect(
+        bench.env.broker.port,
+        &format!("{}-bench", scope.namespace),
+        &scope.topic_root,
+    )
+    .await?;
+    let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {
+        let pinger = &pinger;
+        async move { pinger.ping(&id).await.map(drop) }
+    })
+    .await?;
+    simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
+    Ok(FanOut { wall, create, patches, pings })
+}
+
+/// Every device executed exactly one reboot (its ledger lists one request id).
+fn check_one_execution_each(simulator: &Simulator, ids: &[String]) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    for id in ids {
+        let executed = simulator.executed(id)?;
+        if executed.len() != 1 {
+            wrong.push(format!("{id} executed {} reboots", executed.len()));
+        }
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "{} devices did not execute exactly one reboot, for example: {}",
+        wrong.len(),
+        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! B5 latency: one RebootRequest, create → Accepted, sequentially.
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kubetwin_api::{Device, RebootPhase, RebootRequest};
+use serde_json::json;
+
+use super::{
+    Bench, cluster,
+    ops::{self, Check, Watchdog},
+    ping::Pinger,
+    progress,
+    report::{Goal, Row, ScenarioReport, Unit},
+    stats::{millis, percentile},
+};
+use kubetwin_e2e::fleet::Simulator;
+
+/// Title of the scenario.
+pub const TITLE: &str = "latency";
+/// What the scenario measures.
+pub const WHAT: &str = "One simulated device (reboot takes 0.2 s) and an operator with \
+    default flags. Sequentially, R times (after one unmeasured warm-up): create a RebootRequest \
+    and measure the time from the create call to the moment the benchmark's watch sees the \
+    request Accepted (phase Accepted or later, whichever the operator wrote first), then wait \
+    for Succeeded before the next one. The floor, measured in the same run after the operator \
+    is stopped, is the sum of two sequential series of R (after one warm-up each): a raw MQTT \
+    request/response round trip with the same device (a `ping` request, answered at once with \
+    `Rejected` 404), and one status merge patch of a RebootRequest by a minimal kube client. \
+    p50 and p99 are compared with the floor's p50 and p99 (p50(ping) + p50(patch), and so on).";
+
+/// Upper bound of each wait (a hang guard).
+const LIMIT: Duration = Duration::from_secs(10 * 60);
+
+/// Runs B5.
+pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
+    let runs = bench.sizes.b5_runs;
+    let scope = bench.scope("b5").await?;
+    let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
+    let requests: Api<RebootRequest> = Api::namespaced(bench.client.clone(), &scope.namespace);
+    let prefix = format!("{}-d", scope.namespace);
+    let ids = cluster::device_ids(&prefix, 0..1);
+    let device = ids[0].clone();
+    let sim_flags = ["--boot-seconds=0.2"];
+
+    cluster::apply_devices(&devices, ids, 1).await?;
+    let operator = ops::start_operator(bench.env, &scope, &[]).await?;
+    let simulator = Simulator::start_fleet(bench.env, &scope, 1, &prefix, &sim_flags)?;
+    let dog = Watchdog::both(&operator, &simulator);
+    ops::wait_until("the Device Connected", LIMIT, Duration::from_millis(100), dog, async || {
+        Ok(match devices.get(&device).await {
+            Ok(d) if cluster::is_connected(&d) => Check::Done,
+            _ => Check::Waiting("not Connected yet".into()),
+        })
+    })
+    .await?;
+    ops::wait_idle(&operator, dog, Duration::from_secs(2), LIMIT).await?;
+
+    progress(format!("B5: {runs} reboots, one at a time"));
+    let phases = cluster::Tracker::start(requests.clone(), cluster::phase);
+    phases.wait_synced(Duration::from_secs(60)).await?;
+    let names: Vec<String> = (0..=runs).map(|i| format!("reboot-{i}")).collect();
+    let mut accepted = Vec::with_capacity(runs);
+    let mut succeeded = Vec::with_capacity(runs);
+    for (i, name) in names.iter().enumerate() {
+        let started = Instant::now();
+        cluster::create_reboot(&requests, name, &device, &json!({})).await?;
+        wait_terminal(&phases, &requests, name, dog).await?;
+        let at = |matches: fn(&Option<RebootPhase>) -> bool| {
+            phases.first_time(name, matches).map(|t| t.saturating_duration_since(started))
+        };
+        let to_accepted = at(|p| {
+            matches!(
+                p,
+                Some(RebootPhase::Accepted | RebootPhase::Rebooting | RebootPhase::Succeeded)
+            )
+        });
+        let to_succeeded = at(|p| *p == Some(RebootPhase::Succeeded));
+        if i > 0 {
+            accepted.extend(to_accepted);
+            succeeded.extend(to_succeeded);
+        }
+    }
+    drop(phases);
+    operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
+    // The floor is what a minimal client needs alone: stop the operator first.
+    operator.kill();
+
+    progress(format!("B5: floor: {runs} MQTT round trips and {runs} status patches"));
+    let pinger = Pinger::connect(
+        bench.env.broker.port,
+        &format!("{}-bench", scope.namespace),
+        &scope.topic_root,
+    )
+    .await?;
+    let mut pings = Vec::with_capacity(runs);
+    let mut patches = Vec::with_capacity(runs);
+    for (i, name) in names.iter().enumerate() {
+        let ping = pinger.ping(&device).await?;
+        let started = Instant::now();
+        cluster::patch_reboot_message(&requests, name, "kubetwin-bench floor").await?;
+        let patch = started.elapsed();
+        if i > 0 {
+            pings.push(ping);
+            patches.push(patch);
+        }
+    }
+    simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
+
+    let accepted_ms = millis(&accepted);
+    let succeeded_ms = millis(&succeeded);
+    let pings_ms = millis(&pings);
+    let patches_ms = millis(&patches);
+    let p = |samples: &[f64], q: f64| percentile(samples, q).unwrap_or(0.0);
+    let mut rows = Vec::new();
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let floor = p(&pings_ms, q) + p(&patches_ms, q);
+        rows.push(
+            Row::new(format!("create → Accepted, {label}"), p(&accepted_ms, q), Unit::Milliseconds)
+                .floor(floor)
+                .goal(Goal::ratio_at_most(1.5)),
+        );
+    }
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        rows.push(Row::new(
+            format!("floor: MQTT round trip, {label}"),
+            p(&pings_ms, q),
+            Unit::Milliseconds,
+        ));
+        rows.push(Row::new(
+            format!("floor: status patch, {label}"),
+            p(&patches_ms, q),
+            Unit::Milliseconds,
+        ));
+    }
+    rows.push(
+        Row::new("create → Succeeded, p50", p(&succeeded_ms, 0.5), Unit::Milliseconds)
+            .note("includes the 0.2 s reboot and reconnect"),
+    );
+
+    Ok(ScenarioReport {
+        id: "B5".into(),
+        title: TITLE.into(),
+        what: WHAT.into(),
+        setup: vec![
+            ("runs".into(), format!("{runs} measured (plus 1 warm-up) for each series")),
+            ("operator flags".into(), "none (defaults)".into()),
+            ("simulator flags".into(), format!("`{}`", sim_flags.join(" "))),
+        ],
+        rows,
+        raw: json!({
+            "runs": runs,
+            "create_to_accepted_ms": accepted_ms,
+            "create_to_succeeded_ms": succeeded_ms,
+            "floor_mqtt_round_trip_ms": pings_ms,
+            "floor_status_patch_ms": patches_ms,
+        }),
+        error: None,
+    })
+}
+
+/// Waits until request `name` is terminal; fails unless it Succeeded.
+async fn wait_terminal(
+    phases: &cluster::Tracker<Option<RebootPhase>>,
+    requests: &Api<RebootRequest>,
+    name: &str,
+    dog: Watchdog<'_>,
+) -> anyhow::Result<()> {
+    ops::wait_until(
+        &format!("RebootRequest {name} to finish"),
+        LIMIT,
+        Duration::from_millis(10),
+        dog,
+        async || {
+            let now = phases.first_time(name, |p| p.is_some_and(RebootPhase::is_terminal));
+            if now.is_none() {
+                return Ok(Check::Waiting("not finished".into()));
+            }
+            let request = requests.get(name).await?;
+            anyhow::ensure!(
+                cluster::phase(&request) == Some(RebootPhase::Succeeded),
+                "the reboot did not succeed: {}",
+                cluster::describe_request(&request)
+            );
+            Ok(Check::Done)
+        },
+    )
+    .await
+}

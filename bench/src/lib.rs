@@ -1,0 +1,290 @@
+//! Benchmark scenarios B1–B5 of `kubetwin-bench`.
+//!
+//! Each scenario runs in its own namespace and topic root on one [`TestEnv`] (real control
+//! plane, mosquitto, operator and simulator binaries) and measures its floor in the same run,
+//! so results are ratios. Time never fails a run; correctness problems do.
+//!
+//! - [`b1_fanout`], [`b2_ingestion`], [`b3_memory`], [`b4_restart`], [`b5_latency`]: the
+//!   scenarios, one function each.
+//! - [`cluster`]: creating objects fast, status patches, a recording watch.
+//! - [`ping`]: raw MQTT request/response round trips.
+//! - [`ops`]: operator processes, metrics and waits.
+//! - [`prom`], [`stats`]: metrics text, histogram quantiles, percentiles, RSS.
+//! - [`report`]: the generated Markdown page and JSON.
+
+pub mod b1_fanout;
+pub mod b2_ingestion;
+pub mod b3_memory;
+pub mod b4_restart;
+pub mod b5_latency;
+pub mod cluster;
+pub mod ops;
+pub mod ping;
+pub mod prom;
+pub mod report;
+pub mod stats;
+
+use std::{
+    fmt::Display,
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use kubetwin_e2e::{TestEnv, fleet::Scope, install_crds};
+use report::{Machine, Report, ScenarioReport, Versions};
+
+/// Client concurrency of the creates, patches and round trips of the scenarios.
+pub const CONCURRENCY: usize = 64;
+
+/// Prints a progress line, prefixed with the time since the program started.
+pub fn progress(message: impl Display) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    println!("[{:>7.1}s] {message}", elapsed.as_secs_f64());
+}
+
+/// A scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScenarioId {
+    /// Fan-out.
+    B1,
+    /// Ingestion.
+    B2,
+    /// Memory.
+    B3,
+    /// Restart.
+    B4,
+    /// Latency.
+    B5,
+}
+
+impl ScenarioId {
+    /// Every scenario, in the order they run: B3 last, so that its 100,000 objects do not
+    /// weigh on the API server during the others.
+    pub const RUN_ORDER: [ScenarioId; 5] = [Self::B1, Self::B2, Self::B4, Self::B5, Self::B3];
+
+    /// Parses `B1` … `B5` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "B1" => Some(Self::B1),
+            "B2" => Some(Self::B2),
+            "B3" => Some(Self::B3),
+            "B4" => Some(Self::B4),
+            "B5" => Some(Self::B5),
+            _ => None,
+        }
+    }
+
+    /// Short title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::B1 => b1_fanout::TITLE,
+            Self::B2 => b2_ingestion::TITLE,
+            Self::B3 => b3_memory::TITLE,
+            Self::B4 => b4_restart::TITLE,
+            Self::B5 => b5_latency::TITLE,
+        }
+    }
+
+    /// What it measures.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::B1 => b1_fanout::WHAT,
+            Self::B2 => b2_ingestion::WHAT,
+            Self::B3 => b3_memory::WHAT,
+            Self::B4 => b4_restart::WHAT,
+            Self::B5 => b5_latency::WHAT,
+        }
+    }
+}
+
+impl Display for ScenarioId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Sizes of the scenarios.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sizes {
+    /// B1: fleet sizes N.
+    pub b1_devices: Vec<usize>,
+    /// B2: devices reporting.
+    pub b2_devices: usize,
+    /// B2: seconds of load.
+    pub b2_seconds: u64,
+    /// B2: report interval of every device.
+    pub b2_interval_ms: u64,
+    /// B3: Device counts, measured in increasing order.
+    pub b3_devices: Vec<usize>,
+    /// B4: devices.
+    pub b4_devices: usize,
+    /// B4: how long writes are watched after the restarted operator is ready.
+    pub b4_window: Duration,
+    /// B5: measured runs.
+    pub b5_runs: usize,
+}
+
+impl Sizes {
+    /// The sizes of the scale issue.
+    pub fn full() -> Self {
+        Self {
+            b1_devices: vec![1_000, 10_000],
+            b2_devices: 10_000,
+            b2_seconds: 60,
+            b2_interval_ms: 1000,
+            b3_devices: vec![10_000, 100_000],
+            b4_devices: 10_000,
+            b4_window: Duration::from_secs(30),
+            b5_runs: 100,
+        }
+    }
+
+    /// Tiny sizes for a smoke test of correctness.
+    pub fn quick() -> Self {
+        Self {
+            b1_devices: vec![20],
+            b2_devices: 50,
+            b2_seconds: 5,
+            b2_interval_ms: 1000,
+            b3_devices: vec![200],
+            b4_devices: 200,
+            b4_window: Duration::from_secs(10),
+            b5_runs: 5,
+        }
+    }
+}
+
+/// What the scenarios share.
+pub struct Bench<'a> {
+    /// The environment.
+    pub env: &'a TestEnv,
+    /// An admin client.
+    pub client: kube::Client,
+    /// Sizes.
+    pub sizes: Sizes,
+}
+
+impl Bench<'_> {
+    /// A fresh namespace (name starting with `prefix`) and its scope (own topic root).
+    pub async fn scope(&self, prefix: &str) -> anyhow::Result<Scope> {
+        let namespace =
+            self.env.namespace(&self.client, prefix).await.context("creating a namespace")?;
+        Ok(Scope::new(self.env, &namespace.name)?)
+    }
+}
+
+/// Options of a run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Tiny sizes.
+    pub quick: bool,
+    /// Scenarios to run.
+    pub only: Vec<ScenarioId>,
+    /// The command line, as it is recorded in the report.
+    pub command: String,
+}
+
+/// Starts an environment, runs the selected scenarios and returns the report. A scenario that
+/// fails is recorded with its error and the others still run.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let date = kubetwin_protocol::timestamp::now_rfc3339();
+    progress("starting etcd, kube-apiserver, kube-controller-manager and mosquitto");
+    let env = TestEnv::start().await.context("starting the test environment")?;
+    let client = env.client().await?;
+    install_crds(&client).await?;
+    let bench = Bench {
+        env: &env,
+        client,
+        sizes: if options.quick { Sizes::quick() } else { Sizes::full() },
+    };
+    let mut scenarios = Vec::new();
+    for id in ScenarioId::RUN_ORDER.into_iter().filter(|id| options.only.contains(id)) {
+        progress(format!("=== {id} {}", id.title()));
+        let started = Instant::now();
+        let result = match id {
+            ScenarioId::B1 => b1_fanout::run(&bench).await,
+            ScenarioId::B2 => b2_ingestion::run(&bench).await,
+            ScenarioId::B3 => b3_memory::run(&bench).await,
+            ScenarioId::B4 => b4_restart::run(&bench).await,
+            ScenarioId::B5 => b5_latency::run(&bench).await,
+        };
+        let report = result.unwrap_or_else(|error| {
+            ScenarioReport::failed(&id.to_string(), id.title(), id.what(), &error)
+        });
+        match &report.error {
+            Some(error) => progress(format!("=== {id} FAILED: {error}")),
+            None => {
+                progress(format!("=== {id} done in {:.0?}\n{}", started.elapsed(), report.table()))
+            }
+        }
+        scenarios.push(report);
+    }
+    scenarios.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Report {
+        command: options.command.clone(),
+        date,
+        quick: options.quick,
+        machine: Machine::detect(),
+        versions: Versions::detect(),
+        binary_profile: std::env::var("KUBETWIN_BIN_PROFILE").unwrap_or_else(|_| "debug".into()),
+        bench_profile: if cfg!(debug_assertions) { "debug".into() } else { "release".into() },
+        scenarios,
+    })
+}
+
+/// The command line of this process as a person would type it: `KUBETWIN_BIN_PROFILE` when
+/// set, the program relative to the repository, then the arguments.
+pub fn command_line() -> String {
+    let mut parts = Vec::new();
+    if let Ok(profile) = std::env::var("KUBETWIN_BIN_PROFILE") {
+        parts.push(format!("KUBETWIN_BIN_PROFILE={profile}"));
+    }
+    let mut args = std::env::args();
+    if let Some(program) = args.next() {
+        let path = PathBuf::from(&program);
+        let root = kubetwin_e2e::tools::repo_root();
+        parts.push(path.strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or(program));
+    }
+    parts.extend(args);
+    parts.join(" ")
+}
+
+/// Raises the soft limit of open files to the hard limit (mosquitto and the simulator, started
+/// from this process, inherit it: 10,000 devices are 10,000 connections). Returns the limit.
+#[allow(unsafe_code)]
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_ids_parse_and_run_b3_last() {
+        assert_eq!(ScenarioId::parse("b2"), Some(ScenarioId::B2));
+        assert_eq!(ScenarioId::parse(" B5 "), Some(ScenarioId::B5));
+        assert_eq!(ScenarioId::parse("B6"), None);
+        assert_eq!(ScenarioId::RUN_ORDER.last(), Some(&ScenarioId::B3));
+        let mut all = ScenarioId::RUN_ORDER.to_vec();
+        all.sort();
+        assert_eq!(all.len(), 5);
+        all.dedup();
+        assert_eq!(all.len(), 5);
+    }
+}

@@ -1,0 +1,180 @@
+//! The processes of a scenario: starting the operator, reading its metrics, and waiting with a
+//! watchdog that fails at once when the operator or the simulator dies.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::{
+    progress,
+    prom::{Histogram, Scrape},
+};
+use kubetwin_e2e::{
+    TestEnv,
+    fleet::{Operator, Scope, Simulator},
+};
+
+/// Operator flags that make the write budget large enough never to be the limit.
+pub const LARGE_BUDGET: [&str; 2] = ["--status-write-rate=5000", "--status-write-burst=5000"];
+/// `RUST_LOG` of the operators the scenarios start (the production default level).
+pub const OPERATOR_LOG: &str = "info";
+/// Upper bound for an operator to become ready (a hang guard).
+pub const READY_LIMIT: Duration = Duration::from_secs(300);
+
+/// Status writes by kind (counter).
+pub const WRITES: &str = "kubetwin_status_writes_total";
+/// Status changes merged into a pending write (counter).
+pub const MERGED: &str = "kubetwin_status_updates_merged_total";
+/// Objects waiting for a status write (gauge).
+pub const QUEUE_DEPTH: &str = "kubetwin_status_queue_depth";
+/// Time from a change being queued to its write (histogram).
+pub const STALENESS: &str = "kubetwin_status_staleness_seconds";
+
+/// Starts an operator for `scope` with `flags` and waits until it is ready.
+pub async fn start_operator(
+    env: &TestEnv,
+    scope: &Scope,
+    flags: &[&str],
+) -> anyhow::Result<Operator> {
+    let operator = Operator::spawn_with_log(env, scope, flags, OPERATOR_LOG)?;
+    operator.wait_ready(READY_LIMIT).await.context("the operator did not become ready")?;
+    Ok(operator)
+}
+
+/// One scrape of the operator's `/metrics`.
+pub async fn scrape(operator: &Operator) -> anyhow::Result<Scrape> {
+    let text = operator.metrics().await.context("reading the operator's /metrics")?;
+    Ok(Scrape::parse(&text))
+}
+
+/// Status writes to Devices.
+pub fn device_writes(scrape: &Scrape) -> f64 {
+    scrape.value(WRITES, &[("kind", "device")]).unwrap_or(0.0)
+}
+
+/// Status writes of every kind.
+pub fn all_writes(scrape: &Scrape) -> f64 {
+    scrape.sum(WRITES)
+}
+
+/// Objects waiting for a status write.
+pub fn queue_depth(scrape: &Scrape) -> f64 {
+    scrape.sum(QUEUE_DEPTH)
+}
+
+/// The staleness histogram (empty when the operator has none).
+pub fn staleness(scrape: &Scrape) -> Histogram {
+    scrape.histogram(STALENESS).unwrap_or(Histogram { buckets: Vec::new(), sum: 0.0, count: 0.0 })
+}
+
+/// The processes a wait depends on; a wait fails as soon as one of them has exited.
+#[derive(Clone, Copy, Default)]
+pub struct Watchdog<'a> {
+    operator: Option<&'a Operator>,
+    simulator: Option<&'a Simulator>,
+}
+
+impl<'a> Watchdog<'a> {
+    /// Watches an operator.
+    pub fn operator(operator: &'a Operator) -> Self {
+        Self { operator: Some(operator), simulator: None }
+    }
+
+    /// Watches an operator and a simulator.
+    pub fn both(operator: &'a Operator, simulator: &'a Simulator) -> Self {
+        Self { operator: Some(operator), simulator: Some(simulator) }
+    }
+
+    /// Fails when a watched process has exited.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(operator) = self.operator {
+            operator.check_running().context("the operator crashed or exited")?;
+        }
+        if let Some(simulator) = self.simulator {
+            simulator.check_running().context("the device simulator crashed or exited")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a probe of [`wait_until`] found.
+pub enum Check {
+    /// The awaited state is reached.
+    Done,
+    /// Not yet; the text says where things stand.
+    Waiting(String),
+}
+
+/// Calls `probe` every `interval` until it reports [`Check::Done`]. Prints where things stand
+/// every 10 s; fails when a watched process dies, or after `limit`, which only guards against
+/// hanging (it is generous, never a time goal).
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    interval: Duration,
+    dog: Watchdog<'_>,
+    mut probe: impl AsyncFnMut() -> anyhow::Result<Check>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_print = started;
+    loop {
+        dog.check()?;
+        match probe().await? {
+            Check::Done => return Ok(()),
+            Check::Waiting(state) => {
+                anyhow::ensure!(
+                    started.elapsed() < limit,
+                    "gave up waiting for {what} after {limit:?} (a guard against hanging): {state}"
+                );
+                if last_print.elapsed() >= Duration::from_secs(10) {
+                    last_print = Instant::now();
+                    progress(format!("  waiting for {what}: {state}"));
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Waits until the operator is idle: its status queue is empty and it made no status write for
+/// `quiet`. Returns the last scrape.
+pub async fn wait_idle(
+    operator: &Operator,
+    dog: Watchdog<'_>,
+    quiet: Duration,
+    limit: Duration,
+) -> anyhow::Result<Scrape> {
+    let mut last = Scrape::default();
+    let mut last_writes = None;
+    let mut stable_since = Instant::now();
+    wait_until("the operator to be idle", limit, Duration::from_millis(250), dog, async || {
+        let now = scrape(operator).await?;
+        let writes = all_writes(&now);
+        let depth = queue_depth(&now);
+        if last_writes != Some(writes) || depth > 0.0 {
+            last_writes = Some(writes);
+            stable_since = Instant::now();
+        }
+        last = now;
+        Ok(if stable_since.elapsed() >= quiet {
+            Check::Done
+        } else {
+            Check::Waiting(format!("queue depth {depth}, {writes} status writes so far"))
+        })
+    })
+    .await?;
+    Ok(last)
+}
+
+/// Sleeps for `duration`, failing early when a watched process dies.
+pub async fn sleep_watching(duration: Duration, dog: Watchdog<'_>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + duration;
+    loop {
+        dog.check()?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
+}

@@ -1,0 +1,21 @@
+//! The one MQTT client of kubetwin, used by the operator, the simulator, the test harness and
+//! the benchmarks alike:
+//!
+//! - [`BrokerUrl`]: `mqtt://` and `mqtts://` URLs with IPv4, IPv6 and default ports;
+//! - [`MqttVersion`]: MQTT 5 or 3.1.1 (the same type the wire contract carries in presence);
+//! - [`Security`]: TLS (with a client certificate for mutual TLS) and credentials;
+//! - [`connect`]: one connection with one poll loop serving both protocol versions. It
+//!   subscribes on every new session, reports the session only once the SUBACK is in, and
+//!   surfaces what the broker refused (SUBACK failure codes, MQTT 5 PUBACK reason codes).
+
+mod client;
+mod security;
+mod url;
+
+pub use client::{
+    Client, ClientError, ClientOptions, Connection, Event, LinkState, PollTask, Publication,
+    Received, Reconnect, Refusal, RequestProperties, Session, connect,
+};
+pub use kubetwin_protocol::MqttVersion;
+pub use security::{Credentials, Security, SecurityError, tls_config, tls_config_from_pem};
+pub use url::{BrokerUrl, UrlError};

@@ -1,0 +1,227 @@
+//! The composition root: builds the shared services, wires every controller, the MQTT
+//! inbound loop, the status writer and readiness, and runs them until a shutdown signal.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, channel::mpsc::UnboundedSender};
+use kube::{
+    Client, ResourceExt,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+};
+use kubetwin_api::{Device, RebootRequest};
+use kubetwin_mqtt::LinkState;
+use kubetwin_protocol::{Codec, Topics};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::{
+    config::OperatorConfig,
+    context::Context,
+    error::Result,
+    fleet::FleetIndex,
+    k8s::{
+        Retries, check_crds,
+        events::EventSink,
+        lean_controller,
+        status::{StatusWriter, WriteBudget},
+        wait_synced,
+    },
+    methods::{
+        controller::{self as method_controller, KindState, MethodController},
+        engine::Settings,
+        resource::RequestResource,
+    },
+    telemetry::{http::Readiness, metrics::Metrics},
+    transport::{
+        self,
+        inbound::{Decoder, RequestTrigger, ResyncAll, Triggers},
+        outbound::Publisher,
+    },
+    twin::controller::{self as device_controller, DeviceController},
+};
+
+/// Connects to MQTT and runs every controller until a shutdown signal. Readiness is
+/// reported through `ready`.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<Readiness>,
+) -> Result<()> {
+    check_crds(&client, &config).await?;
+    let topics = Topics::new(config.topic_root.clone());
+    let codec = Codec::new(config.max_payload_bytes);
+    let connection = transport::connection::connect(&config, &topics)?;
+    let (mqtt, mqtt_events, link, _poll_task) = connection.into_parts();
+
+    let fleet = Arc::new(Mutex::new(FleetIndex::default()));
+    let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
+    let devices = {
+        let fleet = fleet.clone();
+        let trigger = device_trigger.clone();
+        lean_controller::<Device>(&client, &config, move |event| {
+            let changed = fleet.lock().unwrap_or_else(|p| p.into_inner()).device_event(event);
+            for device in changed {
+                let _ = trigger.unbounded_send(device);
+            }
+        })
+    };
+
+    let writer = StatusWriter::new(
+        client.clone(),
+        metrics.clone(),
+        WriteBudget {
+            rate: config.status_write_rate,
+            burst: config.status_write_burst,
+            min_interval: Duration::from_millis(config.status_min_interval_ms),
+        },
+    );
+    tokio::spawn(writer.clone().run());
+    let reporter = Reporter {
+        controller: "kubetwin-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let events = EventSink::start(
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+        config.event_rate,
+        config.event_burst,
+    );
+
+    // The reboot request kind: its state exists before its watch, which keeps it current.
+    let reboot_state = Arc::new(KindState::<RebootRequest>::default());
+    let reboots = {
+        let fleet = fleet.clone();
+        let state = reboot_state.clone();
+        let writer = writer.clone();
+        lean_controller::<RebootRequest>(&client, &config, move |event| {
+            method_controller::observe(event, &fleet, &state, &writer)
+        })
+    };
+    let (reboot_trigger, reboot_triggers) = futures::channel::mpsc::unbounded();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        fleet: fleet.clone(),
+        devices: devices.store(),
+        publisher: Publisher::new(mqtt, topics.clone(), codec, metrics.clone()),
+        link: link.clone(),
+        writer,
+        events,
+        metrics: metrics.clone(),
+    });
+
+    let device_store = devices.store();
+    let reboot_store = reboots.store();
+    let triggers = Triggers {
+        devices: device_trigger.clone(),
+        requests: HashMap::from([request_trigger::<RebootRequest>(reboot_trigger.clone())]),
+        resync: vec![
+            resync_all(device_store.clone(), device_trigger),
+            resync_all(reboot_store.clone(), reboot_trigger),
+        ],
+    };
+
+    let _ = ready.send(Readiness::NotReady("caches syncing".into()));
+    tokio::spawn(readiness(device_store, reboot_store.clone(), link, metrics.clone(), ready));
+    tokio::spawn(transport::inbound::run(
+        ctx.clone(),
+        Decoder { topics, codec },
+        triggers,
+        mqtt_events,
+    ));
+
+    info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
+    let device_controller =
+        Arc::new(DeviceController { ctx: ctx.clone(), retries: Retries::default() });
+    let reboot_controller = Arc::new(MethodController {
+        ctx: ctx.clone(),
+        requests: reboot_store,
+        settings: Settings {
+            return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds),
+        },
+        state: reboot_state,
+        retries: Retries::default(),
+    });
+    let devices = devices
+        .reconcile_on(device_triggers)
+        .run(device_controller::reconcile, device_controller::error_policy, device_controller)
+        .for_each(|_| async {});
+    let reboots = reboots
+        .reconcile_on(reboot_triggers)
+        .run(
+            method_controller::reconcile::<RebootRequest>,
+            method_controller::error_policy::<RebootRequest>,
+            reboot_controller,
+        )
+        .for_each(|_| async {});
+    futures::future::join(devices, reboots).await;
+    info!("controllers stopped");
+    Ok(())
+}
+
+/// The trigger of request kind `R`, keyed by its kind label.
+fn request_trigger<R: RequestResource>(
+    sender: UnboundedSender<ObjectRef<R>>,
+) -> (&'static str, RequestTrigger) {
+    let trigger: RequestTrigger = Box::new(move |follower| {
+        let _ = sender.unbounded_send(method_controller::trigger_ref::<R>(follower));
+    });
+    (crate::k8s::kind_label::<R>(), trigger)
+}
+
+/// Reconciles every cached object of a kind.
+fn resync_all<K>(store: Store<K>, sender: UnboundedSender<ObjectRef<K>>) -> ResyncAll
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    Box::new(move || {
+        for object in store.state() {
+            let _ = sender.unbounded_send(
+                ObjectRef::new(&object.name_any()).within(&object.namespace().unwrap_or_default()),
+            );
+        }
+    })
+}
+
+/// Ready once both caches are synced and while MQTT is connected with every subscription the
+/// operator needs granted; otherwise `/readyz` says why.
+async fn readiness(
+    devices: Store<Device>,
+    reboots: Store<RebootRequest>,
+    mut link: watch::Receiver<LinkState>,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<Readiness>,
+) {
+    if !wait_synced(&devices).await || !wait_synced(&reboots).await {
+        return;
+    }
+    tracing::debug!("caches synced");
+    loop {
+        let state = link.borrow_and_update().clone();
+        metrics.set_mqtt_connected(matches!(state, LinkState::Up { .. }));
+        let readiness = match state {
+            LinkState::Up { refused } if refused.is_empty() => Readiness::Ready,
+            LinkState::Up { refused } => {
+                let list: Vec<String> =
+                    refused.iter().map(|r| format!("{} ({})", r.filter, r.reason)).collect();
+                Readiness::NotReady(format!(
+                    "the broker refused the subscriptions the operator needs: {}",
+                    list.join(", ")
+                ))
+            }
+            LinkState::Down => Readiness::NotReady("MQTT disconnected".into()),
+        };
+        let _ = ready.send(readiness);
+        if link.changed().await.is_err() {
+            return;
+        }
+    }
+}

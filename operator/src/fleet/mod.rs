@@ -1,0 +1,385 @@
+//! The fleet index (linkerd-style): what each device said over MQTT, which Device owns which
+//! device id, and which requests follow which Device. It has no I/O and is fed one event at a
+//! time — a Device watch event, an MQTT message — each with a single call that returns what
+//! the caller must do next (which objects to reconcile).
+//!
+//! - [`state`]: one device's state and how each message changes it;
+//! - [`ownership`]: device-id claims, oldest Device first;
+//! - [`unknown`]: bounded, expiring state for ids no Device claims, and a bounded log limiter;
+//! - [`followers`]: active requests per Device.
+
+pub mod followers;
+pub mod ownership;
+pub mod state;
+pub mod unknown;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::{reflector::ObjectRef, watcher};
+use kubetwin_api::Device;
+use kubetwin_protocol::{Admission, DeviceId, Inbound};
+
+pub use followers::Follower;
+pub use ownership::Claim;
+pub use state::{Answer, DeviceState};
+
+use followers::Followers;
+use ownership::{Claimant, Ownership};
+use unknown::UnknownDevices;
+
+/// The kind of an inbound message, as counted in metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A reported message.
+    Reported,
+    /// A presence message.
+    Presence,
+    /// A method response.
+    Response,
+    /// A request to republish the desired document.
+    Get,
+    /// A message on an operator-to-device topic (desired, request): not for the operator.
+    Operator,
+}
+
+impl MessageKind {
+    /// Metric label of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::Presence => "presence",
+            Self::Response => "response",
+            Self::Get => "get",
+            Self::Operator => "operator",
+        }
+    }
+
+    /// The kind of `inbound`.
+    pub fn of(inbound: &Inbound) -> Self {
+        match inbound {
+            Inbound::Reported { .. } => Self::Reported,
+            Inbound::Presence { .. } => Self::Presence,
+            Inbound::Response { .. } => Self::Response,
+            Inbound::Get { .. } => Self::Get,
+            Inbound::Desired { .. } | Inbound::Request { .. } => Self::Operator,
+        }
+    }
+}
+
+/// What the index did with an inbound message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// Applied to the state of the device owned by `owner`; `owner` and `followers` should be
+    /// reconciled.
+    Accepted {
+        /// The message kind.
+        kind: MessageKind,
+        /// The Device that owns the device id.
+        owner: ObjectRef<Device>,
+        /// Active requests that follow that Device.
+        followers: Vec<Follower>,
+    },
+    /// Dropped by the ordering rules (`duplicate`, `stale`).
+    Dropped {
+        /// The message kind.
+        kind: MessageKind,
+        /// Metric label of the drop reason.
+        reason: &'static str,
+    },
+    /// No Device claims the id; the message was kept (bounded) for a Device created later.
+    Unknown {
+        /// The message kind.
+        kind: MessageKind,
+    },
+}
+
+/// The fleet index.
+#[derive(Debug, Default)]
+pub struct FleetIndex {
+    ownership: Ownership,
+    states: HashMap<DeviceId, DeviceState>,
+    unknown: UnknownDevices,
+    followers: Followers,
+    /// Devices seen since the current (re)list started; `None` outside a list.
+    listing: Option<HashSet<ObjectRef<Device>>>,
+    synced: bool,
+}
+
+/// A reference by namespace and name only (no uid or resourceVersion strings): the index
+/// holds one or two per object, and at 100,000 objects the extra strings add up.
+pub fn bare_ref<K: kube::Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => ObjectRef::new(name).within(namespace),
+        None => ObjectRef::new(name),
+    }
+}
+
+impl FleetIndex {
+    /// Applies one event of the Device watch. Returns the Devices whose claim on their device
+    /// id changed and that should be reconciled.
+    pub fn device_event(&mut self, event: &watcher::Event<Device>) -> Vec<ObjectRef<Device>> {
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(device) => {
+                if let Some(listing) = &mut self.listing {
+                    listing.insert(bare_ref(device));
+                }
+                self.device_applied(device)
+            }
+            watcher::Event::InitDone => {
+                // Devices deleted while the watch was down get no Delete event: forget every
+                // Device the new list did not show.
+                let listed = self.listing.take().unwrap_or_default();
+                let gone: Vec<_> =
+                    self.ownership.objects().filter(|o| !listed.contains(o)).cloned().collect();
+                let mut changed = Vec::new();
+                for object in gone {
+                    changed.extend(self.device_gone(&object));
+                }
+                self.synced = true;
+                changed
+            }
+            watcher::Event::Apply(device) => self.device_applied(device),
+            watcher::Event::Delete(device) => self.device_gone(&bare_ref(device)),
+        }
+    }
+
+    /// Whether the first complete list of Devices is in.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    fn device_applied(&mut self, device: &Device) -> Vec<ObjectRef<Device>> {
+        let object = bare_ref(device);
+        let Ok(id) = DeviceId::new(&device.effective_device_id()) else {
+            // No valid device id: the Device claims nothing (its status says why).
+            return self.device_gone(&object);
+        };
+        let claimant = Claimant {
+            object: object.clone(),
+            created: device.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            uid: device.metadata.uid.clone().unwrap_or_default(),
+        };
+        let changed = self.ownership.claim(id.clone(), claimant);
+        if self.ownership.owner(&id) == Some(&object) && !self.states.contains_key(&id) {
+            let status = device.status.as_ref();
+            let early = self.unknown.take(&id, Instant::now());
+            let state = match early {
+                // What the device said before its Device existed; status is new and empty then.
+                Some(early) if status.is_none_or(|s| s.last_reported.is_none()) => early,
+                _ => DeviceState::from_status(status),
+            };
+            self.states.insert(id, state);
+        }
+        changed
+    }
+
+    fn device_gone(&mut self, object: &ObjectRef<Device>) -> Vec<ObjectRef<Device>> {
+        let (freed, successor) = self.ownership.release(object);
+        if let Some(id) = freed {
+            self.states.remove(&id);
+        }
+        successor.into_iter().collect()
+    }
+
+    /// Where `device` stands with its device id (`None` when it claims none, for example
+    /// before the index saw it).
+    pub fn claim_of(&self, device: &ObjectRef<Device>) -> Option<Claim> {
+        self.ownership.claim_of(device)
+    }
+
+    /// The state of the device with `id`, if a Device owns it.
+    pub fn state(&self, id: &str) -> Option<&DeviceState> {
+        self.states.get(id)
+    }
+
+    /// The state of the device with `id`, if a Device owns it.
+    pub fn state_mut(&mut self, id: &str) -> Option<&mut DeviceState> {
+        self.states.get_mut(id)
+    }
+
+    /// Applies one decoded MQTT message.
+    pub fn admit(
+        &mut self,
+        inbound: &Inbound,
+        retained: bool,
+        now: Timestamp,
+        clock: Instant,
+    ) -> Admitted {
+        let kind = MessageKind::of(inbound);
+        let id = inbound.device_id();
+        let owner = self.ownership.owner(id).cloned();
+        let state = match (&owner, self.states.get_mut(id)) {
+            (Some(_), Some(state)) => state,
+            _ => {
+                // No Device has this id (yet). Nothing changes in the API; the latest state is
+                // kept (bounded) so that a Device created a moment later starts from it.
+                if let Some(state) = self.unknown.state_mut(id, clock) {
+                    apply(state, inbound, retained, now);
+                }
+                return Admitted::Unknown { kind };
+            }
+        };
+        let admission = apply(state, inbound, retained, now);
+        match (admission.drop_reason(), owner) {
+            (Some(reason), _) => Admitted::Dropped { kind, reason },
+            (None, Some(owner)) => {
+                let followers = self.followers.of(&owner);
+                Admitted::Accepted { kind, owner, followers }
+            }
+            (None, None) => Admitted::Unknown { kind },
+        }
+    }
+
+    /// Forgets what was published in the last MQTT session, so every desired document is
+    /// published again.
+    pub fn forget_published(&mut self) {
+        for state in self.states.values_mut() {
+            state.published = None;
+        }
+    }
+
+    /// `follower` (an active request) follows `device` from now on.
+    pub fn follow(&mut self, device: ObjectRef<Device>, follower: Follower) {
+        self.followers.follow(device, follower);
+    }
+
+    /// `follower` finished or was deleted.
+    pub fn unfollow(&mut self, follower: &Follower) {
+        self.followers.unfollow(follower);
+    }
+
+    /// Sizes of the index, for tests and metrics: (owned device states, claimed ids, ids
+    /// without a Device, followed requests).
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (self.states.len(), self.ownership.len(), self.unknown.len(), self.followers.len())
+    }
+}
+
+/// Applies a decoded message to a device's state.
+fn apply(state: &mut DeviceState, inbound: &Inbound, retained: bool, now: Timestamp) -> Admission {
+    match inbound {
+        Inbound::Reported { message, .. } => state.apply_reported(message, now),
+        Inbound::Presence { message, .. } => state.apply_presence(message, now, retained),
+        Inbound::Response { request_id, message, .. } => state.apply_response(request_id, message),
+        Inbound::Get { .. } => {
+            state.published = None;
+            Admission::Accept
+        }
+        Inbound::Desired { .. } | Inbound::Request { .. } => Admission::Stale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kubetwin_api::DeviceSpec;
+    use kubetwin_protocol::{Codec, Presence, PresenceState, Topics};
+
+    fn device(ns: &str, name: &str, id: Option<&str>, created: i64) -> Device {
+        let mut d = Device::new(name, DeviceSpec { device_id: id.map(Into::into), desired: None });
+        d.metadata.namespace = Some(ns.into());
+        d.metadata.uid = Some(format!("uid-{ns}-{name}"));
+        d.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("valid")));
+        d
+    }
+
+    fn presence(id: &str, boot: u64) -> Inbound {
+        let topics = Topics::default();
+        let payload = Codec::default()
+            .encode(&Presence::new(PresenceState::Online, boot, 1))
+            .expect("encodes");
+        Codec::default().decode_inbound(&topics, &topics.presence(id), &payload).expect("decodes")
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    #[test]
+    fn what_a_device_said_before_its_device_existed_is_kept() {
+        let mut index = FleetIndex::default();
+        let admitted = index.admit(&presence("plant.sensor-1", 1), false, now(), Instant::now());
+        assert_eq!(admitted, Admitted::Unknown { kind: MessageKind::Presence });
+        index.device_event(&watcher::Event::Apply(device("plant", "sensor-1", None, 100)));
+        let state = index.state("plant.sensor-1").expect("owned");
+        assert_eq!(state.online(), Some(true));
+        assert_eq!(index.sizes().2, 0, "the early state moved to the owner");
+    }
+
+    #[test]
+    fn a_message_for_an_owned_id_wakes_the_owner_and_its_followers() {
+        let mut index = FleetIndex::default();
+        let d = device("plant", "sensor-1", None, 100);
+        index.device_event(&watcher::Event::Apply(d.clone()));
+        let follower =
+            Follower { kind: "rebootrequest", namespace: "plant".into(), name: "r1".into() };
+        index.follow(bare_ref(&d), follower.clone());
+        let admitted = index.admit(&presence("plant.sensor-1", 1), false, now(), Instant::now());
+        assert_eq!(
+            admitted,
+            Admitted::Accepted {
+                kind: MessageKind::Presence,
+                owner: bare_ref(&d),
+                followers: vec![follower],
+            }
+        );
+        let stale = index.admit(&presence("plant.sensor-1", 0), false, now(), Instant::now());
+        assert_eq!(stale, Admitted::Dropped { kind: MessageKind::Presence, reason: "stale" });
+    }
+
+    #[test]
+    fn a_relist_forgets_devices_deleted_while_the_watch_was_down() {
+        let mut index = FleetIndex::default();
+        let kept = device("a", "kept", Some("shared"), 200);
+        let gone = device("a", "gone", Some("shared"), 100);
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(gone.clone()),
+            watcher::Event::InitApply(kept.clone()),
+            watcher::Event::InitDone,
+        ] {
+            index.device_event(&event);
+        }
+        assert!(index.synced());
+        assert_eq!(
+            index.claim_of(&bare_ref(&kept)),
+            Some(Claim::Conflict {
+                id: DeviceId::new("shared").expect("valid"),
+                owner: bare_ref(&gone),
+            })
+        );
+        let changed: Vec<_> = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(kept.clone()),
+            watcher::Event::InitDone,
+        ]
+        .iter()
+        .flat_map(|e| index.device_event(e))
+        .collect();
+        assert!(changed.contains(&bare_ref(&kept)), "the new owner is reconciled");
+        assert_eq!(
+            index.claim_of(&bare_ref(&kept)),
+            Some(Claim::Owner(DeviceId::new("shared").expect("valid")))
+        );
+    }
+
+    #[test]
+    fn deleting_the_last_claimant_drops_the_device_state() {
+        let mut index = FleetIndex::default();
+        let d = device("plant", "sensor-1", None, 100);
+        index.device_event(&watcher::Event::Apply(d.clone()));
+        assert_eq!(index.sizes().0, 1);
+        index.device_event(&watcher::Event::Delete(d));
+        assert_eq!(index.sizes(), (0, 0, 0, 0));
+    }
+}

@@ -1,0 +1,210 @@
+//! Kubernetes plumbing shared by every controller: API scoping, lean watch caches that feed
+//! the fleet index one event at a time, cache-sync waits, error policy, conditions, Events,
+//! leader election and the budgeted status writer.
+
+pub mod conditions;
+pub mod events;
+pub mod leader;
+pub mod status;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::TryStreamExt;
+use kube::{
+    Api, Client, Resource,
+    core::NamespaceResourceScope,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use tracing::warn;
+
+use crate::{config::OperatorConfig, error::Error, telemetry::metrics::Metrics};
+
+/// A namespaced kind the operator watches through a lean cache.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The metric label of a kind: its lowercase kind name (`device`, `rebootrequest`), the same
+/// for reconciles, errors and status writes.
+pub fn kind_label<K: Resource<DynamicType = ()>>() -> &'static str {
+    status::StatusKind::of::<K>().label()
+}
+
+/// `Api` for a namespaced kind, limited to the watched namespace when one is set.
+pub fn scoped_api<K: Watched>(client: &Client, config: &OperatorConfig) -> Api<K> {
+    match &config.watch_namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A controller for `K` whose cache keeps no managedFields and no last-applied annotation
+/// (reconciles never read them; at 100,000 objects they would be most of the memory). Every
+/// watch event is shown to `observe` after the cache applied it, so indexes stay in step with
+/// the cache without their own watch.
+pub fn lean_controller<K>(
+    client: &Client,
+    config: &OperatorConfig,
+    observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> Controller<K>
+where
+    K: Watched,
+{
+    let api: Api<K> = scoped_api(client, config);
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip_metadata)
+        .reflect(writer)
+        .inspect_ok(move |event| observe(event))
+        .applied_objects();
+    Controller::for_stream(stream, reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
+        .shutdown_on_signal()
+}
+
+/// Drops what no reconcile reads from a cached object: managedFields and the kubectl
+/// last-applied annotation.
+pub fn strip_metadata<K: kube::ResourceExt>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Waits until `store` holds its first complete list; false when its writer is gone.
+///
+/// `Store::wait_until_ready` wakes only one of several concurrent waiters (the controller
+/// itself waits too), so this polls it with a short timeout instead of parking on it.
+pub async fn wait_synced<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await
+        {
+            return result.is_ok();
+        }
+    }
+}
+
+/// Retry delays of a failed reconcile: 1 s doubling to 5 min, so a persistent failure costs
+/// little and a transient one is retried soon.
+pub fn error_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1).saturating_mul(1 << failures.min(9)).min(Duration::from_secs(300))
+}
+
+/// Failed reconciles in a row, per object, so each retry waits longer ([`error_backoff`]).
+#[derive(Debug, Default)]
+pub struct Retries {
+    failures: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
+}
+
+impl Retries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), u32>> {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a failure of `object` and returns how long to wait before the retry.
+    pub fn failed<K: Resource>(&self, object: &K) -> Duration {
+        let key = (
+            object.meta().namespace.clone().unwrap_or_default(),
+            object.meta().name.clone().unwrap_or_default(),
+        );
+        let mut failures = self.lock();
+        let count = failures.entry(key).or_insert(0);
+        let delay = error_backoff(*count);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of `object` after a successful reconcile.
+    pub fn succeeded<K: Resource>(&self, object: &K) {
+        let mut failures = self.lock();
+        if failures.is_empty() {
+            return;
+        }
+        let key = (
+            object.meta().namespace.clone().unwrap_or_default(),
+            object.meta().name.clone().unwrap_or_default(),
+        );
+        failures.remove(&key);
+    }
+}
+
+/// Logs and counts a failed reconcile of `object` and asks for a retry after a delay that
+/// grows with each failure in a row.
+pub fn reconcile_failed<K: Resource<DynamicType = ()>>(
+    object: &K,
+    error: &Error,
+    metrics: &Arc<Metrics>,
+    retries: &Retries,
+) -> Action {
+    let kind = kind_label::<K>();
+    let delay = retries.failed(object);
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    warn!(%error, %kind, %name, retry_in = ?delay, "reconcile failed");
+    metrics.reconcile_failed(kind);
+    Action::requeue(delay)
+}
+
+/// Checks that the kubetwin CRDs are served.
+pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<(), Error> {
+    let devices: Api<kubetwin_api::Device> = scoped_api(client, config);
+    match devices.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(Error::CrdsMissing(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_retries_back_off_to_five_minutes() {
+        let delays: Vec<u64> =
+            [0, 1, 2, 8, 20].iter().map(|f| error_backoff(*f).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 256, 300]);
+    }
+
+    #[test]
+    fn retries_of_one_object_wait_longer_until_it_succeeds() {
+        let retries = Retries::default();
+        let mut device = kubetwin_api::Device::new("d1", Default::default());
+        device.metadata.namespace = Some("ns".into());
+        let delays: Vec<u64> = (0..3).map(|_| retries.failed(&device).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4]);
+        retries.succeeded(&device);
+        assert_eq!(retries.failed(&device).as_secs(), 1);
+    }
+
+    #[test]
+    fn every_kind_has_one_label_for_all_metrics() {
+        assert_eq!(kind_label::<kubetwin_api::Device>(), "device");
+        assert_eq!(kind_label::<kubetwin_api::RebootRequest>(), "rebootrequest");
+    }
+}

@@ -1,0 +1,311 @@
+//! The single status writer (I/O edge of the write budget): controllers offer the status they
+//! want; this task writes it with server-side apply within the budget of [`super::budget`].
+//! It writes the status of any kind: a new custom resource's status goes through the same
+//! budget by naming its [`StatusKind`], without a change here.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use kube::{
+    Api, Client, Resource,
+    api::{DynamicObject, Patch, PatchParams},
+    discovery::ApiResource,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{debug, warn};
+
+use super::budget::{Flush, Offer, Priority, TokenBucket, WriteQueue, fingerprint};
+use crate::{error::Error, telemetry::metrics::Metrics};
+
+/// Field manager of every status write the operator makes (server-side apply).
+pub const FIELD_MANAGER: &str = "kubetwin-operator";
+
+/// How many writes may be in flight at once.
+const MAX_IN_FLIGHT: usize = 32;
+/// How many queue entries one scheduling step looks at.
+const SCAN: usize = 1024;
+
+/// What the writer needs to know about a kind: where its status subresource is, and its
+/// metric label. One per kind for the life of the process (see [`StatusKind::of`]).
+#[derive(Debug)]
+pub struct StatusKind {
+    resource: ApiResource,
+    label: String,
+}
+
+impl StatusKind {
+    /// The status kind of `K`, registered once and then shared (keys hold a plain reference,
+    /// so 100,000 queued keys do not repeat the kind's strings).
+    pub fn of<K: Resource<DynamicType = ()>>() -> &'static StatusKind {
+        static KINDS: Mutex<Vec<&'static StatusKind>> = Mutex::new(Vec::new());
+        let resource = ApiResource::erase::<K>(&());
+        let mut kinds = KINDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = kinds.iter().find(|k| {
+            k.resource.group == resource.group
+                && k.resource.version == resource.version
+                && k.resource.kind == resource.kind
+        }) {
+            return known;
+        }
+        let label = resource.kind.to_ascii_lowercase();
+        let kind: &'static StatusKind = Box::leak(Box::new(StatusKind { resource, label }));
+        kinds.push(kind);
+        kind
+    }
+
+    /// Metric label: the lowercase kind name.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl PartialEq for StatusKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.label == other.label && self.resource.group == other.resource.group
+    }
+}
+
+impl Eq for StatusKind {}
+
+impl std::hash::Hash for StatusKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.label.hash(state);
+    }
+}
+
+impl PartialOrd for StatusKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for StatusKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.resource.group, &self.label).cmp(&(&other.resource.group, &other.label))
+    }
+}
+
+/// The object a status is written to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatusKey {
+    /// Its kind.
+    pub kind: &'static StatusKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl StatusKey {
+    /// The key of object `namespace/name` of `kind`.
+    pub fn new(kind: &'static StatusKind, namespace: &str, name: &str) -> Self {
+        Self { kind, namespace: namespace.to_string(), name: name.to_string() }
+    }
+}
+
+/// Settings of the write budget.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteBudget {
+    /// Status writes per second, at most.
+    pub rate: f64,
+    /// Writes that may go at once after a quiet time.
+    pub burst: f64,
+    /// Least time between two routine writes of one object.
+    pub min_interval: Duration,
+}
+
+struct State {
+    queue: WriteQueue<StatusKey, String>,
+    bucket: TokenBucket,
+}
+
+/// Queues status changes and writes them within the budget.
+pub struct StatusWriter {
+    state: Mutex<State>,
+    wake: Notify,
+    client: Client,
+    metrics: Arc<Metrics>,
+}
+
+impl StatusWriter {
+    /// A writer with `budget`; call [`StatusWriter::run`] to start writing.
+    pub fn new(client: Client, metrics: Arc<Metrics>, budget: WriteBudget) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Self {
+            state: Mutex::new(State {
+                queue: WriteQueue::new(budget.min_interval),
+                bucket: TokenBucket::new(budget.rate, budget.burst, now),
+            }),
+            wake: Notify::new(),
+            client,
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Offers the status `wanted` for `key`; `current` is the status the cache shows. Nothing
+    /// is queued when they are equal. A status that cannot be serialized is an error (and
+    /// nothing is queued).
+    pub fn offer<S: Serialize>(
+        &self,
+        key: StatusKey,
+        wanted: &S,
+        current: Option<&S>,
+        priority: Priority,
+    ) -> Result<Offer, Error> {
+        let json = serde_json::to_string(wanted)?;
+        let current = match current {
+            Some(current) => Some(fingerprint(&serde_json::to_string(current)?)),
+            None => None,
+        };
+        let mut state = self.lock();
+        let offer = state.queue.offer(key, json, priority, current, Instant::now());
+        let depth = state.queue.depth();
+        drop(state);
+        self.metrics.set_queue_depth(depth);
+        match offer {
+            Offer::Unchanged => {}
+            Offer::Merged => {
+                self.metrics.status_merged();
+                // The merge may have made it urgent.
+                self.wake.notify_one();
+            }
+            Offer::Queued => self.wake.notify_one(),
+        }
+        Ok(offer)
+    }
+
+    /// The queued, not yet written status of `key`.
+    pub fn pending(&self, key: &StatusKey) -> Option<String> {
+        self.lock().queue.pending(key).cloned()
+    }
+
+    /// Forgets an object that is gone.
+    pub fn forget(&self, key: &StatusKey) {
+        self.lock().queue.forget(key);
+    }
+
+    /// Number of objects waiting for a write.
+    pub fn depth(&self) -> usize {
+        self.lock().queue.depth()
+    }
+
+    /// Writes queued changes until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let flush = self.next().await;
+            let writer = self.clone();
+            tokio::spawn(async move {
+                writer.write(flush).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Waits for a token and a change that may be written.
+    async fn next(&self) -> Flush<StatusKey, String> {
+        loop {
+            let wait = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let wait = state.bucket.wait_time(now);
+                if wait.is_zero() {
+                    if let Some(flush) = state.queue.take(now, SCAN) {
+                        state.bucket.try_take(now);
+                        self.metrics.set_queue_depth(state.queue.depth());
+                        return flush;
+                    }
+                    state
+                        .queue
+                        .next_due(now, SCAN)
+                        .map_or(Duration::from_secs(1), |due| due.saturating_duration_since(now))
+                } else {
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+            }
+        }
+    }
+
+    async fn write(&self, flush: Flush<StatusKey, String>) {
+        self.write_one(flush).await;
+        // A change that arrived while this write was in flight may be due now.
+        self.wake.notify_one();
+    }
+
+    async fn write_one(&self, flush: Flush<StatusKey, String>) {
+        let key = flush.key.clone();
+        let result = match serde_json::from_str::<serde_json::Value>(&flush.value) {
+            Ok(status) => self.patch(&key, status).await,
+            Err(error) => Err(kube::Error::SerdeError(error)),
+        };
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                self.lock().queue.written(&key, now);
+                self.metrics.status_written(key.kind.label());
+                self.metrics.observe_staleness(flush.staleness);
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                debug!(?key, "object gone; status dropped");
+                let mut state = self.lock();
+                state.queue.written(&key, now);
+                state.queue.forget(&key);
+            }
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                warn!(?key, message = %status.message, "status rejected by the API server; dropped");
+                self.lock().queue.written(&key, now);
+            }
+            Err(error) => {
+                warn!(?key, %error, "status write failed; will retry");
+                self.metrics.reconcile_failed("status-writer");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.lock().queue.failed(flush, Instant::now());
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    async fn patch(&self, key: &StatusKey, status: serde_json::Value) -> Result<(), kube::Error> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let resource = &key.kind.resource;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, resource);
+        let body = serde_json::json!({
+            "apiVersion": resource.api_version,
+            "kind": resource.kind,
+            "status": status,
+        });
+        api.patch_status(&key.name, &params, &Patch::Apply(&body)).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_is_registered_once_with_its_label() {
+        let device = StatusKind::of::<kubetwin_api::Device>();
+        let again = StatusKind::of::<kubetwin_api::Device>();
+        assert!(std::ptr::eq(device, again));
+        assert_eq!(device.label(), "device");
+        let reboot = StatusKind::of::<kubetwin_api::RebootRequest>();
+        assert_eq!(reboot.label(), "rebootrequest");
+        assert_eq!(reboot.resource.api_version, "kubetwin.io/v1alpha1");
+        assert_ne!(device, reboot);
+    }
+}

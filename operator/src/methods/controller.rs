@@ -1,0 +1,344 @@
+//! The generic request controller: one instance per request resource. A reconcile builds the
+//! engine's views, runs [`step`], and the executor carries out the effects (publish, offer
+//! status, Events, metrics, delete). Per-kind state (statuses not yet in the cache, when each
+//! request was last published) lives here, not in the shared [`Context`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Preconditions},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use kubetwin_api::Device;
+use kubetwin_protocol::{
+    DeviceId, MethodRequest, RebootState, RebootStatus, RequestId, timestamp::format_rfc3339,
+};
+use tracing::{debug, info};
+
+use super::{
+    engine::{Call, DeviceView, Effect, Phase, RequestView, Settings, Subject, step},
+    kind::MethodKind,
+    resource::RequestResource,
+};
+use crate::{
+    context::Context,
+    error::Error,
+    error::Result,
+    fleet::{Claim, FleetIndex, Follower},
+    k8s::{
+        Retries, kind_label, reconcile_failed,
+        status::{LatestStatuses, StatusKey, StatusKind},
+    },
+    telemetry::metrics::TransitionLabels,
+};
+
+/// What one request kind keeps between reconciles.
+pub struct KindState<R: RequestResource> {
+    /// Statuses computed but maybe not yet in the cache.
+    pub latest: LatestStatuses<R::Status>,
+    /// When this process last published each request (by request id).
+    last_sent: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl<R: RequestResource> Default for KindState<R> {
+    fn default() -> Self {
+        Self { latest: LatestStatuses::default(), last_sent: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<R: RequestResource> KindState<R> {
+    fn last_sent(&self) -> MutexGuard<'_, HashMap<String, Timestamp>> {
+        self.last_sent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Number of requests published since start and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.last_sent().len()
+    }
+}
+
+/// The controller of request resource `R`.
+pub struct MethodController<R: RequestResource> {
+    /// Shared services.
+    pub ctx: Arc<Context>,
+    /// Cache of the requests.
+    pub requests: Store<R>,
+    /// Engine settings.
+    pub settings: Settings,
+    /// Per-kind state.
+    pub state: Arc<KindState<R>>,
+    /// Failed reconciles per request.
+    pub retries: Retries,
+}
+
+/// The ObjectRef of the Device a request targets.
+pub fn target_of<R: RequestResource>(request: &R) -> ObjectRef<Device> {
+    ObjectRef::new(request.device_name()).within(&request.namespace().unwrap_or_default())
+}
+
+/// The follower entry of a request.
+pub fn follower_of<R: RequestResource>(request: &R) -> Follower {
+    Follower {
+        kind: kind_label::<R>(),
+        namespace: request.namespace().unwrap_or_default(),
+        name: request.name_any(),
+    }
+}
+
+/// Keeps the fleet index's followers and the kind's memory in step with the request watch:
+/// an active request follows its Device; a finished or deleted one does not, and a deleted
+/// one leaves nothing behind.
+pub fn observe<R: RequestResource>(
+    event: &watcher::Event<R>,
+    fleet: &Mutex<FleetIndex>,
+    state: &KindState<R>,
+    writer: &crate::k8s::status::StatusWriter,
+) {
+    let mut fleet = fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match event {
+        watcher::Event::Apply(request) | watcher::Event::InitApply(request) => {
+            let terminal = R::progress_of(request.current_status())
+                .ok()
+                .and_then(|p| p.phase)
+                .is_some_and(Phase::is_terminal);
+            if terminal {
+                fleet.unfollow(&follower_of(request));
+            } else {
+                fleet.follow(target_of(request), follower_of(request));
+            }
+        }
+        watcher::Event::Delete(request) => {
+            fleet.unfollow(&follower_of(request));
+            let key = StatusKey::new(
+                StatusKind::of::<R>(),
+                &request.namespace().unwrap_or_default(),
+                &request.name_any(),
+            );
+            state.latest.forget(&key);
+            writer.forget(&key);
+            if let Some(uid) = request.uid() {
+                state.last_sent().remove(&uid);
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// Requeue after an error, later with each failure in a row.
+pub fn error_policy<R: RequestResource>(
+    request: Arc<R>,
+    error: &Error,
+    this: Arc<MethodController<R>>,
+) -> Action {
+    reconcile_failed(&*request, error, &this.ctx.metrics, &this.retries)
+}
+
+/// Runs one engine step for `request` and carries out its effects.
+pub async fn reconcile<R: RequestResource>(
+    request: Arc<R>,
+    this: Arc<MethodController<R>>,
+) -> Result<Action> {
+    let ctx = &this.ctx;
+    ctx.metrics.reconciled(kind_label::<R>());
+    let namespace = request.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = request.name_any();
+    let uid = request.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let request_id =
+        RequestId::new(&uid).map_err(|_| Error::MissingField("a valid metadata.uid"))?;
+    let target = target_of(&*request);
+    let device = ctx.devices.get(&target);
+    let now = Timestamp::now();
+
+    // Decide from the newest status: ours may not be in the cache yet.
+    let key = StatusKey::new(StatusKind::of::<R>(), &namespace, &name);
+    let newest = this.state.latest.newest(&key, request.current_status());
+    let progress = R::progress_of(newest.as_ref())?;
+    let current_phase = progress.phase;
+    let kind = request.method_kind();
+    let method_label = kind.metric_label();
+    let timeouts = request.timeouts();
+    let (view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid);
+    let effects = {
+        let request_view = RequestView {
+            device_name: request.device_name(),
+            uid: &uid,
+            generation: request.meta().generation,
+            created: request.meta().creation_timestamp.as_ref().map(|t| t.0),
+            response_timeout: timeouts.response,
+            connect_timeout: timeouts.connect,
+            ttl_after_finished: timeouts.ttl_after_finished,
+            kind: &kind,
+            progress,
+        };
+        step(&request_view, &view, now, &this.settings)
+    };
+
+    let mut action = Action::await_change();
+    for effect in effects {
+        match effect {
+            Effect::Publish(call) => {
+                let Some(device_id) = &device_id else {
+                    // The engine only sends to a device it saw online, which has an id.
+                    return Err(Error::MissingField("the target's device id"));
+                };
+                publish(ctx, &this.state, device_id, &request_id, call, now).await?;
+            }
+            Effect::OfferStatus { progress, priority } => {
+                let status = R::status_of(&progress)?;
+                if newest.as_ref() != Some(&status) {
+                    ctx.writer.offer(key.clone(), &status, request.current_status(), priority)?;
+                    this.state.latest.record(key.clone(), status);
+                }
+                if let Some(phase) = progress.phase.filter(|p| Some(*p) != current_phase) {
+                    ctx.metrics.request_entered(TransitionLabels {
+                        kind: kind_label::<R>(),
+                        method: method_label,
+                        phase: phase.as_str(),
+                    });
+                    info!(request = %name, %namespace, phase = phase.as_str(), reason = progress.reason.as_deref().unwrap_or_default(), "request progressed");
+                    if phase.is_terminal() {
+                        this.state.last_sent().remove(&uid);
+                    }
+                }
+            }
+            Effect::Event { subject: Subject::Request, type_, reason, note } => {
+                ctx.event(&*request, None::<&Device>, type_, &reason, note);
+            }
+            Effect::Event { subject: Subject::Device, type_, reason, note } => {
+                if let Some(device) = &device {
+                    ctx.event(
+                        &**device,
+                        Some(&*request),
+                        type_,
+                        &reason,
+                        format!("{name}: {note}"),
+                    );
+                }
+            }
+            Effect::Delete => {
+                delete(ctx, &this.state, &key, &namespace, &name, &uid).await?;
+                return Ok(Action::await_change());
+            }
+            Effect::Requeue(after) => action = Action::requeue(after),
+        }
+    }
+    this.retries.succeeded(&*request);
+    Ok(action)
+}
+
+/// What the engine needs to know about the target device, and its device id when this
+/// Device owns one.
+fn device_view<R: RequestResource>(
+    ctx: &Context,
+    state: &KindState<R>,
+    device: Option<&Device>,
+    target: &ObjectRef<Device>,
+    request_id: &str,
+) -> (DeviceView, Option<DeviceId>) {
+    let mqtt_connected = ctx.mqtt_up();
+    let last_sent = state.last_sent().get(request_id).copied();
+    if device.is_none() {
+        return (
+            DeviceView { exists: false, mqtt_connected, last_sent, ..Default::default() },
+            None,
+        );
+    }
+    let fleet = ctx.fleet();
+    let id = match fleet.claim_of(target) {
+        Some(Claim::Owner(id)) => id,
+        Some(Claim::Conflict { .. }) => {
+            let view = DeviceView {
+                exists: true,
+                id_conflict: true,
+                mqtt_connected,
+                last_sent,
+                ..Default::default()
+            };
+            return (view, None);
+        }
+        // Not indexed yet (or no valid id): the device is not known to be online.
+        None => {
+            return (
+                DeviceView { exists: true, mqtt_connected, last_sent, ..Default::default() },
+                None,
+            );
+        }
+    };
+    let device_state = fleet.state(&id);
+    let answer = device_state.and_then(|s| s.answer(request_id)).cloned();
+    let reported_rebooting = device_state
+        .and_then(|s| RebootState::from_reported(&s.reported))
+        .is_some_and(|s| s.request_id == request_id && s.status == RebootStatus::Rebooting);
+    let view = DeviceView {
+        exists: true,
+        id_conflict: false,
+        online: device_state.and_then(|s| s.online()),
+        boot: device_state.and_then(|s| s.boot()),
+        answer,
+        reported_rebooting,
+        last_sent,
+        mqtt_connected,
+    };
+    (view, Some(id))
+}
+
+/// Publishes the request (MQTT 5: with response topic, correlation data and expiry).
+async fn publish<R: RequestResource>(
+    ctx: &Context,
+    state: &KindState<R>,
+    device_id: &DeviceId,
+    request_id: &RequestId,
+    call: Call,
+    now: Timestamp,
+) -> Result<()> {
+    let message = MethodRequest::new(
+        request_id.as_str(),
+        call.method,
+        call.params,
+        format_rfc3339(now.as_millisecond()),
+        format_rfc3339(call.expires_at.as_millisecond()),
+    );
+    let expiry = message.expiry_interval_secs(now.as_millisecond()).unwrap_or(1);
+    ctx.publisher.request(device_id, request_id, &message, expiry).await?;
+    state.last_sent().insert(request_id.to_string(), now);
+    debug!(device = %device_id, request = %request_id, method = %message.method, "request published");
+    Ok(())
+}
+
+/// Deletes a finished request whose TTL ran out (only this very object: uid precondition).
+async fn delete<R: RequestResource>(
+    ctx: &Context,
+    state: &KindState<R>,
+    key: &StatusKey,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        ..Default::default()
+    };
+    ctx.writer.forget(key);
+    state.latest.forget(key);
+    let api: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &params).await {
+        Ok(_) => info!(request = %name, %namespace, "deleted after ttlSecondsAfterFinished"),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+/// The request a follower entry names.
+pub fn trigger_ref<R: RequestResource>(follower: &Follower) -> ObjectRef<R> {
+    ObjectRef::new(&follower.name).within(&follower.namespace)
+}

@@ -1,0 +1,4 @@
+//! What the operator tells about itself: Prometheus metrics and the health endpoints.
+
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,156 @@
+//! What arrives over MQTT: each message is decoded, applied to the fleet index with one call,
+//! and turned into reconciles of the Device and the requests that follow it. Bad input is
+//! dropped, counted and logged at most once a minute per device id; it never changes status.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+use kubetwin_api::Device;
+use kubetwin_mqtt::{Event, Received};
+use kubetwin_protocol::{Codec, DecodeError, Topics};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    context::Context,
+    fleet::{Admitted, Follower, unknown::LogLimiter},
+    k8s::wait_synced,
+};
+
+/// Wakes the reconcile of a request that follows a Device.
+pub type RequestTrigger = Box<dyn Fn(&Follower) + Send + Sync>;
+/// Wakes the reconcile of every object of one kind.
+pub type ResyncAll = Box<dyn Fn() + Send + Sync>;
+
+/// How inbound messages reach the controllers.
+pub struct Triggers {
+    /// Reconciles a Device.
+    pub devices: UnboundedSender<ObjectRef<Device>>,
+    /// Reconciles a request, by the request's kind label.
+    pub requests: HashMap<&'static str, RequestTrigger>,
+    /// Reconciles every object of a kind (after a new MQTT session).
+    pub resync: Vec<ResyncAll>,
+}
+
+impl Triggers {
+    fn device(&self, device: ObjectRef<Device>) {
+        // A closed channel means the controller stopped: the process is shutting down.
+        let _ = self.devices.unbounded_send(device);
+    }
+
+    fn follower(&self, follower: &Follower) {
+        match self.requests.get(follower.kind) {
+            Some(trigger) => trigger(follower),
+            None => warn!(kind = follower.kind, "no controller for a followed request kind"),
+        }
+    }
+}
+
+/// Decodes messages under one root with one payload limit.
+pub struct Decoder {
+    /// Topics under the configured root.
+    pub topics: Topics,
+    /// Payload codec with the size limit.
+    pub codec: Codec,
+}
+
+/// Processes MQTT events until the connection task ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    decoder: Decoder,
+    triggers: Triggers,
+    mut events: mpsc::Receiver<Event>,
+) {
+    // Messages wait in the channel until the Device cache is complete, so retained presence
+    // delivered at start is matched against every existing Device.
+    if !wait_synced(&ctx.devices).await {
+        return;
+    }
+    let mut log = LogLimiter::default();
+    while let Some(event) = events.recv().await {
+        ctx.metrics.set_inbound_depth(events.len());
+        match event {
+            Event::Connected { session_present, refused } => {
+                for refusal in &refused {
+                    ctx.metrics.mqtt_refused("subscribe");
+                    warn!(filter = %refusal.filter, reason = %refusal.reason, "the broker refused a subscription the operator needs; not ready");
+                }
+                if session_present {
+                    // The broker kept our session, so it kept the retained desired documents.
+                    info!("MQTT session resumed");
+                } else {
+                    info!("new MQTT session: republishing desired documents");
+                    ctx.fleet().forget_published();
+                }
+                for resync in &triggers.resync {
+                    resync();
+                }
+            }
+            Event::PublishRefused { reason } => {
+                ctx.metrics.mqtt_refused("publish");
+                warn!(%reason, "the broker refused a publication of the operator");
+            }
+            Event::Down { reason } => debug!(%reason, "MQTT session down"),
+            Event::Closed => debug!("MQTT connection closed"),
+            Event::Message(message) => handle(&ctx, &decoder, &triggers, &message, &mut log),
+        }
+    }
+}
+
+/// Applies one message to the fleet index and wakes what it changed.
+fn handle(
+    ctx: &Context,
+    decoder: &Decoder,
+    triggers: &Triggers,
+    message: &Received,
+    log: &mut LogLimiter,
+) {
+    let clock = Instant::now();
+    let inbound =
+        match decoder.codec.decode_inbound(&decoder.topics, &message.topic, &message.payload) {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                let device = decoder
+                    .topics
+                    .parse(&message.topic)
+                    .map(|t| t.device_id().to_string())
+                    .unwrap_or_default();
+                reject(ctx, log, &device, &message.topic, &error, clock);
+                return;
+            }
+        };
+    let admitted = ctx.fleet().admit(&inbound, message.retained, Timestamp::now(), clock);
+    match admitted {
+        Admitted::Accepted { kind, owner, followers } => {
+            ctx.metrics.received(kind.as_str());
+            triggers.device(owner);
+            for follower in &followers {
+                triggers.follower(follower);
+            }
+        }
+        Admitted::Dropped { kind, reason } => {
+            ctx.metrics.dropped(reason);
+            debug!(device = %inbound.device_id(), kind = kind.as_str(), reason, "message dropped");
+        }
+        Admitted::Unknown { .. } => {
+            let error = DecodeError::UnknownDevice(inbound.device_id().to_string());
+            reject(ctx, log, inbound.device_id().as_str(), &message.topic, &error, clock);
+        }
+    }
+}
+
+fn reject(
+    ctx: &Context,
+    log: &mut LogLimiter,
+    device: &str,
+    topic: &str,
+    error: &DecodeError,
+    now: Instant,
+) {
+    ctx.metrics.dropped(error.reason());
+    if log.should_log(device, now) {
+        warn!(device, topic, reason = error.reason(), %error, "MQTT message dropped (logged once a minute per device)");
+    }
+}

@@ -1,0 +1,70 @@
+//! What the operator publishes: desired documents (retained) and method requests (with MQTT 5
+//! request properties). Encoding failures are errors, never an empty payload: on a retained
+//! topic an empty payload would delete the device's desired document.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kubetwin_mqtt::{Client, Publication, RequestProperties};
+use kubetwin_protocol::{Codec, DesiredDocument, DeviceId, MethodRequest, RequestId, Topics};
+
+use crate::{error::Error, telemetry::metrics::Metrics};
+
+/// Publishes the operator's messages; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    topics: Topics,
+    codec: Codec,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    /// A publisher over `client`.
+    pub fn new(client: Client, topics: Topics, codec: Codec, metrics: Arc<Metrics>) -> Self {
+        Self { client, topics, codec, metrics }
+    }
+
+    /// The topics of the contract under the configured root.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Publishes the retained desired document of `device`.
+    pub async fn desired(
+        &self,
+        device: &DeviceId,
+        document: &DesiredDocument,
+    ) -> Result<(), Error> {
+        let payload = self.codec.encode(document)?;
+        let message = Publication::new(self.topics.desired(device.as_str()), payload, true);
+        self.client.publish(message).await?;
+        self.metrics.published("desired");
+        Ok(())
+    }
+
+    /// Publishes a method request to `device`; on MQTT 5 with the response topic, the request
+    /// id as correlation data and a message expiry of `expiry_seconds`.
+    pub async fn request(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+        message: &MethodRequest,
+        expiry_seconds: u32,
+    ) -> Result<(), Error> {
+        let payload = self.codec.encode(message)?;
+        let mut publication = Publication::new(
+            self.topics.request(device.as_str(), &message.method, request_id.as_str()),
+            payload,
+            false,
+        );
+        publication.properties = Some(RequestProperties {
+            response_topic: Some(self.topics.response(device.as_str(), request_id.as_str())),
+            correlation_data: Some(Bytes::copy_from_slice(request_id.as_str().as_bytes())),
+            message_expiry_seconds: Some(expiry_seconds.max(1)),
+        });
+        self.client.publish(publication).await?;
+        self.metrics.published("request");
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Device controller: publishes the retained desired document when it changes and keeps each
+//! Device's status (reported state, connection, conditions) current.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType, reflector::ObjectRef},
+};
+use kubetwin_api::{Device, DeviceStatus, condition::DeviceReason};
+use kubetwin_protocol::{DesiredDocument, DeviceId, timestamp::format_rfc3339};
+
+use super::status::{Problem, desired_status};
+use crate::{
+    context::Context,
+    error::Error,
+    error::Result,
+    fleet::{Claim, bare_ref},
+    k8s::{
+        Retries,
+        conditions::find,
+        kind_label, reconcile_failed,
+        status::{Offer, Priority, StatusKey, StatusKind},
+    },
+};
+
+/// Re-check interval when nothing else triggers a reconcile.
+const RESYNC: Duration = Duration::from_secs(600);
+/// Wait before looking again while the fleet index has not seen every Device yet.
+const NOT_SYNCED: Duration = Duration::from_secs(1);
+
+/// The Device controller's own state.
+pub struct DeviceController {
+    /// Shared services.
+    pub ctx: Arc<Context>,
+    /// Failed reconciles per Device.
+    pub retries: Retries,
+}
+
+/// Requeue after an error, later with each failure in a row.
+pub fn error_policy(device: Arc<Device>, error: &Error, this: Arc<DeviceController>) -> Action {
+    reconcile_failed(&*device, error, &this.ctx.metrics, &this.retries)
+}
+
+/// Publishes desired properties when needed and writes the status computed by
+/// [`desired_status`] when it differs from the current one.
+pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Result<Action> {
+    let ctx = &this.ctx;
+    ctx.metrics.reconciled(kind_label::<Device>());
+    let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = device.name_any();
+    let uid = device.metadata.uid.clone().ok_or(Error::MissingField("metadata.uid"))?;
+    let generation =
+        device.metadata.generation.ok_or(Error::MissingField("metadata.generation"))?;
+    let object = bare_ref(&*device);
+    let now = Timestamp::now();
+
+    let (claim, synced) = {
+        let fleet = ctx.fleet();
+        (fleet.claim_of(&object), fleet.synced())
+    };
+    if !synced {
+        // Until every Device is listed, an older claimant of the same id may still be missing.
+        return Ok(Action::requeue(NOT_SYNCED));
+    }
+    let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
+    let desired_size = serde_json::to_vec(&desired)?.len();
+    let (owned_id, problem) = match claim {
+        Some(Claim::Owner(id)) if desired_size > kubetwin_api::device::MAX_DESIRED_BYTES => {
+            (Some(id), Some(Problem::DesiredTooLarge(desired_size)))
+        }
+        Some(Claim::Owner(id)) => (Some(id), None),
+        Some(Claim::Conflict { owner, .. }) => {
+            let owner =
+                format!("{}/{}", owner.namespace.as_deref().unwrap_or_default(), owner.name);
+            (None, Some(Problem::DuplicateDeviceId(owner)))
+        }
+        None => {
+            let why = match DeviceId::new(&device.effective_device_id()) {
+                Err(error) => {
+                    format!("the effective device id cannot be used on MQTT topics: {error}")
+                }
+                // Valid but unclaimed: the index has not seen this Device yet.
+                Ok(_) => return Ok(Action::requeue(NOT_SYNCED)),
+            };
+            (None, Some(Problem::InvalidDeviceId(why)))
+        }
+    };
+
+    let (status, publish) = {
+        let fleet = ctx.fleet();
+        let state = owned_id.as_ref().and_then(|id| fleet.state(id));
+        let publish = owned_id.is_some()
+            && problem.is_none()
+            && state.is_some_and(|s| s.published.as_ref() != Some(&(uid.clone(), generation)));
+        (desired_status(&device, state, problem.as_ref(), now)?, publish)
+    };
+
+    if let (true, Some(id)) = (publish && ctx.mqtt_up(), &owned_id) {
+        let document = DesiredDocument::new(
+            uid.clone(),
+            generation,
+            format_rfc3339(now.as_millisecond()),
+            desired,
+        );
+        ctx.publisher.desired(id, &document).await?;
+        if let Some(state) = ctx.fleet().state_mut(id) {
+            state.published = Some((uid, generation));
+        }
+        tracing::debug!(device = %name, %namespace, generation, "desired document published");
+    }
+
+    let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
+    let priority = priority_of(device.status.as_ref(), &status);
+    let offer = ctx.writer.offer(key, &status, device.status.as_ref(), priority)?;
+    if offer != Offer::Unchanged
+        && let Some(Problem::DuplicateDeviceId(owner)) = &problem
+        && !is_duplicate(device.status.as_ref())
+    {
+        let note =
+            format!("deviceId {} is already used by Device {owner}", device.effective_device_id());
+        ctx.event(
+            &*device,
+            None::<&Device>,
+            EventType::Warning,
+            DeviceReason::DuplicateDeviceId.as_str(),
+            note,
+        );
+    }
+    this.retries.succeeded(&*device);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Connection and readiness changes are written first; reported properties can wait.
+fn priority_of(current: Option<&DeviceStatus>, wanted: &DeviceStatus) -> Priority {
+    let state = |s: Option<&DeviceStatus>| s.and_then(|s| s.connection.as_ref()).map(|c| c.state);
+    let ready = |s: Option<&DeviceStatus>| {
+        s.and_then(|s| find(&s.conditions, kubetwin_api::condition::device::READY))
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if current.is_none()
+        || state(current) != state(Some(wanted))
+        || ready(current) != ready(Some(wanted))
+    {
+        Priority::Urgent
+    } else {
+        Priority::Routine
+    }
+}
+
+fn is_duplicate(status: Option<&DeviceStatus>) -> bool {
+    status
+        .and_then(|s| find(&s.conditions, kubetwin_api::condition::device::READY))
+        .is_some_and(|c| c.reason == DeviceReason::DuplicateDeviceId.as_str())
+}
+
+/// ObjectRef of a Device by namespace and name.
+pub fn device_ref(namespace: &str, name: &str) -> ObjectRef<Device> {
+    ObjectRef::new(name).within(namespace)
+}

@@ -1,0 +1,262 @@
+//! What the operator writes into a Device's status: a pure function of the object, what is
+//! known about the device, and the time.
+
+use k8s_openapi::jiff::Timestamp;
+use kubetwin_api::{
+    ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceStatus,
+    condition::{ConditionStatus, DeviceCondition, DeviceReason},
+};
+
+use crate::{
+    fleet::DeviceState,
+    k8s::conditions::{ConditionUpdate, merge},
+};
+
+/// Why a Device cannot be served, independent of what the device says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// An older Device (`namespace/name`) already uses the same device id.
+    DuplicateDeviceId(String),
+    /// The effective device id cannot be used on MQTT topics (the text says why).
+    InvalidDeviceId(String),
+    /// `spec.desired` serializes to more than the allowed bytes.
+    DesiredTooLarge(usize),
+}
+
+fn condition(
+    type_: DeviceCondition,
+    status: ConditionStatus,
+    reason: DeviceReason,
+    message: String,
+) -> ConditionUpdate {
+    ConditionUpdate { type_: type_.as_str(), status, reason: reason.as_str(), message }
+}
+
+/// Computes the status the operator wants for `device` at time `now`.
+///
+/// Device-side fields come from `state` when the operator holds one (otherwise the current
+/// status is kept); the effective device id, observed generation and the `Connected`,
+/// `InSync` and `Ready` conditions are derived.
+pub fn desired_status(
+    device: &Device,
+    state: Option<&DeviceState>,
+    problem: Option<&Problem>,
+    now: Timestamp,
+) -> Result<DeviceStatus, CursorOutOfRange> {
+    use ConditionStatus::{False, True, Unknown};
+    use DeviceCondition::{Connected, InSync, Ready};
+    let mut existing = device.status.clone().unwrap_or_default();
+    if let Some(state) = state {
+        state.write_into(&mut existing)?;
+    }
+    let generation = device.metadata.generation;
+    let connection = existing
+        .connection
+        .clone()
+        .unwrap_or(ConnectionStatus { state: ConnectionState::Unknown, ..Default::default() });
+
+    let connected = match connection.state {
+        ConnectionState::Connected => condition(
+            Connected,
+            True,
+            DeviceReason::Online,
+            "The device is connected to the broker".into(),
+        ),
+        ConnectionState::Disconnected => condition(
+            Connected,
+            False,
+            DeviceReason::Offline,
+            connection.reason.clone().unwrap_or_else(|| "The device went offline".into()),
+        ),
+        ConnectionState::Unknown => condition(
+            Connected,
+            Unknown,
+            DeviceReason::NoPresence,
+            "The device has not announced its presence yet".into(),
+        ),
+    };
+    let in_sync = match (&existing.applied, &device.metadata.uid, generation) {
+        (Some(applied), Some(uid), Some(generation))
+            if &applied.epoch == uid && applied.version == generation =>
+        {
+            condition(
+                InSync,
+                True,
+                DeviceReason::Applied,
+                format!("The device applied generation {generation}"),
+            )
+        }
+        (Some(applied), _, _) => condition(
+            InSync,
+            False,
+            DeviceReason::Pending,
+            format!(
+                "The device applied generation {}; waiting for generation {}",
+                applied.version,
+                generation.unwrap_or_default()
+            ),
+        ),
+        (None, _, _) => condition(
+            InSync,
+            Unknown,
+            DeviceReason::NotReported,
+            "The device has not reported which desired version it applied".into(),
+        ),
+    };
+    let in_sync = match problem {
+        Some(Problem::DesiredTooLarge(size)) => condition(
+            InSync,
+            False,
+            DeviceReason::DesiredTooLarge,
+            format!(
+                "spec.desired is {size} bytes as JSON; at most {} bytes are sent to a device",
+                kubetwin_api::device::MAX_DESIRED_BYTES
+            ),
+        ),
+        _ => in_sync,
+    };
+    let ready = match problem {
+        Some(Problem::DuplicateDeviceId(owner)) => condition(
+            Ready,
+            False,
+            DeviceReason::DuplicateDeviceId,
+            format!(
+                "deviceId {} is already used by the older Device {owner}; this Device is ignored until it gets another deviceId",
+                device.effective_device_id()
+            ),
+        ),
+        Some(Problem::InvalidDeviceId(why)) => {
+            condition(Ready, False, DeviceReason::InvalidDeviceId, why.clone())
+        }
+        _ if connected.status == True && in_sync.status == True => condition(
+            Ready,
+            True,
+            DeviceReason::Ready,
+            "The device is connected and in sync".into(),
+        ),
+        _ if connected.status != True => {
+            condition(Ready, False, DeviceReason::NotConnected, connected.message.clone())
+        }
+        _ => condition(Ready, False, DeviceReason::NotInSync, in_sync.message.clone()),
+    };
+
+    Ok(DeviceStatus {
+        observed_generation: generation,
+        device_id: Some(device.effective_device_id()),
+        connection: Some(connection),
+        conditions: merge(&existing.conditions, vec![ready, connected, in_sync], generation, now),
+        ..existing
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::conditions::find;
+    use kubetwin_api::{AppliedVersion, DeviceSpec};
+
+    fn device() -> Device {
+        let mut device = Device::new("sensor-1", DeviceSpec::default());
+        device.metadata.namespace = Some("plant".into());
+        device.metadata.uid = Some("uid-1".into());
+        device.metadata.generation = Some(3);
+        device
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    fn status(
+        device: &Device,
+        state: Option<&DeviceState>,
+        problem: Option<&Problem>,
+    ) -> DeviceStatus {
+        desired_status(device, state, problem, now()).expect("counters in range")
+    }
+
+    #[test]
+    fn a_new_device_is_not_ready_and_has_its_default_id() {
+        let status = status(&device(), None, None);
+        assert_eq!(status.device_id.as_deref(), Some("plant.sensor-1"));
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotConnected"));
+        let connected = find(&status.conditions, "Connected").expect("Connected");
+        assert_eq!(connected.status, "Unknown");
+    }
+
+    #[test]
+    fn a_connected_device_that_applied_the_generation_is_ready() {
+        let mut device = device();
+        device.status = Some(DeviceStatus {
+            connection: Some(ConnectionStatus {
+                state: ConnectionState::Connected,
+                ..Default::default()
+            }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 3 }),
+            ..Default::default()
+        });
+        let status = status(&device, None, None);
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!(ready.status, "True");
+        let in_sync = find(&status.conditions, "InSync").expect("InSync");
+        assert_eq!(in_sync.reason, "Applied");
+    }
+
+    #[test]
+    fn an_older_applied_generation_is_not_in_sync() {
+        let mut device = device();
+        device.status = Some(DeviceStatus {
+            connection: Some(ConnectionStatus {
+                state: ConnectionState::Connected,
+                ..Default::default()
+            }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 2 }),
+            ..Default::default()
+        });
+        let status = status(&device, None, None);
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NotInSync"));
+    }
+
+    #[test]
+    fn a_duplicate_device_id_makes_the_newer_device_not_ready() {
+        let problem = Problem::DuplicateDeviceId("plant/older".into());
+        let status = status(&device(), None, Some(&problem));
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DuplicateDeviceId"));
+        assert!(ready.message.contains("plant/older"), "{}", ready.message);
+    }
+
+    #[test]
+    fn an_unusable_device_id_is_shown_with_the_reason() {
+        let problem = Problem::InvalidDeviceId("the id is 260 characters; at most 253".into());
+        let status = status(&device(), None, Some(&problem));
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
+            ("False", "InvalidDeviceId", "the id is 260 characters; at most 253")
+        );
+    }
+
+    #[test]
+    fn state_fields_replace_the_stored_ones() {
+        let mut state = DeviceState::default();
+        state.connection.state = ConnectionState::Connected;
+        state.applied = Some(AppliedVersion { epoch: "uid-1".into(), version: 3 });
+        let status = status(&device(), Some(&state), None);
+        assert_eq!(status.connection.map(|c| c.state), Some(ConnectionState::Connected));
+        let ready = find(&status.conditions, "Ready").expect("Ready");
+        assert_eq!(ready.status, "True");
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_status_is_a_no_op() {
+        let mut device = device();
+        let first = status(&device, None, None);
+        device.status = Some(first.clone());
+        let later = Timestamp::from_second(1_700_000_100).expect("valid");
+        assert_eq!(desired_status(&device, None, None, later), Ok(first));
+    }
+}
