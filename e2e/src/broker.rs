@@ -3,9 +3,8 @@
 use std::{fs, net::SocketAddr, path::Path, time::Duration};
 
 use crate::{
-    Result,
     certs::{BrokerTls, write_broker_tls},
-    io_context,
+    error::{Result, io_context},
     process::ManagedProcess,
     tools,
 };

@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::{Result, io_context};
+use crate::error::{Result, io_context};
 
 /// A certificate and its private key, PEM encoded.
 #[derive(Clone, Debug)]

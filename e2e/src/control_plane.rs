@@ -13,7 +13,12 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-use crate::{Result, certs::Pki, io_context, process::ManagedProcess, tools};
+use crate::{
+    certs::Pki,
+    error::{Result, io_context},
+    process::ManagedProcess,
+    tools,
+};
 
 /// How long each component may take to become ready.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);

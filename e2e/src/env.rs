@@ -20,7 +20,10 @@ use kube::{
 };
 
 use crate::{
-    Error, Result, broker::Broker, control_plane::ControlPlane, io_context, kubectl, tools,
+    broker::Broker,
+    control_plane::ControlPlane,
+    error::{Error, Result, io_context},
+    kubectl, tools,
 };
 
 /// Field manager the harness applies objects with.

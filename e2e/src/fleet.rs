@@ -6,7 +6,12 @@ use std::{
     time::Duration,
 };
 
-use crate::{Error, Result, TestEnv, io_context, process::ManagedProcess, tools};
+use crate::{
+    env::TestEnv,
+    error::{Error, Result, io_context},
+    process::ManagedProcess,
+    tools,
+};
 
 /// Path of a binary of this workspace (built by `cargo build --workspace --bins`; with
 /// `KUBETWIN_BIN_PROFILE=release`, by `cargo build --release`).
@@ -100,6 +105,16 @@ impl Operator {
         Ok(operator)
     }
 
+    /// Starts the operator against another broker without waiting for it to become ready.
+    pub fn spawn_with_broker(
+        env: &TestEnv,
+        scope: &Scope,
+        broker_url: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::spawn_full(env, scope, env.kubeconfig(), Some(broker_url), extra, "info")
+    }
+
     /// Starts the operator (not waiting) with `kubeconfig`, `extra` flags and `RUST_LOG`.
     fn spawn_as(
         env: &TestEnv,
@@ -179,6 +194,86 @@ impl Operator {
                 return Err(self
                     .process
                     .startup_error(format!("/readyz not ok after {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers with a status and body that `wanted` accepts, and
+    /// returns them.
+    pub async fn wait_readyz(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(u16, &str) -> bool,
+    ) -> Result<(u16, String)> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            self.process.check_running()?;
+            if let Ok((code, body)) = self.readyz().await {
+                if wanted(code, &body) {
+                    return Ok((code, body));
+                }
+                last = Some((code, body));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(self.process.startup_error(format!(
+                    "/readyz did not answer as expected within {timeout:?}; last: {last:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The operator's log so far.
+    pub fn log_text(&self) -> Result<String> {
+        std::fs::read_to_string(self.log())
+            .map_err(io_context(format!("reading {}", self.log().display())))
+    }
+
+    /// Waits until `/metrics` shows a sample of `name` that `wanted` accepts, and returns it.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        timeout: Duration,
+        wanted: impl Fn(f64) -> bool,
+    ) -> Result<f64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.process.check_running()?;
+            if let Some(value) = self.metrics().await.ok().and_then(|m| metric_value(&m, name))
+                && wanted(value)
+            {
+                return Ok(value);
+            }
+            if std::time::Instant::now() > deadline {
+                let last = self.metrics().await.ok().and_then(|m| metric_value(&m, name));
+                return Err(self.process.startup_error(format!(
+                    "{name} did not reach the expected value within {timeout:?}; last: {last:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the operator is idle: every MQTT message it received is applied, no status
+    /// waits for its write and none is in flight. A positive barrier for "nothing more will
+    /// happen" checks.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let gauges = [
+            "kubetwin_mqtt_inbound_queue_depth",
+            "kubetwin_status_queue_depth",
+            "kubetwin_status_writes_in_flight",
+        ];
+        loop {
+            self.process.check_running()?;
+            let text = self.metrics().await.unwrap_or_default();
+            if gauges.iter().all(|g| metric_value(&text, g) == Some(0.0)) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(self.process.startup_error(format!("not idle after {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -345,6 +440,14 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// A plain HTTP/1.1 GET on a loopback address; returns status code and body.
+/// The value of one sample (`name` with its labels, as written) in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)

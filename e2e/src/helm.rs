@@ -2,7 +2,10 @@
 
 use std::{path::Path, process::Command};
 
-use crate::{Error, Result, io_context, tools};
+use crate::{
+    error::{Error, Result, io_context},
+    tools,
+};
 
 /// Output of a helm run.
 #[derive(Debug)]

@@ -2,7 +2,10 @@
 
 use std::{path::Path, process::Command};
 
-use crate::{Error, Result, io_context, tools};
+use crate::{
+    error::{Error, Result, io_context},
+    tools,
+};
 
 /// Runs `kubectl ARGS` with `KUBECONFIG=kubeconfig` and returns stdout, or an error with stderr.
 pub fn run(kubeconfig: &Path, args: &[&str]) -> Result<String> {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use kubetwin_mqtt::{BrokerUrl, Client, ClientOptions, Event, LinkState, MqttVersion, Publication};
 use tokio::task::JoinHandle;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A test MQTT client; its connection ends when it is dropped.
 pub struct TestClient {

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Error, Result, io_context};
+use crate::error::{Error, Result, io_context};
 
 /// A running child process; it is killed when this value is dropped.
 #[derive(Debug)]

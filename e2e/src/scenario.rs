@@ -6,7 +6,11 @@ use kube::{Api, api::PostParams};
 use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
 use serde_json::{Value, json};
 
-use crate::{TestEnv, fleet::Scope, install_crds, mqtt::TestClient};
+use crate::{
+    env::{TestEnv, install_crds},
+    fleet::Scope,
+    mqtt::TestClient,
+};
 
 /// A test's namespace on the shared environment, with typed APIs for it.
 pub struct Setup {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Root of the kubetwin repository (where the workspace `Cargo.toml` is).
 pub fn repo_root() -> PathBuf {
@@ -50,5 +50,5 @@ pub fn pinned_kubernetes_version() -> Result<String> {
     let path = repo_root().join("e2e/tools/kube/VERSION");
     std::fs::read_to_string(&path)
         .map(|v| v.trim().to_string())
-        .map_err(crate::io_context(format!("reading {}", path.display())))
+        .map_err(crate::error::io_context(format!("reading {}", path.display())))
 }

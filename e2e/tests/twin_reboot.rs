@@ -17,7 +17,7 @@ use kube::{
 };
 use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_e2e::{
-    fleet::{Operator, Simulator},
+    fleet::{Operator, Simulator, metric_value as metric},
     scenario::{
         RawDevice, condition, create_device, create_reboot, is_connected, phase, reason, reported,
         setup,
@@ -93,6 +93,7 @@ async fn reported_properties_and_their_deletion_appear_in_status() {
     let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let device = RawDevice::connect(&s, "sensor-1").await;
+    let started = k8s_openapi::jiff::Timestamp::now();
     device.presence("online", 1, 1).await;
     let full = json!({"firmwareVersion": "2.1.0", "battery": {"level": 80, "charging": false}, "site": "hall-3"});
     device.report(1, 1, true, full).await;
@@ -113,7 +114,14 @@ async fn reported_properties_and_their_deletion_appear_in_status() {
     );
     let cursor = got.status.as_ref().and_then(|s| s.last_reported).expect("lastReported");
     assert_eq!((cursor.boot, cursor.seq), (1, 2));
-    assert!(got.status.as_ref().and_then(|s| s.reported_at.as_ref()).is_some());
+    let reported_at = got.status.as_ref().and_then(|s| s.reported_at.clone()).expect("reportedAt");
+    // API times have whole seconds.
+    assert!(
+        reported_at.0.as_second() >= started.as_second()
+            && reported_at.0 <= k8s_openapi::jiff::Timestamp::now(),
+        "reportedAt {} is the time of the last accepted report, after the test started at {started}",
+        reported_at.0
+    );
 
     let table =
         s.env.kubectl(&["get", "device", "sensor-1", "-n", &s.scope.namespace]).expect("kubectl");
@@ -153,8 +161,12 @@ async fn a_reboot_goes_through_every_phase() {
     let status = done.status.clone().expect("status");
     assert_eq!(status.phase, Some(RebootPhase::Succeeded), "{status:#?}");
 
-    // Give the watch a moment to deliver the last event it already has.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The recording watch sees the terminal phase too (a positive barrier, not a pause).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while phases(&seen).last() != Some(&RebootPhase::Succeeded) {
+        assert!(tokio::time::Instant::now() < deadline, "the watch never showed Succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let seen = phases(&seen);
     let order =
         [RebootPhase::Sent, RebootPhase::Accepted, RebootPhase::Rebooting, RebootPhase::Succeeded];
@@ -168,13 +180,16 @@ async fn a_reboot_goes_through_every_phase() {
     let accepted = status.accepted_at.expect("acceptedAt").0;
     let completed = status.completed_at.expect("completedAt").0;
     assert!(sent <= accepted && accepted <= completed, "{sent} <= {accepted} <= {completed}");
+    let boot_before = status.boot_before.expect("bootBefore");
+    assert_eq!(status.boot_after, Some(boot_before + 1), "back with the next boot");
+    // API times have whole seconds: the exact duration is within one second of theirs.
+    let took = completed.as_second() - sent.as_second();
+    let duration = status.duration.clone().expect("duration");
+    let allowed: Vec<String> = (took - 1..=took + 1).map(|t| format!("{t}s")).collect();
     assert!(
-        status.boot_after > status.boot_before,
-        "{:?} > {:?}",
-        status.boot_after,
-        status.boot_before
+        allowed.contains(&duration),
+        "TOOK shows the time from sending to the end (about {took}s): {duration}"
     );
-    assert!(status.duration.is_some());
     assert_eq!(status.response.as_ref().map(|r| r.code), Some(200));
     let succeeded =
         status.conditions.iter().find(|c| c.type_ == "Succeeded").expect("Succeeded condition");
@@ -374,8 +389,17 @@ async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     let bad_topic = format!("{}/not-a-device!/twin/reported", s.scope.topic_root);
     mqtt.publish_json(&bad_topic, &json!({"v": 1}), false).await.expect("pub");
 
+    // Barrier: the operator counted every bad message and wrote everything it had queued.
+    let wait = Duration::from_secs(30);
+    let dropped =
+        |reason: &str| format!("kubetwin_mqtt_messages_dropped_total{{kind=\"{reason}\"}}");
+    for (reason, count) in
+        [("malformed", 2.0), ("version", 1.0), ("oversized", 1.0), ("invalid", 1.0)]
+    {
+        operator.wait_metric(&dropped(reason), wait, |v| v >= count).await.expect("counted");
+    }
+    operator.wait_idle(wait).await.expect("idle");
     // Nothing above changed status.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let unchanged = s.devices.get("sensor-1").await.expect("device");
     let shown =
         |d: &kubetwin_api::Device| d.status.as_ref().map(|s| (s.reported.clone(), s.last_reported));
@@ -389,12 +413,10 @@ async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     })
     .await;
     let metrics = operator.metrics().await.expect("metrics");
-    for reason in ["malformed", "version", "oversized", "invalid"] {
-        let line = format!("kubetwin_mqtt_messages_dropped_total{{kind=\"{reason}\"}}");
-        assert!(
-            metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
-            "{line} counted:\n{metrics}"
-        );
+    for (reason, count) in
+        [("malformed", 2.0), ("version", 1.0), ("oversized", 1.0), ("invalid", 1.0)]
+    {
+        assert_eq!(metric(&metrics, &dropped(reason)), Some(count), "{reason} counted:\n{metrics}");
     }
 }
 
@@ -403,8 +425,14 @@ async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
     let s = setup("dup").await;
     let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     let shared_id = format!("{}.shared", s.scope.namespace);
-    create_device(&s.devices, "first", json!({"deviceId": shared_id})).await;
+    let first = create_device(&s.devices, "first", json!({"deviceId": shared_id})).await;
     wait_for(&s.devices, "first", "status", |d| d.status.is_some()).await;
+    // Ownership goes to the older creationTimestamp (then the smaller uid); API times have
+    // whole seconds, so create the second Device in a later second than the first.
+    let created = first.metadata.creation_timestamp.clone().expect("created").0.as_second();
+    while k8s_openapi::jiff::Timestamp::now().as_second() <= created {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     create_device(&s.devices, "second", json!({"deviceId": shared_id})).await;
 
     let second = wait_for(&s.devices, "second", "Ready=False DuplicateDeviceId", |d| {
@@ -418,7 +446,11 @@ async fn two_devices_with_one_device_id_make_the_newer_not_ready() {
         "names the owner: {message}"
     );
     let first = s.devices.get("first").await.expect("first");
-    assert!(condition(&first, "Ready").is_some_and(|c| c.reason != "DuplicateDeviceId"));
+    assert_eq!(
+        condition(&first, "Ready").map(|c| c.reason.as_str()),
+        Some("NotConnected"),
+        "the owner is only waiting for its device"
+    );
 }
 
 #[tokio::test]
@@ -438,20 +470,22 @@ async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
         .await;
     }
     // Let the first operator finish every write it has queued.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while metric(&operator.metrics().await.expect("metrics"), "kubetwin_status_queue_depth")
-        != Some(0.0)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    operator.wait_idle(Duration::from_secs(60)).await.expect("idle before the restart");
     operator.kill();
 
     let restarted = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
-    // Reconciles of all three Devices and the retained presence replay happen right after
-    // start; give them a moment.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Barrier: all three Devices reconciled, all three retained presences replayed and
+    // applied, nothing queued or in flight.
+    let wait = Duration::from_secs(60);
+    restarted
+        .wait_metric("kubetwin_reconciles_total{kind=\"device\"}", wait, |v| v >= 3.0)
+        .await
+        .expect("reconciled");
+    restarted
+        .wait_metric("kubetwin_mqtt_messages_received_total{kind=\"presence\"}", wait, |v| v >= 3.0)
+        .await
+        .expect("presence replayed");
+    restarted.wait_idle(wait).await.expect("idle after the restart");
     let metrics = restarted.metrics().await.expect("metrics");
     let reconciles = metric(&metrics, "kubetwin_reconciles_total{kind=\"device\"}").unwrap_or(0.0);
     assert!(reconciles >= 3.0, "every Device was reconciled after the restart:\n{metrics}");
@@ -459,10 +493,54 @@ async fn a_restarted_operator_writes_nothing_for_devices_that_did_not_change() {
     assert_eq!(writes, 0.0, "no redundant status writes after a restart:\n{metrics}");
 }
 
-/// The value of one sample in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+#[tokio::test]
+async fn each_request_keeps_its_own_events_on_the_device() {
+    use k8s_openapi::api::events::v1::Event;
+
+    let s = setup("events").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_device(&s.devices, "sensor-1", json!({})).await;
+    let id = s.scope.device_id("sensor-1");
+    let _sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &["--boot-seconds=1"])
+        .expect("simulator");
+    wait_for(&s.devices, "sensor-1", "connected", is_connected).await;
+    let names = ["reboot-a", "reboot-b"];
+    for name in names {
+        create_reboot(&s.requests, name, json!({"deviceName": "sensor-1"})).await;
+        wait_for(&s.requests, name, "Succeeded", |r| phase(r) == Some(RebootPhase::Succeeded))
+            .await;
+    }
+
+    // Each request's Events on the Device name that request (as the related object and in
+    // the note): two requests never merge into one series.
+    let events: Api<Event> = Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = events.list(&Default::default()).await.expect("events");
+        let on_device: Vec<(String, String, String)> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Device"))
+            .filter(|e| e.reason.as_deref() == Some("RebootSucceeded"))
+            .map(|e| {
+                let related = e.related.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                (related, e.note.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default())
+            })
+            .collect();
+        let found: Vec<bool> = names
+            .iter()
+            .map(|name| {
+                on_device.iter().any(|(related, note, _)| {
+                    related == name
+                        && note == &format!("{name}: sensor-1 rebooted and is back online")
+                })
+            })
+            .collect();
+        if found == [true, true] {
+            assert_eq!(on_device.len(), 2, "one series per request: {on_device:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events on the Device: {on_device:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -21,7 +21,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{BrokerUrl, Security};
+use crate::{security::Security, url::BrokerUrl};
 
 /// Session handling at CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -48,6 +48,7 @@ pub struct Metrics {
     events_published: Counter,
     events_dropped: Counter,
     inbound_queue_depth: Gauge,
+    status_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +69,7 @@ impl Default for Metrics {
             events_published: Counter::default(),
             events_dropped: Counter::default(),
             inbound_queue_depth: Gauge::default(),
+            status_in_flight: Gauge::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -147,6 +149,11 @@ impl Metrics {
             m.events_dropped.clone(),
         );
         r.register(
+            "kubetwin_status_writes_in_flight",
+            "Status patches sent and not yet answered",
+            m.status_in_flight.clone(),
+        );
+        r.register(
             "kubetwin_mqtt_inbound_queue_depth",
             "MQTT events received but not yet applied to the fleet index",
             m.inbound_queue_depth.clone(),
@@ -197,6 +204,10 @@ impl Metrics {
     /// Sets the status queue depth.
     pub fn set_queue_depth(&self, depth: usize) {
         self.status_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    /// Sets how many status patches are in flight.
+    pub fn set_writes_in_flight(&self, count: usize) {
+        self.status_in_flight.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     /// Sets how many MQTT events wait for the fleet index.
     pub fn set_inbound_depth(&self, depth: usize) {

@@ -4,7 +4,10 @@
 //! budget by naming its [`StatusKind`], without a change here.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -128,6 +131,8 @@ pub struct StatusWriter {
     wake: Notify,
     client: Client,
     metrics: Arc<Metrics>,
+    /// Writes sent and not yet answered.
+    in_flight: AtomicUsize,
 }
 
 impl StatusWriter {
@@ -142,6 +147,7 @@ impl StatusWriter {
             wake: Notify::new(),
             client,
             metrics,
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -205,9 +211,13 @@ impl StatusWriter {
             };
             let flush = self.next().await;
             let writer = self.clone();
+            let count = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.metrics.set_writes_in_flight(count);
             tokio::spawn(async move {
                 writer.write(flush).await;
                 drop(permit);
+                let count = writer.in_flight.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+                writer.metrics.set_writes_in_flight(count);
             });
         }
     }
