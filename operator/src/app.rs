@@ -191,6 +191,22 @@ where
     })
 }
 
+/// What `/readyz` says once the caches are synced, for a broker link in `state`.
+pub fn readiness_of(state: &LinkState) -> Readiness {
+    match state {
+        LinkState::Up { refused } if refused.is_empty() => Readiness::Ready,
+        LinkState::Up { refused } => {
+            let list: Vec<String> =
+                refused.iter().map(|r| format!("{} ({})", r.filter, r.reason)).collect();
+            Readiness::NotReady(format!(
+                "the broker refused the subscriptions the operator needs: {}",
+                list.join(", ")
+            ))
+        }
+        LinkState::Down => Readiness::NotReady("MQTT disconnected".into()),
+    }
+}
+
 /// Ready once both caches are synced and while MQTT is connected with every subscription the
 /// operator needs granted; otherwise `/readyz` says why.
 async fn readiness(
@@ -207,21 +223,34 @@ async fn readiness(
     loop {
         let state = link.borrow_and_update().clone();
         metrics.set_mqtt_connected(matches!(state, LinkState::Up { .. }));
-        let readiness = match state {
-            LinkState::Up { refused } if refused.is_empty() => Readiness::Ready,
-            LinkState::Up { refused } => {
-                let list: Vec<String> =
-                    refused.iter().map(|r| format!("{} ({})", r.filter, r.reason)).collect();
-                Readiness::NotReady(format!(
-                    "the broker refused the subscriptions the operator needs: {}",
-                    list.join(", ")
-                ))
-            }
-            LinkState::Down => Readiness::NotReady("MQTT disconnected".into()),
-        };
-        let _ = ready.send(readiness);
+        let _ = ready.send(readiness_of(&state));
         if link.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubetwin_mqtt::Refusal;
+
+    #[test]
+    fn a_refused_subscription_makes_the_operator_not_ready_and_says_which() {
+        let refused = LinkState::Up {
+            refused: vec![Refusal {
+                filter: "kt/+/presence".into(),
+                reason: "NotAuthorized".into(),
+            }],
+        };
+        assert_eq!(
+            readiness_of(&refused),
+            Readiness::NotReady(
+                "the broker refused the subscriptions the operator needs: kt/+/presence (NotAuthorized)"
+                    .into()
+            )
+        );
+        assert_eq!(readiness_of(&LinkState::Up { refused: Vec::new() }), Readiness::Ready);
+        assert_eq!(readiness_of(&LinkState::Down), Readiness::NotReady("MQTT disconnected".into()));
     }
 }
