@@ -57,11 +57,14 @@ up() {
   done
   [ -f "$state/env/ready.json" ] || die "the control plane did not become ready in 150s; see .demo/env.log"
   export KUBECONFIG="$state/env/kubeconfig"
-  broker=$(sed -n 's/.*"broker":"\([^"]*\)".*/\1/p' "$state/env/ready.json")
+  # The broker enforces per-device identity: the operator logs in as itself, and every
+  # simulated device presents its own client certificate (common name = its device id).
+  mapfile -t operator_flags < "$state/env/operator.flags"
+  mapfile -t simulator_flags < "$state/env/simulator.flags"
 
-  start operator env RUST_LOG=info "$bin/kubetwin-operator" \
-    --broker-url "$broker" --mqtt-client-id kubetwin-operator-demo --http-addr 127.0.0.1:18080
-  start sim "$bin/kubetwin-sim" --broker-url "$broker" --count 20 --id-prefix sensor \
+  start operator env RUST_LOG=info "$bin/kubetwin-operator" "${operator_flags[@]}" \
+    --http-addr 127.0.0.1:18080
+  start sim "$bin/kubetwin-sim" "${simulator_flags[@]}" --count 20 --id-prefix default.sensor \
     --create-devices --namespace default --state-dir "$state/sim-state" --boot-seconds 3 \
     --response-delay-ms 1000
   for _ in $(seq 60); do kubectl get device sensor-2 >/dev/null 2>&1 && break; sleep 0.5; done

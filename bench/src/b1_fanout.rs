@@ -126,17 +126,18 @@ impl FanOut {
 }
 
 async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
-    let scope = bench.scope("b1").await?;
+    let scope = bench.scope("b1", n).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
     let requests: Api<RebootRequest> = Api::namespaced(bench.client.clone(), &scope.namespace);
-    let prefix = format!("{}-d", scope.namespace);
+    let prefix = format!("{}.d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..n);
 
     progress(format!("B1 N={n}: {n} Devices, operator, simulator"));
     cluster::apply_devices(&devices, ids.clone(), CONCURRENCY).await?;
     let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
     let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
-    let simulator = Simulator::start_fleet(bench.env, &scope, n, &prefix, &SIM_FLAGS)?;
+    let simulator =
+        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &SIM_FLAGS)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
         let count = connected.count(|c| *c);
@@ -212,12 +213,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     })
     .await?;
     progress(format!("B1 N={n}: floor (b): {n} MQTT round trips"));
-    let pinger = Pinger::connect(
-        bench.env.broker.port,
-        &format!("{}-bench", scope.namespace),
-        &scope.topic_root,
-    )
-    .await?;
+    let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {
         let pinger = &pinger;
         async move { pinger.ping(&id).await.map(drop) }

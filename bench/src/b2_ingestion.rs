@@ -46,9 +46,9 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let n = bench.sizes.b2_devices;
     let seconds = bench.sizes.b2_seconds;
     let interval_ms = bench.sizes.b2_interval_ms;
-    let scope = bench.scope("b2").await?;
+    let scope = bench.scope("b2", n).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
-    let prefix = format!("{}-d", scope.namespace);
+    let prefix = format!("{}.d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..n);
 
     progress(format!("B2: {n} Devices; their first status with a large budget"));
@@ -88,7 +88,8 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     progress(format!(
         "B2: {n} devices reporting every {interval_ms} ms for {load:.0?} ({connecting:.0?} to connect)"
     ));
-    let simulator = Simulator::start_fleet(bench.env, &scope, n, &prefix, &sim_flags)?;
+    let simulator =
+        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &sim_flags)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::sleep_watching(load, dog).await?;
     let at_stop = ops::scrape(&operator).await?;

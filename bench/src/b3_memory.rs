@@ -32,9 +32,9 @@ const LIMIT: Duration = Duration::from_secs(60 * 60);
 
 /// Runs B3.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
-    let scope = bench.scope("b3").await?;
+    let scope = bench.scope("b3", 0).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
-    let prefix = format!("{}-d", scope.namespace);
+    let prefix = format!("{}.d", scope.namespace);
     let operator = ops::start_operator(bench.env, &scope, &LARGE_BUDGET).await?;
     let dog = Watchdog::operator(&operator);
     let base = rss_kib(operator.pid())? as f64;

@@ -32,9 +32,9 @@ const LIMIT: Duration = Duration::from_secs(30 * 60);
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let n = bench.sizes.b4_devices;
     let window = bench.sizes.b4_window;
-    let scope = bench.scope("b4").await?;
+    let scope = bench.scope("b4", n).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
-    let prefix = format!("{}-d", scope.namespace);
+    let prefix = format!("{}.d", scope.namespace);
     let sim_flags = ["--connect-rate=2000"];
 
     progress(format!("B4: {n} Devices, simulator, first operator"));
@@ -43,7 +43,8 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         cluster::condition_true(d, "InSync") && cluster::is_connected(d)
     });
     let first = ops::start_operator(bench.env, &scope, &LARGE_BUDGET).await?;
-    let simulator = Simulator::start_fleet(bench.env, &scope, n, &prefix, &sim_flags)?;
+    let simulator =
+        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &sim_flags)?;
     let dog = Watchdog::both(&first, &simulator);
     ops::wait_until(
         "every Device Connected and InSync",

@@ -35,17 +35,18 @@ const LIMIT: Duration = Duration::from_secs(10 * 60);
 /// Runs B5.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let runs = bench.sizes.b5_runs;
-    let scope = bench.scope("b5").await?;
+    let scope = bench.scope("b5", 1).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
     let requests: Api<RebootRequest> = Api::namespaced(bench.client.clone(), &scope.namespace);
-    let prefix = format!("{}-d", scope.namespace);
+    let prefix = format!("{}.d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..1);
     let device = ids[0].clone();
     let sim_flags = ["--boot-seconds=0.2"];
 
     cluster::apply_devices(&devices, ids, 1).await?;
     let operator = ops::start_operator(bench.env, &scope, &[]).await?;
-    let simulator = Simulator::start_fleet(bench.env, &scope, 1, &prefix, &sim_flags)?;
+    let simulator =
+        Simulator::start_fleet_with_passwords(bench.env, &scope, 1, &prefix, &sim_flags)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::wait_until("the Device Connected", LIMIT, Duration::from_millis(100), dog, async || {
         Ok(match devices.get(&device).await {
@@ -87,12 +88,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     operator.kill();
 
     progress(format!("B5: floor: {runs} MQTT round trips and {runs} status patches"));
-    let pinger = Pinger::connect(
-        bench.env.broker.port,
-        &format!("{}-bench", scope.namespace),
-        &scope.topic_root,
-    )
-    .await?;
+    let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let mut pings = Vec::with_capacity(runs);
     let mut patches = Vec::with_capacity(runs);
     for (i, name) in names.iter().enumerate() {

@@ -59,14 +59,24 @@ where
     Ok(started.elapsed())
 }
 
+/// The applied manifest of the `Device` for `device_id`: named after it, `spec.deviceId` = it.
+pub fn device_manifest(device_id: &str) -> Value {
+    json!({
+        "apiVersion": "kubetwin.io/v1alpha1",
+        "kind": "Device",
+        "metadata": { "name": device_id },
+        "spec": { "deviceId": device_id },
+    })
+}
+
 /// Device ids (and names) `{prefix}-{i}` for i in `range`, as the simulator's `--count` and
 /// `--id-prefix` name them.
 pub fn device_ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("{prefix}-{i}")).collect()
 }
 
-/// Applies (server-side) a `Device` named after each id with `spec.deviceId` = the id, the
-/// manifest the simulator's `--create-devices` uses. Returns the wall time.
+/// Applies (server-side) a `Device` named after each id with `spec.deviceId` = the id (ids
+/// start with `<namespace>.`, as the tenancy policy wants). Returns the wall time.
 pub async fn apply_devices(
     api: &Api<Device>,
     ids: Vec<String>,
@@ -78,7 +88,7 @@ pub async fn apply_devices(
         let api = api.clone();
         let params = params.clone();
         async move {
-            let manifest = kubetwin_device_sim::k8s::device_manifest(&id);
+            let manifest = device_manifest(&id);
             // Applying is idempotent: retry the rare transient failure of a busy API server.
             let mut attempt = 0;
             loop {

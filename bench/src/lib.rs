@@ -169,11 +169,20 @@ pub struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// A fresh namespace (name starting with `prefix`) and its scope (own topic root).
-    pub async fn scope(&self, prefix: &str) -> anyhow::Result<Scope> {
+    /// A fresh namespace (name starting with `prefix`) and its scope (own topic root and
+    /// broker). Its broker knows `devices` password devices `{namespace}.d-{i}` (the ids
+    /// [`cluster::device_ids`] gives for the prefix `{namespace}.d`) and the benchmark's own
+    /// client ([`ping::BENCH_CLIENT`]).
+    pub async fn scope(&self, prefix: &str, devices: usize) -> anyhow::Result<Scope> {
         let namespace =
             self.env.namespace(&self.client, prefix).await.context("creating a namespace")?;
-        Ok(Scope::new(self.env, &namespace.name)?)
+        let ids = cluster::device_ids(&format!("{}.d", namespace.name), 0..devices);
+        let scope = Scope::with_broker(self.env, &namespace.name, |setup| {
+            setup.password_devices = ids;
+            setup.extra_operators = vec![ping::BENCH_CLIENT.to_string()];
+        })
+        .await?;
+        Ok(scope)
     }
 }
 

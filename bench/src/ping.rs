@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use kubetwin_e2e::broker::Broker;
 use kubetwin_mqtt::{BrokerUrl, Client, ClientOptions, Event, MqttVersion, Publication};
 use kubetwin_protocol::{
     Codec, MethodRequest, ResponseStatus, Topics,
@@ -21,6 +22,9 @@ use kubetwin_protocol::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
+/// The benchmark client's identity on the broker: it has the operator's rights (publishing
+/// requests), under its own name so it never takes the operator's session.
+pub const BENCH_CLIENT: &str = "kubetwin-bench";
 /// Method name the simulator does not implement.
 pub const PING_METHOD: &str = "ping";
 /// Longest wait for one answer.
@@ -37,12 +41,13 @@ pub struct Pinger {
 }
 
 impl Pinger {
-    /// Connects to the broker on 127.0.0.1:`port` and subscribes to every response under
-    /// `root` (`{root}/+/rpc/res/+`).
-    pub async fn connect(port: u16, client_id: &str, root: &str) -> anyhow::Result<Self> {
+    /// Logs in to `broker` as [`BENCH_CLIENT`] and subscribes to every response under `root`
+    /// (`{root}/+/rpc/res/+`).
+    pub async fn connect(broker: &Broker, root: &str) -> anyhow::Result<Self> {
         let topics = Topics::new(root.to_string());
-        let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}"))?;
-        let mut options = ClientOptions::new(broker, client_id, MqttVersion::V5);
+        let url = BrokerUrl::parse(&broker.url())?;
+        let mut options = ClientOptions::new(url, BENCH_CLIENT, MqttVersion::V5);
+        options.security = broker.password_security(BENCH_CLIENT);
         options.inflight = 1000;
         options.queue = 1000;
         options.max_packet_bytes = 1024 * 1024;

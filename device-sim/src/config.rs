@@ -52,13 +52,23 @@ pub struct Cli {
     #[arg(long, env = "KUBETWIN_SIM_BROKER_CA_FILE")]
     pub broker_ca_file: Option<PathBuf>,
 
-    /// PEM client certificate for mutual TLS (the same for every device).
-    #[arg(long, env = "KUBETWIN_SIM_BROKER_CLIENT_CERT_FILE", requires = "broker_client_key_file")]
-    pub broker_client_cert_file: Option<PathBuf>,
+    /// Per-device passwords: every device logs in as its device id with a password derived
+    /// from the secret in this file (see `kubetwin_device_sim::credentials`).
+    #[arg(
+        long,
+        env = "KUBETWIN_SIM_DEVICE_PASSWORD_SECRET_FILE",
+        conflicts_with = "device_ca_cert_file"
+    )]
+    pub device_password_secret_file: Option<PathBuf>,
 
-    /// PEM private key of the client certificate.
-    #[arg(long, env = "KUBETWIN_SIM_BROKER_CLIENT_KEY_FILE", requires = "broker_client_cert_file")]
-    pub broker_client_key_file: Option<PathBuf>,
+    /// Per-device client certificates: every device presents a certificate with common name =
+    /// its device id, minted at start from this CA certificate (PEM). Needs mqtts://.
+    #[arg(long, env = "KUBETWIN_SIM_DEVICE_CA_CERT_FILE", requires = "device_ca_key_file")]
+    pub device_ca_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of the device CA.
+    #[arg(long, env = "KUBETWIN_SIM_DEVICE_CA_KEY_FILE", requires = "device_ca_cert_file")]
+    pub device_ca_key_file: Option<PathBuf>,
 
     /// Topic root of the contract.
     #[arg(long, env = "KUBETWIN_SIM_TOPIC_ROOT", default_value = DEFAULT_ROOT)]
@@ -177,8 +187,10 @@ pub struct Faults {
 pub struct Config {
     /// Broker.
     pub broker: BrokerUrl,
-    /// TLS files: the CA bundle, and a client certificate and key for mutual TLS.
-    pub tls: Option<TlsFiles>,
+    /// CA bundle (PEM) that signs the broker's certificate, for mqtts://.
+    pub broker_ca_file: Option<PathBuf>,
+    /// How every device proves who it is.
+    pub identity: IdentityFiles,
     /// Topic root.
     pub topic_root: String,
     /// Device ids to simulate.
@@ -209,29 +221,33 @@ pub struct Config {
     pub keep_alive: Duration,
 }
 
-/// PEM files of a TLS connection to the broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// CA bundle that signs the broker's certificate.
-    pub ca: PathBuf,
-    /// Client certificate and key, for mutual TLS.
-    pub client: Option<(PathBuf, PathBuf)>,
+/// Where the devices' credentials come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum IdentityFiles {
+    /// None: the broker allows anonymous clients.
+    #[default]
+    Anonymous,
+    /// Passwords derived from the fleet secret in this file.
+    Password(PathBuf),
+    /// Certificates minted from this CA certificate and key.
+    Certificate {
+        /// CA certificate (PEM).
+        cert: PathBuf,
+        /// CA key (PEM).
+        key: PathBuf,
+    },
 }
 
-impl TlsFiles {
-    /// The TLS and credential settings these files describe.
-    pub fn security(tls: Option<&Self>) -> Result<kubetwin_mqtt::Security, ConfigError> {
-        let tls = match tls {
-            Some(files) => Some(
-                kubetwin_mqtt::tls_config(
-                    &files.ca,
-                    files.client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-                )
-                .map_err(|e| ConfigError::Security(e.to_string()))?,
-            ),
-            None => None,
+impl IdentityFiles {
+    /// Loads the identity these files describe.
+    pub fn load(&self) -> Result<crate::credentials::DeviceIdentity, ConfigError> {
+        use crate::credentials::DeviceIdentity;
+        let loaded = match self {
+            Self::Anonymous => Ok(DeviceIdentity::Anonymous),
+            Self::Password(secret) => DeviceIdentity::password_from(secret),
+            Self::Certificate { cert, key } => DeviceIdentity::certificates_from(cert, key),
         };
-        Ok(kubetwin_mqtt::Security { tls, credentials: None })
+        loaded.map_err(|e| ConfigError::Security(e.to_string()))
     }
 }
 
@@ -253,19 +269,30 @@ impl Config {
             ));
         }
         let broker = BrokerUrl::parse(&cli.broker_url)?;
-        let tls = match (&cli.broker_ca_file, broker.tls) {
-            (Some(ca), _) => Some(TlsFiles {
-                ca: ca.clone(),
-                client: cli.broker_client_cert_file.clone().zip(cli.broker_client_key_file.clone()),
-            }),
-            (None, true) => {
-                return Err(ConfigError::Security("mqtts:// needs --broker-ca-file".into()));
+        if broker.tls && cli.broker_ca_file.is_none() {
+            return Err(ConfigError::Security("mqtts:// needs --broker-ca-file".into()));
+        }
+        let identity = match (
+            &cli.device_password_secret_file,
+            &cli.device_ca_cert_file,
+            &cli.device_ca_key_file,
+        ) {
+            (Some(secret), _, _) => IdentityFiles::Password(secret.clone()),
+            (None, Some(cert), Some(key)) if broker.tls => {
+                IdentityFiles::Certificate { cert: cert.clone(), key: key.clone() }
             }
-            (None, false) => None,
+            (None, Some(_), _) => {
+                return Err(ConfigError::Security(
+                    "--device-ca-cert-file (certificate identity) needs an mqtts:// broker URL"
+                        .into(),
+                ));
+            }
+            _ => IdentityFiles::Anonymous,
         };
         Ok(Self {
             broker,
-            tls,
+            broker_ca_file: cli.broker_ca_file.clone(),
+            identity,
             topic_root: cli.topic_root.clone(),
             ids: device_ids(cli.count, &cli.id_prefix, cli.ids.as_deref())?,
             state_dir: cli.state_dir.clone(),
@@ -318,7 +345,8 @@ mod tests {
         assert_eq!(config.offline_after, None);
         assert_eq!(config.create_devices_in, None);
         assert_eq!(config.broker, BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap());
-        assert_eq!(config.tls, None);
+        assert_eq!(config.broker_ca_file, None);
+        assert_eq!(config.identity, IdentityFiles::Anonymous);
     }
 
     #[test]
@@ -410,7 +438,31 @@ mod tests {
             Config::from_cli(&parse(&["--broker-url", "mqtts://b", "--broker-ca-file", "/ca.pem"]))
                 .unwrap();
         assert_eq!(with_ca.broker.port, 8883);
-        assert_eq!(with_ca.tls, Some(TlsFiles { ca: "/ca.pem".into(), client: None }));
+        assert_eq!(with_ca.broker_ca_file, Some("/ca.pem".into()));
+        let certs = Config::from_cli(&parse(&[
+            "--broker-url",
+            "mqtts://b",
+            "--broker-ca-file",
+            "/ca.pem",
+            "--device-ca-cert-file",
+            "/dca.pem",
+            "--device-ca-key-file",
+            "/dca.key",
+        ]))
+        .unwrap();
+        assert_eq!(
+            certs.identity,
+            IdentityFiles::Certificate { cert: "/dca.pem".into(), key: "/dca.key".into() }
+        );
+        let plain_certs = Config::from_cli(&parse(&[
+            "--device-ca-cert-file",
+            "/dca.pem",
+            "--device-ca-key-file",
+            "/dca.key",
+        ]));
+        assert!(matches!(plain_certs, Err(ConfigError::Security(_))), "certificates need TLS");
+        let passwords = Config::from_cli(&parse(&["--device-password-secret-file", "/s"])).unwrap();
+        assert_eq!(passwords.identity, IdentityFiles::Password("/s".into()));
         for bad in [
             "h:1",
             "mqtt://",

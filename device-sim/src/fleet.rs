@@ -39,10 +39,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     if let Some(namespace) = &config.create_devices_in {
         crate::k8s::create_devices(namespace, &config.ids).await?;
     }
-    let security = crate::config::TlsFiles::security(config.tls.as_ref())?;
+    let identity = Arc::new(config.identity.load()?);
+    let broker_ca = match &config.broker_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the broker CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(RunContext {
         broker: config.broker.clone(),
-        security,
+        identity,
+        broker_ca,
         version: config.mqtt_version,
         keep_alive: config.keep_alive,
         state_dir: config.state_dir.clone(),

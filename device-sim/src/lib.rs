@@ -11,6 +11,7 @@
 //! - [`k8s`]: creates the `Device` objects.
 
 pub mod config;
+pub mod credentials;
 pub mod device;
 pub mod fleet;
 pub mod k8s;

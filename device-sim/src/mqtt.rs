@@ -104,6 +104,7 @@ impl Link {
                     response_topic: message.response_topic,
                     correlation: message.correlation.map(|c| c.to_vec()),
                 }),
+                Event::SubAck { .. } => continue,
                 Event::PublishRefused { reason } => {
                     warn!(%reason, "the broker refused a publication of the device");
                     continue;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubetwin_mqtt::{BrokerUrl, MqttVersion, Security};
+use kubetwin_mqtt::{BrokerUrl, MqttVersion};
 use kubetwin_protocol::timestamp::now_unix_millis;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -25,8 +25,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct RunContext {
     /// Broker.
     pub broker: BrokerUrl,
-    /// TLS and credentials (the same for every device of the fleet).
-    pub security: Security,
+    /// How every device proves who it is.
+    pub identity: crate::credentials::SharedIdentity,
+    /// The broker's CA bundle (PEM), for mqtts://.
+    pub broker_ca: Option<Vec<u8>>,
     /// MQTT version.
     pub version: MqttVersion,
     /// MQTT keep-alive.
@@ -122,13 +124,20 @@ pub async fn run_device(
     ctx: Arc<RunContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let security = match ctx.identity.security(device.id(), ctx.broker_ca.as_deref()) {
+        Ok(security) => security,
+        Err(error) => {
+            error!(device = %device.id(), %error, "cannot set up the device's credentials; the device stops");
+            return;
+        }
+    };
     let spec = LinkSpec {
         broker: ctx.broker.clone(),
         client_id: device.id().to_owned(),
         version: ctx.version,
         keep_alive: ctx.keep_alive,
         subscriptions: device.subscriptions(),
-        security: ctx.security.clone(),
+        security,
     };
     let mut offline_at = ctx.offline_after.map(|after| Instant::now() + after);
     let mut reboot_at: Option<Instant> = None;

@@ -116,8 +116,11 @@ impl Pki {
 /// The PEM files of a broker with mutual TLS.
 #[derive(Clone, Debug)]
 pub struct BrokerTls {
-    /// CA that signs the broker's and the clients' certificates.
+    /// CA that signs the broker's and the clients' certificates (and issues device
+    /// certificates: its key is `ca_key`).
     pub ca: PathBuf,
+    /// The CA's private key.
+    pub ca_key: PathBuf,
     /// The broker's serving certificate (for 127.0.0.1 and localhost).
     pub server_cert: PathBuf,
     /// Its key.
@@ -137,6 +140,7 @@ pub fn write_broker_tls(dir: &Path) -> Result<BrokerTls> {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
     let server = leaf(
         &issuer,
@@ -149,6 +153,7 @@ pub fn write_broker_tls(dir: &Path) -> Result<BrokerTls> {
         leaf(&issuer, "kubetwin-operator", None, &[], ExtendedKeyUsagePurpose::ClientAuth)?;
     let files = [
         ("broker-ca.crt", ca_cert.pem()),
+        ("broker-ca.key", ca_key_pem),
         ("broker.crt", server.cert_pem),
         ("broker.key", server.key_pem),
         ("client.crt", client.cert_pem),
@@ -160,6 +165,7 @@ pub fn write_broker_tls(dir: &Path) -> Result<BrokerTls> {
     }
     Ok(BrokerTls {
         ca: dir.join("broker-ca.crt"),
+        ca_key: dir.join("broker-ca.key"),
         server_cert: dir.join("broker.crt"),
         server_key: dir.join("broker.key"),
         client_cert: dir.join("client.crt"),

@@ -20,7 +20,7 @@ use kube::{
 };
 
 use crate::{
-    broker::Broker,
+    broker::{Broker, BrokerSetup},
     control_plane::ControlPlane,
     error::{Error, Result, io_context},
     kubectl, tools,
@@ -57,7 +57,11 @@ impl TestEnv {
     }
 
     async fn start_in(dir: EnvDir) -> Result<Self> {
-        let broker = Broker::start(&dir.path).await?;
+        let broker = Broker::start(
+            &dir.path.join("broker"),
+            BrokerSetup::new(kubetwin_protocol::DEFAULT_ROOT),
+        )
+        .await?;
         let control_plane = ControlPlane::start(&dir.path).await?;
         Ok(Self { control_plane, broker, dir })
     }
@@ -137,9 +141,11 @@ pub struct TestNamespace {
     pub name: String,
 }
 
-/// Applies the CRD YAML files in `crds/` of the repository (server-side apply) and waits
-/// until the API server serves them.
+/// Applies the CRD YAML files in `crds/` of the repository and the admission policies the
+/// chart ships (`charts/kubetwin/files/policies/`), by server-side apply, and waits until the
+/// API server serves the CRDs.
 pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
+    install_policies(client).await?;
     let crds_dir = tools::repo_root().join("crds");
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&crds_dir)
         .map_err(io_context(format!("reading {}", crds_dir.display())))?
@@ -175,6 +181,50 @@ pub async fn install_crds(client: &Client) -> Result<Vec<String>> {
             })?;
     }
     Ok(names)
+}
+
+/// Applies every ValidatingAdmissionPolicy and binding in `charts/kubetwin/files/policies/`.
+pub async fn install_policies(client: &Client) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let dir = tools::repo_root().join("charts/kubetwin/files/policies");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(io_context(format!("reading {}", dir.display())))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for path in files {
+        let text = std::fs::read_to_string(&path)
+            .map_err(io_context(format!("reading {}", path.display())))?;
+        let parse_error = |error: String| Error::Io {
+            context: format!("parsing {}", path.display()),
+            source: std::io::Error::other(error),
+        };
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| parse_error(e.to_string()))?;
+        for document in documents {
+            let name = document["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            match document["kind"].as_str() {
+                Some("ValidatingAdmissionPolicy") => {
+                    let policy: ValidatingAdmissionPolicy =
+                        serde_json::from_value(document).map_err(|e| parse_error(e.to_string()))?;
+                    let api: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+                    api.patch(&name, &params, &Patch::Apply(&policy)).await?;
+                }
+                Some("ValidatingAdmissionPolicyBinding") => {
+                    let binding: ValidatingAdmissionPolicyBinding =
+                        serde_json::from_value(document).map_err(|e| parse_error(e.to_string()))?;
+                    let api: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+                    api.patch(&name, &params, &Patch::Apply(&binding)).await?;
+                }
+                other => return Err(parse_error(format!("unexpected kind {other:?}"))),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The temporary folder of an environment.

@@ -3,10 +3,12 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use crate::{
+    broker::{Broker, BrokerSetup},
     env::TestEnv,
     error::{Error, Result, io_context},
     process::ManagedProcess,
@@ -31,7 +33,7 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     }
 }
 
-/// Settings shared by the operator and the simulator of one test.
+/// Settings shared by the operator and the simulator of one test, and the test's own broker.
 #[derive(Clone, Debug)]
 pub struct Scope {
     /// Namespace the operator watches and the Devices live in.
@@ -40,14 +42,30 @@ pub struct Scope {
     pub topic_root: String,
     /// Folder for logs and simulator state.
     pub dir: PathBuf,
+    /// The test's mosquitto: per-device identity and topic ACLs, as the chart configures it.
+    pub broker: Arc<Broker>,
 }
 
 impl Scope {
-    /// A scope for `namespace` with its folder under the environment's folder.
-    pub fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
+    /// A scope for `namespace` with its folder under the environment's folder and its own
+    /// broker with the default setup.
+    pub async fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
+        Self::with_broker(env, namespace, |_| {}).await
+    }
+
+    /// Like [`Scope::new`], with the broker setup changed by `adjust` first.
+    pub async fn with_broker(
+        env: &TestEnv,
+        namespace: &str,
+        adjust: impl FnOnce(&mut BrokerSetup),
+    ) -> Result<Self> {
         let dir = env.dir().join("scopes").join(namespace);
         std::fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
-        Ok(Self { namespace: namespace.to_string(), topic_root: format!("kt/{namespace}"), dir })
+        let topic_root = format!("kt/{namespace}");
+        let mut setup = BrokerSetup::new(&topic_root);
+        adjust(&mut setup);
+        let broker = Broker::start(&dir.join("broker"), setup).await?;
+        Ok(Self { namespace: namespace.to_string(), topic_root, dir, broker: Arc::new(broker) })
     }
 
     /// The default device id of Device `name` in this namespace.
@@ -68,26 +86,21 @@ impl Operator {
     /// Starts `kubetwin-operator` for `scope` against `env`, with `extra` flags, and waits
     /// until it reports ready (caches synced, MQTT connected).
     pub async fn start(env: &TestEnv, scope: &Scope, extra: &[&str]) -> Result<Self> {
-        Self::start_as(env, scope, env.kubeconfig(), extra).await
+        Self::start_as(scope, env.kubeconfig(), extra).await
     }
 
     /// Like [`Operator::start`], authenticated through `kubeconfig` (for example as the Helm
     /// chart's ServiceAccount).
-    pub async fn start_as(
-        env: &TestEnv,
-        scope: &Scope,
-        kubeconfig: &Path,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let operator = Self::spawn(env, scope, kubeconfig, extra)?;
+    pub async fn start_as(scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
+        let operator = Self::spawn(scope, kubeconfig, extra)?;
         operator.wait_ready(Duration::from_secs(60)).await?;
         Ok(operator)
     }
 
     /// Starts the operator without waiting for it to become ready (a standby replica under
     /// leader election reports ready at once; see `/readyz`).
-    pub fn spawn(env: &TestEnv, scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
-        Self::spawn_as(env, scope, kubeconfig, extra, "info,kubetwin_operator=debug")
+    pub fn spawn(scope: &Scope, kubeconfig: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn_as(scope, kubeconfig, extra, "info,kubetwin_operator=debug")
     }
 
     /// Starts the operator against another broker (`broker_url`, with `extra` flags such as
@@ -99,8 +112,7 @@ impl Operator {
         extra: &[&str],
         ready_within: Duration,
     ) -> Result<Self> {
-        let operator =
-            Self::spawn_full(env, scope, env.kubeconfig(), Some(broker_url), extra, "info")?;
+        let operator = Self::spawn_full(scope, env.kubeconfig(), Some(broker_url), extra, "info")?;
         operator.wait_ready(ready_within).await?;
         Ok(operator)
     }
@@ -112,22 +124,15 @@ impl Operator {
         broker_url: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::spawn_full(env, scope, env.kubeconfig(), Some(broker_url), extra, "info")
+        Self::spawn_full(scope, env.kubeconfig(), Some(broker_url), extra, "info")
     }
 
     /// Starts the operator (not waiting) with `kubeconfig`, `extra` flags and `RUST_LOG`.
-    fn spawn_as(
-        env: &TestEnv,
-        scope: &Scope,
-        kubeconfig: &Path,
-        extra: &[&str],
-        rust_log: &str,
-    ) -> Result<Self> {
-        Self::spawn_full(env, scope, kubeconfig, None, extra, rust_log)
+    fn spawn_as(scope: &Scope, kubeconfig: &Path, extra: &[&str], rust_log: &str) -> Result<Self> {
+        Self::spawn_full(scope, kubeconfig, None, extra, rust_log)
     }
 
     fn spawn_full(
-        env: &TestEnv,
         scope: &Scope,
         kubeconfig: &Path,
         broker_url: Option<&str>,
@@ -137,14 +142,16 @@ impl Operator {
         let binary = workspace_binary("kubetwin-operator")?;
         let port = crate::process::free_port()?;
         let http_addr = format!("127.0.0.1:{port}");
-        let broker_url = broker_url.map_or_else(|| env.broker_url(), str::to_string);
-        let mut args = vec![
-            format!("--broker-url={broker_url}"),
+        let mut args = match broker_url {
+            Some(url) => vec![format!("--broker-url={url}")],
+            None => scope.broker.operator_flags(),
+        };
+        args.extend([
             format!("--topic-root={}", scope.topic_root),
             format!("--watch-namespace={}", scope.namespace),
             format!("--mqtt-client-id=kubetwin-operator-{}", scope.namespace),
             format!("--http-addr={http_addr}"),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique_log(&scope.dir, "operator");
         let process = ManagedProcess::spawn_with_env(
@@ -307,7 +314,7 @@ impl Operator {
         extra: &[&str],
         rust_log: &str,
     ) -> Result<Self> {
-        Self::spawn_as(env, scope, env.kubeconfig(), extra, rust_log)
+        Self::spawn_as(scope, env.kubeconfig(), extra, rust_log)
     }
 
     /// The operator's exit, if it has exited (with the end of its log), else `Ok`.
@@ -327,7 +334,22 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `kubetwin-sim` with the devices `ids` (and `extra` flags) for `scope`.
     pub fn start(env: &TestEnv, scope: &Scope, ids: &[String], extra: &[&str]) -> Result<Self> {
-        Self::spawn(env, scope, vec![format!("--ids={}", ids.join(","))], extra, "info")
+        let mut devices = vec![format!("--ids={}", ids.join(","))];
+        devices.extend(scope.broker.simulator_certificate_flags());
+        Self::spawn(env, scope, devices, extra, "info")
+    }
+
+    /// Starts `kubetwin-sim` for `ids` logging in with passwords (the ids must be in the
+    /// scope broker's `password_devices`).
+    pub fn start_with_passwords(
+        env: &TestEnv,
+        scope: &Scope,
+        ids: &[String],
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut devices = vec![format!("--ids={}", ids.join(","))];
+        devices.extend(scope.broker.simulator_password_flags());
+        Self::spawn(env, scope, devices, extra, "info")
     }
 
     fn spawn(
@@ -340,7 +362,6 @@ impl Simulator {
         let binary = workspace_binary("kubetwin-sim")?;
         let state_dir = scope.dir.join("sim-state");
         let mut args = vec![
-            format!("--broker-url={}", env.broker_url()),
             format!("--topic-root={}", scope.topic_root),
             format!("--state-dir={}", state_dir.display()),
         ];
@@ -388,7 +409,22 @@ impl Simulator {
         id_prefix: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        let devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
+        let mut devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
+        devices.extend(scope.broker.simulator_certificate_flags());
+        Self::spawn(env, scope, devices, extra, "warn")
+    }
+
+    /// Like [`Simulator::start_fleet`], the devices logging in with passwords (their ids must
+    /// be in the scope broker's `password_devices`).
+    pub fn start_fleet_with_passwords(
+        env: &TestEnv,
+        scope: &Scope,
+        count: usize,
+        id_prefix: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
+        devices.extend(scope.broker.simulator_password_flags());
         Self::spawn(env, scope, devices, extra, "warn")
     }
 

@@ -1,5 +1,6 @@
 //! A plain MQTT 5 client for tests, on the shared `kubetwin-mqtt` client: publishes raw
-//! payloads (good or bad) as a device would, and records what it receives.
+//! payloads (good or bad) as a device would, subscribes, and records what it receives and
+//! what the broker refused.
 
 use std::{
     sync::{Arc, Mutex},
@@ -7,45 +8,86 @@ use std::{
 };
 
 use bytes::Bytes;
-use kubetwin_mqtt::{BrokerUrl, Client, ClientOptions, Event, LinkState, MqttVersion, Publication};
-use tokio::task::JoinHandle;
+use kubetwin_mqtt::{
+    BrokerUrl, Client, ClientOptions, Event, LinkState, MqttVersion, Publication, Security,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::error::{Error, Result};
+use crate::{
+    broker::Broker,
+    error::{Error, Result},
+};
+
+#[derive(Default)]
+struct Seen {
+    messages: Vec<(String, Bytes)>,
+    refused_publications: Vec<String>,
+}
 
 /// A test MQTT client; its connection ends when it is dropped.
 pub struct TestClient {
     client: Client,
-    received: Arc<Mutex<Vec<(String, Bytes)>>>,
+    seen: Arc<Mutex<Seen>>,
+    subacks: tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<Option<String>>>>,
     task: JoinHandle<()>,
 }
 
 impl TestClient {
-    /// Connects to the broker on 127.0.0.1:`port` and waits for the session.
-    pub async fn connect(port: u16, client_id: &str) -> Result<Self> {
-        let broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}"))
-            .map_err(|e| mqtt_error(&e.to_string()))?;
+    /// Logs in to `broker` as `identity` with its password (the plain listener).
+    pub async fn with_password(broker: &Broker, identity: &str) -> Result<Self> {
+        Self::connect(&broker.url(), identity, broker.password_security(identity)).await
+    }
+
+    /// Logs in to `broker` as `identity` with a client certificate for it (the TLS listener).
+    pub async fn with_certificate(broker: &Broker, identity: &str) -> Result<Self> {
+        Self::connect(&broker.tls_url(), identity, broker.certificate_security(identity)?).await
+    }
+
+    /// Connects to `url` with client id `client_id` and `security`, and waits for the session;
+    /// fails with the broker's reason when it refuses the connection.
+    pub async fn connect(url: &str, client_id: &str, security: Security) -> Result<Self> {
+        let broker = BrokerUrl::parse(url).map_err(|e| mqtt_error(&e.to_string()))?;
         let mut options = ClientOptions::new(broker, client_id, MqttVersion::V5);
         options.max_packet_bytes = 1024 * 1024;
+        options.security = security;
         let (client, mut events, mut state, poll) = kubetwin_mqtt::connect(options).into_parts();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sink = seen.clone();
+        let (subacks_tx, subacks) = mpsc::unbounded_channel();
+        let (down_tx, mut down) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             // The poll loop lives as long as this task reads its events.
             let _poll = poll;
             while let Some(event) = events.recv().await {
-                if let Event::Message(message) = event
-                    && let Ok(mut list) = sink.lock()
-                {
-                    list.push((message.topic, message.payload));
+                let Ok(mut seen) = sink.lock() else {
+                    return;
+                };
+                match event {
+                    Event::Message(message) => seen.messages.push((message.topic, message.payload)),
+                    Event::PublishRefused { reason } => seen.refused_publications.push(reason),
+                    Event::SubAck { refused } => {
+                        let _ = subacks_tx.send(refused);
+                    }
+                    Event::Down { reason } => {
+                        let _ = down_tx.send(reason);
+                    }
+                    Event::Connected { .. } | Event::Closed => {}
                 }
             }
         });
         let up = state.wait_for(|s| matches!(s, LinkState::Up { .. }));
-        tokio::time::timeout(Duration::from_secs(10), up)
-            .await
-            .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
-            .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
-        Ok(Self { client, received, task })
+        tokio::select! {
+            result = tokio::time::timeout(Duration::from_secs(10), up) => {
+                result
+                    .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
+                    .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
+            }
+            reason = down.recv() => {
+                task.abort();
+                return Err(mqtt_error(&format!("the broker refused the connection: {}", reason.unwrap_or_default())));
+            }
+        }
+        Ok(Self { client, seen, subacks: tokio::sync::Mutex::new(subacks), task })
     }
 
     /// Publishes `payload` on `topic` with QoS 1.
@@ -71,14 +113,29 @@ impl TestClient {
         self.publish(topic, value.to_string(), retain).await
     }
 
-    /// Subscribes to `filter` with QoS 1.
-    pub async fn subscribe(&self, filter: &str) -> Result<()> {
-        self.client.subscribe(&[filter.to_string()]).await.map_err(|e| mqtt_error(&e.to_string()))
+    /// Subscribes to `filter` with QoS 1 and returns the broker's answer: `None` when granted,
+    /// else the refusal reason.
+    pub async fn subscribe(&self, filter: &str) -> Result<Option<String>> {
+        let mut subacks = self.subacks.lock().await;
+        self.client
+            .subscribe(&[filter.to_string()])
+            .await
+            .map_err(|e| mqtt_error(&e.to_string()))?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), subacks.recv())
+            .await
+            .map_err(|_| mqtt_error("no SUBACK within 10s"))?
+            .ok_or_else(|| mqtt_error("the MQTT test client stopped"))?;
+        Ok(answer.into_iter().next().flatten())
     }
 
     /// Messages received so far, as (topic, payload).
     pub fn received(&self) -> Vec<(String, Bytes)> {
-        self.received.lock().map(|l| l.clone()).unwrap_or_default()
+        self.seen.lock().map(|s| s.messages.clone()).unwrap_or_default()
+    }
+
+    /// The reasons of the publications the broker refused so far (MQTT 5 PUBACK codes).
+    pub fn refused_publications(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.refused_publications.clone()).unwrap_or_default()
     }
 }
 

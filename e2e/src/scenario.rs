@@ -7,6 +7,7 @@ use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
 use serde_json::{Value, json};
 
 use crate::{
+    broker::BrokerSetup,
     env::{TestEnv, install_crds},
     fleet::Scope,
     mqtt::TestClient,
@@ -24,15 +25,21 @@ pub struct Setup {
     pub requests: Api<RebootRequest>,
 }
 
-/// Installs the CRDs (idempotent) and creates a fresh namespace named after `prefix`.
+/// Installs the CRDs and policies (idempotent) and creates a fresh namespace named after
+/// `prefix`, with its own broker (per-device identity and ACLs on).
 ///
 /// Panics when the environment cannot be used: this is for tests.
 pub async fn setup(prefix: &str) -> Setup {
+    setup_with_broker(prefix, |_| {}).await
+}
+
+/// Like [`setup`], with the test's broker set up as `adjust` says.
+pub async fn setup_with_broker(prefix: &str, adjust: impl FnOnce(&mut BrokerSetup)) -> Setup {
     let env = TestEnv::shared();
     let client = env.client().await.expect("admin client");
     install_crds(&client).await.expect("CRDs install");
     let namespace = env.namespace(&client, prefix).await.expect("namespace").name;
-    let scope = Scope::new(env, &namespace).expect("scope");
+    let scope = Scope::with_broker(env, &namespace, adjust).await.expect("scope");
     let devices = Api::namespaced(client.clone(), &namespace);
     let requests = Api::namespaced(client, &namespace);
     Setup { env, scope, devices, requests }
@@ -106,8 +113,7 @@ impl RawDevice {
     pub async fn connect(s: &Setup, name: &str) -> Self {
         let id = s.scope.device_id(name);
         let root = &s.scope.topic_root;
-        let mqtt =
-            TestClient::connect(s.env.broker.port, &format!("{id}-raw")).await.expect("mqtt");
+        let mqtt = TestClient::with_certificate(&s.scope.broker, &id).await.expect("mqtt");
         Self {
             mqtt,
             presence_topic: format!("{root}/{id}/presence"),

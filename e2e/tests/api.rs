@@ -108,10 +108,10 @@ async fn device_id_cannot_change() {
     let devices: Api<Device> = Api::namespaced(client, &ns);
     let device = Device::new(
         "sensor-1",
-        DeviceSpec { device_id: Some("plant-1.sensor-1".into()), desired: None },
+        DeviceSpec { device_id: Some(format!("{ns}.sensor-1")), desired: None },
     );
     devices.create(&PostParams::default(), &device).await.expect("created");
-    let patch = json!({"spec": {"deviceId": "plant-1.sensor-9"}});
+    let patch = json!({"spec": {"deviceId": format!("{ns}.sensor-9")}});
     let message =
         rejection(devices.patch("sensor-1", &PatchParams::default(), &Patch::Merge(&patch)).await);
     assert!(message.contains("spec.deviceId is immutable"), "unexpected message: {message}");
@@ -223,4 +223,88 @@ async fn kubectl_version_shows_the_pinned_server() {
     let version: serde_json::Value = serde_json::from_str(&version).expect("json");
     assert_eq!(version["serverVersion"]["gitVersion"], json!(pinned));
     assert_eq!(version["clientVersion"]["gitVersion"], json!(pinned));
+}
+
+/// Creates `device` until the device-id tenancy policy refuses it (a policy takes effect a
+/// moment after it is installed) and returns the refusal; an object the API server accepted
+/// before that is deleted and tried again.
+async fn refused_by_policy(devices: &Api<Device>, device: &Device) -> kube::core::Status {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match devices.create(&PostParams::default(), device).await {
+            Err(kube::Error::Api(status)) => return *status,
+            Ok(created) => {
+                let name = created.metadata.name.unwrap_or_default();
+                devices.delete(&name, &Default::default()).await.expect("deleted");
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the policy never took effect");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_device_id_outside_the_namespace_is_refused_unless_the_namespace_is_granted_its_prefix() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (client, ns) = setup("tenancy").await;
+    let devices: Api<Device> = Api::namespaced(client.clone(), &ns);
+    let foreign = Device::new(
+        "sensor-1",
+        DeviceSpec { device_id: Some("other-team.sensor-1".into()), desired: None },
+    );
+    let status = refused_by_policy(&devices, &foreign).await;
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{status:?}");
+    assert!(
+        status.message.ends_with(&format!(
+            "deviceId other-team.sensor-1 does not belong to namespace {ns}: it must start with {ns}. \
+             (a cluster admin can grant another prefix with the namespace annotation kubetwin.io/device-id-prefix)"
+        )),
+        "the refusal says why and what to do: {}",
+        status.message
+    );
+
+    // A cluster admin grants the namespace the prefix: now it is accepted.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let grant = json!({"metadata": {"annotations": {"kubetwin.io/device-id-prefix": "other-team., legacy-"}}});
+    namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&grant)).await.expect("granted");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let created = loop {
+        match devices.create(&PostParams::default(), &foreign).await {
+            Ok(created) => break created,
+            Err(error) => {
+                assert!(tokio::time::Instant::now() < deadline, "still refused: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(created.effective_device_id(), "other-team.sensor-1");
+    // Its own prefix is always allowed, and so is the second granted one.
+    for id in [format!("{ns}.sensor-2"), "legacy-7".to_string()] {
+        let name = format!("d-{}", id.len());
+        let device = Device::new(&name, DeviceSpec { device_id: Some(id.clone()), desired: None });
+        devices
+            .create(&PostParams::default(), &device)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn a_default_device_id_longer_than_the_contract_allows_is_refused() {
+    let (client, ns) = setup("long-id").await;
+    let devices: Api<Device> = Api::namespaced(client, &ns);
+    // A valid name, but `<namespace>.<name>` is over 253 characters.
+    let name = "n".repeat(253 - ns.len());
+    let device = Device::new(&name, DeviceSpec::default());
+    let status = refused_by_policy(&devices, &device).await;
+    let length = ns.len() + 1 + name.len();
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"), "{status:?}");
+    assert!(
+        status.message.ends_with(&format!(
+            "the effective deviceId {ns}.{name} is {length} characters; the MQTT contract allows at most 253: use a shorter name or set spec.deviceId"
+        )),
+        "{}",
+        status.message
+    );
 }

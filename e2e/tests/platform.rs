@@ -27,6 +27,67 @@ fn kubectl_apply(s: &Setup, yaml: &str, extra: &[&str]) -> String {
     s.env.kubectl(&args).expect("kubectl apply")
 }
 
+/// Values of the bundled broker with per-device identity (password file and operator user).
+const SECURE_MOSQUITTO: [&str; 8] = [
+    "--set",
+    "mosquitto.enabled=true",
+    "--set",
+    "mosquitto.auth.passwordFileSecret=pw",
+    "--set",
+    "broker.auth.username=kubetwin-operator",
+    "--set",
+    "broker.auth.passwordSecret=op",
+];
+
+/// The documents of `helm template` output with `kind`.
+fn rendered(text: &str, kind: &str) -> Vec<serde_json::Value> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).expect("rendered YAML parses");
+    documents.into_iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn the_bundled_broker_gets_the_harness_acl_and_the_chart_ships_the_policies_verbatim() {
+    let mut args =
+        vec!["template", "kubetwin", "charts/kubetwin", "--set", "broker.topicRoot=kt/x"];
+    args.extend(SECURE_MOSQUITTO);
+    let text = helm::ok(None, &args).expect("helm template");
+    let config_maps = rendered(&text, "ConfigMap");
+    let acl = config_maps
+        .iter()
+        .find_map(|c| c["data"]["acl"].as_str())
+        .expect("the mosquitto ConfigMap has the ACL");
+    assert_eq!(acl, kubetwin_e2e::broker::acl_text("kt/x", "kubetwin-operator"));
+    let conf = config_maps
+        .iter()
+        .find_map(|c| c["data"]["mosquitto.conf"].as_str())
+        .expect("mosquitto.conf");
+    for line in
+        ["allow_anonymous false", "use_username_as_clientid true", "max_queued_messages 1000"]
+    {
+        assert!(conf.lines().any(|l| l == line), "{line} in:\n{conf}");
+    }
+
+    let policies_dir = repo_root().join("charts/kubetwin/files/policies");
+    let mut shipped = Vec::new();
+    for entry in std::fs::read_dir(&policies_dir).expect("policies") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("policy file");
+        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("YAML");
+        shipped.extend(documents);
+    }
+    let default = helm::ok(
+        None,
+        &["template", "kubetwin", "charts/kubetwin", "--set", "broker.url=mqtt://b:1883"],
+    )
+    .expect("helm template");
+    let mut in_chart = rendered(&default, "ValidatingAdmissionPolicy");
+    in_chart.extend(rendered(&default, "ValidatingAdmissionPolicyBinding"));
+    assert_eq!(in_chart.len(), shipped.len(), "every policy file is rendered");
+    for document in &shipped {
+        assert!(in_chart.contains(document), "rendered verbatim: {}", document["metadata"]["name"]);
+    }
+}
+
 #[tokio::test]
 async fn the_chart_lints_renders_and_rejects_bad_values() {
     let lint = helm::ok(
@@ -39,7 +100,13 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
         vec!["--set", "broker.url=mqtt://broker:1883"],
         vec!["--set", "broker.url=mqtt://broker:1883", "--set", "replicaCount=2"],
         vec!["--set", "broker.url=mqtt://broker:1883", "--set", "watchNamespaces={team-a}"],
-        vec!["--set", "mosquitto.enabled=true"],
+        SECURE_MOSQUITTO.to_vec(),
+        vec![
+            "--set",
+            "mosquitto.enabled=true",
+            "--set",
+            "mosquitto.auth.allowAnonymousInsecure=true",
+        ],
         vec![
             "--set",
             "broker.url=mqtt://broker:1883",
@@ -79,6 +146,22 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
     assert!(!no_broker.success);
     assert!(no_broker.stderr.contains("set broker.url"), "{}", no_broker.stderr);
 
+    // The bundled broker never runs without per-device credentials unless that is asked for
+    // by name.
+    let anonymous = helm::run(
+        None,
+        &["template", "kubetwin", "charts/kubetwin", "--set", "mosquitto.enabled=true"],
+    )
+    .expect("helm ran");
+    assert!(!anonymous.success, "a bundled broker without credentials is refused");
+    assert!(
+        anonymous.stderr.contains(
+            "mosquitto.enabled=true needs per-device credentials: set mosquitto.auth.passwordFileSecret"
+        ),
+        "readable: {}",
+        anonymous.stderr
+    );
+
     for name in ["devices.kubetwin.io.yaml", "rebootrequests.kubetwin.io.yaml"] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
         let chart =
@@ -96,7 +179,7 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     let ns = s.scope.namespace.clone();
     let release = "kubetwin";
     let watch = format!("watchNamespaces={{{ns}}}");
-    let broker = format!("broker.url={}", s.env.broker_url());
+    let broker = format!("broker.url={}", s.scope.broker.url());
     let install = helm::ok(
         Some(s.env.kubeconfig()),
         &[
@@ -113,6 +196,9 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
             "leaderElection.enabled=true",
             "--set",
             "replicaCount=2",
+            // The test environment installed the cluster-wide policies already.
+            "--set",
+            "admissionPolicies.enabled=false",
         ],
     );
     let install = install.expect("helm install");
@@ -167,10 +253,9 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     let kubeconfig =
         s.env.kubeconfig_for_token(&format!("sa-{ns}"), token.trim()).expect("kubeconfig");
     let leader_ns = format!("--leader-election-namespace={ns}");
-    let _operator =
-        Operator::start_as(s.env, &s.scope, &kubeconfig, &["--leader-election", &leader_ns])
-            .await
-            .expect("operator as the ServiceAccount");
+    let _operator = Operator::start_as(&s.scope, &kubeconfig, &["--leader-election", &leader_ns])
+        .await
+        .expect("operator as the ServiceAccount");
     let device_yaml = "apiVersion: kubetwin.io/v1alpha1\nkind: Device\nmetadata:\n  name: sensor-1\nspec:\n  desired:\n    mode: eco\n";
     kubectl_apply(&s, device_yaml, &[]);
     let id = s.scope.device_id("sensor-1");
@@ -206,12 +291,10 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
         "--lease-duration-seconds=6".to_string(),
     ];
     let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
-    let first = Operator::start_as(s.env, &s.scope, s.env.kubeconfig(), &lease)
-        .await
-        .expect("first operator");
+    let first =
+        Operator::start_as(&s.scope, s.env.kubeconfig(), &lease).await.expect("first operator");
     first.wait_leading(Duration::from_secs(60)).await.expect("the first operator takes the Lease");
-    let second =
-        Operator::spawn(s.env, &s.scope, s.env.kubeconfig(), &lease).expect("second operator");
+    let second = Operator::spawn(&s.scope, s.env.kubeconfig(), &lease).expect("second operator");
     second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
     let (_, body) = second.readyz().await.expect("readyz");
     assert!(body.contains("standby"), "the second operator waits: {body}");
@@ -348,12 +431,9 @@ async fn the_image_builds_and_runs_its_binary() {
 #[tokio::test]
 async fn the_operator_talks_to_a_broker_over_mutual_tls() {
     let s = setup("tls").await;
-    let dir = s.scope.dir.join("tls-broker");
-    std::fs::create_dir_all(&dir).expect("folder");
-    let (broker, tls) =
-        kubetwin_e2e::broker::Broker::start_with_tls(&dir).await.expect("TLS broker");
-    let tls_port = broker.tls_port.expect("TLS listener");
-    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let broker = &s.scope.broker;
+    let tls = &broker.tls;
+    let url = broker.tls_url();
     let files = [
         format!("--broker-ca-file={}", tls.ca.display()),
         format!("--broker-client-cert-file={}", tls.client_cert.display()),
@@ -365,10 +445,11 @@ async fn the_operator_talks_to_a_broker_over_mutual_tls() {
             .await
             .expect("the operator connects over mutual TLS and becomes ready");
 
-    // A device on the broker's plain listener is seen by the operator on the TLS listener.
+    // A device with its own certificate is seen by the operator, whose identity on the TLS
+    // listener is its certificate's common name.
     create_device(&s.devices, "sensor-1", json!({})).await;
     let id = s.scope.device_id("sensor-1");
-    let device = TestClient::connect(broker.port, &format!("{id}-raw")).await.expect("mqtt");
+    let device = TestClient::with_certificate(broker, &id).await.expect("mqtt");
     let presence = format!("{}/{id}/presence", s.scope.topic_root);
     let online = json!({"v": 1, "state": "online", "boot": 1, "conn": 1});
     device.publish_json(&presence, &online, true).await.expect("presence");
@@ -379,6 +460,7 @@ async fn the_operator_talks_to_a_broker_over_mutual_tls() {
     let ca_only = [format!("--broker-ca-file={}", tls.ca.display())];
     let ca_only: Vec<&str> = ca_only.iter().map(String::as_str).collect();
     let scope = kubetwin_e2e::fleet::Scope::new(s.env, &format!("{}-nocert", s.scope.namespace))
+        .await
         .expect("scope");
     let refused = Operator::spawn_with_broker(s.env, &scope, &url, &ca_only).expect("spawned");
     let (code, body) = refused

@@ -18,9 +18,10 @@ use kube::{
 use kubetwin_api::{RebootPhase, RebootRequest};
 use kubetwin_e2e::{
     fleet::{Operator, Simulator, metric_value as metric},
+    mqtt::TestClient,
     scenario::{
         RawDevice, condition, create_device, create_reboot, is_connected, phase, reason, reported,
-        setup,
+        setup, setup_with_broker,
     },
     wait::wait_for,
 };
@@ -370,7 +371,9 @@ async fn duplicate_reordered_and_stale_messages_never_move_status_back() {
 
 #[tokio::test]
 async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
-    let s = setup("garbage").await;
+    // An identity the ACL lets publish anywhere, to send what no device could through it (as a
+    // broken broker configuration would let through).
+    let s = setup_with_broker("garbage", |b| b.superusers = vec!["intruder".into()]).await;
     let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let device = RawDevice::connect(&s, "sensor-1").await;
@@ -386,8 +389,9 @@ async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     device.report(1, 3, false, json!({"ok": "x".repeat(70 * 1024)})).await;
     let mqtt = &device.mqtt;
     mqtt.publish(&device.presence_topic, vec![0xff, 0xfe, 0x00], false).await.expect("pub");
+    let intruder = TestClient::with_password(&s.scope.broker, "intruder").await.expect("mqtt");
     let bad_topic = format!("{}/not-a-device!/twin/reported", s.scope.topic_root);
-    mqtt.publish_json(&bad_topic, &json!({"v": 1}), false).await.expect("pub");
+    intruder.publish_json(&bad_topic, &json!({"v": 1}), false).await.expect("pub");
 
     // Barrier: the operator counted every bad message and wrote everything it had queued.
     let wait = Duration::from_secs(30);

@@ -141,6 +141,12 @@ pub enum Event {
     },
     /// A message arrived.
     Message(Received),
+    /// The broker answered a subscription made with [`Client::subscribe`]: for each filter of
+    /// it, in order, `None` when granted, else the refusal reason.
+    SubAck {
+        /// Per filter: the refusal reason, if refused.
+        refused: Vec<Option<String>>,
+    },
     /// The broker refused a QoS 1 publication (MQTT 5 PUBACK reason code of 0x80 or more).
     PublishRefused {
         /// The reason code, as rumqttc names it.
@@ -630,7 +636,8 @@ async fn poll_loop<P: Protocol>(
                 let _ = state.send(LinkState::Up { refused: refused.clone() });
                 Event::Connected { session_present, refused }
             }
-            Polled::SubAck(_) | Polled::Other => continue,
+            Polled::SubAck(codes) => Event::SubAck { refused: codes },
+            Polled::Other => continue,
             Polled::PubAckRefused(reason) => Event::PublishRefused { reason },
             Polled::Message(message) => Event::Message(message),
             Polled::Disconnecting => {

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt, channel::mpsc::UnboundedSender};
@@ -41,7 +41,7 @@ use crate::{
     telemetry::{http::Readiness, metrics::Metrics},
     transport::{
         self,
-        inbound::{Decoder, RequestTrigger, ResyncAll, Triggers},
+        inbound::{Decoder, PublishRefusal, RequestTrigger, ResyncAll, Triggers},
         outbound::Publisher,
     },
     twin::controller::{self as device_controller, DeviceController},
@@ -130,13 +130,17 @@ pub async fn run(
     };
 
     let _ = ready.send(Readiness::NotReady("caches syncing".into()));
-    tokio::spawn(readiness(device_store, reboot_store.clone(), link, metrics.clone(), ready));
-    tokio::spawn(transport::inbound::run(
-        ctx.clone(),
-        Decoder { topics, codec },
-        triggers,
-        mqtt_events,
+    let (refusals, refused) = watch::channel(None);
+    tokio::spawn(readiness(
+        device_store,
+        reboot_store.clone(),
+        link,
+        refused,
+        metrics.clone(),
+        ready,
     ));
+    let decoder = Decoder { topics, codec };
+    tokio::spawn(transport::inbound::run(ctx.clone(), decoder, triggers, mqtt_events, refusals));
 
     info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
     let device_controller =
@@ -191,8 +195,24 @@ where
     })
 }
 
-/// What `/readyz` says once the caches are synced, for a broker link in `state`.
-pub fn readiness_of(state: &LinkState) -> Readiness {
+/// How long a publication the broker refused keeps the operator not ready.
+pub const REFUSAL_HOLD: Duration = Duration::from_secs(60);
+
+/// What `/readyz` says once the caches are synced, for a broker link in `state` and the last
+/// publication the broker refused, at `now`.
+pub fn readiness_of(
+    state: &LinkState,
+    refusal: Option<&PublishRefusal>,
+    now: Instant,
+) -> Readiness {
+    if let Some(refusal) = refusal.filter(|r| now.saturating_duration_since(r.at) < REFUSAL_HOLD)
+        && matches!(state, LinkState::Up { refused } if refused.is_empty())
+    {
+        return Readiness::NotReady(format!(
+            "the broker refused a publication of the operator ({}): check the broker's ACL for the operator's identity",
+            refusal.reason
+        ));
+    }
     match state {
         LinkState::Up { refused } if refused.is_empty() => Readiness::Ready,
         LinkState::Up { refused } => {
@@ -213,6 +233,7 @@ async fn readiness(
     devices: Store<Device>,
     reboots: Store<RebootRequest>,
     mut link: watch::Receiver<LinkState>,
+    mut refused: watch::Receiver<Option<PublishRefusal>>,
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
 ) {
@@ -222,10 +243,19 @@ async fn readiness(
     tracing::debug!("caches synced");
     loop {
         let state = link.borrow_and_update().clone();
+        let refusal = refused.borrow_and_update().clone();
         metrics.set_mqtt_connected(matches!(state, LinkState::Up { .. }));
-        let _ = ready.send(readiness_of(&state));
-        if link.changed().await.is_err() {
-            return;
+        let now = Instant::now();
+        let _ = ready.send(readiness_of(&state, refusal.as_ref(), now));
+        // Look again when a refusal stops counting.
+        let expiry = refusal
+            .map(|r| (r.at + REFUSAL_HOLD).saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            changed = link.changed() => if changed.is_err() { return },
+            changed = refused.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(expiry) => {}
         }
     }
 }
@@ -243,14 +273,34 @@ mod tests {
                 reason: "NotAuthorized".into(),
             }],
         };
+        let now = Instant::now();
         assert_eq!(
-            readiness_of(&refused),
+            readiness_of(&refused, None, now),
             Readiness::NotReady(
                 "the broker refused the subscriptions the operator needs: kt/+/presence (NotAuthorized)"
                     .into()
             )
         );
-        assert_eq!(readiness_of(&LinkState::Up { refused: Vec::new() }), Readiness::Ready);
-        assert_eq!(readiness_of(&LinkState::Down), Readiness::NotReady("MQTT disconnected".into()));
+        let up = LinkState::Up { refused: Vec::new() };
+        assert_eq!(readiness_of(&up, None, now), Readiness::Ready);
+        assert_eq!(
+            readiness_of(&LinkState::Down, None, now),
+            Readiness::NotReady("MQTT disconnected".into())
+        );
+    }
+
+    #[test]
+    fn a_refused_publication_makes_the_operator_not_ready_for_a_while() {
+        let at = Instant::now();
+        let refusal = PublishRefusal { at, reason: "NotAuthorized".into() };
+        let up = LinkState::Up { refused: Vec::new() };
+        assert_eq!(
+            readiness_of(&up, Some(&refusal), at + Duration::from_secs(59)),
+            Readiness::NotReady(
+                "the broker refused a publication of the operator (NotAuthorized): check the broker's ACL for the operator's identity"
+                    .into()
+            )
+        );
+        assert_eq!(readiness_of(&up, Some(&refusal), at + REFUSAL_HOLD), Readiness::Ready);
     }
 }

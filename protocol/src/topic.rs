@@ -82,6 +82,12 @@ impl Topics {
         format!("{}/+/presence", self.root)
     }
 
+    /// Operator filter for every device's desired document: `{root}/+/twin/desired` (the
+    /// operator watches the documents it owns, to notice when anything else overwrote one).
+    pub fn desired_filter(&self) -> String {
+        format!("{}/+/twin/desired", self.root)
+    }
+
     /// Device filter for its method requests: `{root}/{id}/rpc/req/#`.
     pub fn request_filter(&self, device_id: &str) -> String {
         format!("{}/{device_id}/rpc/req/#", self.root)
@@ -94,6 +100,7 @@ impl Topics {
             self.get_filter(),
             self.response_filter(),
             self.presence_filter(),
+            self.desired_filter(),
         ]
     }
 
@@ -252,6 +259,7 @@ mod tests {
                 "site-a/kt/+/twin/get",
                 "site-a/kt/+/rpc/res/+",
                 "site-a/kt/+/presence",
+                "site-a/kt/+/twin/desired",
             ]
         );
         assert_eq!(

@@ -160,24 +160,116 @@ Checks of combinations the schema cannot express. Included by the Deployment.
 {{- if and .Values.broker.auth.passwordSecret (not .Values.broker.auth.username) }}
 {{- fail "broker.auth.passwordSecret needs broker.auth.username (the operator only sends a password with a user name)" }}
 {{- end }}
+{{- if and .Values.mosquitto.enabled (not .Values.mosquitto.auth.allowAnonymousInsecure) }}
+{{- if not .Values.mosquitto.auth.passwordFileSecret }}
+{{- fail (printf `mosquitto.enabled=true needs per-device credentials: set mosquitto.auth.passwordFileSecret.
+It names a Secret whose key %q (mosquitto.auth.passwordFileKey) is a mosquitto password file with
+the operator's user (broker.auth.username, e.g. kubetwin-operator) and one user per device, whose
+user name is its deviceId. Create it with:
+  mosquitto_passwd -c -b ./passwords kubetwin-operator OPERATOR_PASSWORD
+  mosquitto_passwd -b ./passwords DEVICE_ID DEVICE_PASSWORD     # once per device
+  kubectl -n %s create secret generic kubetwin-mosquitto-passwords --from-file=%s=./passwords
+and install with --set mosquitto.auth.passwordFileSecret=kubetwin-mosquitto-passwords (see docs/security.md).
+Only on a laptop: mosquitto.auth.allowAnonymousInsecure=true lets any client act as any device.` .Values.mosquitto.auth.passwordFileKey .Release.Namespace .Values.mosquitto.auth.passwordFileKey) }}
+{{- end }}
+{{- if or (not .Values.broker.auth.username) (not .Values.broker.auth.passwordSecret) }}
+{{- fail `the bundled broker (mosquitto.enabled=true) authenticates the operator too: set broker.auth.username
+(typically kubetwin-operator, a user of the password file) and broker.auth.passwordSecret (a Secret
+whose key "password", see broker.auth.passwordKey, holds that user's password), for example
+  kubectl create secret generic kubetwin-mqtt-auth --from-literal=password=OPERATOR_PASSWORD
+  --set broker.auth.username=kubetwin-operator --set broker.auth.passwordSecret=kubetwin-mqtt-auth` }}
+{{- end }}
+{{- if not (regexMatch "^[^\\s+#/]+$" .Values.broker.auth.username) }}
+{{- fail (printf "broker.auth.username %q cannot name the operator in the bundled broker's topic ACL: use no whitespace, '+', '#' or '/'" .Values.broker.auth.username) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.mosquitto.enabled .Values.mosquitto.tls.enabled (not .Values.mosquitto.tls.secret) }}
+{{- fail "mosquitto.tls.enabled=true needs mosquitto.tls.secret: a kubernetes.io/tls Secret with tls.crt and tls.key (the broker's certificate) and ca.crt (the CA that issues device certificates), as cert-manager writes it (see docs/security.md)" }}
+{{- end }}
 {{- end }}
 
 {{/*
-Configuration of the bundled mosquitto broker.
+Configuration of the bundled mosquitto broker (the ConfigMap key mosquitto.conf). Secure by
+default: every client authenticates (password file on 1883, client certificate on 8883), its
+client id is forced to that identity, and the topic ACL (kubetwin.mosquitto.acl) lets a device
+act only as itself. mosquitto.auth.allowAnonymousInsecure drops all of that.
 */}}
 {{- define "kubetwin.mosquitto.config" -}}
+{{- $insecure := .Values.mosquitto.auth.allowAnonymousInsecure -}}
 # Bundled broker of the kubetwin chart (mosquitto.enabled=true).
-listener 1883
-# QUICKSTART ONLY: anyone who can reach this port may connect without a user name or TLS,
-# read every device's messages and send commands. Use a secured broker in production.
-allow_anonymous true
+{{- if $insecure }}
+# INSECURE (mosquitto.auth.allowAnonymousInsecure=true): anyone who can reach a listener may
+# connect without credentials, act as any device, read every device's messages and send
+# commands. Laptop only.
+{{- else }}
+# Every client authenticates; its client id is forced to its identity (user name, or the
+# common name of its certificate), and the topic ACL lets a device act only as itself.
+per_listener_settings true
+{{- end }}
 # No state on disk: sessions and retained messages are lost when the pod restarts.
 persistence false
+# QoS 1 messages queued per offline persistent client, at most (mosquitto.maxQueuedMessages).
+max_queued_messages {{ int .Values.mosquitto.maxQueuedMessages }}
 log_dest stdout
 log_type error
 log_type warning
 log_type notice
 log_type information
+{{- if $insecure }}
+# Plain MQTT, anonymous.
+listener 1883
+allow_anonymous true
+{{- else }}
+# Plain MQTT: user name (= deviceId) and password from the password file.
+listener 1883
+use_username_as_clientid true
+allow_anonymous false
+password_file /mosquitto/auth/passwords
+acl_file /mosquitto/config/acl
+{{- end }}
+{{- if .Values.mosquitto.tls.enabled }}
+# MQTT over TLS: a client certificate from the CA in ca.crt is required; its common name is the
+# client's user name (= deviceId).
+listener 8883
+cafile /mosquitto/tls/ca.crt
+certfile /mosquitto/tls/tls.crt
+keyfile /mosquitto/tls/tls.key
+require_certificate true
+use_identity_as_username true
+{{- if $insecure }}
+allow_anonymous true
+{{- else }}
+use_username_as_clientid true
+allow_anonymous false
+acl_file /mosquitto/config/acl
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Topic ACL of the bundled broker (the ConfigMap key acl), from broker.topicRoot and the
+operator's user name broker.auth.username. The e2e harness generates the same text from Rust
+and a test compares them: change both together.
+*/}}
+{{- define "kubetwin.mosquitto.acl" -}}
+{{- $root := .Values.broker.topicRoot -}}
+{{- $operator := .Values.broker.auth.username -}}
+# kubetwin topic ACL (generated): every device acts only as itself; %u is its identity,
+# which is its deviceId (the user name, or the certificate's common name).
+pattern write {{ $root }}/%u/twin/reported
+pattern write {{ $root }}/%u/twin/get
+pattern write {{ $root }}/%u/rpc/res/+
+pattern write {{ $root }}/%u/presence
+pattern read {{ $root }}/%u/twin/desired
+pattern read {{ $root }}/%u/rpc/req/#
+# The operator reads what devices send, and alone writes desired documents and requests.
+user {{ $operator }}
+topic read {{ $root }}/+/twin/reported
+topic read {{ $root }}/+/twin/get
+topic read {{ $root }}/+/rpc/res/+
+topic read {{ $root }}/+/presence
+topic readwrite {{ $root }}/+/twin/desired
+topic write {{ $root }}/+/rpc/req/#
 {{- end }}
 
 {{/*

@@ -1,5 +1,7 @@
 //! Runs a local kubetwin environment (etcd, kube-apiserver, kube-controller-manager and
-//! mosquitto) in the foreground until interrupted. Used by `make demo`.
+//! mosquitto with per-device identity and topic ACLs) in the foreground until interrupted.
+//! Used by `make demo`. Writes `operator.flags` and `simulator.flags` (the broker URL and
+//! credentials flags, one per line) next to its `ready.json`.
 //!
 //!     kubetwin-env --dir .demo/env
 
@@ -45,6 +47,17 @@ async fn main() -> ExitCode {
         };
         if let Err(error) = installed {
             eprintln!("kubetwin-env: installing CRDs failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // The broker's flags for the operator and the simulator, one per line, for scripts.
+    let flags = [
+        ("operator.flags", env.broker.operator_flags()),
+        ("simulator.flags", env.broker.simulator_certificate_flags()),
+    ];
+    for (file, lines) in flags {
+        if let Err(error) = std::fs::write(dir.join(file), lines.join("\n") + "\n") {
+            eprintln!("kubetwin-env: cannot write {file}: {error}");
             return ExitCode::FAILURE;
         }
     }

@@ -25,7 +25,7 @@ use kubetwin_protocol::{Admission, DeviceId, Inbound};
 
 pub use followers::Follower;
 pub use ownership::Claim;
-pub use state::{Answer, DeviceState};
+pub use state::{Answer, DeviceState, Published};
 
 use followers::Followers;
 use ownership::{Claimant, Ownership};
@@ -94,6 +94,12 @@ pub enum Admitted {
     Unknown {
         /// The message kind.
         kind: MessageKind,
+    },
+    /// A retained desired document (or its clearing) that the operator did not publish, on
+    /// the topic of a device `owner` owns: it must be published again.
+    DesiredOverwritten {
+        /// The Device that owns the device id.
+        owner: ObjectRef<Device>,
     },
 }
 
@@ -206,6 +212,35 @@ impl FleetIndex {
         self.states.get_mut(id)
     }
 
+    /// A retained desired document was cleared (an empty payload) on the topic of `id`.
+    pub fn desired_cleared(&mut self, id: &str) -> Admitted {
+        self.desired_seen(id, None)
+    }
+
+    /// The broker delivered a desired document (`None`: its clearing) on the topic of `id`:
+    /// the operator's own is an echo; anything else overwrote it, so it is republished.
+    fn desired_seen(
+        &mut self,
+        id: &str,
+        document: Option<&kubetwin_protocol::DesiredDocument>,
+    ) -> Admitted {
+        let kind = MessageKind::Operator;
+        let (Some(owner), Some(state)) =
+            (self.ownership.owner(id).cloned(), self.states.get_mut(id))
+        else {
+            return Admitted::Dropped { kind, reason: "operator" };
+        };
+        let Some(published) = &state.published else {
+            // Nothing published in this session yet: the next reconcile publishes anyway.
+            return Admitted::Dropped { kind, reason: "operator" };
+        };
+        if document.is_some_and(|d| &Published::of(d) == published) {
+            return Admitted::Dropped { kind, reason: "operator" };
+        }
+        state.published = None;
+        Admitted::DesiredOverwritten { owner }
+    }
+
     /// Applies one decoded MQTT message.
     pub fn admit(
         &mut self,
@@ -216,6 +251,9 @@ impl FleetIndex {
     ) -> Admitted {
         let kind = MessageKind::of(inbound);
         let id = inbound.device_id();
+        if let Inbound::Desired { message, .. } = inbound {
+            return self.desired_seen(id, Some(message));
+        }
         let owner = self.ownership.owner(id).cloned();
         let state = match (&owner, self.states.get_mut(id)) {
             (Some(_), Some(state)) => state,
@@ -274,6 +312,7 @@ fn apply(state: &mut DeviceState, inbound: &Inbound, retained: bool, now: Timest
             state.published = None;
             Admission::Accept
         }
+        // Desired documents are handled before this; requests are not for the operator.
         Inbound::Desired { .. } | Inbound::Request { .. } => Admission::Stale,
     }
 }
@@ -370,6 +409,47 @@ mod tests {
         assert_eq!(
             index.claim_of(&bare_ref(&kept)),
             Some(Claim::Owner(DeviceId::new("shared").expect("valid")))
+        );
+    }
+
+    #[test]
+    fn a_desired_document_someone_else_wrote_is_republished_and_our_own_echo_is_not() {
+        use kubetwin_protocol::DesiredDocument;
+        let mut index = FleetIndex::default();
+        let d = device("plant", "sensor-1", None, 100);
+        index.device_event(&watcher::Event::Apply(d.clone()));
+        let mut desired = serde_json::Map::new();
+        desired.insert("led".into(), serde_json::json!("green"));
+        let ours = DesiredDocument::new("uid-plant-sensor-1", 3, "2025-05-01T12:00:00Z", desired);
+        let topics = Topics::default();
+        let inbound = |doc: &DesiredDocument| {
+            let payload = Codec::default().encode(doc).expect("encodes");
+            Codec::default()
+                .decode_inbound(&topics, &topics.desired("plant.sensor-1"), &payload)
+                .expect("decodes")
+        };
+        let clock = Instant::now();
+        assert!(
+            matches!(index.admit(&inbound(&ours), true, now(), clock), Admitted::Dropped { .. }),
+            "before anything was published in this session, the next reconcile publishes anyway"
+        );
+        index.state_mut("plant.sensor-1").expect("owned").published = Some(Published::of(&ours));
+        assert!(
+            matches!(index.admit(&inbound(&ours), true, now(), clock), Admitted::Dropped { .. }),
+            "our own retained document is an echo"
+        );
+        let mut forged = ours.clone();
+        forged.desired.insert("led".into(), serde_json::json!("red"));
+        assert_eq!(
+            index.admit(&inbound(&forged), true, now(), clock),
+            Admitted::DesiredOverwritten { owner: bare_ref(&d) }
+        );
+        assert_eq!(index.state("plant.sensor-1").and_then(|s| s.published.clone()), None);
+        index.state_mut("plant.sensor-1").expect("owned").published = Some(Published::of(&ours));
+        assert_eq!(
+            index.desired_cleared("plant.sensor-1"),
+            Admitted::DesiredOverwritten { owner: bare_ref(&d) },
+            "a cleared document is an overwrite too"
         );
     }
 

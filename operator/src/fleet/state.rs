@@ -78,8 +78,44 @@ pub struct DeviceState {
     pub connection: ConnectionStatus,
     /// Latest answers to method requests, newest last.
     pub answers: VecDeque<Answer>,
-    /// Desired version published in this MQTT session (`None`: publish again).
-    pub published: Option<(String, i64)>,
+    /// The desired document published in this MQTT session (`None`: publish again).
+    pub published: Option<Published>,
+}
+
+/// A desired document the operator published: its version and a fingerprint of its content,
+/// so that the operator recognises its own retained document when the broker delivers it,
+/// and notices one that anything else wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The Device's uid.
+    pub epoch: String,
+    /// The Device's generation.
+    pub version: i64,
+    /// Fingerprint of the desired properties.
+    pub fingerprint: u64,
+}
+
+impl Published {
+    /// What identifies `document`.
+    pub fn of(document: &kubetwin_protocol::DesiredDocument) -> Self {
+        Self {
+            epoch: document.epoch.clone(),
+            version: document.version,
+            fingerprint: desired_fingerprint(&document.desired),
+        }
+    }
+
+    /// Whether it describes (epoch, version).
+    pub fn is(&self, epoch: &str, version: i64) -> bool {
+        self.epoch == epoch && self.version == version
+    }
+}
+
+/// A fingerprint of desired properties (their canonical JSON: keys sorted).
+pub fn desired_fingerprint(desired: &Map<String, Value>) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one(Value::Object(desired.clone()).to_string())
 }
 
 impl DeviceState {

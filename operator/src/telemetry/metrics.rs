@@ -49,6 +49,7 @@ pub struct Metrics {
     events_dropped: Counter,
     inbound_queue_depth: Gauge,
     status_in_flight: Gauge,
+    desired_overwrites: Counter,
 }
 
 impl Default for Metrics {
@@ -70,6 +71,7 @@ impl Default for Metrics {
             events_dropped: Counter::default(),
             inbound_queue_depth: Gauge::default(),
             status_in_flight: Gauge::default(),
+            desired_overwrites: Counter::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -149,6 +151,11 @@ impl Metrics {
             m.events_dropped.clone(),
         );
         r.register(
+            "kubetwin_desired_overwrites",
+            "Retained desired documents that something other than the operator overwrote or cleared (each is published again)",
+            m.desired_overwrites.clone(),
+        );
+        r.register(
             "kubetwin_status_writes_in_flight",
             "Status patches sent and not yet answered",
             m.status_in_flight.clone(),
@@ -204,6 +211,10 @@ impl Metrics {
     /// Sets the status queue depth.
     pub fn set_queue_depth(&self, depth: usize) {
         self.status_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    /// Counts a desired document someone else overwrote.
+    pub fn desired_overwritten(&self) {
+        self.desired_overwrites.inc();
     }
     /// Sets how many status patches are in flight.
     pub fn set_writes_in_flight(&self, count: usize) {

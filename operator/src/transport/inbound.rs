@@ -9,8 +9,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use kubetwin_api::Device;
 use kubetwin_mqtt::{Event, Received};
-use kubetwin_protocol::{Codec, DecodeError, Topics};
-use tokio::sync::mpsc;
+use kubetwin_protocol::{Codec, DecodeError, ParsedTopic, Topics};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -56,12 +56,23 @@ pub struct Decoder {
     pub codec: Codec,
 }
 
-/// Processes MQTT events until the connection task ends.
+/// A publication the broker refused (MQTT 5 PUBACK reason code): when, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishRefusal {
+    /// When the refusal arrived.
+    pub at: Instant,
+    /// The broker's reason code.
+    pub reason: String,
+}
+
+/// Processes MQTT events until the connection task ends. Publication refusals go to
+/// `refusals` (readiness reports them).
 pub async fn run(
     ctx: Arc<Context>,
     decoder: Decoder,
     triggers: Triggers,
     mut events: mpsc::Receiver<Event>,
+    refusals: watch::Sender<Option<PublishRefusal>>,
 ) {
     // Messages wait in the channel until the Device cache is complete, so retained presence
     // delivered at start is matched against every existing Device.
@@ -90,9 +101,12 @@ pub async fn run(
             }
             Event::PublishRefused { reason } => {
                 ctx.metrics.mqtt_refused("publish");
-                warn!(%reason, "the broker refused a publication of the operator");
+                warn!(%reason, "the broker refused a publication of the operator; not ready");
+                let _ = refusals.send(Some(PublishRefusal { at: Instant::now(), reason }));
             }
             Event::Down { reason } => debug!(%reason, "MQTT session down"),
+            // The operator makes no subscriptions of its own beyond the session's.
+            Event::SubAck { .. } => {}
             Event::Closed => debug!("MQTT connection closed"),
             Event::Message(message) => handle(&ctx, &decoder, &triggers, &message, &mut log),
         }
@@ -108,20 +122,26 @@ fn handle(
     log: &mut LogLimiter,
 ) {
     let clock = Instant::now();
-    let inbound =
+    let (device, admitted) =
         match decoder.codec.decode_inbound(&decoder.topics, &message.topic, &message.payload) {
-            Ok(inbound) => inbound,
-            Err(error) => {
-                let device = decoder
-                    .topics
-                    .parse(&message.topic)
-                    .map(|t| t.device_id().to_string())
-                    .unwrap_or_default();
-                reject(ctx, log, &device, &message.topic, &error, clock);
-                return;
+            Ok(inbound) => {
+                let admitted =
+                    ctx.fleet().admit(&inbound, message.retained, Timestamp::now(), clock);
+                (inbound.device_id().clone(), admitted)
             }
+            Err(error) => match (&error, decoder.topics.parse(&message.topic)) {
+                // A cleared retained desired document: an overwrite, unless nobody owns the id.
+                (DecodeError::Empty, Ok(ParsedTopic::Desired { device_id })) => {
+                    let admitted = ctx.fleet().desired_cleared(&device_id);
+                    (device_id, admitted)
+                }
+                (_, parsed) => {
+                    let device = parsed.map(|t| t.device_id().to_string()).unwrap_or_default();
+                    reject(ctx, log, &device, &message.topic, &error, clock);
+                    return;
+                }
+            },
         };
-    let admitted = ctx.fleet().admit(&inbound, message.retained, Timestamp::now(), clock);
     match admitted {
         Admitted::Accepted { kind, owner, followers } => {
             ctx.metrics.received(kind.as_str());
@@ -132,11 +152,16 @@ fn handle(
         }
         Admitted::Dropped { kind, reason } => {
             ctx.metrics.dropped(reason);
-            debug!(device = %inbound.device_id(), kind = kind.as_str(), reason, "message dropped");
+            debug!(%device, kind = kind.as_str(), reason, "message dropped");
         }
         Admitted::Unknown { .. } => {
-            let error = DecodeError::UnknownDevice(inbound.device_id().to_string());
-            reject(ctx, log, inbound.device_id().as_str(), &message.topic, &error, clock);
+            let error = DecodeError::UnknownDevice(device.to_string());
+            reject(ctx, log, &device, &message.topic, &error, clock);
+        }
+        Admitted::DesiredOverwritten { owner } => {
+            ctx.metrics.desired_overwritten();
+            warn!(%device, topic = %message.topic, "the retained desired document was overwritten by someone else; publishing it again");
+            triggers.device(owner);
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     context::Context,
     error::Error,
     error::Result,
-    fleet::{Claim, bare_ref},
+    fleet::{Claim, Published, bare_ref},
     k8s::{
         Retries,
         conditions::find,
@@ -93,7 +93,7 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         let state = owned_id.as_ref().and_then(|id| fleet.state(id));
         let publish = owned_id.is_some()
             && problem.is_none()
-            && state.is_some_and(|s| s.published.as_ref() != Some(&(uid.clone(), generation)));
+            && state.is_some_and(|s| !s.published.as_ref().is_some_and(|p| p.is(&uid, generation)));
         (desired_status(&device, state, problem.as_ref(), now)?, publish)
     };
 
@@ -106,7 +106,7 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         );
         ctx.publisher.desired(id, &document).await?;
         if let Some(state) = ctx.fleet().state_mut(id) {
-            state.published = Some((uid, generation));
+            state.published = Some(Published::of(&document));
         }
         tracing::debug!(device = %name, %namespace, generation, "desired document published");
     }
