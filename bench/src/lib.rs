@@ -17,6 +17,7 @@ pub mod b2_ingestion;
 pub mod b3_memory;
 pub mod b4_restart;
 pub mod b5_latency;
+pub mod b6_identity;
 pub mod cluster;
 pub mod ops;
 pub mod ping;
@@ -59,12 +60,15 @@ pub enum ScenarioId {
     B4,
     /// Latency.
     B5,
+    /// Identity cost.
+    B6,
 }
 
 impl ScenarioId {
     /// Every scenario, in the order they run: B3 last, so that its 100,000 objects do not
     /// weigh on the API server during the others.
-    pub const RUN_ORDER: [ScenarioId; 5] = [Self::B1, Self::B2, Self::B4, Self::B5, Self::B3];
+    pub const RUN_ORDER: [ScenarioId; 6] =
+        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B3];
 
     /// Parses `B1` … `B5` (any case).
     pub fn parse(text: &str) -> Option<Self> {
@@ -74,6 +78,7 @@ impl ScenarioId {
             "B3" => Some(Self::B3),
             "B4" => Some(Self::B4),
             "B5" => Some(Self::B5),
+            "B6" => Some(Self::B6),
             _ => None,
         }
     }
@@ -86,6 +91,7 @@ impl ScenarioId {
             Self::B3 => b3_memory::TITLE,
             Self::B4 => b4_restart::TITLE,
             Self::B5 => b5_latency::TITLE,
+            Self::B6 => b6_identity::TITLE,
         }
     }
 
@@ -97,6 +103,7 @@ impl ScenarioId {
             Self::B3 => b3_memory::WHAT,
             Self::B4 => b4_restart::WHAT,
             Self::B5 => b5_latency::WHAT,
+            Self::B6 => b6_identity::WHAT,
         }
     }
 }
@@ -126,6 +133,8 @@ pub struct Sizes {
     pub b4_window: Duration,
     /// B5: measured runs.
     pub b5_runs: usize,
+    /// B6: devices with their own credentials.
+    pub b6_devices: usize,
 }
 
 impl Sizes {
@@ -140,6 +149,7 @@ impl Sizes {
             b4_devices: 10_000,
             b4_window: Duration::from_secs(30),
             b5_runs: 100,
+            b6_devices: 10_000,
         }
     }
 
@@ -154,6 +164,7 @@ impl Sizes {
             b4_devices: 200,
             b4_window: Duration::from_secs(10),
             b5_runs: 5,
+            b6_devices: 20,
         }
     }
 }
@@ -177,7 +188,7 @@ impl Bench<'_> {
         let namespace =
             self.env.namespace(&self.client, prefix).await.context("creating a namespace")?;
         let ids = cluster::device_ids(&format!("{}.d", namespace.name), 0..devices);
-        let scope = Scope::with_broker(self.env, &namespace.name, |setup| {
+        let scope = Scope::with_broker(self.env, &namespace.name, |setup, _| {
             setup.password_devices = ids;
             setup.extra_operators = vec![ping::BENCH_CLIENT.to_string()];
         })
@@ -220,6 +231,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             ScenarioId::B3 => b3_memory::run(&bench).await,
             ScenarioId::B4 => b4_restart::run(&bench).await,
             ScenarioId::B5 => b5_latency::run(&bench).await,
+            ScenarioId::B6 => b6_identity::run(&bench).await,
         };
         let report = result.unwrap_or_else(|error| {
             ScenarioReport::failed(&id.to_string(), id.title(), id.what(), &error)

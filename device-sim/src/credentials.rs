@@ -16,9 +16,9 @@ use ring::{hmac, pbkdf2, rand::SecureRandom};
 /// writes them.
 pub const MOSQUITTO_ITERATIONS: u32 = 101;
 /// Bytes of salt in a `$7$` hash.
-const SALT_BYTES: usize = 12;
+pub const SALT_BYTES: usize = 12;
 /// Bytes of a `$7$` hash.
-const HASH_BYTES: usize = 64;
+pub const HASH_BYTES: usize = 64;
 
 /// Why credentials could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +63,29 @@ pub fn mosquitto_password_line(
     password: &str,
     random: &dyn SecureRandom,
 ) -> Result<String, CredentialsError> {
-    let mut salt = [0u8; SALT_BYTES];
-    random.fill(&mut salt).map_err(|_| CredentialsError::Random)?;
-    Ok(password_line_with_salt(user, password, &salt))
+    Ok(password_line_with_salt(user, password, &salt(random)?))
 }
 
 fn password_line_with_salt(user: &str, password: &str, salt: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let hash = password_hash(password, salt);
+    format!("{user}:$7${MOSQUITTO_ITERATIONS}${}${}", b64.encode(salt), b64.encode(hash))
+}
+
+/// mosquitto's password hash (PBKDF2-HMAC-SHA512, [`MOSQUITTO_ITERATIONS`], 64 bytes) of
+/// `password` with `salt`, as its password file and its dynamic-security plugin store it.
+pub fn password_hash(password: &str, salt: &[u8]) -> [u8; HASH_BYTES] {
     let mut hash = [0u8; HASH_BYTES];
     let iterations = NonZeroU32::new(MOSQUITTO_ITERATIONS).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA512, iterations, salt, password.as_bytes(), &mut hash);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    format!("{user}:$7${MOSQUITTO_ITERATIONS}${}${}", b64.encode(salt), b64.encode(hash))
+    hash
+}
+
+/// A fresh random salt of the length mosquitto uses.
+pub fn salt(random: &dyn SecureRandom) -> Result<[u8; SALT_BYTES], CredentialsError> {
+    let mut salt = [0u8; SALT_BYTES];
+    random.fill(&mut salt).map_err(|_| CredentialsError::Random)?;
+    Ok(salt)
 }
 
 /// Password-file lines for every device id, with passwords derived from `secret`.

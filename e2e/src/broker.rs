@@ -64,13 +64,55 @@ topic write {root}/+/rpc/req/#
 }
 
 /// Whether clients must prove who they are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Identity {
     /// Per-client identity, client id forced to it, topic ACLs (the default).
     #[default]
     Enforced,
     /// Anyone may connect as anything (`allow_anonymous true`, no ACL): insecure.
     AnonymousInsecure,
+    /// mosquitto's dynamic-security plugin instead of the password file and ACL file: the
+    /// operator (password login) may subscribe only to `operator_may_subscribe`; unlike the
+    /// ACL file, the plugin refuses other subscriptions in the SUBACK.
+    DynamicSecurity {
+        /// Topic filters the operator may subscribe to.
+        operator_may_subscribe: Vec<String>,
+    },
+}
+
+/// The path of mosquitto's dynamic-security plugin from Debian's package.
+pub const DYNAMIC_SECURITY_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+
+/// A dynamic-security configuration with one client, the operator, whose role allows
+/// subscribing to `filters` and publishing anywhere.
+fn dynamic_security_config(operator_password: &str, filters: &[String]) -> Result<String> {
+    use base64::Engine as _;
+    let random = ring::rand::SystemRandom::new();
+    let salt = kubetwin_device_sim::credentials::salt(&random).map_err(|e| Error::Io {
+        context: "salting".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let hash = kubetwin_device_sim::credentials::password_hash(operator_password, &salt);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut acls: Vec<serde_json::Value> = filters
+        .iter()
+        .map(|f| serde_json::json!({"acltype": "subscribeLiteral", "topic": f, "priority": 0, "allow": true}))
+        .collect();
+    acls.push(serde_json::json!({"acltype": "publishClientSend", "topic": "#", "priority": 0, "allow": true}));
+    acls.push(serde_json::json!({"acltype": "publishClientReceive", "topic": "#", "priority": 0, "allow": true}));
+    let config = serde_json::json!({
+        "defaultACLAccess": {"publishClientSend": false, "publishClientReceive": true, "subscribe": false, "unsubscribe": true},
+        "clients": [{
+            "username": OPERATOR,
+            "password": b64.encode(hash),
+            "salt": b64.encode(salt),
+            "iterations": kubetwin_device_sim::credentials::MOSQUITTO_ITERATIONS,
+            "roles": [{"rolename": "operator"}],
+        }],
+        "groups": [],
+        "roles": [{"rolename": "operator", "acls": acls}],
+    });
+    Ok(config.to_string())
 }
 
 /// How to set up a broker.
@@ -151,16 +193,30 @@ impl Broker {
         let binary = tools::mosquitto()?;
         let port = crate::process::free_port()?;
         let tls_port = crate::process::free_port()?;
-        let identity = match setup.identity {
+        let identity = match &setup.identity {
             Identity::Enforced => format!(
                 "allow_anonymous false\npassword_file {}\nacl_file {}\n",
                 dir.join("passwords").display(),
                 dir.join("acl").display()
             ),
             Identity::AnonymousInsecure => "allow_anonymous true\n".to_string(),
+            Identity::DynamicSecurity { operator_may_subscribe } => {
+                let file = dir.join("dynamic-security.json");
+                let password = derive_password(&secret, OPERATOR);
+                write(
+                    &file,
+                    dynamic_security_config(&password, operator_may_subscribe)?.as_bytes(),
+                )?;
+                format!(
+                    "allow_anonymous false\nplugin {DYNAMIC_SECURITY_PLUGIN}\nplugin_opt_config_file {}\n",
+                    file.display()
+                )
+            }
         };
         let bind_id = match setup.identity {
-            Identity::Enforced => "use_username_as_clientid true\n",
+            Identity::Enforced | Identity::DynamicSecurity { .. } => {
+                "use_username_as_clientid true\n"
+            }
             Identity::AnonymousInsecure => "",
         };
         let persistence = if setup.persistence {
@@ -232,7 +288,7 @@ connection_messages true
     /// Operator flags: its URL and credentials (none when anonymous).
     pub fn operator_flags(&self) -> Vec<String> {
         let mut flags = vec![format!("--broker-url={}", self.url())];
-        if self.setup.identity == Identity::Enforced {
+        if self.setup.identity != Identity::AnonymousInsecure {
             flags.push(format!("--broker-username={OPERATOR}"));
             flags.push(format!(
                 "--broker-password-file={}",
@@ -246,7 +302,7 @@ connection_messages true
     /// device id, minted from the broker's CA (no broker change needed per device).
     pub fn simulator_certificate_flags(&self) -> Vec<String> {
         match self.setup.identity {
-            Identity::Enforced => vec![
+            Identity::Enforced | Identity::DynamicSecurity { .. } => vec![
                 format!("--broker-url={}", self.tls_url()),
                 format!("--broker-ca-file={}", self.tls.ca.display()),
                 format!("--device-ca-cert-file={}", self.tls.ca.display()),

@@ -50,20 +50,21 @@ impl Scope {
     /// A scope for `namespace` with its folder under the environment's folder and its own
     /// broker with the default setup.
     pub async fn new(env: &TestEnv, namespace: &str) -> Result<Self> {
-        Self::with_broker(env, namespace, |_| {}).await
+        Self::with_broker(env, namespace, |_, _| {}).await
     }
 
-    /// Like [`Scope::new`], with the broker setup changed by `adjust` first.
+    /// Like [`Scope::new`], with the broker setup changed by `adjust` (given the setup and the
+    /// namespace) first.
     pub async fn with_broker(
         env: &TestEnv,
         namespace: &str,
-        adjust: impl FnOnce(&mut BrokerSetup),
+        adjust: impl FnOnce(&mut BrokerSetup, &str),
     ) -> Result<Self> {
         let dir = env.dir().join("scopes").join(namespace);
         std::fs::create_dir_all(&dir).map_err(io_context(format!("creating {}", dir.display())))?;
         let topic_root = format!("kt/{namespace}");
         let mut setup = BrokerSetup::new(&topic_root);
-        adjust(&mut setup);
+        adjust(&mut setup, namespace);
         let broker = Broker::start(&dir.join("broker"), setup).await?;
         Ok(Self { namespace: namespace.to_string(), topic_root, dir, broker: Arc::new(broker) })
     }

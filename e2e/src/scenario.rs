@@ -30,11 +30,11 @@ pub struct Setup {
 ///
 /// Panics when the environment cannot be used: this is for tests.
 pub async fn setup(prefix: &str) -> Setup {
-    setup_with_broker(prefix, |_| {}).await
+    setup_with_broker(prefix, |_, _| {}).await
 }
 
 /// Like [`setup`], with the test's broker set up as `adjust` says.
-pub async fn setup_with_broker(prefix: &str, adjust: impl FnOnce(&mut BrokerSetup)) -> Setup {
+pub async fn setup_with_broker(prefix: &str, adjust: impl FnOnce(&mut BrokerSetup, &str)) -> Setup {
     let env = TestEnv::shared();
     let client = env.client().await.expect("admin client");
     install_crds(&client).await.expect("CRDs install");

@@ -373,7 +373,7 @@ async fn duplicate_reordered_and_stale_messages_never_move_status_back() {
 async fn malformed_wrong_version_and_oversized_messages_are_dropped() {
     // An identity the ACL lets publish anywhere, to send what no device could through it (as a
     // broken broker configuration would let through).
-    let s = setup_with_broker("garbage", |b| b.superusers = vec!["intruder".into()]).await;
+    let s = setup_with_broker("garbage", |b, _| b.superusers = vec!["intruder".into()]).await;
     let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_device(&s.devices, "sensor-1", json!({})).await;
     let device = RawDevice::connect(&s, "sensor-1").await;
