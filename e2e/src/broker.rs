@@ -186,7 +186,8 @@ impl Broker {
             acl.push_str(&operator_acl(&setup.topic_root, extra));
         }
         for superuser in &setup.superusers {
-            acl.push_str(&format!("user {superuser}\ntopic readwrite #\n"));
+            // `#` does not match `$SYS/...`: the broker's own statistics are named apart.
+            acl.push_str(&format!("user {superuser}\ntopic readwrite #\ntopic read $SYS/#\n"));
         }
         write(&dir.join("acl"), acl.as_bytes())?;
 
@@ -241,6 +242,7 @@ require_certificate true
 use_identity_as_username true
 {bind_id}{persistence}max_packet_size {MAX_PACKET_BYTES}
 max_queued_messages {MAX_QUEUED_MESSAGES}
+sys_interval 1
 set_tcp_nodelay true
 log_dest stdout
 log_type error
