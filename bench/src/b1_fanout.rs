@@ -13,6 +13,7 @@ use super::{
     progress,
     report::{Goal, Row, ScenarioReport, Unit},
 };
+use kubetwin_e2e::broker::Login;
 use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
@@ -137,7 +138,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
     let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
     let simulator =
-        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &SIM_FLAGS)?;
+        Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &SIM_FLAGS)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
         let count = connected.count(|c| *c);

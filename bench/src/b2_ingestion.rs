@@ -16,6 +16,7 @@ use super::{
     prom::Quantile,
     report::{Goal, Row, ScenarioReport, Unit, thousands},
 };
+use kubetwin_e2e::broker::Login;
 use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
@@ -89,7 +90,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         "B2: {n} devices reporting every {interval_ms} ms for {load:.0?} ({connecting:.0?} to connect)"
     ));
     let simulator =
-        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &sim_flags)?;
+        Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &sim_flags)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::sleep_watching(load, dog).await?;
     let at_stop = ops::scrape(&operator).await?;

@@ -12,6 +12,7 @@ use super::{
     progress,
     report::{Goal, Row, ScenarioReport, Unit, thousands},
 };
+use kubetwin_e2e::broker::Login;
 use kubetwin_e2e::fleet::{Operator, Simulator};
 
 /// Title of the scenario.
@@ -44,7 +45,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     });
     let first = ops::start_operator(bench.env, &scope, &LARGE_BUDGET).await?;
     let simulator =
-        Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &sim_flags)?;
+        Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &sim_flags)?;
     let dog = Watchdog::both(&first, &simulator);
     ops::wait_until(
         "every Device Connected and InSync",

@@ -14,6 +14,7 @@ use super::{
     report::{Goal, Row, ScenarioReport, Unit},
     stats::{millis, percentile},
 };
+use kubetwin_e2e::broker::Login;
 use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
@@ -46,7 +47,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     cluster::apply_devices(&devices, ids, 1).await?;
     let operator = ops::start_operator(bench.env, &scope, &[]).await?;
     let simulator =
-        Simulator::start_fleet_with_passwords(bench.env, &scope, 1, &prefix, &sim_flags)?;
+        Simulator::start_fleet(bench.env, &scope, 1, &prefix, Login::Passwords, &sim_flags)?;
     let dog = Watchdog::both(&operator, &simulator);
     ops::wait_until("the Device Connected", LIMIT, Duration::from_millis(100), dog, async || {
         Ok(match devices.get(&device).await {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use kubetwin_e2e::{
-    broker::{BrokerSetup, Identity},
+    broker::{BrokerSetup, Identity, Login},
     fleet::{Scope, Simulator},
     mqtt::TestClient,
 };
@@ -40,8 +40,8 @@ const LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// How the devices of one run log in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Login {
-    None,
+enum Access {
+    Anonymous,
     Password,
     Certificate,
 }
@@ -60,10 +60,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
 
     // The floor runs first and last: the first run of a fresh environment pays one-time costs
     // (page cache, allocator), and the lower of the two is the floor.
-    let floor_first = connect_all(bench, n, Login::None).await?;
-    let password = connect_all(bench, n, Login::Password).await?;
-    let certificate = connect_all(bench, n, Login::Certificate).await?;
-    let floor = floor_first.min(connect_all(bench, n, Login::None).await?);
+    let floor_first = connect_all(bench, n, Access::Anonymous).await?;
+    let password = connect_all(bench, n, Access::Password).await?;
+    let certificate = connect_all(bench, n, Access::Certificate).await?;
+    let floor = floor_first.min(connect_all(bench, n, Access::Anonymous).await?);
     let secs = |d: Duration| d.as_secs_f64();
     let rows = vec![
         Row::new(
@@ -107,40 +107,40 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
 
 /// Starts `n` simulated devices logging in as `login` on a broker of their own and returns the
 /// time until a subscriber saw every device online.
-async fn connect_all(bench: &Bench<'_>, n: usize, login: Login) -> anyhow::Result<Duration> {
-    let name = format!("b6-{}", format!("{login:?}").to_lowercase());
+async fn connect_all(bench: &Bench<'_>, n: usize, access: Access) -> anyhow::Result<Duration> {
+    let name = format!("b6-{}", format!("{access:?}").to_lowercase());
     let namespace = bench.env.namespace(&bench.client, &name).await.context("namespace")?;
     let prefix = format!("{}.d", namespace.name);
     let ids = cluster::device_ids(&prefix, 0..n);
     let scope = Scope::with_broker(bench.env, &namespace.name, |setup: &mut BrokerSetup, _| {
         setup.superusers = vec![OBSERVER.into()];
-        match login {
-            Login::None => setup.identity = Identity::AnonymousInsecure,
-            Login::Password => setup.password_devices = ids.clone(),
-            Login::Certificate => {}
+        match access {
+            Access::Anonymous => setup.identity = Identity::AnonymousInsecure,
+            Access::Password => setup.password_devices = ids.clone(),
+            Access::Certificate => {}
         }
     })
     .await?;
-    let observer = match login {
-        Login::None => {
+    let observer = match access {
+        Access::Anonymous => {
             TestClient::connect(&scope.broker.url(), OBSERVER, Security::default()).await?
         }
-        Login::Password | Login::Certificate => {
+        Access::Password | Access::Certificate => {
             TestClient::with_password(&scope.broker, OBSERVER).await?
         }
     };
     // The broker's own count of connected clients (published every second): a subscriber of
     // 10,000 presences would lose most of them to its own queue limit.
     observer.subscribe(CONNECTED).await?;
-    progress(format!("B6: {n} devices connecting, login {login:?}"));
+    progress(format!("B6: {n} devices connecting, login {access:?}"));
     let flags = ["--connect-rate=100000"];
     let started = Instant::now();
-    let simulator = match login {
-        Login::Password => {
-            Simulator::start_fleet_with_passwords(bench.env, &scope, n, &prefix, &flags)?
+    let simulator = match access {
+        Access::Password => {
+            Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &flags)?
         }
-        Login::None | Login::Certificate => {
-            Simulator::start_fleet(bench.env, &scope, n, &prefix, &flags)?
+        Access::Anonymous | Access::Certificate => {
+            Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Certificates, &flags)?
         }
     };
     let deadline = Instant::now() + LIMIT;
@@ -156,7 +156,7 @@ async fn connect_all(bench: &Bench<'_>, n: usize, login: Login) -> anyhow::Resul
         // The observer is one of the connected clients.
         if connected > n {
             let took = started.elapsed();
-            progress(format!("B6: {n} devices connected after {took:.2?} (login {login:?})"));
+            progress(format!("B6: {n} devices connected after {took:.2?} (login {access:?})"));
             simulator.terminate(Duration::from_secs(300)).await?;
             return Ok(took);
         }

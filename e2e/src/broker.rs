@@ -115,6 +115,17 @@ fn dynamic_security_config(operator_password: &str, filters: &[String]) -> Resul
     Ok(config.to_string())
 }
 
+/// How simulated devices prove who they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Login {
+    /// A client certificate minted from the broker's CA (no broker change per device).
+    #[default]
+    Certificates,
+    /// A password derived from the broker's secret (the ids must be in
+    /// [`BrokerSetup::password_devices`]).
+    Passwords,
+}
+
 /// How to set up a broker.
 #[derive(Clone, Debug)]
 pub struct BrokerSetup {
@@ -298,6 +309,14 @@ connection_messages true
             ));
         }
         flags
+    }
+
+    /// Simulator flags for devices that log in as `login` says.
+    pub fn simulator_flags(&self, login: Login) -> Vec<String> {
+        match login {
+            Login::Certificates => self.simulator_certificate_flags(),
+            Login::Passwords => self.simulator_password_flags(),
+        }
     }
 
     /// Simulator flags with certificate identity: every device presents a certificate for its

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    broker::{Broker, BrokerSetup},
+    broker::{Broker, BrokerSetup, Login},
     env::TestEnv,
     error::{Error, Result, io_context},
     process::ManagedProcess,
@@ -335,21 +335,19 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `kubetwin-sim` with the devices `ids` (and `extra` flags) for `scope`.
     pub fn start(env: &TestEnv, scope: &Scope, ids: &[String], extra: &[&str]) -> Result<Self> {
-        let mut devices = vec![format!("--ids={}", ids.join(","))];
-        devices.extend(scope.broker.simulator_certificate_flags());
-        Self::spawn(env, scope, devices, extra, "info")
+        Self::start_as(env, scope, ids, Login::Certificates, extra)
     }
 
-    /// Starts `kubetwin-sim` for `ids` logging in with passwords (the ids must be in the
-    /// scope broker's `password_devices`).
-    pub fn start_with_passwords(
+    /// Starts `kubetwin-sim` for `ids` logging in as `login` says.
+    pub fn start_as(
         env: &TestEnv,
         scope: &Scope,
         ids: &[String],
+        login: Login,
         extra: &[&str],
     ) -> Result<Self> {
         let mut devices = vec![format!("--ids={}", ids.join(","))];
-        devices.extend(scope.broker.simulator_password_flags());
+        devices.extend(scope.broker.simulator_flags(login));
         Self::spawn(env, scope, devices, extra, "info")
     }
 
@@ -401,31 +399,18 @@ impl Simulator {
     }
 
     /// Starts `kubetwin-sim` with `count` devices named `{id_prefix}-{i}` (`--count`,
-    /// `--id-prefix`: no long id list on the command line) and `extra` flags for `scope`,
-    /// logging at `warn`.
+    /// `--id-prefix`: no long id list on the command line) logging in as `login` says, and
+    /// `extra` flags for `scope`, logging at `warn`.
     pub fn start_fleet(
         env: &TestEnv,
         scope: &Scope,
         count: usize,
         id_prefix: &str,
+        login: Login,
         extra: &[&str],
     ) -> Result<Self> {
         let mut devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
-        devices.extend(scope.broker.simulator_certificate_flags());
-        Self::spawn(env, scope, devices, extra, "warn")
-    }
-
-    /// Like [`Simulator::start_fleet`], the devices logging in with passwords (their ids must
-    /// be in the scope broker's `password_devices`).
-    pub fn start_fleet_with_passwords(
-        env: &TestEnv,
-        scope: &Scope,
-        count: usize,
-        id_prefix: &str,
-        extra: &[&str],
-    ) -> Result<Self> {
-        let mut devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
-        devices.extend(scope.broker.simulator_password_flags());
+        devices.extend(scope.broker.simulator_flags(login));
         Self::spawn(env, scope, devices, extra, "warn")
     }
 

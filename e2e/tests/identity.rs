@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kubetwin_api::{ConnectionState, Device, RebootPhase};
 use kubetwin_e2e::{
-    broker::{Broker, BrokerSetup, Identity},
+    broker::{Broker, BrokerSetup, Identity, Login},
     fleet::{Operator, Simulator},
     mqtt::TestClient,
     scenario::{create_device, create_reboot, is_connected, phase, reported, setup_with_broker},
@@ -49,7 +49,7 @@ async fn a_device_can_act_only_as_itself_and_nothing_else_reaches_another_device
     create_device(&s.devices, "a", json!({})).await;
     create_device(&s.devices, "b", json!({"desired": {"mode": "eco"}})).await;
     // B is a real (simulated) device with its own password; A is a raw client with A's.
-    let sim = Simulator::start_with_passwords(s.env, &s.scope, std::slice::from_ref(&b), &[])
+    let sim = Simulator::start_as(s.env, &s.scope, std::slice::from_ref(&b), Login::Passwords, &[])
         .expect("simulator");
     wait_for(&s.devices, "b", "B connected and in sync", |d| {
         is_connected(d)
