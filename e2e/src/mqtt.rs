@@ -76,15 +76,18 @@ impl TestClient {
             }
         });
         let up = state.wait_for(|s| matches!(s, LinkState::Up { .. }));
-        tokio::select! {
-            result = tokio::time::timeout(Duration::from_secs(10), up) => {
-                result
-                    .map_err(|_| mqtt_error("no CONNACK from the broker within 10s"))?
-                    .map_err(|_| mqtt_error("the MQTT test client stopped"))?;
-            }
-            reason = down.recv() => {
+        let session = tokio::time::timeout(Duration::from_secs(10), up).await;
+        match session {
+            Ok(Ok(_)) => {}
+            // The loop ended (its state sender is gone): it said why before it ended.
+            Ok(Err(_)) => {
+                let reason = down.recv().await.unwrap_or_else(|| "no reason given".into());
                 task.abort();
-                return Err(mqtt_error(&format!("the broker refused the connection: {}", reason.unwrap_or_default())));
+                return Err(mqtt_error(&format!("the broker refused the connection: {reason}")));
+            }
+            Err(_) => {
+                task.abort();
+                return Err(mqtt_error("no CONNACK from the broker within 10s"));
             }
         }
         Ok(Self { client, seen, subacks: tokio::sync::Mutex::new(subacks), task })
