@@ -370,3 +370,45 @@ async fn a_device_that_lost_its_id_gets_nothing_delivered_and_keeps_losing_after
     .await;
     assert_eq!(sim.ledger(&shared).expect("ledger").expect("ran").executed.len(), 1);
 }
+
+#[tokio::test]
+async fn a_desired_document_overwritten_on_an_open_broker_is_published_again() {
+    // Defence in depth: on a broker without identity (insecure), anyone can overwrite a
+    // retained desired document; the operator notices and publishes its own again.
+    let s = setup_with_broker("overwrite", |b: &mut BrokerSetup, _: &str| {
+        b.identity = Identity::AnonymousInsecure;
+    })
+    .await;
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_device(&s.devices, "sensor-1", json!({"desired": {"mode": "eco"}})).await;
+    let id = s.scope.device_id("sensor-1");
+    let _sim = Simulator::start(s.env, &s.scope, std::slice::from_ref(&id), &[]).expect("sim");
+    wait_for(&s.devices, "sensor-1", "in sync", |d| reported(d, "mode") == Some(json!("eco")))
+        .await;
+
+    let vandal = TestClient::connect(&s.scope.broker.url(), "vandal", Security::default())
+        .await
+        .expect("anonymous login on an open broker");
+    let forged = json!({"v": 1, "epoch": "forged", "version": 999, "issuedAt": "2030-01-01T00:00:00Z", "desired": {"mode": "vandalised"}});
+    let topic = format!("{}/{id}/twin/desired", s.scope.topic_root);
+    vandal.publish_json(&topic, &forged, true).await.expect("published");
+    let overwrites = operator
+        .wait_metric("kubetwin_desired_overwrites_total", Duration::from_secs(60), |v| v >= 1.0)
+        .await
+        .expect("the overwrite is noticed and counted");
+    assert_eq!(overwrites, 1.0);
+    // The device ends on the operator's document again (it may briefly apply the forged one).
+    let device = wait_for(&s.devices, "sensor-1", "back to the operator's document", |d| {
+        reported(d, "mode") == Some(json!("eco"))
+            && d.status
+                .as_ref()
+                .and_then(|st| st.applied.as_ref())
+                .is_some_and(|a| a.epoch != "forged")
+    })
+    .await;
+    assert_eq!(device.status.and_then(|st| st.applied).map(|a| a.version), Some(1));
+    let log = operator.log_text().expect("log");
+    assert!(log.contains(
+        "the retained desired document was overwritten by someone else; publishing it again"
+    ));
+}
