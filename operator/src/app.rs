@@ -67,7 +67,10 @@ pub async fn run(
         let fleet = fleet.clone();
         let trigger = device_trigger.clone();
         lean_controller::<Device>(&client, &config, move |event| {
-            let changed = fleet.lock().unwrap_or_else(|p| p.into_inner()).device_event(event);
+            let changed = fleet
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .device_event(event, crate::clock::now());
             for device in changed {
                 let _ = trigger.unbounded_send(device);
             }

@@ -4,6 +4,7 @@
 //! A folder per responsibility (see `docs/architecture.md`):
 //!
 //! - [`app`]: the composition root that wires everything;
+//! - [`clock`]: wall time that does not step while the process runs;
 //! - [`context`]: the services every controller shares;
 //! - [`k8s`]: controller plumbing, conditions, Events, leader election, the status writer;
 //! - [`transport`]: the MQTT connection, what arrives and what is published;
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: metrics and health endpoints.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -39,9 +39,14 @@ pub mod twin;
 
 #[cfg(test)]
 mod examples;
+#[cfg(test)]
+mod properties;
 
 pub use codec::{Codec, Inbound, check_topic};
-pub use contract::{DEFAULT_MAX_PAYLOAD, DEFAULT_ROOT, PROTOCOL_VERSION, QOS};
+pub use contract::{
+    DEFAULT_MAX_PAYLOAD, DEFAULT_ROOT, MAX_BOOT_AHEAD_SECS, MAX_COUNTER, MAX_REPORTED_BYTES,
+    PROTOCOL_VERSION, QOS,
+};
 pub use cursor::{Cursor, PresenceCursor};
 pub use error::{DecodeError, EncodeError};
 pub use ids::{
@@ -52,7 +57,7 @@ pub use message::{
     AppliedVersion, DesiredDocument, Message, MethodRequest, MethodResponse, MqttVersion, Presence,
     PresenceState, ReportedMessage, ResponseStatus, TwinGet, V1,
 };
-pub use order::{Admission, admit, admit_presence, admit_response};
+pub use order::{Admission, admit, admit_presence, admit_response, plausible_boot};
 pub use rpc::{REBOOT_METHOD, RebootParams, RecentRequests};
 pub use topic::{ParsedTopic, Topics, response_topic};
 pub use twin::{

@@ -54,6 +54,17 @@ fn check_same(field: &str, body: &str, topic: &str) -> Result<(), DecodeError> {
     }
 }
 
+/// Checks that a counter is at most [`MAX_COUNTER`](crate::contract::MAX_COUNTER).
+fn validate_counter(field: &str, value: u64) -> Result<(), DecodeError> {
+    if value <= crate::contract::MAX_COUNTER {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidField(format!(
+            "{field} {value} is above 2^53 - 1, the largest counter receivers accept"
+        )))
+    }
+}
+
 fn validate_optional_timestamp(field: &str, value: Option<&str>) -> Result<(), DecodeError> {
     value.map_or(Ok(()), |v| validate_timestamp(field, v))
 }
@@ -197,6 +208,8 @@ impl Message for ReportedMessage {
     const RETAINED: bool = false;
 
     fn validate(&self) -> Result<(), DecodeError> {
+        validate_counter("boot", self.boot)?;
+        validate_counter("seq", self.seq)?;
         if let Some(applied) = &self.applied {
             applied.validate()?;
         }
@@ -374,6 +387,8 @@ impl Message for MethodResponse {
 
     fn validate(&self) -> Result<(), DecodeError> {
         validate_request_id(&self.id)?;
+        validate_counter("boot", self.boot)?;
+        validate_counter("seq", self.seq)?;
         if !(100..=599).contains(&self.code) {
             return Err(DecodeError::InvalidField(format!(
                 "code {} is not an HTTP-like status code",
@@ -503,6 +518,8 @@ impl Message for Presence {
     const RETAINED: bool = true;
 
     fn validate(&self) -> Result<(), DecodeError> {
+        validate_counter("boot", self.boot)?;
+        validate_counter("conn", self.conn)?;
         for method in &self.methods {
             validate_method(method)?;
         }
@@ -778,6 +795,21 @@ mod tests {
 
     fn d1() -> DeviceId {
         DeviceId::new("d1").unwrap()
+    }
+
+    #[test]
+    fn counters_above_2_pow_53_are_invalid() {
+        let invalid = |r: Result<(), DecodeError>| matches!(r, Err(DecodeError::InvalidField(_)));
+        let max = crate::contract::MAX_COUNTER;
+        assert_eq!(ReportedMessage::patch(max, max, Map::new()).validate(), Ok(()));
+        for (boot, seq) in [(max + 1, 1), (1, max + 1), (u64::MAX, 1), (1 << 63, 1)] {
+            let error = ReportedMessage::patch(boot, seq, Map::new()).validate();
+            assert!(invalid(error.clone()), "({boot}, {seq}): {error:?}");
+        }
+        assert!(invalid(Presence::new(PresenceState::Online, 1, u64::MAX).validate()));
+        assert!(invalid(
+            MethodResponse::new("r1", ResponseStatus::Accepted, u64::MAX, 1).validate()
+        ));
     }
 
     #[test]

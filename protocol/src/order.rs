@@ -15,6 +15,13 @@ pub enum Admission {
     Duplicate,
     /// Older than the last accepted one: drop it.
     Stale,
+    /// A boot counter further ahead than any device can be
+    /// ([`MAX_BOOT_AHEAD_SECS`](crate::contract::MAX_BOOT_AHEAD_SECS)): drop it, or it would
+    /// make every later message of the device look stale.
+    Implausible,
+    /// Applying it would make the reported properties larger than
+    /// [`MAX_REPORTED_BYTES`](crate::contract::MAX_REPORTED_BYTES): drop it.
+    TooLarge,
 }
 
 impl Admission {
@@ -29,8 +36,17 @@ impl Admission {
             Self::Accept => None,
             Self::Duplicate => Some("duplicate"),
             Self::Stale => Some("stale"),
+            Self::Implausible => Some("invalid"),
+            Self::TooLarge => Some("reported-too-large"),
         }
     }
+}
+
+/// Whether `boot` can be a device's boot counter when the receiver's clock says `now_secs`
+/// (Unix seconds): a count of boots, or the Unix time at boot, is never more than
+/// [`MAX_BOOT_AHEAD_SECS`](crate::contract::MAX_BOOT_AHEAD_SECS) ahead of now.
+pub fn plausible_boot(boot: u64, now_secs: u64) -> bool {
+    boot <= now_secs.saturating_add(crate::contract::MAX_BOOT_AHEAD_SECS)
 }
 
 /// Decides on a reported message at `incoming` when `last` was the last one accepted: only a
@@ -82,6 +98,18 @@ mod tests {
 
     fn p(boot: u64, conn: u64) -> PresenceCursor {
         PresenceCursor { boot, conn }
+    }
+
+    #[test]
+    fn a_boot_far_in_the_future_is_implausible() {
+        let now = 1_800_000_000;
+        assert!(plausible_boot(3, now), "a count of boots");
+        assert!(plausible_boot(now, now), "the Unix time at boot");
+        assert!(plausible_boot(now + 86_400, now), "a clock one day fast");
+        assert!(!plausible_boot(now + 86_401, now));
+        assert!(!plausible_boot(u64::MAX, now));
+        assert_eq!(Admission::Implausible.drop_reason(), Some("invalid"));
+        assert_eq!(Admission::TooLarge.drop_reason(), Some("reported-too-large"));
     }
 
     #[test]

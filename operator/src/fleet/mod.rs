@@ -128,7 +128,11 @@ pub fn bare_ref<K: kube::Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K>
 impl FleetIndex {
     /// Applies one event of the Device watch. Returns the Devices whose claim on their device
     /// id changed and that should be reconciled.
-    pub fn device_event(&mut self, event: &watcher::Event<Device>) -> Vec<ObjectRef<Device>> {
+    pub fn device_event(
+        &mut self,
+        event: &watcher::Event<Device>,
+        now: Timestamp,
+    ) -> Vec<ObjectRef<Device>> {
         match event {
             watcher::Event::Init => {
                 self.listing = Some(HashSet::new());
@@ -138,7 +142,7 @@ impl FleetIndex {
                 if let Some(listing) = &mut self.listing {
                     listing.insert(bare_ref(device));
                 }
-                self.device_applied(device)
+                self.device_applied(device, now)
             }
             watcher::Event::InitDone => {
                 // Devices deleted while the watch was down get no Delete event: forget every
@@ -153,7 +157,7 @@ impl FleetIndex {
                 self.synced = true;
                 changed
             }
-            watcher::Event::Apply(device) => self.device_applied(device),
+            watcher::Event::Apply(device) => self.device_applied(device, now),
             watcher::Event::Delete(device) => self.device_gone(&bare_ref(device)),
         }
     }
@@ -163,7 +167,7 @@ impl FleetIndex {
         self.synced
     }
 
-    fn device_applied(&mut self, device: &Device) -> Vec<ObjectRef<Device>> {
+    fn device_applied(&mut self, device: &Device, now: Timestamp) -> Vec<ObjectRef<Device>> {
         let object = bare_ref(device);
         let Ok(id) = DeviceId::new(&device.effective_device_id()) else {
             // No valid device id: the Device claims nothing (its status says why).
@@ -181,7 +185,7 @@ impl FleetIndex {
             let state = match early {
                 // What the device said before its Device existed; status is new and empty then.
                 Some(early) if status.is_none_or(|s| s.last_reported.is_none()) => early,
-                _ => DeviceState::from_status(status),
+                _ => DeviceState::from_status(status, now),
             };
             self.states.insert(id, state);
         }
@@ -307,7 +311,9 @@ fn apply(state: &mut DeviceState, inbound: &Inbound, retained: bool, now: Timest
     match inbound {
         Inbound::Reported { message, .. } => state.apply_reported(message, now),
         Inbound::Presence { message, .. } => state.apply_presence(message, now, retained),
-        Inbound::Response { request_id, message, .. } => state.apply_response(request_id, message),
+        Inbound::Response { request_id, message, .. } => {
+            state.apply_response(request_id, message, now)
+        }
         Inbound::Get { .. } => {
             state.published = None;
             Admission::Accept
@@ -349,7 +355,7 @@ mod tests {
         let mut index = FleetIndex::default();
         let admitted = index.admit(&presence("plant.sensor-1", 1), false, now(), Instant::now());
         assert_eq!(admitted, Admitted::Unknown { kind: MessageKind::Presence });
-        index.device_event(&watcher::Event::Apply(device("plant", "sensor-1", None, 100)));
+        index.device_event(&watcher::Event::Apply(device("plant", "sensor-1", None, 100)), now());
         let state = index.state("plant.sensor-1").expect("owned");
         assert_eq!(state.online(), Some(true));
         assert_eq!(index.sizes().2, 0, "the early state moved to the owner");
@@ -359,7 +365,7 @@ mod tests {
     fn a_message_for_an_owned_id_wakes_the_owner_and_its_followers() {
         let mut index = FleetIndex::default();
         let d = device("plant", "sensor-1", None, 100);
-        index.device_event(&watcher::Event::Apply(d.clone()));
+        index.device_event(&watcher::Event::Apply(d.clone()), now());
         let follower =
             Follower { kind: "rebootrequest", namespace: "plant".into(), name: "r1".into() };
         index.follow(bare_ref(&d), follower.clone());
@@ -387,7 +393,7 @@ mod tests {
             watcher::Event::InitApply(kept.clone()),
             watcher::Event::InitDone,
         ] {
-            index.device_event(&event);
+            index.device_event(&event, now());
         }
         assert!(index.synced());
         assert_eq!(
@@ -403,7 +409,7 @@ mod tests {
             watcher::Event::InitDone,
         ]
         .iter()
-        .flat_map(|e| index.device_event(e))
+        .flat_map(|e| index.device_event(e, now()))
         .collect();
         assert!(changed.contains(&bare_ref(&kept)), "the new owner is reconciled");
         assert_eq!(
@@ -417,7 +423,7 @@ mod tests {
         use kubetwin_protocol::DesiredDocument;
         let mut index = FleetIndex::default();
         let d = device("plant", "sensor-1", None, 100);
-        index.device_event(&watcher::Event::Apply(d.clone()));
+        index.device_event(&watcher::Event::Apply(d.clone()), now());
         let mut desired = serde_json::Map::new();
         desired.insert("led".into(), serde_json::json!("green"));
         let ours = DesiredDocument::new("uid-plant-sensor-1", 3, "2025-05-01T12:00:00Z", desired);
@@ -457,9 +463,9 @@ mod tests {
     fn deleting_the_last_claimant_drops_the_device_state() {
         let mut index = FleetIndex::default();
         let d = device("plant", "sensor-1", None, 100);
-        index.device_event(&watcher::Event::Apply(d.clone()));
+        index.device_event(&watcher::Event::Apply(d.clone()), now());
         assert_eq!(index.sizes().0, 1);
-        index.device_event(&watcher::Event::Delete(d));
+        index.device_event(&watcher::Event::Delete(d), now());
         assert_eq!(index.sizes(), (0, 0, 0, 0));
     }
 }

@@ -10,8 +10,9 @@ use kubetwin_api::{
     RecordedResponse, ReportCursor,
 };
 use kubetwin_protocol::{
-    Admission, Cursor, MethodResponse, Presence, PresenceCursor, PresenceState, ReportedMessage,
-    RequestId, ResponseStatus, admit, admit_presence, admit_response, apply_reported,
+    Admission, Cursor, MAX_REPORTED_BYTES, MethodResponse, Presence, PresenceCursor, PresenceState,
+    ReportedMessage, RequestId, ResponseStatus, admit, admit_presence, admit_response,
+    apply_reported, plausible_boot,
 };
 use serde_json::{Map, Value};
 
@@ -80,6 +81,14 @@ pub struct DeviceState {
     pub answers: VecDeque<Answer>,
     /// The desired document published in this MQTT session (`None`: publish again).
     pub published: Option<Published>,
+    /// The size a dropped reported message would have made the reported properties (until a
+    /// report is accepted again).
+    pub reported_too_large: Option<usize>,
+}
+
+/// Unix seconds of `now` (0 before 1970).
+fn unix_secs(now: Timestamp) -> u64 {
+    u64::try_from(now.as_second()).unwrap_or(0)
 }
 
 /// A desired document the operator published: its version and a fingerprint of its content,
@@ -121,13 +130,19 @@ pub fn desired_fingerprint(desired: &Map<String, Value>) -> u64 {
 impl DeviceState {
     /// A state seeded from what the Device's status already records, so that nothing older
     /// than what status shows is accepted after an operator restart.
-    pub fn from_status(status: Option<&DeviceStatus>) -> Self {
+    ///
+    /// A stored position with an implausible boot (written before boots were bounded) is
+    /// ignored, so that device is not stuck behind it.
+    pub fn from_status(status: Option<&DeviceStatus>, now: Timestamp) -> Self {
         let Some(status) = status else {
             return Self::default();
         };
         Self {
             // The CRD allows no negative counters, so a stored position always converts.
-            cursor: status.last_reported.and_then(|c| Cursor::try_from(c).ok()),
+            cursor: status
+                .last_reported
+                .and_then(|c| Cursor::try_from(c).ok())
+                .filter(|c| plausible_boot(c.boot, unix_secs(now))),
             reported: status.reported.clone().map(|r| r.into_iter().collect()).unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
@@ -135,14 +150,29 @@ impl DeviceState {
             connection: status.connection.clone().unwrap_or_default(),
             answers: VecDeque::new(),
             published: None,
+            reported_too_large: None,
         }
     }
 
     /// Applies a reported message if it is newer than the last accepted one.
+    ///
+    /// A message whose result would be larger than [`MAX_REPORTED_BYTES`] is dropped
+    /// ([`Admission::TooLarge`]) and remembered, so status can say so.
     pub fn apply_reported(&mut self, message: &ReportedMessage, now: Timestamp) -> Admission {
+        if !plausible_boot(message.boot, unix_secs(now)) {
+            return Admission::Implausible;
+        }
         let admission = admit(self.cursor, message.cursor());
         if admission.is_accept() {
-            apply_reported(&mut self.reported, message);
+            let mut merged = self.reported.clone();
+            apply_reported(&mut merged, message);
+            let size = Value::Object(merged.clone()).to_string().len();
+            if size > MAX_REPORTED_BYTES {
+                self.reported_too_large = Some(size);
+                return Admission::TooLarge;
+            }
+            self.reported = merged;
+            self.reported_too_large = None;
             self.cursor = Some(message.cursor());
             self.reported_at = Some(now);
             if let Some(applied) = &message.applied {
@@ -163,12 +193,22 @@ impl DeviceState {
         now: Timestamp,
         retained: bool,
     ) -> Admission {
+        if !plausible_boot(message.boot, unix_secs(now)) {
+            return Admission::Implausible;
+        }
         let admission = admit_presence(self.presence, message.cursor());
         if admission.is_accept() {
             let state = match message.state {
                 PresenceState::Online => ConnectionState::Connected,
                 PresenceState::Offline => ConnectionState::Disconnected,
             };
+            // The broker delivers the retained presence again after every (re)subscription:
+            // when it shows what is already known, nothing changes (not even lastSeen), so an
+            // idle fleet costs no writes on a reconnect.
+            if retained && self.presence == Some(message.cursor()) && self.connection.state == state
+            {
+                return Admission::Duplicate;
+            }
             let replay = retained && self.presence.is_none() && self.connection.state == state;
             self.presence = Some(message.cursor());
             if replay {
@@ -189,7 +229,11 @@ impl DeviceState {
         &mut self,
         request_id: &RequestId,
         message: &MethodResponse,
+        now: Timestamp,
     ) -> Admission {
+        if !plausible_boot(message.boot, unix_secs(now)) {
+            return Admission::Implausible;
+        }
         let last = self.answer(request_id).map(|a| (a.cursor, a.status));
         let admission = admit_response(last, message);
         if admission.is_accept() {
@@ -285,7 +329,7 @@ mod tests {
             reported: Some([("x".to_string(), json!(1))].into_iter().collect()),
             ..Default::default()
         };
-        let mut state = DeviceState::from_status(Some(&status));
+        let mut state = DeviceState::from_status(Some(&status), now());
         assert_eq!(
             state.apply_reported(&reported(3, 7, false, json!({"x": 0})), now()),
             Admission::Duplicate
@@ -334,7 +378,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mut state = DeviceState::from_status(Some(&status));
+        let mut state = DeviceState::from_status(Some(&status), now());
         let replay = Presence::new(PresenceState::Online, 4, 1);
         assert!(state.apply_presence(&replay, now(), true).is_accept());
         assert_eq!(state.connection.since, Some(since.clone()));
@@ -347,10 +391,10 @@ mod tests {
         let mut state = DeviceState::default();
         let accepted = MethodResponse::new("r1", ResponseStatus::Accepted, 1, 5);
         let done = MethodResponse::new("r1", ResponseStatus::Succeeded, 2, 1);
-        assert!(state.apply_response(&id("r1"), &accepted).is_accept());
-        assert!(state.apply_response(&id("r1"), &done).is_accept());
+        assert!(state.apply_response(&id("r1"), &accepted, now()).is_accept());
+        assert!(state.apply_response(&id("r1"), &done, now()).is_accept());
         assert!(
-            !state.apply_response(&id("r1"), &accepted).is_accept(),
+            !state.apply_response(&id("r1"), &accepted, now()).is_accept(),
             "nothing follows a terminal answer"
         );
         assert_eq!(state.answer("r1").map(|a| a.status), Some(ResponseStatus::Succeeded));
@@ -359,9 +403,127 @@ mod tests {
             state.apply_response(
                 &id(&request),
                 &MethodResponse::new(request.clone(), ResponseStatus::Accepted, 1, i),
+                now(),
             );
         }
         assert_eq!(state.answers.len(), REMEMBERED_ANSWERS);
+    }
+
+    #[test]
+    fn a_poisoned_boot_is_dropped_and_a_stored_one_is_ignored() {
+        let mut state = DeviceState::default();
+        let poisoned = reported(u64::MAX >> 11, 1, true, json!({"x": 1}));
+        assert_eq!(state.apply_reported(&poisoned, now()), Admission::Implausible);
+        assert!(state.apply_reported(&reported(5, 1, true, json!({"x": 2})), now()).is_accept());
+        let stored = DeviceStatus {
+            last_reported: Some(ReportCursor { boot: 1 << 52, seq: 1 }),
+            ..Default::default()
+        };
+        let mut restored = DeviceState::from_status(Some(&stored), now());
+        assert_eq!(restored.cursor, None, "a poisoned position from status is ignored");
+        assert!(restored.apply_reported(&reported(6, 1, true, json!({})), now()).is_accept());
+        let will = Presence::new(PresenceState::Offline, u64::MAX >> 11, 1);
+        assert_eq!(state.apply_presence(&will, now(), true), Admission::Implausible);
+    }
+
+    #[test]
+    fn a_report_that_would_grow_reported_past_32_kib_is_dropped_and_remembered() {
+        let mut state = DeviceState::default();
+        assert!(
+            state
+                .apply_reported(&reported(1, 1, true, json!({"a": "x".repeat(20_000)})), now())
+                .is_accept()
+        );
+        let too_much = reported(1, 2, false, json!({"b": "y".repeat(20_000)}));
+        assert_eq!(state.apply_reported(&too_much, now()), Admission::TooLarge);
+        assert_eq!(state.reported.get("b"), None, "nothing of it applied");
+        assert_eq!(state.cursor, Some(Cursor { boot: 1, seq: 1 }), "the position did not move");
+        assert!(state.reported_too_large.is_some_and(|size| size > MAX_REPORTED_BYTES));
+        let smaller = reported(1, 3, false, json!({"a": null, "b": "y".repeat(20_000)}));
+        assert!(state.apply_reported(&smaller, now()).is_accept());
+        assert_eq!(state.reported_too_large, None);
+    }
+
+    #[test]
+    fn a_retained_presence_the_state_already_shows_changes_nothing_on_a_reconnect() {
+        let mut state = DeviceState::default();
+        let online = Presence::new(PresenceState::Online, 3, 1);
+        assert!(state.apply_presence(&online, now(), false).is_accept());
+        let before = state.clone();
+        let later = Timestamp::from_second(1_700_000_600).expect("valid");
+        assert_eq!(state.apply_presence(&online, later, true), Admission::Duplicate);
+        assert_eq!(state, before, "lastSeen did not move");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 512,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b74_7769_6e00_0003),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Delivered shuffled and with duplicates, reported messages give the state of applying,
+        /// in order, exactly the ones that were accepted; those are in increasing position; and
+        /// when the newest message is a full report, the state equals the ordered application
+        /// of every message.
+        #[test]
+        fn shuffled_and_duplicated_reports_equal_the_ordered_application(
+            patches in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::btree_map("[a-d]", proptest::option::of(0i64..9), 0..4)),
+                1..12,
+            ),
+            order in proptest::collection::vec(0usize..1000, 0..30),
+            last_full in proptest::bool::ANY,
+        ) {
+            let count = patches.len();
+            let messages: Vec<ReportedMessage> = patches
+                .into_iter()
+                .enumerate()
+                .map(|(i, (full, body))| {
+                    let body: Map<String, Value> = body
+                        .into_iter()
+                        .map(|(k, v)| (k, v.map_or(Value::Null, Value::from)))
+                        .collect();
+                    let seq = u64::try_from(i).unwrap_or(0) + 1;
+                    let full = full || (last_full && i + 1 == count);
+                    if full { ReportedMessage::full(1, seq, body) } else { ReportedMessage::patch(1, seq, body) }
+                })
+                .collect();
+            // Every message at least once, in a shuffled order, some twice.
+            let mut delivery: Vec<usize> = (0..count).collect();
+            for (i, pick) in order.iter().enumerate() {
+                if i % 3 == 0 {
+                    delivery.push(pick % count);
+                } else {
+                    let len = delivery.len();
+                    delivery.swap(i % len, pick % len);
+                }
+            }
+            let mut state = DeviceState::default();
+            let mut accepted = Vec::new();
+            for i in &delivery {
+                if state.apply_reported(&messages[*i], now()).is_accept() {
+                    accepted.push(*i);
+                }
+            }
+            proptest::prop_assert!(accepted.windows(2).all(|w| w[0] < w[1]), "increasing: {:?}", accepted);
+            let mut expected = Map::new();
+            for i in &accepted {
+                apply_reported(&mut expected, &messages[*i]);
+            }
+            proptest::prop_assert_eq!(&state.reported, &expected);
+            let newest = delivery.iter().max().copied();
+            proptest::prop_assert_eq!(state.cursor, newest.map(|i| messages[i].cursor()));
+            if last_full {
+                let mut all = Map::new();
+                for message in &messages {
+                    apply_reported(&mut all, message);
+                }
+                proptest::prop_assert_eq!(&state.reported, &all);
+            }
+        }
     }
 
     #[test]

@@ -47,11 +47,18 @@ pub struct KindState<R: RequestResource> {
     pub latest: LatestStatuses<R::Status>,
     /// When this process last published each request (by request id).
     last_sent: Mutex<HashMap<String, Timestamp>>,
+    /// When this process first saw each request (by request id): deadlines count from no
+    /// earlier than this.
+    first_seen: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl<R: RequestResource> Default for KindState<R> {
     fn default() -> Self {
-        Self { latest: LatestStatuses::default(), last_sent: Mutex::new(HashMap::new()) }
+        Self {
+            latest: LatestStatuses::default(),
+            last_sent: Mutex::new(HashMap::new()),
+            first_seen: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -63,6 +70,18 @@ impl<R: RequestResource> KindState<R> {
     /// Number of requests published since start and not finished.
     pub fn in_flight(&self) -> usize {
         self.last_sent().len()
+    }
+
+    /// When this process first saw request `uid` (now, if this is the first time).
+    fn first_seen(&self, uid: &str, now: Timestamp) -> Timestamp {
+        let mut seen = self.first_seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *seen.entry(uid.to_string()).or_insert(now)
+    }
+
+    /// Forgets request `uid` (it was deleted).
+    fn forget(&self, uid: &str) {
+        self.last_sent().remove(uid);
+        self.first_seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(uid);
     }
 }
 
@@ -126,7 +145,7 @@ pub fn observe<R: RequestResource>(
             state.latest.forget(&key);
             writer.forget(&key);
             if let Some(uid) = request.uid() {
-                state.last_sent().remove(&uid);
+                state.forget(&uid);
             }
         }
         watcher::Event::Init | watcher::Event::InitDone => {}
@@ -156,13 +175,15 @@ pub async fn reconcile<R: RequestResource>(
         RequestId::new(&uid).map_err(|_| Error::MissingField("a valid metadata.uid"))?;
     let target = target_of(&*request);
     let device = ctx.devices.get(&target);
-    let now = Timestamp::now();
+    let now = crate::clock::now();
 
     // Decide from the newest status: ours may not be in the cache yet.
     let key = StatusKey::new(StatusKind::of::<R>(), &namespace, &name);
     let newest = this.state.latest.newest(&key, request.current_status());
     let progress = R::progress_of(newest.as_ref())?;
     let current_phase = progress.phase;
+    let persisted_phase = R::progress_of(request.current_status())?.phase;
+    let first_seen = this.state.first_seen(&uid, now);
     let kind = request.method_kind();
     let method_label = kind.metric_label();
     let timeouts = request.timeouts();
@@ -178,6 +199,8 @@ pub async fn reconcile<R: RequestResource>(
             ttl_after_finished: timeouts.ttl_after_finished,
             kind: &kind,
             progress,
+            persisted_phase,
+            first_seen: Some(first_seen),
         };
         step(&request_view, &view, now, &this.settings)
     };

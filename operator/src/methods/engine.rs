@@ -126,6 +126,20 @@ pub struct RequestView<'a> {
     pub kind: &'a dyn MethodKind,
     /// The newest status (default when there is none).
     pub progress: Progress,
+    /// The phase of the status the API server holds (the newest status may not be written
+    /// yet): a finished request is deleted only once its terminal status is persisted.
+    pub persisted_phase: Option<Phase>,
+    /// When this process first saw the request (by its own clock). Every deadline counts from
+    /// no earlier than this, so a clock that differs between processes, or from the API
+    /// server's, can delay a deadline but never bring it forward.
+    pub first_seen: Option<Timestamp>,
+}
+
+impl RequestView<'_> {
+    /// `t` as the start of a deadline: not before this process first saw the request.
+    fn anchor(&self, t: Timestamp) -> Timestamp {
+        self.first_seen.map_or(t, |seen| t.max(seen))
+    }
 }
 
 /// What the operator knows about the target device right now.
@@ -355,14 +369,25 @@ fn pending(
         return (outcome(Phase::Sent, RequestReason::Sent, message), Some(RESEND_INTERVAL));
     }
     if device.exists && device.online == Some(true) {
-        // Only the operator's own broker connection is missing: never blame the device.
+        // Only the operator's own broker connection is missing: never blame the device, but
+        // do not wait forever either: as long as the request would wait for an answer.
+        let created = request.anchor(request.created.unwrap_or(now));
+        let patience = request.connect_timeout.max(request.response_timeout);
+        let deadline = add_duration(created, patience);
+        if now >= deadline {
+            let message = format!(
+                "The operator had no MQTT connection for {}s; nothing was sent",
+                patience.as_secs()
+            );
+            return (outcome(Phase::TimedOut, RequestReason::BrokerUnavailable, message), None);
+        }
         let message = "Waiting for the operator's MQTT connection".to_string();
         return (
             outcome(Phase::Pending, RequestReason::BrokerUnavailable, message),
-            Some(RESEND_INTERVAL),
+            Some(until(now, deadline).min(RESEND_INTERVAL)),
         );
     }
-    let created = request.created.unwrap_or(now);
+    let created = request.anchor(request.created.unwrap_or(now));
     let deadline = add_duration(created, request.connect_timeout);
     let waited = request.connect_timeout.as_secs();
     if now >= deadline {
@@ -437,7 +462,7 @@ fn in_flight(
     }
     let accepted = phase != Phase::Sent || answer.is_some();
     if !accepted {
-        let sent_at = current.sent_at.unwrap_or(now);
+        let sent_at = request.anchor(current.sent_at.unwrap_or(now));
         let deadline = add_duration(sent_at, request.response_timeout);
         if now >= deadline {
             let message =
@@ -453,7 +478,7 @@ fn in_flight(
             resend,
         );
     }
-    let accepted_at = current.accepted_at.unwrap_or(now);
+    let accepted_at = request.anchor(current.accepted_at.unwrap_or(now));
     match request.kind.confirmation() {
         Confirmation::Restart { extra_away } => {
             let came_back = matches!(
@@ -557,12 +582,23 @@ fn conditions_for(phase: Phase, reason: RequestReason, message: &str) -> Vec<Con
     .collect()
 }
 
-/// A terminal request: delete it once its TTL after finishing ran out.
+/// How soon a finished request whose TTL ran out is looked at again while its terminal status
+/// is still on its way to the API server.
+pub const PERSIST_RECHECK: Duration = Duration::from_secs(1);
+
+/// A terminal request: delete it once its TTL after finishing ran out and its terminal status
+/// is persisted (deleting it earlier would lose the outcome).
 fn finished(request: &RequestView<'_>, now: Timestamp) -> Vec<Effect> {
     match (request.ttl_after_finished, request.progress.completed_at) {
         (Some(ttl), Some(completed)) => {
-            let due = add_duration(completed, ttl);
-            if now >= due { vec![Effect::Delete] } else { vec![Effect::Requeue(until(now, due))] }
+            let due = add_duration(request.anchor(completed), ttl);
+            if now < due {
+                vec![Effect::Requeue(until(now, due))]
+            } else if request.persisted_phase.is_some_and(Phase::is_terminal) {
+                vec![Effect::Delete]
+            } else {
+                vec![Effect::Requeue(PERSIST_RECHECK)]
+            }
         }
         _ => Vec::new(),
     }

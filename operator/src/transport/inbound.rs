@@ -5,7 +5,6 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use kubetwin_api::Device;
 use kubetwin_mqtt::{Event, Received};
@@ -126,7 +125,7 @@ fn handle(
         match decoder.codec.decode_inbound(&decoder.topics, &message.topic, &message.payload) {
             Ok(inbound) => {
                 let admitted =
-                    ctx.fleet().admit(&inbound, message.retained, Timestamp::now(), clock);
+                    ctx.fleet().admit(&inbound, message.retained, crate::clock::now(), clock);
                 (inbound.device_id().clone(), admitted)
             }
             Err(error) => match (&error, decoder.topics.parse(&message.topic)) {

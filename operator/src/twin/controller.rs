@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::jiff::Timestamp;
 use kube::{
     ResourceExt,
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
@@ -54,7 +53,7 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let generation =
         device.metadata.generation.ok_or(Error::MissingField("metadata.generation"))?;
     let object = bare_ref(&*device);
-    let now = Timestamp::now();
+    let now = crate::clock::now();
 
     let (claim, synced) = {
         let fleet = ctx.fleet();

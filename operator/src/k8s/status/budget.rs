@@ -8,6 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// How long after a write the cache may still show the object's older status.
+pub const CACHE_LAG: Duration = Duration::from_secs(5);
+
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
@@ -134,7 +137,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         now: Instant,
     ) -> Offer {
         let fingerprint = fingerprint(&value);
-        let back_to_written = fingerprint == self.written_fingerprint(&key, current)
+        let back_to_written = fingerprint == self.written_fingerprint(&key, current, now)
             && !self.in_flight.contains_key(&key);
         if let Some(pending) = self.pending.get_mut(&key) {
             if back_to_written {
@@ -162,7 +165,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         }
         let in_flight = self.in_flight.get(&key).copied();
         if in_flight.is_none_or(|f| f == fingerprint)
-            && self.written_fingerprint(&key, current) == fingerprint
+            && self.written_fingerprint(&key, current, now) == fingerprint
         {
             return Offer::Unchanged;
         }
@@ -173,8 +176,18 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         Offer::Queued
     }
 
-    fn written_fingerprint(&self, key: &K, current: Option<u64>) -> u64 {
-        self.written.get(key).map(|(f, _)| *f).or(current).unwrap_or(u64::MAX)
+    /// What the API server holds for `key`, as far as the queue can tell: what it wrote last,
+    /// unless the cache (`current`) shows something else long enough after that write for the
+    /// cache to have caught up — then something else overwrote the object, and the cache is
+    /// right.
+    fn written_fingerprint(&self, key: &K, current: Option<u64>, now: Instant) -> u64 {
+        match (self.written.get(key), current) {
+            (Some((_, at)), Some(current)) if now.saturating_duration_since(*at) >= CACHE_LAG => {
+                current
+            }
+            (Some((written, _)), _) => *written,
+            (None, current) => current.unwrap_or(u64::MAX),
+        }
     }
 
     /// The next change that may be written at `now`: urgent ones first, then the oldest whose
@@ -402,6 +415,81 @@ mod tests {
         }
         assert_eq!(stored.len(), 1000);
         assert!(stored.values().all(|v| *v == 999), "every final value was written");
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The controller offers `value` for `key`; the cache shows the store's value.
+        Offer(u32, u64),
+        /// The writer writes what may go now.
+        Write,
+        /// Something else overwrites `key` with `value`.
+        Overwrite(u32, u64),
+        /// Time passes.
+        Wait(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u32..4, 0u64..6).prop_map(|(k, v)| Op::Offer(k, v)),
+            Just(Op::Write),
+            (0u32..4, 100u64..103).prop_map(|(k, v)| Op::Overwrite(k, v)),
+            (0u64..8000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 512,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b74_7769_6e00_0002),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Whatever order offers, writes and foreign overwrites come in, once the controller
+        /// offers its last values again (as its resync does) the store ends at them.
+        #[test]
+        fn the_queue_converges_to_the_last_offer_even_after_foreign_overwrites(
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut q: WriteQueue<u32, u64> = WriteQueue::new(Duration::from_secs(1));
+            let mut store: HashMap<u32, u64> = HashMap::new();
+            let mut last: HashMap<u32, u64> = HashMap::new();
+            let write_all = |q: &mut WriteQueue<u32, u64>, store: &mut HashMap<u32, u64>, now| {
+                while let Some(flush) = q.take(now, SCAN) {
+                    store.insert(flush.key, flush.value);
+                    q.written(&flush.key, now);
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Offer(k, v) => {
+                        last.insert(k, v);
+                        let current = store.get(&k).map(fingerprint);
+                        q.offer(k, v, Priority::Urgent, current, now);
+                    }
+                    Op::Write => write_all(&mut q, &mut store, now),
+                    Op::Overwrite(k, v) => {
+                        store.insert(k, v);
+                    }
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                }
+            }
+            // The resync: the cache has caught up, the controller offers its values again.
+            now += CACHE_LAG;
+            for (k, v) in &last {
+                let current = store.get(k).map(fingerprint);
+                q.offer(*k, *v, Priority::Urgent, current, now);
+            }
+            write_all(&mut q, &mut store, now);
+            for (k, v) in &last {
+                proptest::prop_assert_eq!(store.get(k), Some(v), "key {}", k);
+            }
+        }
     }
 
     #[test]

@@ -94,6 +94,8 @@ fn run(
         ttl_after_finished: None,
         kind,
         progress: progress.clone(),
+        persisted_phase: progress.phase,
+        first_seen: None,
     };
     let effects = step(&view, device, now, &Settings::default());
     let offered = effects

@@ -3,6 +3,7 @@
 //! ([`custom_kind`]).
 
 mod custom_kind;
+mod faults;
 mod reboot;
 
 use std::time::Duration;
@@ -45,6 +46,20 @@ pub(super) fn step(
     now: Timestamp,
     settings: Settings,
 ) -> RebootStep {
+    let persisted = RebootRequest::progress_of(request.status.as_ref()).expect("status converts");
+    step_with(request, device, now, settings, persisted.phase, None)
+}
+
+/// Like [`step`], with the phase the API server holds and when this process first saw the
+/// request given explicitly.
+pub(super) fn step_with(
+    request: &RebootRequest,
+    device: &DeviceView,
+    now: Timestamp,
+    settings: Settings,
+    persisted_phase: Option<super::engine::Phase>,
+    first_seen: Option<Timestamp>,
+) -> RebootStep {
     let progress = RebootRequest::progress_of(request.status.as_ref()).expect("status converts");
     let kind = request.method_kind();
     let timeouts = request.timeouts();
@@ -58,6 +73,8 @@ pub(super) fn step(
         ttl_after_finished: timeouts.ttl_after_finished,
         kind: &kind,
         progress,
+        persisted_phase,
+        first_seen,
     };
     let mut result = RebootStep {
         status: request.status.clone().unwrap_or_default(),
