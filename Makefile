@@ -49,9 +49,10 @@ bench: tools rust
 bench-quick: build
 	$(CARGO) run --locked -q -p kubetwin-bench --bin kubetwin-bench -- --quick
 
-## crds: regenerates crds/ from the Rust types.
+## crds: regenerates crds/ from the Rust types, and the chart's copy.
 crds:
 	$(CARGO) run --locked -q -p kubetwin-api --bin crdgen -- crds
+	cp crds/*.yaml charts/kubetwin/crds/
 
 fmt:
 	$(CARGO) fmt --all

@@ -64,6 +64,8 @@ string_enum!(
         Connected,
         /// The device applied the current desired properties (uid + generation).
         InSync,
+        /// Every report the device sent is in status (none was dropped for its size).
+        ReportedComplete,
     }
 );
 
@@ -94,6 +96,10 @@ string_enum!(
         NotConnected,
         /// Ready=False: connected, not in sync.
         NotInSync,
+        /// ReportedComplete: every accepted report is shown.
+        Complete,
+        /// ReportedComplete=False: a report would have made the reported properties too large.
+        ReportedTooLarge,
     }
 );
 
@@ -159,6 +165,8 @@ pub mod device {
     pub const CONNECTED: &str = DeviceCondition::Connected.as_str();
     /// The device applied the current desired properties (uid + generation).
     pub const IN_SYNC: &str = DeviceCondition::InSync.as_str();
+    /// Every report the device sent is in status.
+    pub const REPORTED_COMPLETE: &str = DeviceCondition::ReportedComplete.as_str();
 }
 
 /// Condition types of a request, as strings (for reading conditions by type).

@@ -114,7 +114,7 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<AppliedVersion>,
 
-    /// Current state of the twin: Ready, Connected and InSync.
+    /// Current state of the twin: Ready, Connected, InSync and ReportedComplete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

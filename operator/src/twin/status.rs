@@ -44,7 +44,7 @@ pub fn desired_status(
     now: Timestamp,
 ) -> Result<DeviceStatus, CursorOutOfRange> {
     use ConditionStatus::{False, True, Unknown};
-    use DeviceCondition::{Connected, InSync, Ready};
+    use DeviceCondition::{Connected, InSync, Ready, ReportedComplete};
     let mut existing = device.status.clone().unwrap_or_default();
     if let Some(state) = state {
         state.write_into(&mut existing)?;
@@ -140,11 +140,34 @@ pub fn desired_status(
         _ => condition(Ready, False, DeviceReason::NotInSync, in_sync.message.clone()),
     };
 
+    let complete = match state.and_then(|s| s.reported_too_large) {
+        Some(size) => condition(
+            ReportedComplete,
+            False,
+            DeviceReason::ReportedTooLarge,
+            format!(
+                "A reported message was dropped: it would have made the reported properties {size} bytes, above the {} bytes kept",
+                kubetwin_protocol::MAX_REPORTED_BYTES
+            ),
+        ),
+        None => condition(
+            ReportedComplete,
+            True,
+            DeviceReason::Complete,
+            "Every report of the device is shown".into(),
+        ),
+    };
+
     Ok(DeviceStatus {
         observed_generation: generation,
         device_id: Some(device.effective_device_id()),
         connection: Some(connection),
-        conditions: merge(&existing.conditions, vec![ready, connected, in_sync], generation, now),
+        conditions: merge(
+            &existing.conditions,
+            vec![ready, connected, in_sync, complete],
+            generation,
+            now,
+        ),
         ..existing
     })
 }
@@ -249,6 +272,25 @@ mod tests {
         assert_eq!(status.connection.map(|c| c.state), Some(ConnectionState::Connected));
         let ready = find(&status.conditions, "Ready").expect("Ready");
         assert_eq!(ready.status, "True");
+    }
+
+    #[test]
+    fn a_dropped_oversized_report_shows_until_a_report_fits_again() {
+        let mut state = DeviceState { reported_too_large: Some(40_000), ..Default::default() };
+        let shown = status(&device(), Some(&state), None);
+        let complete = find(&shown.conditions, "ReportedComplete").expect("ReportedComplete");
+        assert_eq!(
+            (complete.status.as_str(), complete.reason.as_str(), complete.message.as_str()),
+            (
+                "False",
+                "ReportedTooLarge",
+                "A reported message was dropped: it would have made the reported properties 40000 bytes, above the 32768 bytes kept"
+            )
+        );
+        state.reported_too_large = None;
+        let shown = status(&device(), Some(&state), None);
+        let complete = find(&shown.conditions, "ReportedComplete").expect("ReportedComplete");
+        assert_eq!(complete.status, "True");
     }
 
     #[test]
