@@ -20,3 +20,7 @@ pub const MAX_BOOT_AHEAD_SECS: u64 = 86_400;
 /// Largest reported properties, serialized as JSON, that a receiver keeps (like Azure IoT Hub
 /// twins): a reported message that would make them larger is dropped.
 pub const MAX_REPORTED_BYTES: usize = 32 * 1024;
+/// Longest `reason` of a presence message, in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Longest `message` of a method response, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;

@@ -65,6 +65,17 @@ fn validate_counter(field: &str, value: u64) -> Result<(), DecodeError> {
     }
 }
 
+/// Checks that a text for people is at most `limit` bytes.
+fn validate_text(field: &str, value: Option<&str>, limit: usize) -> Result<(), DecodeError> {
+    match value {
+        Some(text) if text.len() > limit => Err(DecodeError::InvalidField(format!(
+            "{field} is {} bytes, above the {limit} bytes allowed",
+            text.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn validate_optional_timestamp(field: &str, value: Option<&str>) -> Result<(), DecodeError> {
     value.map_or(Ok(()), |v| validate_timestamp(field, v))
 }
@@ -398,6 +409,7 @@ impl Message for MethodResponse {
         if let Some(progress) = self.progress.filter(|p| *p > 100) {
             return Err(DecodeError::InvalidField(format!("progress {progress} is above 100")));
         }
+        validate_text("message", self.message.as_deref(), crate::contract::MAX_MESSAGE_BYTES)?;
         validate_optional_timestamp("ts", self.ts.as_deref())
     }
 
@@ -520,6 +532,8 @@ impl Message for Presence {
     fn validate(&self) -> Result<(), DecodeError> {
         validate_counter("boot", self.boot)?;
         validate_counter("conn", self.conn)?;
+        validate_text("reason", self.reason.as_deref(), crate::contract::MAX_REASON_BYTES)?;
+        validate_text("firmware", self.firmware.as_deref(), crate::contract::MAX_REASON_BYTES)?;
         for method in &self.methods {
             validate_method(method)?;
         }

@@ -114,7 +114,7 @@ where
 /// Retry delays of a failed reconcile: 1 s doubling to 5 min, so a persistent failure costs
 /// little and a transient one is retried soon.
 pub fn error_backoff(failures: u32) -> Duration {
-    Duration::from_secs(1).saturating_mul(1 << failures.min(9)).min(Duration::from_secs(300))
+    status::budget::backoff(failures)
 }
 
 /// Failed reconciles in a row, per object, so each retry waits longer ([`error_backoff`]).

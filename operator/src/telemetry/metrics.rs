@@ -15,6 +15,15 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Labels of a failed status write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteFailureLabels {
+    /// Resource kind.
+    pub kind: &'static str,
+    /// Why: invalid, conflict, throttled, unavailable, other.
+    pub reason: &'static str,
+}
+
 /// Labels of a request phase transition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
@@ -50,6 +59,7 @@ pub struct Metrics {
     inbound_queue_depth: Gauge,
     status_in_flight: Gauge,
     desired_overwrites: Counter,
+    status_write_errors: Family<WriteFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +82,7 @@ impl Default for Metrics {
             inbound_queue_depth: Gauge::default(),
             status_in_flight: Gauge::default(),
             desired_overwrites: Counter::default(),
+            status_write_errors: Family::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -151,6 +162,11 @@ impl Metrics {
             m.events_dropped.clone(),
         );
         r.register(
+            "kubetwin_status_write_errors",
+            "Status writes the API server failed or refused, by kind and reason (invalid, conflict, throttled, unavailable, other); each is retried with backoff",
+            m.status_write_errors.clone(),
+        );
+        r.register(
             "kubetwin_desired_overwrites",
             "Retained desired documents that something other than the operator overwrote or cleared (each is published again)",
             m.desired_overwrites.clone(),
@@ -211,6 +227,10 @@ impl Metrics {
     /// Sets the status queue depth.
     pub fn set_queue_depth(&self, depth: usize) {
         self.status_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    /// Counts a failed status write.
+    pub fn status_write_failed(&self, kind: &'static str, reason: &'static str) {
+        self.status_write_errors.get_or_create(&WriteFailureLabels { kind, reason }).inc();
     }
     /// Counts a desired document someone else overwrote.
     pub fn desired_overwritten(&self) {

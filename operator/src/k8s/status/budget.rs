@@ -98,12 +98,24 @@ pub enum Offer {
     Merged,
 }
 
+/// Delay before retrying something that failed `failures` times in a row: 1 s doubling to
+/// 5 minutes, so a persistent failure costs little and a transient one is retried soon.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1).saturating_mul(1 << failures.min(9)).min(Duration::from_secs(300))
+}
+
 /// Pending status changes, at most one per object.
 #[derive(Debug)]
 pub struct WriteQueue<K, V> {
     pending: HashMap<K, Pending<V>>,
     // (urgent first, oldest first, arrival order, key)
     order: BTreeSet<(std::cmp::Reverse<Priority>, Instant, u64, K)>,
+    /// Changes whose last write failed, held back until their retry is due (oldest due first);
+    /// they are not in `order`, so they never stand in front of others.
+    held: BTreeSet<(Instant, u64, K)>,
+    held_keys: HashMap<K, (Instant, u64)>,
+    /// Failed writes in a row, per object.
+    failures: HashMap<K, u32>,
     written: HashMap<K, (u64, Instant)>,
     in_flight: HashMap<K, u64>,
     min_interval: Duration,
@@ -117,6 +129,9 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         Self {
             pending: HashMap::new(),
             order: BTreeSet::new(),
+            held: BTreeSet::new(),
+            held_keys: HashMap::new(),
+            failures: HashMap::new(),
             written: HashMap::new(),
             in_flight: HashMap::new(),
             min_interval,
@@ -140,6 +155,12 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         let back_to_written = fingerprint == self.written_fingerprint(&key, current, now)
             && !self.in_flight.contains_key(&key);
         if let Some(pending) = self.pending.get_mut(&key) {
+            if self.held_keys.contains_key(&key) {
+                // Held back after a failure: the newer value waits for the same retry.
+                pending.value = value;
+                pending.priority = pending.priority.max(priority);
+                return Offer::Merged;
+            }
             if back_to_written {
                 // Back to what is already written: drop the pending change.
                 let old =
@@ -194,6 +215,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
     /// object was not written within the minimum interval. Objects with a write in flight
     /// are skipped. Looks at no more than `scan` entries.
     pub fn take(&mut self, now: Instant, scan: usize) -> Option<Flush<K, V>> {
+        self.release_held(now);
         let chosen = self
             .order
             .iter()
@@ -218,8 +240,28 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         })
     }
 
+    /// Moves held changes whose retry is due back into the order.
+    fn release_held(&mut self, now: Instant) {
+        while let Some((due, seq, key)) = self.held.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.held.remove(&(due, seq, key.clone()));
+            self.held_keys.remove(&key);
+            if let Some(pending) = self.pending.get(&key) {
+                self.order.insert((
+                    std::cmp::Reverse(pending.priority),
+                    pending.since,
+                    pending.seq,
+                    key,
+                ));
+            }
+        }
+    }
+
     /// Records that the write of `key` succeeded.
     pub fn written(&mut self, key: &K, now: Instant) {
+        self.failures.remove(key);
         if let Some(fingerprint) = self.in_flight.remove(key) {
             self.written.insert(key.clone(), (fingerprint, now));
         }
@@ -240,20 +282,34 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
     }
 
     /// Records that the write of `flush` failed: it is queued again (unless a newer value
-    /// arrived meanwhile), keeping its age and priority so it is retried first.
-    pub fn failed(&mut self, flush: Flush<K, V>, now: Instant) {
+    /// arrived meanwhile, which takes its place), held back for the next retry delay ([`backoff`]
+    /// with the failures in a row, or `hint` — for example the API server's Retry-After — if
+    /// longer), keeping its age and priority. Returns the delay.
+    pub fn failed(&mut self, flush: Flush<K, V>, now: Instant, hint: Duration) -> Duration {
         self.in_flight.remove(&flush.key);
-        if self.pending.contains_key(&flush.key) {
-            return;
-        }
-        let since = now.checked_sub(flush.staleness).unwrap_or(now);
+        let failures = self.failures.entry(flush.key.clone()).or_insert(0);
+        let delay = backoff(*failures).max(hint);
+        *failures = failures.saturating_add(1);
+        let due = now + delay;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert((std::cmp::Reverse(flush.priority), since, seq, flush.key.clone()));
-        self.pending.insert(
-            flush.key,
-            Pending { value: flush.value, priority: flush.priority, since, seq },
-        );
+        match self.pending.get(&flush.key) {
+            Some(newer) => {
+                let in_order =
+                    (std::cmp::Reverse(newer.priority), newer.since, newer.seq, flush.key.clone());
+                self.order.remove(&in_order);
+            }
+            None => {
+                let since = now.checked_sub(flush.staleness).unwrap_or(now);
+                self.pending.insert(
+                    flush.key.clone(),
+                    Pending { value: flush.value, priority: flush.priority, since, seq },
+                );
+            }
+        }
+        self.held.insert((due, seq, flush.key.clone()));
+        self.held_keys.insert(flush.key, (due, seq));
+        delay
     }
 
     /// Forgets an object that no longer exists.
@@ -261,6 +317,10 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         if let Some(p) = self.pending.remove(key) {
             self.order.remove(&(std::cmp::Reverse(p.priority), p.since, p.seq, key.clone()));
         }
+        if let Some((due, seq)) = self.held_keys.remove(key) {
+            self.held.remove(&(due, seq, key.clone()));
+        }
+        self.failures.remove(key);
         self.written.remove(key);
     }
 
@@ -276,14 +336,17 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
 
     /// When the earliest pending change that waits only for its minimum interval may go.
     pub fn next_due(&self, now: Instant, scan: usize) -> Option<Instant> {
-        self.order
+        let ordered = self
+            .order
             .iter()
             .take(scan)
             .filter(|(_, _, _, key)| !self.in_flight.contains_key(key))
             .map(|(_, _, _, key)| {
                 self.written.get(key).map_or(now, |(_, at)| *at + self.min_interval)
             })
-            .min()
+            .min();
+        let retry = self.held.first().map(|(due, _, _)| *due);
+        ordered.into_iter().chain(retry).min()
     }
 }
 
@@ -367,14 +430,49 @@ mod tests {
         q.offer(1, "b".into(), Priority::Routine, None, at(t0, 110));
         let next = q.take(at(t0, 120), SCAN).expect("x, since 1 is in flight");
         assert_eq!(next.key, 2);
-        q.failed(flush, at(t0, 130));
+        let delay = q.failed(flush, at(t0, 130), Duration::ZERO);
+        assert_eq!(delay, Duration::from_secs(1), "the first retry waits a second");
         q.written(&2, at(t0, 131));
-        let retry = q.take(at(t0, 140), SCAN).expect("1 again");
+        assert!(q.take(at(t0, 140), SCAN).is_none(), "held back until the retry is due");
+        let retry = q.take(at(t0, 1130), SCAN).expect("1 again");
         assert_eq!(
             (retry.key, retry.value.as_str()),
             (1, "b"),
             "the newer value replaced the failed one"
         );
+    }
+
+    #[test]
+    fn failing_writes_back_off_and_never_block_the_others() {
+        let (mut q, t0) = queue();
+        for key in 0..2000u32 {
+            q.offer(key, "bad".into(), Priority::Urgent, None, t0);
+        }
+        // Every one of them fails (say, too large for the API server).
+        for _ in 0..2000 {
+            let flush = q.take(t0, SCAN).expect("due");
+            q.failed(flush, t0, Duration::ZERO);
+        }
+        q.offer(9999, "good".into(), Priority::Routine, None, at(t0, 10));
+        let next = q.take(at(t0, 20), SCAN).expect("the healthy object is not starved");
+        assert_eq!(next.key, 9999);
+        assert_eq!(q.next_due(at(t0, 20), SCAN), Some(at(t0, 1000)), "the failed ones retry in 1 s");
+        // The delays grow per object, and the API server's hint wins when longer.
+        let flush = q.take(at(t0, 1000), SCAN).expect("a retry");
+        let key = flush.key;
+        assert_eq!(q.failed(flush, at(t0, 1000), Duration::ZERO), Duration::from_secs(2));
+        let mut retries = Vec::new();
+        let mut now = at(t0, 3000);
+        while retries.len() < 3 {
+            match q.take(now, usize::MAX) {
+                Some(f) if f.key == key => retries.push(q.failed(f, now, Duration::from_secs(60))),
+                Some(f) => q.written(&f.key, now),
+                None => now += Duration::from_secs(1),
+            }
+        }
+        assert_eq!(retries, [Duration::from_secs(60); 3], "Retry-After of 60 s is honoured");
+        q.written(&key, now);
+        assert_eq!(backoff(20), Duration::from_secs(300), "capped at five minutes");
     }
 
     #[test]

@@ -123,6 +123,59 @@ pub struct WriteBudget {
 struct State {
     queue: WriteQueue<StatusKey, String>,
     bucket: TokenBucket,
+    /// Objects that show [`PROBLEM_CONDITION`].
+    problems: std::collections::HashSet<StatusKey>,
+}
+
+/// The condition the writer puts on an object whose status the API server refuses.
+pub const PROBLEM_CONDITION: &str = "StatusWriteFailed";
+/// Field manager of [`PROBLEM_CONDITION`] (apart from [`FIELD_MANAGER`], which never owns it).
+pub const PROBLEM_MANAGER: &str = "kubetwin-operator-status-problems";
+
+/// A status document as canonical JSON (object keys sorted), so the wanted status and the
+/// cached one compare equal exactly when they are equal.
+fn canonical(value: serde_json::Value) -> String {
+    value.to_string()
+}
+
+/// Removes [`PROBLEM_CONDITION`] from a status document (it is not the operator's to write).
+fn strip_problem(status: &mut serde_json::Value) {
+    if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        conditions.retain(|c| c.get("type").and_then(|t| t.as_str()) != Some(PROBLEM_CONDITION));
+    }
+}
+
+/// How a failed write is counted and retried.
+#[derive(Debug, PartialEq, Eq)]
+struct WriteFailure {
+    /// Metric label: invalid, conflict, throttled, unavailable, other.
+    reason: &'static str,
+    /// The API server's Retry-After, if it gave one.
+    retry_after: Duration,
+}
+
+impl WriteFailure {
+    fn of(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => {
+                let retry_after = status
+                    .details
+                    .as_ref()
+                    .map(|d| Duration::from_secs(u64::from(d.retry_after_seconds)))
+                    .unwrap_or_default();
+                let reason = match status.code {
+                    422 | 400 => "invalid",
+                    409 => "conflict",
+                    429 => "throttled",
+                    500..=599 => "unavailable",
+                    _ => "other",
+                };
+                Self { reason, retry_after }
+            }
+            kube::Error::SerdeError(_) => Self { reason: "invalid", retry_after: Duration::ZERO },
+            _ => Self { reason: "unavailable", retry_after: Duration::ZERO },
+        }
+    }
 }
 
 /// Queues status changes and writes them within the budget.
@@ -143,6 +196,7 @@ impl StatusWriter {
             state: Mutex::new(State {
                 queue: WriteQueue::new(budget.min_interval),
                 bucket: TokenBucket::new(budget.rate, budget.burst, now),
+                problems: std::collections::HashSet::new(),
             }),
             wake: Notify::new(),
             client,
@@ -165,9 +219,13 @@ impl StatusWriter {
         current: Option<&S>,
         priority: Priority,
     ) -> Result<Offer, Error> {
-        let json = serde_json::to_string(wanted)?;
+        let json = canonical(serde_json::to_value(wanted)?);
         let current = match current {
-            Some(current) => Some(fingerprint(&serde_json::to_string(current)?)),
+            Some(current) => {
+                let mut current = serde_json::to_value(current)?;
+                strip_problem(&mut current);
+                Some(fingerprint(&canonical(current)))
+            }
             None => None,
         };
         let mut state = self.lock();
@@ -265,32 +323,78 @@ impl StatusWriter {
         let now = Instant::now();
         match result {
             Ok(()) => {
-                self.lock().queue.written(&key, now);
+                let had_problem = {
+                    let mut state = self.lock();
+                    state.queue.written(&key, now);
+                    state.problems.remove(&key)
+                };
                 self.metrics.status_written(key.kind.label());
                 self.metrics.observe_staleness(flush.staleness);
+                if had_problem {
+                    self.clear_problem(&key).await;
+                }
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 debug!(?key, "object gone; status dropped");
                 let mut state = self.lock();
                 state.queue.written(&key, now);
                 state.queue.forget(&key);
-            }
-            Err(kube::Error::Api(status)) if status.code == 422 => {
-                warn!(?key, message = %status.message, "status rejected by the API server; dropped");
-                self.lock().queue.written(&key, now);
+                state.problems.remove(&key);
             }
             Err(error) => {
-                warn!(?key, %error, "status write failed; will retry");
-                self.metrics.reconcile_failed("status-writer");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.lock().queue.failed(flush, Instant::now());
+                let failure = WriteFailure::of(&error);
+                let delay = self.lock().queue.failed(flush, now, failure.retry_after);
+                self.metrics.status_write_failed(key.kind.label(), failure.reason);
+                warn!(?key, reason = failure.reason, %error, retry_in = ?delay, "status write failed; retrying later");
+                if failure.reason == "invalid" {
+                    // The API server will refuse this status until it changes: say so on the
+                    // object itself, where people look.
+                    let first = self.lock().problems.insert(key.clone());
+                    if first {
+                        self.show_problem(&key, &error.to_string()).await;
+                    }
+                }
                 self.wake.notify_one();
             }
         }
     }
 
+    /// Puts the condition [`PROBLEM_CONDITION`] on the object, written by its own field manager
+    /// so the operator's regular status writes neither keep nor remove it.
+    async fn show_problem(&self, key: &StatusKey, message: &str) {
+        let mut message = message.to_string();
+        message.truncate(1024);
+        let condition = serde_json::json!({
+            "type": PROBLEM_CONDITION,
+            "status": "True",
+            "reason": "Invalid",
+            "message": format!("The API server refused the status the operator computed: {message}"),
+            "lastTransitionTime": crate::clock::now().to_string(),
+        });
+        let body = serde_json::json!({"conditions": [condition]});
+        if let Err(error) = self.patch_as(key, body, PROBLEM_MANAGER).await {
+            warn!(?key, %error, "cannot show the status problem on the object");
+        }
+    }
+
+    /// Removes [`PROBLEM_CONDITION`] after a status write succeeded again.
+    async fn clear_problem(&self, key: &StatusKey) {
+        if let Err(error) = self.patch_as(key, serde_json::json!({}), PROBLEM_MANAGER).await {
+            warn!(?key, %error, "cannot clear the status problem on the object");
+        }
+    }
+
     async fn patch(&self, key: &StatusKey, status: serde_json::Value) -> Result<(), kube::Error> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.patch_as(key, status, FIELD_MANAGER).await
+    }
+
+    async fn patch_as(
+        &self,
+        key: &StatusKey,
+        status: serde_json::Value,
+        manager: &str,
+    ) -> Result<(), kube::Error> {
+        let params = PatchParams::apply(manager).force();
         let resource = &key.kind.resource;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &key.namespace, resource);
@@ -306,6 +410,41 @@ impl StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_classified_with_the_api_servers_retry_after() {
+        let status = |code: u16, retry: u32| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                details: Some(kube::core::response::StatusDetails {
+                    name: String::new(),
+                    group: String::new(),
+                    kind: String::new(),
+                    uid: String::new(),
+                    causes: Vec::new(),
+                    retry_after_seconds: retry,
+                }),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(WriteFailure::of(&status(422, 0)).reason, "invalid");
+        assert_eq!(
+            WriteFailure::of(&status(429, 7)),
+            WriteFailure { reason: "throttled", retry_after: Duration::from_secs(7) }
+        );
+        assert_eq!(WriteFailure::of(&status(503, 0)).reason, "unavailable");
+        assert_eq!(WriteFailure::of(&status(409, 0)).reason, "conflict");
+    }
+
+    #[test]
+    fn the_problem_condition_is_not_part_of_what_is_compared() {
+        let mut cached = serde_json::json!({"phase": "Sent", "conditions": [
+            {"type": "Complete", "status": "False"},
+            {"type": PROBLEM_CONDITION, "status": "True"},
+        ]});
+        strip_problem(&mut cached);
+        assert_eq!(cached, serde_json::json!({"phase": "Sent", "conditions": [{"type": "Complete", "status": "False"}]}));
+    }
 
     #[test]
     fn each_kind_is_registered_once_with_its_label() {
