@@ -10,7 +10,7 @@ use kubetwin_protocol::{
     AppliedVersion, Codec, DecodeError, DesiredDocument, EncodeError, KEY_FIRMWARE_VERSION,
     KEY_LAST_REBOOT, KEY_REBOOT, Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic,
     Presence, PresenceState, REBOOT_METHOD, RebootParams, RebootState, RebootStatus,
-    ReportedMessage, ResponseStatus, Topics, should_apply,
+    ReportedMessage, ResponseStatus, Topics, apply_reported, should_apply,
 };
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
@@ -73,6 +73,8 @@ pub struct Incoming {
     pub response_topic: Option<String>,
     /// MQTT 5 Correlation Data.
     pub correlation: Option<Vec<u8>>,
+    /// Delivered from the broker's retained store (at subscribe time), not live.
+    pub retained: bool,
 }
 
 /// Something the runner must do, in order.
@@ -104,7 +106,15 @@ pub struct Device {
     full_sent: bool,
     finishing: Option<PendingReboot>,
     telemetry: u64,
+    /// The operator session seen first in this boot (or since the last resync).
+    operator_session: Option<String>,
 }
+
+/// Key of the load-mode telemetry counter in the reported properties.
+pub const KEY_TELEMETRY: &str = "telemetry";
+
+/// How many of the latest answers a resync sends again.
+pub const RESYNC_ANSWERS: usize = 8;
 
 impl Device {
     /// A device with its persisted ledger (not booted yet: call [`Device::start_boot`]).
@@ -120,6 +130,7 @@ impl Device {
             full_sent: false,
             finishing: None,
             telemetry: 0,
+            operator_session: None,
         }
     }
 
@@ -160,6 +171,7 @@ impl Device {
         self.conn = 1;
         self.seq = 0;
         self.full_sent = false;
+        self.operator_session = None;
         let now = format_rfc3339(now_ms);
         if let Some(pending) = self.ledger.pending_reboot.take() {
             self.ledger.reboot =
@@ -222,7 +234,8 @@ impl Device {
     }
 
     /// After a ConnAck (and the subscriptions): online presence; on the first connection of a
-    /// boot a full report, and the `Succeeded` answer of a reboot that led to this boot.
+    /// boot a full report and the `Succeeded` answer of a reboot that led to this boot; on a
+    /// later connection (the previous one was lost, with whatever was in flight) a resync.
     pub fn on_connected(&mut self) -> Vec<Effect> {
         let mut presence = self.presence(PresenceState::Online, "connected", true);
         presence.firmware = Some(self.shared.firmware.clone());
@@ -234,6 +247,7 @@ impl Device {
             &presence,
         ))];
         if self.full_sent {
+            effects.extend(self.resync());
             return effects;
         }
         self.full_sent = true;
@@ -254,6 +268,17 @@ impl Device {
         effects
     }
 
+    /// A full report and the latest answers again, unchanged (protocol 5.5).
+    fn resync(&mut self) -> Vec<Effect> {
+        let mut effects = vec![publish(self.full_report())];
+        let answers: Vec<MethodResponse> =
+            self.ledger.recent.newest(RESYNC_ANSWERS).cloned().collect();
+        for answer in answers {
+            effects.push(publish(self.response_publication(&answer, None, None)));
+        }
+        effects
+    }
+
     fn full_report(&mut self) -> Result<Publication, EncodeError> {
         let mut reported = self.ledger.properties.clone();
         reported.insert(KEY_FIRMWARE_VERSION.into(), Value::String(self.shared.firmware.clone()));
@@ -261,11 +286,23 @@ impl Device {
         if let Some(reboot) = &self.ledger.reboot {
             reported.insert(KEY_REBOOT.into(), reboot.to_value());
         }
+        if self.telemetry > 0 {
+            reported.insert(KEY_TELEMETRY.into(), json!({ "counter": self.telemetry }));
+        }
         let seq = self.next_seq();
         let mut message = ReportedMessage::full(self.ledger.boot, seq, reported);
         message.applied = self.ledger.applied.clone();
         message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
-        self.publication(PubKind::Reported, self.shared.topics.reported(&self.id), &message)
+        self.reported(message)
+    }
+
+    /// Encodes a reported message and records it in the ledger as sent.
+    fn reported(&mut self, message: ReportedMessage) -> Result<Publication, EncodeError> {
+        let publication =
+            self.publication(PubKind::Reported, self.shared.topics.reported(&self.id), &message)?;
+        apply_reported(&mut self.ledger.reported, &message);
+        self.ledger.last_reported = Some((message.boot, message.seq));
+        Ok(publication)
     }
 
     fn patch(
@@ -277,7 +314,7 @@ impl Device {
         let mut message = ReportedMessage::patch(self.ledger.boot, seq, reported);
         message.applied = applied;
         message.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
-        self.publication(PubKind::Reported, self.shared.topics.reported(&self.id), &message)
+        self.reported(message)
     }
 
     /// A load-mode telemetry patch `{"telemetry": {"counter": n}}`.
@@ -285,7 +322,7 @@ impl Device {
         self.telemetry += 1;
         self.ledger.telemetry = Some(self.telemetry);
         let mut reported = Map::new();
-        reported.insert("telemetry".into(), json!({ "counter": self.telemetry }));
+        reported.insert(KEY_TELEMETRY.into(), json!({ "counter": self.telemetry }));
         self.patch(reported, None)
     }
 
@@ -313,6 +350,9 @@ impl Device {
 
     /// Handles an incoming message at `now_ms` (Unix milliseconds).
     pub fn handle(&mut self, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
+        if msg.topic == self.shared.topics.operator_session() {
+            return self.on_operator_session(msg);
+        }
         let parsed = match self.shared.topics.parse(&msg.topic) {
             Ok(parsed) if parsed.device_id().as_str() == self.id => parsed,
             Ok(_) | Err(_) => {
@@ -341,6 +381,31 @@ impl Device {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The operator announced its session. A session other than the one seen before in this
+    /// boot, or a new one announced live while connected, means an operator that may have lost
+    /// what this device sent: send a full report and the latest answers again. A retained
+    /// session seen first needs nothing, as it was in place before this boot's full report.
+    fn on_operator_session(&mut self, msg: &Incoming) -> Vec<Effect> {
+        let session = match self.shared.codec.decode_session(&msg.payload) {
+            Ok(announcement) => announcement.session,
+            Err(e) => {
+                drop_log(&self.id, &msg.topic, &e);
+                return Vec::new();
+            }
+        };
+        let resync = match &self.operator_session {
+            Some(seen) => *seen != session,
+            None => !msg.retained,
+        };
+        self.operator_session = Some(session);
+        if !resync || !self.full_sent {
+            // Before the first connection's full report there is nothing to send again.
+            return Vec::new();
+        }
+        info!(device = %self.id, boot = self.ledger.boot, "new operator session: sending a full report and the latest answers again");
+        self.resync()
     }
 
     fn on_desired(&mut self, doc: DesiredDocument) -> Vec<Effect> {
@@ -534,6 +599,7 @@ mod tests {
             payload: Codec::default().encode(&req).unwrap(),
             response_topic: Some(format!("kubetwin/v1/dev-1/rpc/res/{id}")),
             correlation: Some(id.as_bytes().to_vec()),
+            retained: false,
         }
     }
 
@@ -596,15 +662,94 @@ mod tests {
         assert!(!full.reported.contains_key("reboot"));
         assert_eq!(full.applied, None);
         assert!(!pubs[1].retain);
-        // A reconnect within the boot: presence only.
+        assert_eq!(device.ledger().last_reported, Some((1, 1)));
+        assert_eq!(device.ledger().reported, full.reported);
+        // A reconnect within the boot follows a lost connection: presence and a resync (a
+        // full report; no answers to repeat yet).
         device.next_connection();
         let again = device.on_connected();
-        assert_eq!(publications(&again).len(), 1);
+        assert_eq!(publications(&again).len(), 2);
         assert_eq!(presence_of(publications(&again)[0]).conn, 2);
+        let resync = reported_of(publications(&again)[1]);
+        assert!(resync.full);
+        assert_eq!((resync.boot, resync.seq), (1, 2));
+        assert_eq!(resync.reported, full.reported);
         assert_eq!(
             device.subscriptions(),
-            vec!["kubetwin/v1/dev-1/twin/desired", "kubetwin/v1/dev-1/rpc/req/#"]
+            vec![
+                "kubetwin/v1/dev-1/twin/desired",
+                "kubetwin/v1/dev-1/rpc/req/#",
+                "kubetwin/v1/_operator/session"
+            ]
         );
+    }
+
+    fn session_msg(session: &str, retained: bool) -> Incoming {
+        let announcement = kubetwin_protocol::OperatorSession::new(session, NOW);
+        Incoming {
+            topic: Topics::default().operator_session(),
+            payload: Codec::default().encode(&announcement).unwrap(),
+            retained,
+            ..Incoming::default()
+        }
+    }
+
+    #[test]
+    fn a_new_operator_session_gets_a_full_report_and_the_latest_answers() {
+        let mut device = booted(MqttVersion::V311, Faults::default());
+        // Seen before the first full report: nothing to send again yet.
+        assert!(device.handle(&session_msg("s0", false), now()).is_empty());
+        device.on_connected();
+        device.handle(&reboot_msg("r1", 5), now());
+        let table: [(&str, bool, bool); 5] = [
+            // (session, retained, resync)
+            ("s0", true, false), // the session already seen, replayed on a new subscription
+            ("s0", false, false), // the same session repeated live
+            ("s1", false, true), // a new session: the operator may have lost something
+            ("s1", true, false), // and replayed later: already handled
+            ("s2", true, true),  // a session that changed while the device was away
+        ];
+        for (session, retained, resync) in table {
+            let effects = device.handle(&session_msg(session, retained), now());
+            if !resync {
+                assert!(effects.is_empty(), "{session} retained={retained}: {effects:?}");
+                continue;
+            }
+            let pubs = publications(&effects);
+            assert_eq!(pubs.len(), 2, "{session}: a full report and the one answer");
+            let full = reported_of(pubs[0]);
+            assert!(full.full);
+            assert_eq!(full.boot, 1);
+            assert_eq!(full.reported["firmwareVersion"], json!("1.0.0"));
+            assert!(full.seq > 2, "a new seq of the boot, so the operator accepts it");
+            let answer = response_of(pubs[1]);
+            assert_eq!((answer.id.as_str(), answer.status), ("r1", ResponseStatus::Accepted));
+            // The answer is sent again as it was: same cursor, so the operator sees a duplicate.
+            assert_eq!((answer.boot, answer.seq), (1, 2));
+            assert_eq!(pubs[1].topic, "kubetwin/v1/dev-1/rpc/res/r1");
+        }
+    }
+
+    #[test]
+    fn a_retained_session_seen_first_needs_no_resync_but_a_live_one_does() {
+        // Retained, first in the boot: it existed before this boot's full report.
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        assert!(device.handle(&session_msg("s0", true), now()).is_empty());
+        // Live, first in the boot (the device resumed a session, so nothing was replayed):
+        // the operator started after the full report.
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let effects = device.handle(&session_msg("s0", false), now());
+        assert_eq!(publications(&effects).len(), 1, "a full report, no answers yet");
+        assert!(reported_of(publications(&effects)[0]).full);
+        // A new boot forgets the session: its own full report covers it.
+        device.start_boot(now());
+        device.on_connected();
+        assert!(device.handle(&session_msg("s0", true), now()).is_empty());
+        // A malformed announcement is dropped.
+        let garbage = Incoming { payload: b"{".to_vec(), ..session_msg("s9", false) };
+        assert!(device.handle(&garbage, now()).is_empty());
     }
 
     #[test]
@@ -643,6 +788,11 @@ mod tests {
             Value::Object(patch.reported),
             json!({"led": {"color": "red"}, "interval": null})
         );
+        // The ledger holds the merge of everything reported: the null deleted `interval`.
+        assert_eq!(device.ledger().reported.get("interval"), None);
+        assert_eq!(device.ledger().reported["led"], json!({"color": "red"}));
+        assert_eq!(device.ledger().reported["firmwareVersion"], json!("1.0.0"));
+        assert_eq!(device.ledger().last_reported, Some((1, 3)));
         // Garbage and cleared retained messages are dropped.
         let empty = Incoming { payload: Vec::new(), ..msg.clone() };
         assert!(device.handle(&empty, now()).is_empty());

@@ -75,6 +75,13 @@ pub struct Ledger {
     /// benchmark can check that the final value reached the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<u64>,
+    /// What the device has reported so far: every reported message it sent, applied in order
+    /// (so a test can compare it with the Device's `status.reported`).
+    #[serde(default)]
+    pub reported: Map<String, Value>,
+    /// `(boot, seq)` of the last reported message sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reported: Option<(u64, u64)>,
 }
 
 /// The ledger file of `device_id` under `state_dir`: `{state_dir}/{device_id}.json`.
@@ -155,6 +162,8 @@ mod tests {
             executed: vec!["r1".into(), "r2".into()],
             recent,
             telemetry: Some(12),
+            reported: Map::from_iter([("led".to_owned(), json!({"color": "green"}))]),
+            last_reported: Some((3, 7)),
         };
         let path = ledger_path(dir.path(), "dev-1");
         ledger.save(&path).unwrap();
@@ -173,6 +182,8 @@ mod tests {
         assert_eq!(raw["executed"], json!(["r1", "r2"]));
         assert_eq!(raw["recent"]["responses"][0]["id"], json!("r1"));
         assert_eq!(raw["telemetry"], json!(12));
+        assert_eq!(raw["reported"], json!({"led": {"color": "green"}}));
+        assert_eq!(raw["lastReported"], json!([3, 7]));
     }
 
     #[test]

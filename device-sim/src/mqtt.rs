@@ -103,6 +103,7 @@ impl Link {
                     payload: message.payload.to_vec(),
                     response_topic: message.response_topic,
                     correlation: message.correlation.map(|c| c.to_vec()),
+                    retained: message.retained,
                 }),
                 Event::SubAck { .. } => continue,
                 Event::PublishRefused { reason } => {

@@ -43,6 +43,8 @@ pattern write {root}/%u/rpc/res/+
 pattern write {root}/%u/presence
 pattern read {root}/%u/twin/desired
 pattern read {root}/%u/rpc/req/#
+# Every device reads the operator's session announcement (a new one asks for a resync).
+pattern read {root}/_operator/session
 # The operator reads what devices send, and alone writes desired documents and requests.
 {}",
         operator_acl(root, operator)
@@ -59,6 +61,7 @@ topic read {root}/+/rpc/res/+
 topic read {root}/+/presence
 topic readwrite {root}/+/twin/desired
 topic write {root}/+/rpc/req/#
+topic write {root}/_operator/session
 "
     )
 }

@@ -24,6 +24,9 @@ pub enum Error {
     /// A setting is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// The operating system's random source failed.
+    #[error("the system random source failed")]
+    Random,
     /// Leader election failed.
     #[error("leader election: {0}")]
     LeaderElection(String),

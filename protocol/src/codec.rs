@@ -7,7 +7,8 @@ use crate::contract::{DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION};
 use crate::error::{DecodeError, EncodeError};
 use crate::ids::{DeviceId, RequestId};
 use crate::message::{
-    DesiredDocument, Message, MethodRequest, MethodResponse, Presence, ReportedMessage, TwinGet,
+    DesiredDocument, Message, MethodRequest, MethodResponse, OperatorSession, Presence,
+    ReportedMessage, TwinGet,
 };
 use crate::topic::{ParsedTopic, Topics};
 
@@ -202,6 +203,11 @@ impl Codec {
         self.decode(payload)
     }
 
+    /// Decodes an `_operator/session` payload.
+    pub fn decode_session(&self, payload: &[u8]) -> Result<OperatorSession, DecodeError> {
+        self.decode(payload)
+    }
+
     /// Decodes a `presence` payload.
     pub fn decode_presence(&self, payload: &[u8]) -> Result<Presence, DecodeError> {
         self.decode(payload)
@@ -249,6 +255,7 @@ mod tests {
                 "request" => c.decode_request(bytes).map(|m| c.encode(&m)),
                 "response" => c.decode_response(bytes).map(|m| c.encode(&m)),
                 "presence" => c.decode_presence(bytes).map(|m| c.encode(&m)),
+                "session" => c.decode_session(bytes).map(|m| c.encode(&m)),
                 other => panic!("unknown kind {other}"),
             };
             let encoded = ok

@@ -144,8 +144,15 @@ pub const PRESENCE_LAST_WILL: &str = r#"{
   "reason": "lost"
 }"#;
 
+/// `_operator/session`.
+pub const SESSION: &str = r#"{
+  "v": 1,
+  "session": "7d2a9c4e-51f0-4b8e-a3c6-0e9b8d7f6a51",
+  "issuedAt": "2025-05-01T12:00:00Z"
+}"#;
+
 /// Every example with the message kind it is (`Message::KIND`).
-pub const ALL: [(&str, &str); 12] = [
+pub const ALL: [(&str, &str); 13] = [
     ("desired", DESIRED),
     ("reported", REPORTED_PATCH),
     ("reported", REPORTED_REBOOTING),
@@ -158,4 +165,5 @@ pub const ALL: [(&str, &str); 12] = [
     ("presence", PRESENCE_ONLINE),
     ("presence", PRESENCE_OFFLINE),
     ("presence", PRESENCE_LAST_WILL),
+    ("session", SESSION),
 ];

@@ -54,12 +54,12 @@ pub use ids::{
     validate_device_id, validate_method, validate_request_id,
 };
 pub use message::{
-    AppliedVersion, DesiredDocument, Message, MethodRequest, MethodResponse, MqttVersion, Presence,
-    PresenceState, ReportedMessage, ResponseStatus, TwinGet, V1,
+    AppliedVersion, DesiredDocument, Message, MethodRequest, MethodResponse, MqttVersion,
+    OperatorSession, Presence, PresenceState, ReportedMessage, ResponseStatus, TwinGet, V1,
 };
 pub use order::{Admission, admit, admit_presence, admit_response, plausible_boot};
 pub use rpc::{REBOOT_METHOD, RebootParams, RecentRequests};
-pub use topic::{ParsedTopic, Topics, response_topic};
+pub use topic::{OPERATOR_LEVEL, ParsedTopic, Topics, response_topic};
 pub use twin::{
     KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, RebootState, RebootStatus, apply_reported,
     merge_patch, should_apply,
@@ -129,6 +129,7 @@ mod tests {
                 codec.decode_response(&bytes).map(drop),
                 codec.decode_presence(&bytes).map(drop),
                 codec.decode_get(&bytes).map(drop),
+                codec.decode_session(&bytes).map(drop),
             ];
             assert!(
                 decoded.iter().any(Result::is_ok),

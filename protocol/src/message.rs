@@ -423,6 +423,50 @@ impl Message for MethodResponse {
     }
 }
 
+/// `_operator/session` (operator → every device, retained): the operator's current session.
+/// A device that sees a session other than the first one it saw in its boot sends a full
+/// report and its latest answers again, so nothing the operator lost in a restart, failover or
+/// broker outage stays lost.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorSession {
+    /// Schema version, always 1.
+    pub v: V1,
+    /// The session's nonce: 1-64 of `[A-Za-z0-9-]`, new for every operator session.
+    pub session: String,
+    /// When the operator started the session (RFC 3339).
+    pub issued_at: String,
+}
+
+impl OperatorSession {
+    /// A session announcement.
+    pub fn new(session: impl Into<String>, issued_at: impl Into<String>) -> Self {
+        Self { v: V1, session: session.into(), issued_at: issued_at.into() }
+    }
+}
+
+impl sealed::Sealed for OperatorSession {}
+impl Message for OperatorSession {
+    const KIND: &'static str = "session";
+    const RETAINED: bool = true;
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        // Same alphabet and length as a request id.
+        validate_request_id(&self.session).map_err(|_| {
+            DecodeError::InvalidField(format!(
+                "session {:?} is not 1-64 of [A-Za-z0-9-]",
+                self.session
+            ))
+        })?;
+        validate_timestamp("issuedAt", &self.issued_at)
+    }
+
+    fn check_topic(&self, _topic: &ParsedTopic) -> Result<(), DecodeError> {
+        // It has a topic of its own, which is not a device topic.
+        Err(DecodeError::InvalidField("a session message does not belong on a device topic".into()))
+    }
+}
+
 /// Whether a device is connected.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]

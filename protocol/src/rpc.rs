@@ -119,6 +119,11 @@ impl RecentRequests {
         }
     }
 
+    /// The last responses sent, newest last, at most `count` of them.
+    pub fn newest(&self, count: usize) -> impl Iterator<Item = &MethodResponse> {
+        self.responses.iter().skip(self.responses.len().saturating_sub(count))
+    }
+
     /// How many request ids are remembered.
     pub fn len(&self) -> usize {
         self.responses.len()

@@ -82,6 +82,12 @@ impl Topics {
         format!("{}/+/presence", self.root)
     }
 
+    /// `{root}/_operator/session` (operator → every device, retained): the operator's current
+    /// session. The level `_operator` cannot be a device id (ids have no `_`).
+    pub fn operator_session(&self) -> String {
+        format!("{}/{OPERATOR_LEVEL}/session", self.root)
+    }
+
     /// Operator filter for every device's desired document: `{root}/+/twin/desired` (the
     /// operator watches the documents it owns, to notice when anything else overwrote one).
     pub fn desired_filter(&self) -> String {
@@ -106,7 +112,7 @@ impl Topics {
 
     /// Every filter a device subscribes to (QoS 1).
     pub fn device_subscriptions(&self, device_id: &str) -> Vec<String> {
-        vec![self.desired(device_id), self.request_filter(device_id)]
+        vec![self.desired(device_id), self.request_filter(device_id), self.operator_session()]
     }
 
     /// Parses a topic under this root, validating the ids in it.
@@ -148,6 +154,9 @@ impl Topics {
 pub fn response_topic(root: &str, device_id: &str, request_id: &str) -> String {
     format!("{}/{device_id}/rpc/res/{request_id}", root.trim_end_matches('/'))
 }
+
+/// The topic level of the operator's own topics: not a valid device id, so it cannot collide.
+pub const OPERATOR_LEVEL: &str = "_operator";
 
 /// A topic of the contract, with the ids it carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -264,7 +273,11 @@ mod tests {
         );
         assert_eq!(
             t.device_subscriptions("d1"),
-            vec!["site-a/kt/d1/twin/desired", "site-a/kt/d1/rpc/req/#"]
+            vec![
+                "site-a/kt/d1/twin/desired",
+                "site-a/kt/d1/rpc/req/#",
+                "site-a/kt/_operator/session"
+            ]
         );
     }
 

@@ -97,6 +97,19 @@ pub async fn run(
                 for resync in &triggers.resync {
                     resync();
                 }
+                // After the subscriptions (the Connected event follows the SUBACK), so every
+                // full report the announcement asks for reaches this session.
+                let issued_at = kubetwin_protocol::timestamp::format_rfc3339(
+                    crate::clock::now().as_millisecond(),
+                );
+                match ctx.publisher.new_session(&issued_at).await {
+                    Ok(session) => {
+                        info!(%session, "announced a new operator session: devices resync")
+                    }
+                    Err(error) => {
+                        warn!(%error, "cannot announce the operator session; devices will not resync")
+                    }
+                }
             }
             Event::PublishRefused { reason } => {
                 ctx.metrics.mqtt_refused("publish");

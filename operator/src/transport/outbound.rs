@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kubetwin_mqtt::{Client, Publication, RequestProperties};
-use kubetwin_protocol::{Codec, DesiredDocument, DeviceId, MethodRequest, RequestId, Topics};
+use kubetwin_protocol::{
+    Codec, DesiredDocument, DeviceId, MethodRequest, OperatorSession, RequestId, Topics,
+};
+use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::{error::Error, telemetry::metrics::Metrics};
 
@@ -43,6 +46,18 @@ impl Publisher {
         Ok(())
     }
 
+    /// Announces a new operator session (retained): every device that sees it sends a full
+    /// report and its latest answers again, which recovers whatever this operator may have
+    /// lost between the broker's acknowledgement and the status write. Returns the session.
+    pub async fn new_session(&self, issued_at: &str) -> Result<String, Error> {
+        let session = session_nonce()?;
+        let payload = self.codec.encode(&OperatorSession::new(session.clone(), issued_at))?;
+        let message = Publication::new(self.topics.operator_session(), payload, true);
+        self.client.publish(message).await?;
+        self.metrics.published("session");
+        Ok(session)
+    }
+
     /// Publishes a method request to `device`; on MQTT 5 with the response topic, the request
     /// id as correlation data and a message expiry of `expiry_seconds`.
     pub async fn request(
@@ -66,5 +81,26 @@ impl Publisher {
         self.client.publish(publication).await?;
         self.metrics.published("request");
         Ok(())
+    }
+}
+
+/// A random session nonce: 32 hexadecimal digits.
+fn session_nonce() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_nonces_are_valid_ids_and_differ() {
+        let a = session_nonce().unwrap();
+        let b = session_nonce().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(kubetwin_protocol::validate_request_id(&a).is_ok());
+        assert_ne!(a, b);
     }
 }

@@ -456,7 +456,11 @@ mod tests {
         q.offer(9999, "good".into(), Priority::Routine, None, at(t0, 10));
         let next = q.take(at(t0, 20), SCAN).expect("the healthy object is not starved");
         assert_eq!(next.key, 9999);
-        assert_eq!(q.next_due(at(t0, 20), SCAN), Some(at(t0, 1000)), "the failed ones retry in 1 s");
+        assert_eq!(
+            q.next_due(at(t0, 20), SCAN),
+            Some(at(t0, 1000)),
+            "the failed ones retry in 1 s"
+        );
         // The delays grow per object, and the API server's hint wins when longer.
         let flush = q.take(at(t0, 1000), SCAN).expect("a retry");
         let key = flush.key;

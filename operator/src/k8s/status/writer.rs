@@ -443,7 +443,10 @@ mod tests {
             {"type": PROBLEM_CONDITION, "status": "True"},
         ]});
         strip_problem(&mut cached);
-        assert_eq!(cached, serde_json::json!({"phase": "Sent", "conditions": [{"type": "Complete", "status": "False"}]}));
+        assert_eq!(
+            cached,
+            serde_json::json!({"phase": "Sent", "conditions": [{"type": "Complete", "status": "False"}]})
+        );
     }
 
     #[test]
