@@ -17,15 +17,15 @@ use kube::{
 };
 use kubetwin_api::{Device, RebootRequest};
 use kubetwin_mqtt::LinkState;
-use kubetwin_protocol::{Codec, Topics};
+use kubetwin_protocol::{Codec, DeviceId, Topics};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::OperatorConfig,
     context::Context,
     error::Result,
-    fleet::FleetIndex,
+    fleet::{ClearReason, FleetIndex},
     k8s::{
         Retries, check_crds,
         events::EventSink,
@@ -61,18 +61,23 @@ pub async fn run(
     let connection = transport::connection::connect(&config, &topics)?;
     let (mqtt, mqtt_events, link, _poll_task) = connection.into_parts();
 
-    let fleet = Arc::new(Mutex::new(FleetIndex::default()));
+    let orphan_prefix = config.watch_namespace.as_ref().map(|ns| format!("{ns}."));
+    let fleet = Arc::new(Mutex::new(FleetIndex::with_orphan_prefix(orphan_prefix)));
     let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
+    let (clear_sender, clear_requests) = tokio::sync::mpsc::unbounded_channel::<DeviceId>();
     let devices = {
         let fleet = fleet.clone();
         let trigger = device_trigger.clone();
         lean_controller::<Device>(&client, &config, move |event| {
-            let changed = fleet
+            let change = fleet
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .device_event(event, crate::clock::now());
-            for device in changed {
+            for device in change.reconcile {
                 let _ = trigger.unbounded_send(device);
+            }
+            for id in change.freed {
+                let _ = clear_sender.send(id);
             }
         })
     };
@@ -121,6 +126,7 @@ pub async fn run(
         metrics: metrics.clone(),
     });
 
+    tokio::spawn(clear_freed_desired(ctx.clone(), clear_requests));
     let device_store = devices.store();
     let reboot_store = reboots.store();
     let triggers = Triggers {
@@ -170,8 +176,49 @@ pub async fn run(
         )
         .for_each(|_| async {});
     futures::future::join(devices, reboots).await;
-    info!("controllers stopped");
+    shut_down(&ctx, Duration::from_secs(config.shutdown_grace_seconds)).await;
     Ok(())
+}
+
+/// After a shutdown signal stopped the controllers: leave the broker, so that it queues what
+/// devices send for the next leader (the session is persistent), then write the statuses still
+/// queued within `grace`.
+async fn shut_down(ctx: &Context, grace: Duration) {
+    info!("controllers stopped; leaving the broker and writing the statuses still queued");
+    if let Err(error) = ctx.publisher.disconnect().await {
+        warn!(%error, "cannot disconnect from the broker cleanly");
+    }
+    let started = Instant::now();
+    let queued = ctx.writer.depth();
+    let left = ctx.writer.drain(grace).await;
+    if left == 0 {
+        info!(written = queued, took = ?started.elapsed(), "every queued status written");
+    } else {
+        warn!(
+            left,
+            ?grace,
+            "statuses still queued when the shutdown grace ended; the next leader recovers them when devices resync"
+        );
+    }
+}
+
+/// Clears the retained desired document of every device id no Device has any more, so a
+/// device whose Device was deleted is not configured by a document nobody manages.
+async fn clear_freed_desired(
+    ctx: Arc<Context>,
+    mut freed: tokio::sync::mpsc::UnboundedReceiver<DeviceId>,
+) {
+    while let Some(id) = freed.recv().await {
+        match ctx.publisher.clear_desired(&id).await {
+            Ok(()) => {
+                ctx.metrics.desired_cleared(ClearReason::Deleted);
+                info!(device = %id, "no Device has this device id any more: cleared its desired document");
+            }
+            Err(error) => {
+                warn!(device = %id, %error, "cannot clear the desired document of a deleted Device; it is cleared when the operator next connects");
+            }
+        }
+    }
 }
 
 /// The trigger of request kind `R`, keyed by its kind label.

@@ -108,6 +108,11 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
 
+    /// Seconds a graceful shutdown (SIGTERM) may spend writing the statuses still queued,
+    /// before it releases the Lease; keep it below the pod's termination grace period.
+    #[arg(long, env = "KUBETWIN_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "KUBETWIN_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
         let acquired = tokio::select! {
             acquired = leader::acquire(client.clone(), &config, &identity) => acquired,
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            () = shutdown_signal() => return ExitCode::SUCCESS,
         };
         match acquired {
             Ok(leadership) => Some(leadership),
@@ -64,12 +64,14 @@ async fn main() -> ExitCode {
             }
         }
     } else {
+        tracing::info!("acting without leader election");
         None
     };
 
     let result = app::run(client, config, metrics, ready_tx).await;
-    if let Some(leadership) = leadership {
-        leadership.release(std::time::Duration::from_secs(3)).await;
+    match leadership {
+        Some(leadership) => leadership.release(std::time::Duration::from_secs(3)).await,
+        None => tracing::info!("stopped acting"),
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +79,25 @@ async fn main() -> ExitCode {
             tracing::error!(%error, "operator stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends a pod it stops).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 

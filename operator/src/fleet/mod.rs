@@ -101,6 +101,37 @@ pub enum Admitted {
         /// The Device that owns the device id.
         owner: ObjectRef<Device>,
     },
+    /// A retained desired document for a device id no Device has: it must be cleared.
+    DesiredOrphaned,
+}
+
+/// Why the operator clears a retained desired document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClearReason {
+    /// Its Device was deleted (or now names another device id), and no other Device has the id.
+    Deleted,
+    /// The broker holds it for an id no Device has (the Device was deleted while the operator
+    /// was not running).
+    Orphan,
+}
+
+impl ClearReason {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deleted => "deleted",
+            Self::Orphan => "orphan",
+        }
+    }
+}
+
+/// What a Device watch event changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct FleetChange {
+    /// Devices whose claim on their device id changed: reconcile them.
+    pub reconcile: Vec<ObjectRef<Device>>,
+    /// Device ids no Device has any more: clear their retained desired documents.
+    pub freed: Vec<DeviceId>,
 }
 
 /// The fleet index.
@@ -113,6 +144,9 @@ pub struct FleetIndex {
     /// Devices seen since the current (re)list started; `None` outside a list.
     listing: Option<HashSet<ObjectRef<Device>>>,
     synced: bool,
+    /// The device ids whose orphaned desired documents this operator may clear: those starting
+    /// with this prefix (`<namespace>.` when it watches one namespace), or all.
+    orphan_prefix: Option<String>,
 }
 
 /// A reference by namespace and name only (no uid or resourceVersion strings): the index
@@ -126,17 +160,19 @@ pub fn bare_ref<K: kube::Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K>
 }
 
 impl FleetIndex {
-    /// Applies one event of the Device watch. Returns the Devices whose claim on their device
-    /// id changed and that should be reconciled.
-    pub fn device_event(
-        &mut self,
-        event: &watcher::Event<Device>,
-        now: Timestamp,
-    ) -> Vec<ObjectRef<Device>> {
+    /// An index that clears orphaned desired documents only for device ids starting with
+    /// `prefix` (an operator watching one namespace owns only that namespace's default ids).
+    pub fn with_orphan_prefix(prefix: Option<String>) -> Self {
+        Self { orphan_prefix: prefix, ..Self::default() }
+    }
+
+    /// Applies one event of the Device watch. Returns the Devices to reconcile and the ids to
+    /// clear.
+    pub fn device_event(&mut self, event: &watcher::Event<Device>, now: Timestamp) -> FleetChange {
         match event {
             watcher::Event::Init => {
                 self.listing = Some(HashSet::new());
-                Vec::new()
+                FleetChange::default()
             }
             watcher::Event::InitApply(device) => {
                 if let Some(listing) = &mut self.listing {
@@ -150,9 +186,11 @@ impl FleetIndex {
                 let listed = self.listing.take().unwrap_or_default();
                 let gone: Vec<_> =
                     self.ownership.objects().filter(|o| !listed.contains(o)).cloned().collect();
-                let mut changed = Vec::new();
+                let mut changed = FleetChange::default();
                 for object in gone {
-                    changed.extend(self.device_gone(&object));
+                    let change = self.device_gone(&object);
+                    changed.reconcile.extend(change.reconcile);
+                    changed.freed.extend(change.freed);
                 }
                 self.synced = true;
                 changed
@@ -167,7 +205,7 @@ impl FleetIndex {
         self.synced
     }
 
-    fn device_applied(&mut self, device: &Device, now: Timestamp) -> Vec<ObjectRef<Device>> {
+    fn device_applied(&mut self, device: &Device, now: Timestamp) -> FleetChange {
         let object = bare_ref(device);
         let Ok(id) = DeviceId::new(&device.effective_device_id()) else {
             // No valid device id: the Device claims nothing (its status says why).
@@ -178,7 +216,10 @@ impl FleetIndex {
             created: device.metadata.creation_timestamp.as_ref().map(|t| t.0),
             uid: device.metadata.uid.clone().unwrap_or_default(),
         };
-        let changed = self.ownership.claim(id.clone(), claimant);
+        let (reconcile, freed) = self.ownership.claim(id.clone(), claimant);
+        if let Some(freed) = &freed {
+            self.states.remove(freed);
+        }
         if self.ownership.owner(&id) == Some(&object) && !self.states.contains_key(&id) {
             let status = device.status.as_ref();
             let early = self.unknown.take(&id, Instant::now());
@@ -189,15 +230,18 @@ impl FleetIndex {
             };
             self.states.insert(id, state);
         }
-        changed
+        FleetChange { reconcile, freed: freed.into_iter().collect() }
     }
 
-    fn device_gone(&mut self, object: &ObjectRef<Device>) -> Vec<ObjectRef<Device>> {
+    fn device_gone(&mut self, object: &ObjectRef<Device>) -> FleetChange {
         let (freed, successor) = self.ownership.release(object);
-        if let Some(id) = freed {
-            self.states.remove(&id);
+        if let Some(id) = &freed {
+            self.states.remove(id);
         }
-        successor.into_iter().collect()
+        FleetChange {
+            reconcile: successor.into_iter().collect(),
+            freed: freed.into_iter().collect(),
+        }
     }
 
     /// Where `device` stands with its device id (`None` when it claims none, for example
@@ -229,9 +273,16 @@ impl FleetIndex {
         document: Option<&kubetwin_protocol::DesiredDocument>,
     ) -> Admitted {
         let kind = MessageKind::Operator;
-        let (Some(owner), Some(state)) =
-            (self.ownership.owner(id).cloned(), self.states.get_mut(id))
-        else {
+        let Some(owner) = self.ownership.owner(id).cloned() else {
+            // A document for an id no Device has: left behind by a Device deleted while the
+            // operator was not running. Only once every Device is known, and only in scope.
+            let in_scope = self.orphan_prefix.as_deref().is_none_or(|p| id.starts_with(p));
+            if document.is_some() && self.synced && in_scope {
+                return Admitted::DesiredOrphaned;
+            }
+            return Admitted::Dropped { kind, reason: "operator" };
+        };
+        let Some(state) = self.states.get_mut(id) else {
             return Admitted::Dropped { kind, reason: "operator" };
         };
         let Some(published) = &state.published else {
@@ -409,7 +460,7 @@ mod tests {
             watcher::Event::InitDone,
         ]
         .iter()
-        .flat_map(|e| index.device_event(e, now()))
+        .flat_map(|e| index.device_event(e, now()).reconcile)
         .collect();
         assert!(changed.contains(&bare_ref(&kept)), "the new owner is reconciled");
         assert_eq!(
@@ -460,12 +511,70 @@ mod tests {
     }
 
     #[test]
-    fn deleting_the_last_claimant_drops_the_device_state() {
+    fn deleting_the_last_claimant_drops_the_device_state_and_frees_the_id() {
         let mut index = FleetIndex::default();
         let d = device("plant", "sensor-1", None, 100);
+        let twin = device("other", "sensor-1", Some("plant.sensor-1"), 200);
         index.device_event(&watcher::Event::Apply(d.clone()), now());
+        index.device_event(&watcher::Event::Apply(twin.clone()), now());
         assert_eq!(index.sizes().0, 1);
-        index.device_event(&watcher::Event::Delete(d), now());
+        // Another Device still names the id: it takes over, nothing is cleared.
+        let change = index.device_event(&watcher::Event::Delete(d), now());
+        assert_eq!(change, FleetChange { reconcile: vec![bare_ref(&twin)], freed: vec![] });
+        let change = index.device_event(&watcher::Event::Delete(twin), now());
+        assert_eq!(change.freed, [DeviceId::new("plant.sensor-1").expect("valid")]);
         assert_eq!(index.sizes(), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_device_that_names_another_id_frees_its_old_one_and_its_state() {
+        let mut index = FleetIndex::default();
+        let before = device("plant", "sensor-1", Some("plant.old"), 100);
+        index.device_event(&watcher::Event::Apply(before), now());
+        let after = device("plant", "sensor-1", Some("plant.new"), 100);
+        let change = index.device_event(&watcher::Event::Apply(after), now());
+        assert_eq!(change.freed, [DeviceId::new("plant.old").expect("valid")]);
+        assert!(index.state("plant.old").is_none());
+        assert!(index.state("plant.new").is_some());
+        assert_eq!(index.sizes().0, 1, "no state is left behind for the old id");
+    }
+
+    #[test]
+    fn a_retained_desired_document_no_device_has_is_an_orphan_in_scope_once_synced() {
+        use kubetwin_protocol::DesiredDocument;
+        let topics = Topics::default();
+        let doc = DesiredDocument::new("uid", 1, "2025-05-01T12:00:00Z", serde_json::Map::new());
+        let payload = Codec::default().encode(&doc).expect("encodes");
+        let inbound = |id: &str| {
+            Codec::default()
+                .decode_inbound(&topics, &topics.desired(id), &payload)
+                .expect("decodes")
+        };
+        let clock = Instant::now();
+        let mut index = FleetIndex::with_orphan_prefix(Some("plant.".into()));
+        let operator = Admitted::Dropped { kind: MessageKind::Operator, reason: "operator" };
+        assert_eq!(
+            index.admit(&inbound("plant.gone"), true, now(), clock),
+            operator,
+            "not before every Device is known"
+        );
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            index.device_event(&event, now());
+        }
+        // (device id, what happens)
+        let table = [
+            ("plant.gone", Admitted::DesiredOrphaned),
+            ("other.gone", operator.clone()), // another namespace's id: not ours to clear
+        ];
+        for (id, wanted) in table {
+            assert_eq!(index.admit(&inbound(id), true, now(), clock), wanted, "{id}");
+        }
+        assert_eq!(index.desired_cleared("plant.gone"), operator, "its clearing echoes back");
+        let mut all = FleetIndex::default();
+        all.device_event(&watcher::Event::InitDone, now());
+        assert_eq!(
+            all.admit(&inbound("other.gone"), true, now(), clock),
+            Admitted::DesiredOrphaned
+        );
     }
 }

@@ -50,10 +50,15 @@ pub struct Ownership {
 impl Ownership {
     /// Records that `claimant` claims `id` (replacing an earlier claim of another id). Returns
     /// the Devices whose claim changed (the claimant itself, and a Device that gained or lost
-    /// an id by it), so they can be reconciled.
-    pub fn claim(&mut self, id: DeviceId, claimant: Claimant) -> Vec<ObjectRef<Device>> {
+    /// an id by it), so they can be reconciled, and the earlier id if nobody claims it now.
+    pub fn claim(
+        &mut self,
+        id: DeviceId,
+        claimant: Claimant,
+    ) -> (Vec<ObjectRef<Device>>, Option<DeviceId>) {
         let object = claimant.object.clone();
         let mut changed = vec![object.clone()];
+        let mut freed = None;
         if let Some(previous) = self.ids.get(&object).cloned() {
             if previous == id {
                 let list = self.claims.entry(id.clone()).or_default();
@@ -61,9 +66,11 @@ impl Ownership {
                     *existing = claimant;
                 }
                 list.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-                return changed;
+                return (changed, None);
             }
-            changed.extend(self.release(&object).1);
+            let (released, successor) = self.release(&object);
+            freed = released;
+            changed.extend(successor);
         }
         let list = self.claims.entry(id.clone()).or_default();
         let old_owner = list.first().map(|c| c.object.clone());
@@ -76,7 +83,7 @@ impl Ownership {
             changed.push(old);
         }
         self.ids.insert(object, id);
-        changed
+        (changed, freed)
     }
 
     /// Removes the claim of `object`. Returns the id it claimed when no Device claims that id
@@ -180,8 +187,9 @@ mod tests {
         let old = claimant("a", "one", 100, "u1");
         let new = claimant("b", "two", 200, "u2");
         ownership.claim(id("x"), new.clone());
-        let changed = ownership.claim(id("x"), old.clone());
+        let (changed, freed) = ownership.claim(id("x"), old.clone());
         assert_eq!(changed, [old.object.clone(), new.object.clone()], "the newer one lost the id");
+        assert_eq!(freed, None);
         assert_eq!(ownership.release(&old.object), (None, Some(new.object.clone())));
         assert_eq!(ownership.claim_of(&new.object), Some(Claim::Owner(id("x"))));
         assert_eq!(ownership.release(&new.object), (Some(id("x")), None));
@@ -192,8 +200,12 @@ mod tests {
     fn a_new_claim_by_the_same_device_replaces_its_old_one() {
         let mut ownership = Ownership::default();
         let device = claimant("a", "one", 100, "u1");
-        ownership.claim(id("first"), device.clone());
-        ownership.claim(id("second"), device.clone());
+        assert_eq!(ownership.claim(id("first"), device.clone()).1, None);
+        assert_eq!(
+            ownership.claim(id("second"), device.clone()).1,
+            Some(id("first")),
+            "nobody claims the first id any more"
+        );
         assert_eq!(ownership.owner("first"), None);
         assert_eq!(ownership.owner("second"), Some(&device.object));
         assert_eq!(ownership.len(), 1);

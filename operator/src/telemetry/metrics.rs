@@ -59,6 +59,7 @@ pub struct Metrics {
     inbound_queue_depth: Gauge,
     status_in_flight: Gauge,
     desired_overwrites: Counter,
+    desired_cleared: Family<KindLabel, Counter>,
     status_write_errors: Family<WriteFailureLabels, Counter>,
 }
 
@@ -82,6 +83,7 @@ impl Default for Metrics {
             inbound_queue_depth: Gauge::default(),
             status_in_flight: Gauge::default(),
             desired_overwrites: Counter::default(),
+            desired_cleared: Family::default(),
             status_write_errors: Family::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -172,6 +174,11 @@ impl Metrics {
             m.desired_overwrites.clone(),
         );
         r.register(
+            "kubetwin_desired_cleared",
+            "Retained desired documents the operator cleared, by why (deleted: its Device was deleted; orphan: found with no Device)",
+            m.desired_cleared.clone(),
+        );
+        r.register(
             "kubetwin_status_writes_in_flight",
             "Status patches sent and not yet answered",
             m.status_in_flight.clone(),
@@ -235,6 +242,10 @@ impl Metrics {
     /// Counts a desired document someone else overwrote.
     pub fn desired_overwritten(&self) {
         self.desired_overwrites.inc();
+    }
+    /// Counts a retained desired document cleared, by why.
+    pub fn desired_cleared(&self, why: crate::fleet::ClearReason) {
+        self.desired_cleared.get_or_create(&label(why.as_str())).inc();
     }
     /// Sets how many status patches are in flight.
     pub fn set_writes_in_flight(&self, count: usize) {

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     context::Context,
-    fleet::{Admitted, Follower, unknown::LogLimiter},
+    fleet::{Admitted, ClearReason, Follower, unknown::LogLimiter},
     k8s::wait_synced,
 };
 
@@ -174,6 +174,22 @@ fn handle(
             ctx.metrics.desired_overwritten();
             warn!(%device, topic = %message.topic, "the retained desired document was overwritten by someone else; publishing it again");
             triggers.device(owner);
+        }
+        Admitted::DesiredOrphaned => {
+            let publisher = ctx.publisher.clone();
+            let metrics = ctx.metrics.clone();
+            // Off the inbound loop: a publish may wait for room in the client's queue.
+            tokio::spawn(async move {
+                match publisher.clear_desired(&device).await {
+                    Ok(()) => {
+                        metrics.desired_cleared(ClearReason::Orphan);
+                        info!(%device, "cleared a desired document no Device has (left behind by a Device deleted while the operator was away)");
+                    }
+                    Err(error) => {
+                        warn!(%device, %error, "cannot clear an orphaned desired document")
+                    }
+                }
+            });
         }
     }
 }

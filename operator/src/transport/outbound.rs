@@ -46,6 +46,14 @@ impl Publisher {
         Ok(())
     }
 
+    /// Clears the retained desired document of `device` (an empty retained payload).
+    pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), Error> {
+        let message = Publication::new(self.topics.desired(device.as_str()), Vec::new(), true);
+        self.client.publish(message).await?;
+        self.metrics.published("desired-clear");
+        Ok(())
+    }
+
     /// Announces a new operator session (retained): every device that sees it sends a full
     /// report and its latest answers again, which recovers whatever this operator may have
     /// lost between the broker's acknowledgement and the status write. Returns the session.
@@ -56,6 +64,12 @@ impl Publisher {
         self.client.publish(message).await?;
         self.metrics.published("session");
         Ok(session)
+    }
+
+    /// Leaves the broker with a clean DISCONNECT (at shutdown).
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        self.client.disconnect().await?;
+        Ok(())
     }
 
     /// Publishes a method request to `device`; on MQTT 5 with the response topic, the request

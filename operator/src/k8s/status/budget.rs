@@ -312,6 +312,12 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         delay
     }
 
+    /// From now on, writes pending changes without waiting for the per-object minimum interval
+    /// (at shutdown: what is not written before the process ends is lost).
+    pub fn drain(&mut self) {
+        self.min_interval = Duration::ZERO;
+    }
+
     /// Forgets an object that no longer exists.
     pub fn forget(&mut self, key: &K) {
         if let Some(p) = self.pending.remove(key) {

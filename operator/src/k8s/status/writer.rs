@@ -260,6 +260,22 @@ impl StatusWriter {
         self.lock().queue.depth()
     }
 
+    /// Writes everything queued without waiting for the per-object minimum interval (still
+    /// within the rate budget), until nothing is left or `within` has passed. Returns how
+    /// many objects are left unwritten. Keeps [`StatusWriter::run`] going meanwhile.
+    pub async fn drain(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        self.lock().queue.drain();
+        self.wake.notify_one();
+        loop {
+            let left = self.depth() + self.in_flight.load(Ordering::SeqCst);
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Writes queued changes until the process ends.
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
