@@ -65,8 +65,11 @@ impl From<&Answer> for RecordedResponse {
 /// What the operator knows about one device.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeviceState {
-    /// Last accepted reported position.
+    /// Last accepted reported position (shown in status).
     pub cursor: Option<Cursor>,
+    /// Position of the newest full report that only repeated what was known (a resync): it
+    /// changed nothing shown, but anything older is stale from now on.
+    pub repeated: Option<Cursor>,
     /// Reported properties, merged.
     pub reported: Map<String, Value>,
     /// When the last reported message was accepted.
@@ -143,6 +146,7 @@ impl DeviceState {
                 .last_reported
                 .and_then(|c| Cursor::try_from(c).ok())
                 .filter(|c| plausible_boot(c.boot, unix_secs(now))),
+            repeated: None,
             reported: status.reported.clone().map(|r| r.into_iter().collect()).unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
@@ -162,7 +166,7 @@ impl DeviceState {
         if !plausible_boot(message.boot, unix_secs(now)) {
             return Admission::Implausible;
         }
-        let admission = admit(self.cursor, message.cursor());
+        let admission = admit(self.position(), message.cursor());
         if admission.is_accept() {
             let mut merged = self.reported.clone();
             apply_reported(&mut merged, message);
@@ -170,6 +174,13 @@ impl DeviceState {
             if size > MAX_REPORTED_BYTES {
                 self.reported_too_large = Some(size);
                 return Admission::TooLarge;
+            }
+            if self.repeats_known_state(message, &merged) {
+                // A resync (protocol 5.5) that says what is already known changes nothing
+                // shown, not even the position, so a restarted operator writes no status for
+                // it; older messages are stale from now on all the same.
+                self.repeated = Some(message.cursor());
+                return Admission::Duplicate;
             }
             self.reported = merged;
             self.reported_too_large = None;
@@ -182,6 +193,25 @@ impl DeviceState {
             self.connection.last_seen = Some(Time(now));
         }
         admission
+    }
+
+    /// The newest reported position seen: older messages are stale.
+    pub fn position(&self) -> Option<Cursor> {
+        self.cursor.max(self.repeated)
+    }
+
+    /// Whether `message` is a full report of the current boot whose result (`merged`) and
+    /// applied version are exactly what is held. A new boot always counts (reboots are seen
+    /// through it).
+    fn repeats_known_state(&self, message: &ReportedMessage, merged: &Map<String, Value>) -> bool {
+        let applied = message
+            .applied
+            .as_ref()
+            .map(|a| AppliedVersion { epoch: a.epoch.clone(), version: a.version });
+        message.full
+            && self.cursor.is_some_and(|c| c.boot == message.boot)
+            && *merged == self.reported
+            && applied == self.applied
     }
 
     /// Applies a presence message unless it belongs to an older connection. A `retained`
@@ -292,6 +322,45 @@ mod tests {
 
     fn id(text: &str) -> RequestId {
         RequestId::new(text).expect("valid request id")
+    }
+
+    #[test]
+    fn a_resync_that_repeats_the_known_state_changes_nothing() {
+        let mut state = DeviceState::default();
+        assert!(state.apply_reported(&reported(1, 1, true, json!({"a": 1})), now()).is_accept());
+        assert!(state.apply_reported(&reported(1, 2, false, json!({"b": 2})), now()).is_accept());
+        let before = state.clone();
+        // (message, admission, the position afterwards)
+        let table = [
+            // The same state in a full report of the same boot: nothing changes.
+            (reported(1, 5, true, json!({"a": 1, "b": 2})), Admission::Duplicate, (1, 2)),
+            // Different content: accepted.
+            (reported(1, 6, true, json!({"a": 1, "b": 3})), Admission::Accept, (1, 6)),
+            // The same content in a new boot: accepted, a reboot must show.
+            (reported(2, 1, true, json!({"a": 1, "b": 3})), Admission::Accept, (2, 1)),
+        ];
+        for (message, admission, (boot, seq)) in table {
+            assert_eq!(state.apply_reported(&message, now()), admission, "{message:?}");
+            assert_eq!(state.cursor, Some(Cursor { boot, seq }));
+        }
+        assert_ne!(state, before);
+        // A repeated full report shows nothing new, not even lastSeen, but older messages
+        // are stale after it; a patch after it is newer than both.
+        let mut quiet = before.clone();
+        let shown = |state: &DeviceState| {
+            let mut status = DeviceStatus::default();
+            state.write_into(&mut status).expect("in range");
+            status
+        };
+        quiet.apply_reported(&reported(1, 5, true, json!({"a": 1, "b": 2})), now());
+        assert_eq!(shown(&quiet), shown(&before), "the status does not change");
+        assert_eq!(
+            quiet.apply_reported(&reported(1, 4, false, json!({"a": 9})), now()),
+            Admission::Stale,
+            "older than the repeated full report"
+        );
+        assert!(quiet.apply_reported(&reported(1, 6, false, json!({"c": 1})), now()).is_accept());
+        assert_eq!(quiet.cursor, Some(Cursor { boot: 1, seq: 6 }));
     }
 
     #[test]
@@ -514,8 +583,12 @@ mod tests {
                 apply_reported(&mut expected, &messages[*i]);
             }
             proptest::prop_assert_eq!(&state.reported, &expected);
+            // The shown position is the newest accepted message's; the position that decides
+            // staleness is the newest delivered one (a newer full report repeating the state
+            // held is not shown, but counts).
+            proptest::prop_assert_eq!(state.cursor, accepted.last().map(|i| messages[*i].cursor()));
             let newest = delivery.iter().max().copied();
-            proptest::prop_assert_eq!(state.cursor, newest.map(|i| messages[i].cursor()));
+            proptest::prop_assert_eq!(state.position(), newest.map(|i| messages[i].cursor()));
             if last_full {
                 let mut all = Map::new();
                 for message in &messages {
