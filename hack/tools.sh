@@ -88,6 +88,20 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
+# libfaketime (Debian's faketime package) steps the operator's clock in the fault tests.
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+if [ ! -e "$faketime_lib" ] && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  if [ "${CHECK_ONLY:-0}" = 1 ]; then
+    missing+=("faketime")
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing faketime with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null) \
+      || die "apt-get install faketime failed"
+  else
+    die "libfaketime is not installed: run 'sudo apt-get install faketime' (Debian/Ubuntu)"
+  fi
+fi
+
 if [ "${CHECK_ONLY:-0}" = 1 ]; then
   if [ ${#missing[@]} -gt 0 ]; then
     say "missing or stale: ${missing[*]} (run 'hack/tools.sh' or 'make tools' to build them)"

@@ -18,7 +18,8 @@ pub mod b3_memory;
 pub mod b4_restart;
 pub mod b5_latency;
 pub mod b6_identity;
-pub mod cluster;
+/// Bulk object operations and the recording watch, shared with the fault tests.
+pub use kubetwin_e2e::bulk as cluster;
 pub mod ops;
 pub mod ping;
 pub mod prom;
@@ -28,7 +29,6 @@ pub mod stats;
 use std::{
     fmt::Display,
     path::PathBuf,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -40,12 +40,7 @@ use report::{Machine, Report, ScenarioReport, Versions};
 /// Client concurrency of the creates, patches and round trips of the scenarios.
 pub const CONCURRENCY: usize = 64;
 
-/// Prints a progress line, prefixed with the time since the program started.
-pub fn progress(message: impl Display) {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let elapsed = START.get_or_init(Instant::now).elapsed();
-    println!("[{:>7.1}s] {message}", elapsed.as_secs_f64());
-}
+pub use kubetwin_e2e::bulk::progress;
 
 /// A scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -122,6 +122,11 @@ pub struct Cli {
     #[arg(long, env = "KUBETWIN_SIM_NEVER_ANSWER")]
     pub never_answer: bool,
 
+    /// Fault: behave like a device without resync: ignore the operator's session
+    /// announcements and send no full report on a reconnect (what such a device loses shows).
+    #[arg(long, env = "KUBETWIN_SIM_NO_RESYNC")]
+    pub no_resync: bool,
+
     /// Fault: accept a reboot, go offline and never come back.
     #[arg(long, env = "KUBETWIN_SIM_CRASH_DURING_REBOOT")]
     pub crash_during_reboot: bool,
@@ -180,6 +185,8 @@ pub struct Faults {
     pub never_answer: bool,
     /// Accept a reboot, go offline and never come back.
     pub crash_during_reboot: bool,
+    /// Never resync (protocol 5.5).
+    pub no_resync: bool,
 }
 
 /// Validated configuration of a fleet run.
@@ -307,6 +314,7 @@ impl Config {
                 reject_methods: cli.reject_methods,
                 never_answer: cli.never_answer,
                 crash_during_reboot: cli.crash_during_reboot,
+                no_resync: cli.no_resync,
             },
             offline_after: cli.offline_after.map(|s| seconds("--offline-after", s)).transpose()?,
             offline_for: seconds("--offline-for", cli.offline_for)?,
@@ -401,7 +409,12 @@ mod tests {
         assert_eq!(c.mqtt_version, MqttVersion::V311);
         assert_eq!(
             c.faults,
-            Faults { reject_methods: true, never_answer: true, crash_during_reboot: true }
+            Faults {
+                reject_methods: true,
+                never_answer: true,
+                crash_during_reboot: true,
+                no_resync: false
+            }
         );
         assert_eq!(c.offline_after, Some(Duration::from_secs(3)));
         assert_eq!(c.offline_for, Duration::from_millis(1500));

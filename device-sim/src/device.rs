@@ -92,6 +92,12 @@ pub enum Effect {
         /// Wait after accepting.
         delay: Duration,
     },
+    /// Resync after `delay` (then call [`Device::resync_due`]); replaces a resync still
+    /// waiting.
+    ScheduleResync {
+        /// Wait after the operator's announcement.
+        delay: Duration,
+    },
 }
 
 /// One simulated device: the ledger plus the per-boot counters.
@@ -237,19 +243,10 @@ impl Device {
     /// boot a full report and the `Succeeded` answer of a reboot that led to this boot; on a
     /// later connection (the previous one was lost, with whatever was in flight) a resync.
     pub fn on_connected(&mut self) -> Vec<Effect> {
-        let mut presence = self.presence(PresenceState::Online, "connected", true);
-        presence.firmware = Some(self.shared.firmware.clone());
-        presence.methods = vec![REBOOT_METHOD.to_owned()];
-        presence.mqtt = Some(self.shared.mqtt);
-        let mut effects = vec![publish(self.publication(
-            PubKind::Presence,
-            self.shared.topics.presence(&self.id),
-            &presence,
-        ))];
         if self.full_sent {
-            effects.extend(self.resync());
-            return effects;
+            return self.resync();
         }
+        let mut effects = vec![publish(self.online_presence())];
         self.full_sent = true;
         effects.push(publish(self.full_report()));
         if let Some(pending) = self.finishing.take() {
@@ -268,9 +265,23 @@ impl Device {
         effects
     }
 
-    /// A full report and the latest answers again, unchanged (protocol 5.5).
+    /// The retained online presence of this connection.
+    fn online_presence(&self) -> Result<Publication, EncodeError> {
+        let mut presence = self.presence(PresenceState::Online, "connected", true);
+        presence.firmware = Some(self.shared.firmware.clone());
+        presence.methods = vec![REBOOT_METHOD.to_owned()];
+        presence.mqtt = Some(self.shared.mqtt);
+        self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
+    }
+
+    /// The online presence of this connection, a full report and the latest answers again
+    /// (protocol 5.5): what an operator that lost messages needs to know the device's state.
+    /// With `--no-resync`, the presence only (as before resyncs existed).
     fn resync(&mut self) -> Vec<Effect> {
-        let mut effects = vec![publish(self.full_report())];
+        if self.shared.faults.no_resync {
+            return vec![publish(self.online_presence())];
+        }
+        let mut effects = vec![publish(self.online_presence()), publish(self.full_report())];
         let answers: Vec<MethodResponse> =
             self.ledger.recent.newest(RESYNC_ANSWERS).cloned().collect();
         for answer in answers {
@@ -388,23 +399,33 @@ impl Device {
     /// what this device sent: send a full report and the latest answers again. A retained
     /// session seen first needs nothing, as it was in place before this boot's full report.
     fn on_operator_session(&mut self, msg: &Incoming) -> Vec<Effect> {
-        let session = match self.shared.codec.decode_session(&msg.payload) {
-            Ok(announcement) => announcement.session,
+        let announcement = match self.shared.codec.decode_session(&msg.payload) {
+            Ok(announcement) => announcement,
             Err(e) => {
                 drop_log(&self.id, &msg.topic, &e);
                 return Vec::new();
             }
         };
         let resync = match &self.operator_session {
-            Some(seen) => *seen != session,
+            Some(seen) => *seen != announcement.session,
             None => !msg.retained,
-        };
-        self.operator_session = Some(session);
+        } && !self.shared.faults.no_resync;
+        let delay = Duration::from_millis(announcement.resync_delay_ms(&self.id));
+        self.operator_session = Some(announcement.session);
         if !resync || !self.full_sent {
             // Before the first connection's full report there is nothing to send again.
             return Vec::new();
         }
-        info!(device = %self.id, boot = self.ledger.boot, "new operator session: sending a full report and the latest answers again");
+        info!(device = %self.id, boot = self.ledger.boot, ?delay, "new operator session: resyncing");
+        vec![Effect::ScheduleResync { delay }]
+    }
+
+    /// A scheduled resync is due: presence, full report and latest answers (nothing before the
+    /// first full report of the boot, which the connection sends anyway).
+    pub fn resync_due(&mut self) -> Vec<Effect> {
+        if !self.full_sent {
+            return Vec::new();
+        }
         self.resync()
     }
 
@@ -684,8 +705,14 @@ mod tests {
         );
     }
 
+    fn session_announcement(session: &str) -> kubetwin_protocol::OperatorSession {
+        let mut announcement = kubetwin_protocol::OperatorSession::new(session, NOW);
+        announcement.resync_within_ms = Some(1000);
+        announcement
+    }
+
     fn session_msg(session: &str, retained: bool) -> Incoming {
-        let announcement = kubetwin_protocol::OperatorSession::new(session, NOW);
+        let announcement = session_announcement(session);
         Incoming {
             topic: Topics::default().operator_session(),
             payload: Codec::default().encode(&announcement).unwrap(),
@@ -715,18 +742,26 @@ mod tests {
                 assert!(effects.is_empty(), "{session} retained={retained}: {effects:?}");
                 continue;
             }
+            // Spread by the announcement: 1000 ms asked, this device's moment within it.
+            let delay =
+                Duration::from_millis(session_announcement(session).resync_delay_ms("dev-1"));
+            assert_eq!(effects, [Effect::ScheduleResync { delay }]);
+            assert!(delay < Duration::from_secs(1));
+            let effects = device.resync_due();
             let pubs = publications(&effects);
-            assert_eq!(pubs.len(), 2, "{session}: a full report and the one answer");
-            let full = reported_of(pubs[0]);
+            assert_eq!(pubs.len(), 3, "{session}: presence, a full report and the one answer");
+            let online = presence_of(pubs[0]);
+            assert_eq!((online.state, online.boot, online.conn), (PresenceState::Online, 1, 1));
+            let full = reported_of(pubs[1]);
             assert!(full.full);
             assert_eq!(full.boot, 1);
             assert_eq!(full.reported["firmwareVersion"], json!("1.0.0"));
             assert!(full.seq > 2, "a new seq of the boot, so the operator accepts it");
-            let answer = response_of(pubs[1]);
+            let answer = response_of(pubs[2]);
             assert_eq!((answer.id.as_str(), answer.status), ("r1", ResponseStatus::Accepted));
             // The answer is sent again as it was: same cursor, so the operator sees a duplicate.
             assert_eq!((answer.boot, answer.seq), (1, 2));
-            assert_eq!(pubs[1].topic, "kubetwin/v1/dev-1/rpc/res/r1");
+            assert_eq!(pubs[2].topic, "kubetwin/v1/dev-1/rpc/res/r1");
         }
     }
 
@@ -740,9 +775,11 @@ mod tests {
         // the operator started after the full report.
         let mut device = booted(MqttVersion::V5, Faults::default());
         device.on_connected();
-        let effects = device.handle(&session_msg("s0", false), now());
-        assert_eq!(publications(&effects).len(), 1, "a full report, no answers yet");
-        assert!(reported_of(publications(&effects)[0]).full);
+        let scheduled = device.handle(&session_msg("s0", false), now());
+        assert!(matches!(scheduled[..], [Effect::ScheduleResync { .. }]));
+        let effects = device.resync_due();
+        assert_eq!(publications(&effects).len(), 2, "presence and a full report, no answers yet");
+        assert!(reported_of(publications(&effects)[1]).full);
         // A new boot forgets the session: its own full report covers it.
         device.start_boot(now());
         device.on_connected();

@@ -53,6 +53,17 @@ pub struct RunContext {
     pub close_timeout: Duration,
 }
 
+/// The device's pending timers (instants of this process's monotonic clock).
+#[derive(Debug, Default)]
+struct Timers {
+    /// When an accepted reboot goes down.
+    reboot_at: Option<Instant>,
+    /// When a resync the operator asked for is due.
+    resync_at: Option<Instant>,
+    /// When `--offline-after` drops the connection.
+    offline_at: Option<Instant>,
+}
+
 /// How one connection ended.
 enum Outcome {
     /// The connection failed or was lost.
@@ -139,8 +150,10 @@ pub async fn run_device(
         subscriptions: device.subscriptions(),
         security,
     };
-    let mut offline_at = ctx.offline_after.map(|after| Instant::now() + after);
-    let mut reboot_at: Option<Instant> = None;
+    let mut timers = Timers {
+        offline_at: ctx.offline_after.map(|after| Instant::now() + after),
+        ..Timers::default()
+    };
     let mut failures = 0u32;
     device.start_boot(now_unix_millis());
     persist(&ctx, &device);
@@ -158,9 +171,7 @@ pub async fn run_device(
             }
         };
         let mut link = Link::open(&spec, &will);
-        let outcome =
-            serve(&mut device, &mut link, &ctx, &mut shutdown, &mut reboot_at, &mut offline_at)
-                .await;
+        let outcome = serve(&mut device, &mut link, &ctx, &mut shutdown, &mut timers).await;
         match outcome {
             Outcome::Shutdown => {
                 link.close(ctx.close_timeout).await;
@@ -190,7 +201,7 @@ pub async fn run_device(
             }
             Outcome::Reboot => {
                 link.close(ctx.close_timeout).await;
-                reboot_at = None;
+                timers.reboot_at = None;
                 info!(device = %device.id(), boot = device.boot(), "disconnected for reboot");
                 if ctx.crash_during_reboot {
                     warn!(device = %device.id(), "crashed during reboot (--crash-during-reboot): staying down");
@@ -214,7 +225,7 @@ async fn apply(
     device: &Device,
     link: &Link,
     ctx: &RunContext,
-    reboot_at: &mut Option<Instant>,
+    timers: &mut Timers,
     mut response_delay: Duration,
 ) -> Result<(), ()> {
     for effect in effects {
@@ -239,7 +250,8 @@ async fn apply(
             Effect::Unpublishable(error) => {
                 error!(device = %device.id(), %error, "a message could not be encoded and was not published");
             }
-            Effect::ScheduleReboot { delay } => *reboot_at = Some(Instant::now() + delay),
+            Effect::ScheduleReboot { delay } => timers.reboot_at = Some(Instant::now() + delay),
+            Effect::ScheduleResync { delay } => timers.resync_at = Some(Instant::now() + delay),
         }
     }
     Ok(())
@@ -251,8 +263,7 @@ async fn serve(
     link: &mut Link,
     ctx: &RunContext,
     shutdown: &mut watch::Receiver<bool>,
-    reboot_at: &mut Option<Instant>,
-    offline_at: &mut Option<Instant>,
+    timers: &mut Timers,
 ) -> Outcome {
     let mut connected = false;
     let mut telemetry = ctx.report_interval.map(|every| {
@@ -261,8 +272,9 @@ async fn serve(
         interval
     });
     loop {
-        let reboot_deadline = (*reboot_at).filter(|_| connected);
-        let offline_deadline = (*offline_at).filter(|_| connected);
+        let reboot_deadline = timers.reboot_at.filter(|_| connected);
+        let resync_deadline = timers.resync_at.filter(|_| connected);
+        let offline_deadline = timers.offline_at.filter(|_| connected);
         tokio::select! {
             () = stopped(shutdown) => {
                 if connected {
@@ -281,14 +293,14 @@ async fn serve(
                     debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");
                     connected = true;
                     let effects = device.on_connected();
-                    if apply(effects, device, link, ctx, reboot_at, Duration::ZERO).await.is_err() {
+                    if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
                         return Outcome::Lost { connected };
                     }
                 }
                 Some(LinkEvent::Message(msg)) => {
                     debug!(device = %device.id(), topic = %msg.topic, bytes = msg.payload.len(), "message");
                     let effects = device.handle(&msg, now_unix_millis());
-                    if apply(effects, device, link, ctx, reboot_at, ctx.response_delay).await.is_err() {
+                    if apply(effects, device, link, ctx, timers, ctx.response_delay).await.is_err() {
                         return Outcome::Lost { connected };
                     }
                 }
@@ -304,13 +316,20 @@ async fn serve(
             },
             () = sleep_until_opt(reboot_deadline), if reboot_deadline.is_some() => {
                 let effects = device.begin_reboot();
-                if apply(effects, device, link, ctx, reboot_at, Duration::ZERO).await.is_err() {
+                if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
                     return Outcome::Lost { connected };
                 }
                 return Outcome::Reboot;
             }
+            () = sleep_until_opt(resync_deadline), if resync_deadline.is_some() => {
+                timers.resync_at = None;
+                let effects = device.resync_due();
+                if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
+                    return Outcome::Lost { connected };
+                }
+            }
             () = sleep_until_opt(offline_deadline), if offline_deadline.is_some() => {
-                *offline_at = None;
+                timers.offline_at = None;
                 return Outcome::Offline;
             }
             () = tick(&mut telemetry), if connected && telemetry.is_some() => {

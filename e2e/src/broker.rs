@@ -23,13 +23,14 @@ use crate::{
     tools,
 };
 
-/// Largest MQTT packet the test broker accepts (the operator enforces its own, lower limit).
+/// Largest MQTT packet the test broker accepts or forwards: the chart's default
+/// (`mosquitto.maxPacketBytes`), equal to the operator's `--max-packet-bytes`.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// The operator's identity on the broker.
 pub const OPERATOR: &str = "kubetwin-operator";
-/// Messages the broker queues per offline persistent client: the chart's default
-/// (`mosquitto.maxQueuedMessages`, mosquitto's own default), so tests see the drops users see.
-pub const MAX_QUEUED_MESSAGES: usize = 1000;
+/// Messages the broker queues per client: the chart's default (`mosquitto.maxQueuedMessages`),
+/// so tests see the drops users see.
+pub const MAX_QUEUED_MESSAGES: usize = 100_000;
 
 /// The topic ACL of the contract under `root` for the operator identity `operator`: the same
 /// text the Helm chart renders (a test compares them).
@@ -145,6 +146,8 @@ pub struct BrokerSetup {
     pub superusers: Vec<String>,
     /// Whether the broker keeps sessions and retained messages on disk across restarts.
     pub persistence: bool,
+    /// Messages queued per client (the chart's default unless a test wants drops).
+    pub max_queued_messages: usize,
 }
 
 impl BrokerSetup {
@@ -157,6 +160,7 @@ impl BrokerSetup {
             extra_operators: Vec::new(),
             superusers: Vec::new(),
             persistence: false,
+            max_queued_messages: MAX_QUEUED_MESSAGES,
         }
     }
 }
@@ -255,7 +259,7 @@ keyfile {key}
 require_certificate true
 use_identity_as_username true
 {bind_id}{persistence}max_packet_size {MAX_PACKET_BYTES}
-max_queued_messages {MAX_QUEUED_MESSAGES}
+max_queued_messages {max_queued}
 sys_interval 1
 set_tcp_nodelay true
 log_dest stdout
@@ -264,6 +268,7 @@ log_type warning
 log_type notice
 connection_messages true
 ",
+            max_queued = setup.max_queued_messages,
             ca = tls.ca.display(),
             cert = tls.server_cert.display(),
             key = tls.server_key.display(),
@@ -376,7 +381,22 @@ connection_messages true
 
     /// Stops the broker with `signal` (SIGKILL or SIGTERM) — a fault the tests inject.
     pub fn signal(&self, signal: Signal) -> Result<()> {
-        crate::process::signal(self.pid(), signal).map_err(io_context("signalling mosquitto"))
+        self.process.signal(signal)
+    }
+
+    /// Starts the broker again with the same configuration (same ports; with persistence, its
+    /// sessions and retained messages come back from disk) and waits for its listeners.
+    pub async fn restart(&self) -> Result<()> {
+        self.process.restart()?;
+        for listener in [self.port, self.tls_port] {
+            self.process
+                .wait_for_port(
+                    SocketAddr::from(([127, 0, 0, 1], listener)),
+                    Duration::from_secs(30),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Process id of mosquitto.

@@ -149,6 +149,27 @@ impl ControlPlane {
     pub fn pids(&self) -> [u32; 3] {
         [self.etcd.pid(), self.apiserver.pid(), self.controller_manager.pid()]
     }
+
+    /// Stops kube-apiserver (SIGKILL): an API-server outage, a fault the tests inject.
+    pub fn stop_apiserver(&self) {
+        self.apiserver.kill();
+    }
+
+    /// Starts kube-apiserver again (same port, certificates and etcd) and waits until it is
+    /// ready.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        self.apiserver.restart()?;
+        let client = self.client().await?;
+        wait_until_ready(&client, &self.apiserver).await
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) kube-apiserver: it keeps its connections open and
+    /// answers nothing meanwhile, a fault the tests inject.
+    pub fn freeze_apiserver(&self, frozen: bool) -> Result<()> {
+        let signal =
+            if frozen { crate::process::Signal::Stop } else { crate::process::Signal::Cont };
+        self.apiserver.signal(signal)
+    }
 }
 
 /// A client for the cluster and user of a kubeconfig file.

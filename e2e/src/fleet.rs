@@ -133,12 +133,41 @@ impl Operator {
         Self::spawn_full(scope, kubeconfig, None, extra, rust_log)
     }
 
+    /// Starts the operator (not waiting) with `kubeconfig`, `extra` flags and extra
+    /// environment variables (for example libfaketime's, to step its clock).
+    pub fn spawn_with_env(
+        scope: &Scope,
+        kubeconfig: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
+        Self::spawn_inner(
+            scope,
+            kubeconfig,
+            None,
+            extra,
+            "info,kubetwin_operator=debug,kubetwin_operator::methods::controller=trace",
+            env,
+        )
+    }
+
     fn spawn_full(
         scope: &Scope,
         kubeconfig: &Path,
         broker_url: Option<&str>,
         extra: &[&str],
         rust_log: &str,
+    ) -> Result<Self> {
+        Self::spawn_inner(scope, kubeconfig, broker_url, extra, rust_log, &[])
+    }
+
+    fn spawn_inner(
+        scope: &Scope,
+        kubeconfig: &Path,
+        broker_url: Option<&str>,
+        extra: &[&str],
+        rust_log: &str,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
         let binary = workspace_binary("kubetwin-operator")?;
         let port = crate::process::free_port()?;
@@ -155,14 +184,41 @@ impl Operator {
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique_log(&scope.dir, "operator");
-        let process = ManagedProcess::spawn_with_env(
-            "kubetwin-operator",
-            &binary,
-            &args,
-            &log,
-            &[("KUBECONFIG", kubeconfig.as_os_str()), ("RUST_LOG", rust_log.as_ref())],
-        )?;
+        let mut vars =
+            vec![("KUBECONFIG", kubeconfig.as_os_str()), ("RUST_LOG", rust_log.as_ref())];
+        vars.extend_from_slice(env);
+        let process =
+            ManagedProcess::spawn_with_env("kubetwin-operator", &binary, &args, &log, &vars)?;
         Ok(Self { process, http_addr })
+    }
+
+    /// Starts the operator again with the same flags (as Kubernetes restarts a container),
+    /// appending to the same log.
+    pub fn restart(&self) -> Result<()> {
+        self.note("restarted");
+        self.process.restart()
+    }
+
+    /// The operator's exit status, if it has exited.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.process.exit_status()
+    }
+
+    /// Sends SIGTERM (a graceful stop, as in a rolling update) without waiting.
+    pub fn terminate(&self) -> Result<()> {
+        self.note("sent SIGTERM");
+        self.process.signal(crate::process::Signal::Term)
+    }
+
+    /// Appends `HARNESS <what>` with the time to the operator's log, so the log tells what the
+    /// harness did to the process and when (for example a SIGKILL, which the process cannot
+    /// log itself).
+    pub fn note(&self, what: &str) {
+        use std::io::Write as _;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(self.log()) {
+            let _ = writeln!(log, "{now}  HARNESS {what}");
+        }
     }
 
     /// Waits until this operator leads and is ready (`/readyz` says `ok`, not standby).
@@ -305,6 +361,7 @@ impl Operator {
     /// Kills the operator with SIGKILL, as a crash would.
     pub fn kill(&self) {
         self.process.kill();
+        self.note("killed (SIGKILL)");
     }
 
     /// Like [`Operator::spawn`] with the admin kubeconfig, logging with the `RUST_LOG` filter

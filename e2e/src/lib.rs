@@ -7,10 +7,12 @@
 //! even when it is killed.
 
 pub mod broker;
+pub mod bulk;
 pub mod certs;
 pub mod control_plane;
 pub mod env;
 pub mod error;
+pub mod faults;
 pub mod fleet;
 pub mod helm;
 pub mod kubectl;

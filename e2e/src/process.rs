@@ -13,12 +13,16 @@ use std::{
 
 use crate::error::{Error, Result, io_context};
 
-/// A running child process; it is killed when this value is dropped.
+/// A running child process; it is killed when this value is dropped. It can be started again
+/// with the same command ([`ManagedProcess::restart`]), as a supervisor would.
 #[derive(Debug)]
 pub struct ManagedProcess {
     name: String,
     log: PathBuf,
     child: Mutex<Child>,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl ManagedProcess {
@@ -39,14 +43,47 @@ impl ManagedProcess {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
         let out = File::create(log).map_err(io_context(format!("creating {}", log.display())))?;
-        let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
-        let mut command = Command::new(program);
-        command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err);
-        die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .map_err(io_context(format!("starting {name} ({})", program.display())))?;
-        Ok(Self { name: name.to_string(), log: log.to_path_buf(), child: Mutex::new(child) })
+        let env: Vec<(String, std::ffi::OsString)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_os_string())).collect();
+        let child = start(name, program, args, &env, out)?;
+        Ok(Self {
+            name: name.to_string(),
+            log: log.to_path_buf(),
+            child: Mutex::new(child),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            env,
+        })
+    }
+
+    /// Kills the child if it still runs, then starts the same command again, appending to the
+    /// same log.
+    pub fn restart(&self) -> Result<()> {
+        let mut child = self.lock();
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(io_context(format!("opening {}", self.log.display())))?;
+        *child = start(&self.name, &self.program, &self.args, &self.env, out)?;
+        Ok(())
+    }
+
+    /// The child's exit status, if it has exited.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.lock().try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` to the child (if it still runs).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let mut child = self.lock();
+        if !matches!(child.try_wait(), Ok(None)) {
+            // Exited (and now reaped): its pid may belong to someone else already.
+            return Ok(());
+        }
+        self::signal(child.id(), signal)
+            .map_err(io_context(format!("signalling {} ({signal:?})", self.name)))
     }
 
     /// Process id of the child.
@@ -109,6 +146,25 @@ impl Drop for ManagedProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn start(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, std::ffi::OsString)],
+    out: File,
+) -> Result<Child> {
+    let err = out.try_clone().map_err(io_context("duplicating a log handle"))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    die_with_parent(&mut command);
+    command.spawn().map_err(io_context(format!("starting {name} ({})", program.display())))
 }
 
 /// The last `max` bytes of a file, for error messages.

@@ -45,6 +45,23 @@ pub fn mosquitto() -> Result<PathBuf> {
     ))
 }
 
+/// Debian's libfaketime (package `faketime`), which the fault tests preload into the operator
+/// to step its wall clock.
+pub fn libfaketime() -> Result<PathBuf> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    Err(Error::MissingTool(
+        "libfaketime not found: install it with `apt-get install faketime` (or run `make tools` as root)"
+            .to_string(),
+    ))
+}
+
 /// The Kubernetes version the control plane is built at (from `e2e/tools/kube/VERSION`).
 pub fn pinned_kubernetes_version() -> Result<String> {
     let path = repo_root().join("e2e/tools/kube/VERSION");

@@ -54,6 +54,13 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_MAX_PAYLOAD_BYTES", default_value_t = kubetwin_protocol::DEFAULT_MAX_PAYLOAD)]
     pub max_payload_bytes: usize,
 
+    /// Largest MQTT packet the operator reads, in bytes. Larger payloads than
+    /// --max-payload-bytes are still dropped, but a packet beyond this limit breaks the
+    /// connection: set the broker's own limit (mosquitto max_packet_size) no higher. MQTT 5
+    /// brokers learn it at CONNECT and drop larger messages for the operator themselves.
+    #[arg(long, env = "KUBETWIN_MAX_PACKET_BYTES", default_value_t = 1024 * 1024)]
+    pub max_packet_bytes: usize,
+
     /// Seconds a device that accepted a reboot may stay away (after the request's delay)
     /// before the request times out with reason NoReturn.
     #[arg(long, env = "KUBETWIN_REBOOT_RETURN_TIMEOUT_SECONDS", default_value_t = 300)]

@@ -148,7 +148,8 @@ pub const PRESENCE_LAST_WILL: &str = r#"{
 pub const SESSION: &str = r#"{
   "v": 1,
   "session": "7d2a9c4e-51f0-4b8e-a3c6-0e9b8d7f6a51",
-  "issuedAt": "2025-05-01T12:00:00Z"
+  "issuedAt": "2025-05-01T12:00:00Z",
+  "resyncWithinMs": 2000
 }"#;
 
 /// Every example with the message kind it is (`Message::KIND`).

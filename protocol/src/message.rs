@@ -436,12 +436,32 @@ pub struct OperatorSession {
     pub session: String,
     /// When the operator started the session (RFC 3339).
     pub issued_at: String,
+    /// Milliseconds over which the fleet should spread its resyncs (each device picks its
+    /// moment from its id), so the operator and the broker are not flooded at once. Absent: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_within_ms: Option<u64>,
 }
+
+/// Longest resync spread an operator may ask for: 10 minutes.
+pub const MAX_RESYNC_WITHIN_MS: u64 = 600_000;
 
 impl OperatorSession {
     /// A session announcement.
     pub fn new(session: impl Into<String>, issued_at: impl Into<String>) -> Self {
-        Self { v: V1, session: session.into(), issued_at: issued_at.into() }
+        Self { v: V1, session: session.into(), issued_at: issued_at.into(), resync_within_ms: None }
+    }
+
+    /// When the device `device_id` should resync after this announcement: a moment within
+    /// the spread, the same for the same id (FNV-1a of the id), so a fleet spreads evenly.
+    pub fn resync_delay_ms(&self, device_id: &str) -> u64 {
+        let window = self.resync_within_ms.unwrap_or(0).min(MAX_RESYNC_WITHIN_MS);
+        if window == 0 {
+            return 0;
+        }
+        let hash = device_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        hash % window
     }
 }
 
@@ -458,6 +478,11 @@ impl Message for OperatorSession {
                 self.session
             ))
         })?;
+        if self.resync_within_ms.is_some_and(|ms| ms > MAX_RESYNC_WITHIN_MS) {
+            return Err(DecodeError::InvalidField(format!(
+                "resyncWithinMs is more than {MAX_RESYNC_WITHIN_MS}"
+            )));
+        }
         validate_timestamp("issuedAt", &self.issued_at)
     }
 
@@ -607,6 +632,24 @@ mod tests {
         assert_eq!(&serde_json::from_str::<M>(example).unwrap(), message);
         assert_eq!(message.validate(), Ok(()));
         assert_eq!(expected["v"], json!(1));
+    }
+
+    #[test]
+    fn a_fleet_spreads_its_resyncs_over_the_window_each_device_at_its_own_moment() {
+        let mut announcement = OperatorSession::new("s1", "2025-05-01T12:00:00Z");
+        assert_eq!(announcement.resync_delay_ms("d-1"), 0, "no spread asked: at once");
+        announcement.resync_within_ms = Some(2000);
+        let delays: Vec<u64> =
+            (0..1000).map(|i| announcement.resync_delay_ms(&format!("plant.d-{i}"))).collect();
+        assert!(delays.iter().all(|d| *d < 2000));
+        assert_eq!(delays[7], announcement.resync_delay_ms("plant.d-7"), "stable per id");
+        // Roughly even: every quarter of the window gets a fair share.
+        for quarter in 0..4 {
+            let count = delays.iter().filter(|d| **d / 500 == quarter).count();
+            assert!((150..350).contains(&count), "quarter {quarter}: {count}");
+        }
+        announcement.resync_within_ms = Some(MAX_RESYNC_WITHIN_MS + 1);
+        assert!(announcement.validate().is_err(), "more than ten minutes is refused");
     }
 
     #[test]

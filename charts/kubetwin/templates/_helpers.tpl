@@ -208,8 +208,12 @@ per_listener_settings true
 {{- end }}
 # No state on disk: sessions and retained messages are lost when the pod restarts.
 persistence false
-# QoS 1 messages queued per offline persistent client, at most (mosquitto.maxQueuedMessages).
+# QoS 1 messages queued per client, at most (mosquitto.maxQueuedMessages): the operator's
+# queue must hold what the fleet sends while it is away and the resync burst after.
 max_queued_messages {{ int .Values.mosquitto.maxQueuedMessages }}
+# Largest packet accepted or forwarded (mosquitto.maxPacketBytes), at most the operator's
+# --max-packet-bytes.
+max_packet_size {{ int .Values.mosquitto.maxPacketBytes }}
 log_dest stdout
 log_type error
 log_type warning

@@ -297,13 +297,7 @@ impl FleetIndex {
     }
 
     /// Applies one decoded MQTT message.
-    pub fn admit(
-        &mut self,
-        inbound: &Inbound,
-        retained: bool,
-        now: Timestamp,
-        clock: Instant,
-    ) -> Admitted {
+    pub fn admit(&mut self, inbound: &Inbound, now: Timestamp, clock: Instant) -> Admitted {
         let kind = MessageKind::of(inbound);
         let id = inbound.device_id();
         if let Inbound::Desired { message, .. } = inbound {
@@ -316,12 +310,12 @@ impl FleetIndex {
                 // No Device has this id (yet). Nothing changes in the API; the latest state is
                 // kept (bounded) so that a Device created a moment later starts from it.
                 if let Some(state) = self.unknown.state_mut(id, clock) {
-                    apply(state, inbound, retained, now);
+                    apply(state, inbound, now);
                 }
                 return Admitted::Unknown { kind };
             }
         };
-        let admission = apply(state, inbound, retained, now);
+        let admission = apply(state, inbound, now);
         match (admission.drop_reason(), owner) {
             (Some(reason), _) => Admitted::Dropped { kind, reason },
             (None, Some(owner)) => {
@@ -358,10 +352,10 @@ impl FleetIndex {
 }
 
 /// Applies a decoded message to a device's state.
-fn apply(state: &mut DeviceState, inbound: &Inbound, retained: bool, now: Timestamp) -> Admission {
+fn apply(state: &mut DeviceState, inbound: &Inbound, now: Timestamp) -> Admission {
     match inbound {
         Inbound::Reported { message, .. } => state.apply_reported(message, now),
-        Inbound::Presence { message, .. } => state.apply_presence(message, now, retained),
+        Inbound::Presence { message, .. } => state.apply_presence(message, now),
         Inbound::Response { request_id, message, .. } => {
             state.apply_response(request_id, message, now)
         }
@@ -404,7 +398,7 @@ mod tests {
     #[test]
     fn what_a_device_said_before_its_device_existed_is_kept() {
         let mut index = FleetIndex::default();
-        let admitted = index.admit(&presence("plant.sensor-1", 1), false, now(), Instant::now());
+        let admitted = index.admit(&presence("plant.sensor-1", 1), now(), Instant::now());
         assert_eq!(admitted, Admitted::Unknown { kind: MessageKind::Presence });
         index.device_event(&watcher::Event::Apply(device("plant", "sensor-1", None, 100)), now());
         let state = index.state("plant.sensor-1").expect("owned");
@@ -420,7 +414,7 @@ mod tests {
         let follower =
             Follower { kind: "rebootrequest", namespace: "plant".into(), name: "r1".into() };
         index.follow(bare_ref(&d), follower.clone());
-        let admitted = index.admit(&presence("plant.sensor-1", 1), false, now(), Instant::now());
+        let admitted = index.admit(&presence("plant.sensor-1", 1), now(), Instant::now());
         assert_eq!(
             admitted,
             Admitted::Accepted {
@@ -429,7 +423,7 @@ mod tests {
                 followers: vec![follower],
             }
         );
-        let stale = index.admit(&presence("plant.sensor-1", 0), false, now(), Instant::now());
+        let stale = index.admit(&presence("plant.sensor-1", 0), now(), Instant::now());
         assert_eq!(stale, Admitted::Dropped { kind: MessageKind::Presence, reason: "stale" });
     }
 
@@ -487,18 +481,18 @@ mod tests {
         };
         let clock = Instant::now();
         assert!(
-            matches!(index.admit(&inbound(&ours), true, now(), clock), Admitted::Dropped { .. }),
+            matches!(index.admit(&inbound(&ours), now(), clock), Admitted::Dropped { .. }),
             "before anything was published in this session, the next reconcile publishes anyway"
         );
         index.state_mut("plant.sensor-1").expect("owned").published = Some(Published::of(&ours));
         assert!(
-            matches!(index.admit(&inbound(&ours), true, now(), clock), Admitted::Dropped { .. }),
+            matches!(index.admit(&inbound(&ours), now(), clock), Admitted::Dropped { .. }),
             "our own retained document is an echo"
         );
         let mut forged = ours.clone();
         forged.desired.insert("led".into(), serde_json::json!("red"));
         assert_eq!(
-            index.admit(&inbound(&forged), true, now(), clock),
+            index.admit(&inbound(&forged), now(), clock),
             Admitted::DesiredOverwritten { owner: bare_ref(&d) }
         );
         assert_eq!(index.state("plant.sensor-1").and_then(|s| s.published.clone()), None);
@@ -554,7 +548,7 @@ mod tests {
         let mut index = FleetIndex::with_orphan_prefix(Some("plant.".into()));
         let operator = Admitted::Dropped { kind: MessageKind::Operator, reason: "operator" };
         assert_eq!(
-            index.admit(&inbound("plant.gone"), true, now(), clock),
+            index.admit(&inbound("plant.gone"), now(), clock),
             operator,
             "not before every Device is known"
         );
@@ -567,14 +561,11 @@ mod tests {
             ("other.gone", operator.clone()), // another namespace's id: not ours to clear
         ];
         for (id, wanted) in table {
-            assert_eq!(index.admit(&inbound(id), true, now(), clock), wanted, "{id}");
+            assert_eq!(index.admit(&inbound(id), now(), clock), wanted, "{id}");
         }
         assert_eq!(index.desired_cleared("plant.gone"), operator, "its clearing echoes back");
         let mut all = FleetIndex::default();
         all.device_event(&watcher::Event::InitDone, now());
-        assert_eq!(
-            all.admit(&inbound("other.gone"), true, now(), clock),
-            Admitted::DesiredOrphaned
-        );
+        assert_eq!(all.admit(&inbound("other.gone"), now(), clock), Admitted::DesiredOrphaned);
     }
 }

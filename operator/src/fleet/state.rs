@@ -214,15 +214,11 @@ impl DeviceState {
             && applied == self.applied
     }
 
-    /// Applies a presence message unless it belongs to an older connection. A `retained`
-    /// replay (delivered again after the operator (re)subscribed) that matches the state the
-    /// status already shows only restores the connection position, so a restart writes nothing.
-    pub fn apply_presence(
-        &mut self,
-        message: &Presence,
-        now: Timestamp,
-        retained: bool,
-    ) -> Admission {
+    /// Applies a presence message unless it belongs to an older connection. A repeat (a
+    /// retained replay after the operator (re)subscribed, or a device's resync) that matches
+    /// the state already known only restores the connection position, so a restart writes
+    /// nothing.
+    pub fn apply_presence(&mut self, message: &Presence, now: Timestamp) -> Admission {
         if !plausible_boot(message.boot, unix_secs(now)) {
             return Admission::Implausible;
         }
@@ -232,14 +228,14 @@ impl DeviceState {
                 PresenceState::Online => ConnectionState::Connected,
                 PresenceState::Offline => ConnectionState::Disconnected,
             };
-            // The broker delivers the retained presence again after every (re)subscription:
-            // when it shows what is already known, nothing changes (not even lastSeen), so an
-            // idle fleet costs no writes on a reconnect.
-            if retained && self.presence == Some(message.cursor()) && self.connection.state == state
-            {
+            // The broker delivers the retained presence again after every (re)subscription,
+            // and a device repeats its presence when it resyncs: when it shows what is
+            // already known, nothing changes (not even lastSeen), so an idle fleet costs no
+            // writes on a reconnect or an operator restart.
+            if self.presence == Some(message.cursor()) && self.connection.state == state {
                 return Admission::Duplicate;
             }
-            let replay = retained && self.presence.is_none() && self.connection.state == state;
+            let replay = self.presence.is_none() && self.connection.state == state;
             self.presence = Some(message.cursor());
             if replay {
                 return admission;
@@ -414,22 +410,16 @@ mod tests {
     fn a_late_last_will_of_an_old_connection_is_ignored() {
         let mut state = DeviceState::default();
         assert!(
-            state
-                .apply_presence(&Presence::new(PresenceState::Online, 2, 1), now(), false)
-                .is_accept()
+            state.apply_presence(&Presence::new(PresenceState::Online, 2, 1), now()).is_accept()
         );
         assert!(
-            state
-                .apply_presence(&Presence::new(PresenceState::Online, 2, 2), now(), false)
-                .is_accept()
+            state.apply_presence(&Presence::new(PresenceState::Online, 2, 2), now()).is_accept()
         );
         let late_will = Presence::new(PresenceState::Offline, 2, 1);
-        assert_eq!(state.apply_presence(&late_will, now(), false), Admission::Stale);
+        assert_eq!(state.apply_presence(&late_will, now()), Admission::Stale);
         assert_eq!(state.online(), Some(true));
         assert!(
-            state
-                .apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now(), false)
-                .is_accept()
+            state.apply_presence(&Presence::new(PresenceState::Offline, 2, 2), now()).is_accept()
         );
         assert_eq!(state.online(), Some(false));
         assert_eq!(state.boot(), Some(2));
@@ -449,7 +439,7 @@ mod tests {
         };
         let mut state = DeviceState::from_status(Some(&status), now());
         let replay = Presence::new(PresenceState::Online, 4, 1);
-        assert!(state.apply_presence(&replay, now(), true).is_accept());
+        assert!(state.apply_presence(&replay, now()).is_accept());
         assert_eq!(state.connection.since, Some(since.clone()));
         assert_eq!(state.connection.last_seen, Some(since));
         assert_eq!(state.boot(), Some(4), "the position is known again");
@@ -492,7 +482,7 @@ mod tests {
         assert_eq!(restored.cursor, None, "a poisoned position from status is ignored");
         assert!(restored.apply_reported(&reported(6, 1, true, json!({})), now()).is_accept());
         let will = Presence::new(PresenceState::Offline, u64::MAX >> 11, 1);
-        assert_eq!(state.apply_presence(&will, now(), true), Admission::Implausible);
+        assert_eq!(state.apply_presence(&will, now()), Admission::Implausible);
     }
 
     #[test]
@@ -517,10 +507,10 @@ mod tests {
     fn a_retained_presence_the_state_already_shows_changes_nothing_on_a_reconnect() {
         let mut state = DeviceState::default();
         let online = Presence::new(PresenceState::Online, 3, 1);
-        assert!(state.apply_presence(&online, now(), false).is_accept());
+        assert!(state.apply_presence(&online, now()).is_accept());
         let before = state.clone();
         let later = Timestamp::from_second(1_700_000_600).expect("valid");
-        assert_eq!(state.apply_presence(&online, later, true), Admission::Duplicate);
+        assert_eq!(state.apply_presence(&online, later), Admission::Duplicate);
         assert_eq!(state, before, "lastSeen did not move");
     }
 

@@ -173,6 +173,10 @@ pub async fn reconcile<R: RequestResource>(
     let uid = request.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let request_id =
         RequestId::new(&uid).map_err(|_| Error::MissingField("a valid metadata.uid"))?;
+    if !ctx.fleet().synced() {
+        // Until every Device is known, a missing one may only be unlisted yet: decide nothing.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let target = target_of(&*request);
     let device = ctx.devices.get(&target);
     let now = crate::clock::now();
@@ -188,6 +192,7 @@ pub async fn reconcile<R: RequestResource>(
     let method_label = kind.metric_label();
     let timeouts = request.timeouts();
     let (view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid);
+    tracing::trace!(request = %name, online = ?view.online, exists = view.exists, mqtt = view.mqtt_connected, answer = ?view.answer.as_ref().map(|a| a.status), "device view");
     let effects = {
         let request_view = RequestView {
             device_name: request.device_name(),

@@ -439,6 +439,14 @@ fn in_flight(
     let name = request.device_name;
     let wording = request.kind.wording();
     let phase = current.phase.unwrap_or(Phase::Pending);
+    if !device.exists {
+        // Deleted while in flight: nothing about the device can be seen any more, so waiting
+        // for a deadline would only delay the same end.
+        let message = format!(
+            "Device {name} was deleted while the request was in flight; whether the device executed it is unknown"
+        );
+        return (outcome(Phase::Failed, RequestReason::DeviceNotFound, message), None, false);
+    }
     let answer = device.answer.as_ref();
     match answer.map(|a| a.status) {
         Some(ResponseStatus::Rejected) => {

@@ -51,7 +51,10 @@ pub fn client_options(config: &OperatorConfig, topics: &Topics) -> Result<Client
         ClientOptions::new(broker, config.mqtt_client_id.clone(), config.mqtt_version);
     options.keep_alive = Duration::from_secs(15);
     options.session = Session::Persistent { expiry_secs: SESSION_EXPIRY_SECS };
-    options.max_packet_bytes = config.max_payload_bytes.saturating_mul(2).max(64 * 1024);
+    // Above the payload limit, so an oversized payload is dropped by the codec (and counted)
+    // rather than ending the connection; with MQTT 3.1.1 the broker must not send larger.
+    options.max_packet_bytes =
+        config.max_packet_bytes.max(config.max_payload_bytes.saturating_add(64 * 1024));
     options.inflight = INFLIGHT;
     options.queue = QUEUE;
     options.subscriptions = topics.operator_subscriptions();

@@ -102,7 +102,8 @@ pub async fn run(
                 let issued_at = kubetwin_protocol::timestamp::format_rfc3339(
                     crate::clock::now().as_millisecond(),
                 );
-                match ctx.publisher.new_session(&issued_at).await {
+                let devices = ctx.fleet().sizes().0;
+                match ctx.publisher.new_session(&issued_at, devices).await {
                     Ok(session) => {
                         info!(%session, "announced a new operator session: devices resync")
                     }
@@ -137,8 +138,7 @@ fn handle(
     let (device, admitted) =
         match decoder.codec.decode_inbound(&decoder.topics, &message.topic, &message.payload) {
             Ok(inbound) => {
-                let admitted =
-                    ctx.fleet().admit(&inbound, message.retained, crate::clock::now(), clock);
+                let admitted = ctx.fleet().admit(&inbound, crate::clock::now(), clock);
                 (inbound.device_id().clone(), admitted)
             }
             Err(error) => match (&error, decoder.topics.parse(&message.topic)) {
@@ -157,6 +157,9 @@ fn handle(
     match admitted {
         Admitted::Accepted { kind, owner, followers } => {
             ctx.metrics.received(kind.as_str());
+            if kind == crate::fleet::MessageKind::Presence {
+                debug!(%device, retained = message.retained, followers = followers.len(), "presence applied");
+            }
             triggers.device(owner);
             for follower in &followers {
                 triggers.follower(follower);
@@ -166,7 +169,8 @@ fn handle(
             ctx.metrics.dropped(reason);
             debug!(%device, kind = kind.as_str(), reason, "message dropped");
         }
-        Admitted::Unknown { .. } => {
+        Admitted::Unknown { kind } => {
+            debug!(%device, kind = kind.as_str(), retained = message.retained, "message for an unknown device id kept");
             let error = DecodeError::UnknownDevice(device.to_string());
             reject(ctx, log, &device, &message.topic, &error, clock);
         }

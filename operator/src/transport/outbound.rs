@@ -57,9 +57,11 @@ impl Publisher {
     /// Announces a new operator session (retained): every device that sees it sends a full
     /// report and its latest answers again, which recovers whatever this operator may have
     /// lost between the broker's acknowledgement and the status write. Returns the session.
-    pub async fn new_session(&self, issued_at: &str) -> Result<String, Error> {
+    pub async fn new_session(&self, issued_at: &str, devices: usize) -> Result<String, Error> {
         let session = session_nonce()?;
-        let payload = self.codec.encode(&OperatorSession::new(session.clone(), issued_at))?;
+        let mut announcement = OperatorSession::new(session.clone(), issued_at);
+        announcement.resync_within_ms = Some(resync_spread_ms(devices));
+        let payload = self.codec.encode(&announcement)?;
         let message = Publication::new(self.topics.operator_session(), payload, true);
         self.client.publish(message).await?;
         self.metrics.published("session");
@@ -98,6 +100,17 @@ impl Publisher {
     }
 }
 
+/// Resyncs a second the operator asks a fleet for: every device sends about three messages.
+const RESYNCS_PER_SECOND: u64 = 2000;
+
+/// Milliseconds over which `devices` devices should spread their resyncs: at least a second,
+/// [`RESYNCS_PER_SECOND`], at most the protocol's limit.
+pub fn resync_spread_ms(devices: usize) -> u64 {
+    let devices = u64::try_from(devices).unwrap_or(u64::MAX);
+    (devices.saturating_mul(1000) / RESYNCS_PER_SECOND)
+        .clamp(1000, kubetwin_protocol::message::MAX_RESYNC_WITHIN_MS)
+}
+
 /// A random session nonce: 32 hexadecimal digits.
 fn session_nonce() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
@@ -108,6 +121,15 @@ fn session_nonce() -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resync_spread_grows_with_the_fleet_within_bounds() {
+        let table = [(0, 1000), (100, 1000), (2000, 1000), (10_000, 5000), (100_000, 50_000)];
+        for (devices, ms) in table {
+            assert_eq!(resync_spread_ms(devices), ms, "{devices} devices");
+        }
+        assert_eq!(resync_spread_ms(usize::MAX), 600_000);
+    }
 
     #[test]
     fn session_nonces_are_valid_ids_and_differ() {

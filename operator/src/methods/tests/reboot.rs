@@ -844,6 +844,23 @@ fn a_missing_device_fails_with_device_not_found() {
 }
 
 #[test]
+fn a_device_deleted_in_flight_fails_the_request_at_once() {
+    let mut request = request();
+    let settings = RebootSettings::default();
+    let sent = advance(&mut request, &online(BOOT), at(1), settings);
+    assert_eq!(phase(&sent), RebootPhase::Sent);
+    let gone = run(&request, &missing(), at(2));
+    assert_eq!(phase(&gone), RebootPhase::Failed);
+    assert_eq!(reason(&gone), "DeviceNotFound");
+    assert_eq!(
+        message(&gone),
+        "Device sensor-1 was deleted while the request was in flight; whether the device executed it is unknown"
+    );
+    assert!(!gone.send);
+    assert_eq!(gone.status.completed_at, time(2));
+}
+
+#[test]
 fn a_missing_device_is_waited_for_up_to_the_connect_timeout() {
     let mut request = request_with(RebootRequestSpec { connect_timeout_seconds: 30, ..spec() });
     let settings = RebootSettings::default();

@@ -1,6 +1,6 @@
-//! The Kubernetes side of the scenarios: creating many objects at a fixed concurrency, the
-//! minimal status patch of the floors, paged reads, and [`Tracker`], a watch that records
-//! when each object reached each state.
+//! Many objects at once, for benchmarks and fault tests: creating them at a fixed concurrency,
+//! the minimal status patch of the benchmark floors, paged reads, and [`Tracker`], a watch that
+//! records when each object reached each state.
 
 use std::{
     collections::HashMap,
@@ -22,10 +22,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::progress;
-
-/// Field manager of the benchmark's server-side applies.
+/// Field manager of the bulk server-side applies.
 pub const FIELD_MANAGER: &str = "kubetwin-bench";
+
+/// Prints a progress line, prefixed with the time since the first line.
+pub fn progress(message: impl std::fmt::Display) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    println!("[{:>7.1}s] {message}", elapsed.as_secs_f64());
+}
 
 /// How often long loops print their progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
