@@ -62,9 +62,12 @@ async fn the_bundled_broker_gets_the_harness_acl_and_the_chart_ships_the_policie
         .iter()
         .find_map(|c| c["data"]["mosquitto.conf"].as_str())
         .expect("mosquitto.conf");
-    for line in
-        ["allow_anonymous false", "use_username_as_clientid true", "max_queued_messages 1000"]
-    {
+    for line in [
+        "allow_anonymous false",
+        "use_username_as_clientid true",
+        "max_queued_messages 100000",
+        "max_packet_size 1048576",
+    ] {
         assert!(conf.lines().any(|l| l == line), "{line} in:\n{conf}");
     }
 
