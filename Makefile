@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo demo-down test tools rust crds build lint unit e2e bench bench-quick fmt clean-tools image
+.PHONY: demo demo-down test tools rust crds build lint unit e2e faults bench bench-quick fmt clean-tools image
 
 ## demo: local control plane + mosquitto + operator + simulated devices, reboot visible live.
 demo: tools rust build
@@ -35,6 +35,15 @@ unit:
 
 e2e: build
 	$(CARGO) test --locked -p kubetwin-e2e --tests -- --test-threads=4
+
+## faults: the fault-injection suite at 1,000 devices (release build) plus the hostile-input
+## soak; each scenario prints a NOTHING-LOST (or SOAK) line. About 15 minutes on 2 cores.
+faults: tools rust
+	$(CARGO) build --locked --release --workspace --bins
+	set -o pipefail; KUBETWIN_BIN_PROFILE=release KUBETWIN_FAULT_DEVICES=$${KUBETWIN_FAULT_DEVICES:-1000} \
+		$(CARGO) test --locked -p kubetwin-e2e --test faults -- --include-ignored --test-threads=1 --nocapture \
+		2>&1 | tee target/faults.log
+	@grep -E '^(NOTHING-LOST|SOAK) ' target/faults.log
 
 ## image: builds the operator image with buildah and runs --version inside it.
 image:

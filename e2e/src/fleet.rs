@@ -518,7 +518,6 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
         .unwrap_or_else(|| dir.join(format!("{name}.log")))
 }
 
-/// A plain HTTP/1.1 GET on a loopback address; returns status code and body.
 /// The value of one sample (`name` with its labels, as written) in Prometheus text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -527,7 +526,8 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+/// A plain HTTP/1.1 GET on a loopback address; returns status code and body.
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await

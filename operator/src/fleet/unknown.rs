@@ -20,11 +20,24 @@ pub const EARLY_TTL: Duration = Duration::from_secs(600);
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Most device ids remembered for log rate limiting.
 pub const LOG_MEMORY: usize = 10_000;
+/// Least time between two sweeps of a full map: a flood of new ids would otherwise make every
+/// message scan every entry.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether a full map may be swept at `now`, recording the sweep when it may.
+fn sweep_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_INTERVAL);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
 
 /// Early state of unclaimed device ids, bounded and expiring.
 #[derive(Debug, Default)]
 pub struct UnknownDevices {
     early: HashMap<DeviceId, (DeviceState, Instant)>,
+    swept: Option<Instant>,
 }
 
 impl UnknownDevices {
@@ -32,8 +45,10 @@ impl UnknownDevices {
     /// are held even after dropping the expired ones.
     pub fn state_mut(&mut self, id: &DeviceId, now: Instant) -> Option<&mut DeviceState> {
         if !self.early.contains_key(id) && self.early.len() >= MAX_EARLY {
-            self.early
-                .retain(|_, (_, touched)| now.saturating_duration_since(*touched) < EARLY_TTL);
+            if sweep_due(&mut self.swept, now) {
+                self.early
+                    .retain(|_, (_, touched)| now.saturating_duration_since(*touched) < EARLY_TTL);
+            }
             if self.early.len() >= MAX_EARLY {
                 return None;
             }
@@ -66,6 +81,7 @@ impl UnknownDevices {
 #[derive(Debug, Default)]
 pub struct LogLimiter {
     last: HashMap<String, Instant>,
+    swept: Option<Instant>,
 }
 
 impl LogLimiter {
@@ -76,7 +92,9 @@ impl LogLimiter {
                 return false;
             }
         } else if self.last.len() >= LOG_MEMORY {
-            self.last.retain(|_, t| now.saturating_duration_since(*t) < LOG_INTERVAL);
+            if sweep_due(&mut self.swept, now) {
+                self.last.retain(|_, t| now.saturating_duration_since(*t) < LOG_INTERVAL);
+            }
             if self.last.len() >= LOG_MEMORY {
                 return false;
             }
@@ -117,6 +135,25 @@ mod tests {
         assert!(unknown.state_mut(&id(MAX_EARLY), later).is_some(), "expired ids made room");
         assert_eq!(unknown.len(), 1);
         assert!(unknown.take("ghost-0", later).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_full_map_is_swept_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut unknown = UnknownDevices::default();
+        for n in 0..MAX_EARLY {
+            assert!(unknown.state_mut(&id(n), t0).is_some());
+        }
+        let almost = t0 + EARLY_TTL - Duration::from_millis(100);
+        assert!(unknown.state_mut(&id(MAX_EARLY), almost).is_none(), "swept, nothing expired");
+        let expired = almost + Duration::from_millis(200);
+        assert!(
+            unknown.state_mut(&id(MAX_EARLY), expired).is_none(),
+            "entries expired, but the last sweep was less than a second ago"
+        );
+        let next = almost + SWEEP_INTERVAL;
+        assert!(unknown.state_mut(&id(MAX_EARLY), next).is_some(), "swept again");
+        assert_eq!(unknown.len(), 1);
     }
 
     #[test]
