@@ -277,7 +277,12 @@ async fn hostile_input_never_grows_memory_stops_readiness_or_valid_devices() {
     };
 
     const UNKNOWN: usize = 100_000;
-    let s = setup_with_broker("soak", |broker, _| broker.superusers.push("intruder".into())).await;
+    let s = setup_with_broker("soak", |broker, _| {
+        // Two logins: the client id is forced to the user name, so one would take over the
+        // other's session.
+        broker.superusers.extend(["intruder".into(), "raw-intruder".into()]);
+    })
+    .await;
     let root = s.scope.topic_root.clone();
     create_device(&s.devices, "valid", json!({"desired": {"mode": "eco"}})).await;
     create_device(&s.devices, "bloated", json!({})).await;
@@ -329,11 +334,11 @@ async fn hostile_input_never_grows_memory_stops_readiness_or_valid_devices() {
     }
     // 5. Topics: wildcards and NUL (no client library sends them; the broker must refuse
     // them), and a level of 3,000 non-ASCII characters (legal MQTT, not a device id).
-    let password = s.scope.broker.password("intruder");
+    let password = s.scope.broker.password("raw-intruder");
     let mut refused = 0;
     for level in ["dev+ice", "dev#ice", "dev\0ice"] {
         let topic = format!("{root}/{level}/twin/reported");
-        if raw_publish_is_refused(s.scope.broker.port, "intruder", &password, topic.as_bytes())
+        if raw_publish_is_refused(s.scope.broker.port, "raw-intruder", &password, topic.as_bytes())
             .await
         {
             refused += 1;
@@ -380,7 +385,7 @@ async fn hostile_input_never_grows_memory_stops_readiness_or_valid_devices() {
     s.devices
         .patch(
             "valid",
-            &kube::api::PatchParams::apply("soak").force(),
+            &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(json!({"spec": {"desired": {"mode": "sport"}}})),
         )
         .await
