@@ -152,6 +152,11 @@ string_enum!(
         ExecutionTimeout,
         /// The Device does not own its device id (an older Device does): nothing is sent.
         DeviceIdConflict,
+        /// The device lists the methods it supports, and this one is not among them: nothing
+        /// is sent.
+        MethodNotSupported,
+        /// The parameters are larger than a request may carry: nothing is sent.
+        ParamsTooLarge,
     }
 );
 

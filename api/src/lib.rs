@@ -4,17 +4,24 @@
 //!   `status`.
 //! - [`RebootRequest`]: a direct-method call that reboots one device, with its progress in
 //!   `status`.
+//! - [`MethodRequest`]: any named direct method (factory reset included) called on one device,
+//!   with its progress and result in `status`.
 //!
 //! The CRD YAML in `crds/` is generated from these types by the `crdgen` binary.
 
 pub mod condition;
 pub mod device;
+pub mod method;
 pub mod reboot;
 mod schema;
 
 pub use device::{
     AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceSpec,
     DeviceStatus, ReportCursor,
+};
+pub use method::{
+    MethodPhase, MethodProgress, MethodRequest, MethodRequestSpec, MethodRequestStatus,
+    MethodResult,
 };
 pub use reboot::{
     RebootPhase, RebootRequest, RebootRequestSpec, RebootRequestStatus, RecordedResponse,
@@ -32,7 +39,7 @@ pub const CATEGORY: &str = "kubetwin";
 
 /// Every CRD that kubetwin installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Device::crd(), RebootRequest::crd()]
+    vec![Device::crd(), RebootRequest::crd(), MethodRequest::crd()]
 }
 
 /// Renders one CRD as the YAML document that `crdgen` writes to `crds/<name>.yaml`.

@@ -62,18 +62,19 @@ pub struct RebootRequestSpec {
     ))]
     pub device_name: String,
 
-    /// Seconds the device waits after accepting before it reboots (0 to 3600).
+    /// Seconds the device waits after accepting before it reboots (0 to 3600; default 0).
     #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     pub delay_seconds: i32,
 
-    /// Seconds to wait for the device to answer the request (5 to 300).
+    /// Seconds to wait for the device to answer the request (5 to 300; default 30).
     #[serde(default = "default_response_timeout_seconds")]
     #[schemars(range(min = 5, max = 300))]
     pub response_timeout_seconds: i32,
 
-    /// Seconds to wait for an offline device to come online before sending (0 to 3600). With
-    /// 0 a device that is offline fails the request at once.
+    /// Seconds to wait for an offline device to come online before sending (0 to 3600;
+    /// default 0: a device that is offline fails the request at once, reason DeviceNotOnline;
+    /// when a wait above 0 runs out, the request is TimedOut).
     #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     pub connect_timeout_seconds: i32,

@@ -33,3 +33,24 @@ pub(crate) fn reported_properties(generator: &mut SchemaGenerator) -> Schema {
     );
     schema
 }
+
+/// Like [`free_form_object`], described as a method's parameters.
+pub(crate) fn method_params(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = free_form_object(generator);
+    schema.insert(
+        "description".into(),
+        "Parameters of the method: any JSON object, sent to the device as is (at most 16 KiB \
+         serialized; a larger one is rejected before anything is sent, reason ParamsTooLarge)."
+            .into(),
+    );
+    schema
+}
+
+/// Any JSON value the API server keeps as it is, described as a method's result.
+pub(crate) fn method_result_payload(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "What the method returned, any JSON value, as the device sent it (at \
+            most 8 KiB serialized; a larger one is left out and truncated is true).",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

@@ -28,7 +28,10 @@ fn committed_crds_match_the_rust_types() {
 fn crds_declare_names_categories_and_status() {
     let crds = kubetwin_api::crds();
     let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
-    assert_eq!(names, ["devices.kubetwin.io", "rebootrequests.kubetwin.io"]);
+    assert_eq!(
+        names,
+        ["devices.kubetwin.io", "rebootrequests.kubetwin.io", "methodrequests.kubetwin.io"]
+    );
     for crd in &crds {
         assert_eq!(crd.spec.names.categories.as_deref(), Some(&["kubetwin".to_string()][..]));
         let version = &crd.spec.versions[0];
@@ -37,6 +40,22 @@ fn crds_declare_names_categories_and_status() {
     }
     assert_eq!(crds[0].spec.names.short_names.as_deref(), Some(&["dev".to_string()][..]));
     assert_eq!(crds[1].spec.names.short_names.as_deref(), Some(&["reboot".to_string()][..]));
+    assert_eq!(crds[2].spec.names.short_names.as_deref(), Some(&["devmethod".to_string()][..]));
+}
+
+#[test]
+fn method_request_spec_fills_defaults_and_keeps_params() {
+    let spec: kubetwin_api::MethodRequestSpec = serde_json::from_value(serde_json::json!({
+        "deviceName": "sensor-1", "method": "setLed", "params": {"on": true, "nested": {"a": [1]}}
+    }))
+    .expect("valid spec");
+    assert_eq!(spec.response_timeout_seconds, 30);
+    assert_eq!(spec.connect_timeout_seconds, 0);
+    assert_eq!(spec.execution_timeout_seconds, 300);
+    assert_eq!(
+        spec.params.map(serde_json::Value::Object),
+        Some(serde_json::json!({"on": true, "nested": {"a": [1]}}))
+    );
 }
 
 #[test]

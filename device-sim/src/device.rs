@@ -7,10 +7,10 @@ use std::time::Duration;
 use kubetwin_protocol::rpc::{CODE_CONFLICT, CODE_NOT_FOUND};
 use kubetwin_protocol::timestamp::format_rfc3339;
 use kubetwin_protocol::{
-    AppliedVersion, Codec, DecodeError, DesiredDocument, EncodeError, KEY_FIRMWARE_VERSION,
-    KEY_LAST_REBOOT, KEY_REBOOT, Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic,
-    Presence, PresenceState, REBOOT_METHOD, RebootParams, RebootState, RebootStatus,
-    ReportedMessage, ResponseStatus, Topics, apply_reported, should_apply,
+    AppliedVersion, Codec, DecodeError, DesiredDocument, EncodeError, FACTORY_RESET_METHOD,
+    KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, Message, MethodRequest, MethodResponse,
+    MqttVersion, ParsedTopic, Presence, PresenceState, REBOOT_METHOD, RebootParams, RebootState,
+    RebootStatus, ReportedMessage, ResponseStatus, Topics, apply_reported, should_apply,
 };
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
@@ -20,6 +20,25 @@ use crate::ledger::{Ledger, PendingReboot};
 
 /// Message of the Rejected answer under `--reject-methods`.
 pub const REJECT_MESSAGE: &str = "reboot refused by device policy";
+
+/// `setLed {"on": bool}`: answers at once with `{"led": "on"|"off"}`.
+pub const SET_LED_METHOD: &str = "setLed";
+/// `collectDiagnostics`: accepts, reports 50 % a second later, and a second after that
+/// succeeds with a summary of what it collected.
+pub const COLLECT_DIAGNOSTICS_METHOD: &str = "collectDiagnostics";
+/// Every method the simulator implements, as listed in its presence.
+pub const METHODS: [&str; 4] =
+    [REBOOT_METHOD, FACTORY_RESET_METHOD, SET_LED_METHOD, COLLECT_DIAGNOSTICS_METHOD];
+/// Reported key that marks a factory reset: `{"lastReset": <RFC 3339>}`.
+pub const KEY_FACTORY_RESET: &str = "factoryReset";
+/// Reported keys only the device itself sets; desired properties with these names are applied
+/// (acknowledged) but not copied into the reported properties.
+pub const DEVICE_OWNED_KEYS: [&str; 4] =
+    [KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, KEY_FACTORY_RESET];
+/// Seconds a factory reset takes (wiping storage) between accepting and going down.
+pub const FACTORY_RESET_SECONDS: u32 = 2;
+/// Time between the steps of `collectDiagnostics`.
+pub const DIAGNOSTICS_STEP: Duration = Duration::from_secs(1);
 
 /// Settings shared by every device of a fleet.
 #[derive(Clone, Debug)]
@@ -98,6 +117,41 @@ pub enum Effect {
         /// Wait after the operator's announcement.
         delay: Duration,
     },
+    /// Take the next step of the running method after `delay` (then call
+    /// [`Device::method_step_due`]).
+    ScheduleMethodStep {
+        /// Wait before the step.
+        delay: Duration,
+    },
+}
+
+/// What an accepted request makes the device do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Execution {
+    /// Restart after the delay; a factory reset wipes the device's state first.
+    Restart {
+        /// Wait after accepting.
+        delay_seconds: u32,
+        /// Wipe state (factoryReset).
+        factory_reset: bool,
+    },
+    /// `setLed`: done at once.
+    SetLed {
+        /// The LED's new state.
+        on: bool,
+    },
+    /// `collectDiagnostics`: runs in steps.
+    Diagnostics,
+}
+
+/// A method that runs in steps (`collectDiagnostics`), in this boot only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RunningMethod {
+    request_id: String,
+    response_topic: Option<String>,
+    correlation: Option<Vec<u8>>,
+    /// Steps taken so far.
+    steps: u8,
 }
 
 /// One simulated device: the ledger plus the per-boot counters.
@@ -114,6 +168,8 @@ pub struct Device {
     telemetry: u64,
     /// The operator session seen first in this boot (or since the last resync).
     operator_session: Option<String>,
+    /// A method running in steps.
+    running: Option<RunningMethod>,
 }
 
 /// Key of the load-mode telemetry counter in the reported properties.
@@ -137,6 +193,7 @@ impl Device {
             finishing: None,
             telemetry: 0,
             operator_session: None,
+            running: None,
         }
     }
 
@@ -178,8 +235,16 @@ impl Device {
         self.seq = 0;
         self.full_sent = false;
         self.operator_session = None;
+        self.running = None;
         let now = format_rfc3339(now_ms);
         if let Some(pending) = self.ledger.pending_reboot.take() {
+            if pending.factory_reset {
+                // Factory state: nothing configured, nothing applied; the retained desired
+                // document is applied again once the device subscribes.
+                self.ledger.properties = Map::new();
+                self.ledger.applied = None;
+                self.ledger.last_factory_reset = Some(now.clone());
+            }
             self.ledger.reboot =
                 Some(RebootState::new(RebootStatus::Done, pending.request_id.clone()));
             self.ledger.last_reboot = Some(now.clone());
@@ -252,7 +317,9 @@ impl Device {
         if let Some(pending) = self.finishing.take() {
             let mut response = self.response(&pending.request_id, ResponseStatus::Succeeded);
             response.progress = Some(100);
-            response.message = Some("rebooted".into());
+            response.message = Some(
+                if pending.factory_reset { "reset to factory state" } else { "rebooted" }.into(),
+            );
             self.ledger.recent.record(response.clone());
             info!(device = %self.id, request = %pending.request_id, boot = self.ledger.boot, "reboot succeeded");
             effects.push(Effect::Persist);
@@ -269,7 +336,7 @@ impl Device {
     fn online_presence(&self) -> Result<Publication, EncodeError> {
         let mut presence = self.presence(PresenceState::Online, "connected", true);
         presence.firmware = Some(self.shared.firmware.clone());
-        presence.methods = vec![REBOOT_METHOD.to_owned()];
+        presence.methods = METHODS.iter().map(|m| (*m).to_owned()).collect();
         presence.mqtt = Some(self.shared.mqtt);
         self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
     }
@@ -296,6 +363,9 @@ impl Device {
         reported.insert(KEY_LAST_REBOOT.into(), Value::String(self.boot_started.clone()));
         if let Some(reboot) = &self.ledger.reboot {
             reported.insert(KEY_REBOOT.into(), reboot.to_value());
+        }
+        if let Some(at) = &self.ledger.last_factory_reset {
+            reported.insert(KEY_FACTORY_RESET.into(), json!({ "lastReset": at }));
         }
         if self.telemetry > 0 {
             reported.insert(KEY_TELEMETRY.into(), json!({ "counter": self.telemetry }));
@@ -435,14 +505,21 @@ impl Device {
             return Vec::new();
         }
         let applied = AppliedVersion::of(&doc);
-        let mut reported = doc.desired.clone();
+        // Keys the device owns (its firmware, its reboots) are never taken from desired: a
+        // desired firmwareVersion does not install anything.
+        let properties: Map<String, Value> = doc
+            .desired
+            .into_iter()
+            .filter(|(key, _)| !DEVICE_OWNED_KEYS.contains(&key.as_str()))
+            .collect();
+        let mut reported = properties.clone();
         for key in self.ledger.properties.keys() {
             if !reported.contains_key(key) {
                 reported.insert(key.clone(), Value::Null);
             }
         }
         debug!(device = %self.id, epoch = %doc.epoch, version = doc.version, "applied desired");
-        self.ledger.properties = doc.desired;
+        self.ledger.properties = properties;
         self.ledger.applied = Some(applied.clone());
         let publication = self.patch(reported, Some(applied));
         vec![Effect::Persist, publish(publication)]
@@ -466,7 +543,11 @@ impl Device {
             return Vec::new();
         }
         let (status, code, message) = match self.check_request(request, now_ms) {
-            Ok(params) => return self.accept_reboot(request, params, msg),
+            Ok(Execution::Restart { delay_seconds, factory_reset }) => {
+                return self.accept_restart(request, delay_seconds, factory_reset, msg);
+            }
+            Ok(Execution::SetLed { on }) => return self.set_led(request, on, msg),
+            Ok(Execution::Diagnostics) => return self.start_diagnostics(request, msg),
             Err(refusal) => refusal,
         };
         let mut response = self.response(&request.id, status);
@@ -480,14 +561,15 @@ impl Device {
         ]
     }
 
-    /// Decides whether a new request is executed (its params) or refused (status, code, message).
+    /// Decides whether a new request is executed (and how) or refused (status, code, message).
     fn check_request(
         &self,
         request: &MethodRequest,
         now_ms: i64,
-    ) -> Result<RebootParams, (ResponseStatus, u16, String)> {
+    ) -> Result<Execution, (ResponseStatus, u16, String)> {
+        let rejected = |code: u16, message: String| (ResponseStatus::Rejected, code, message);
         if self.shared.faults.reject_methods {
-            return Err((ResponseStatus::Rejected, CODE_CONFLICT, REJECT_MESSAGE.to_owned()));
+            return Err(rejected(CODE_CONFLICT, REJECT_MESSAGE.to_owned()));
         }
         if request.is_expired(now_ms) {
             return Err((
@@ -496,30 +578,41 @@ impl Device {
                 format!("expired at {}", request.expires_at),
             ));
         }
-        if request.method != REBOOT_METHOD {
-            return Err((
-                ResponseStatus::Rejected,
-                CODE_NOT_FOUND,
-                format!("unknown method {}", request.method),
-            ));
+        let bad_params = ResponseStatus::Rejected.default_code();
+        let execution = match request.method.as_str() {
+            REBOOT_METHOD => {
+                let params = RebootParams::from_params(&request.params)
+                    .map_err(|e| rejected(bad_params, e.to_string()))?;
+                Execution::Restart { delay_seconds: params.delay_seconds, factory_reset: false }
+            }
+            FACTORY_RESET_METHOD => {
+                Execution::Restart { delay_seconds: FACTORY_RESET_SECONDS, factory_reset: true }
+            }
+            SET_LED_METHOD => match request.params.get("on") {
+                Some(Value::Bool(on)) => Execution::SetLed { on: *on },
+                _ => {
+                    return Err(rejected(
+                        bad_params,
+                        "setLed needs params {\"on\": true|false}".into(),
+                    ));
+                }
+            },
+            COLLECT_DIAGNOSTICS_METHOD => Execution::Diagnostics,
+            other => return Err(rejected(CODE_NOT_FOUND, format!("unknown method {other}"))),
+        };
+        let restart_pending = self.ledger.pending_reboot.is_some() || self.finishing.is_some();
+        if restart_pending || self.running.is_some() {
+            let what = if restart_pending { "a restart" } else { "a method" };
+            return Err(rejected(CODE_CONFLICT, format!("busy: {what} is already in progress")));
         }
-        let params = RebootParams::from_params(&request.params).map_err(|e| {
-            (ResponseStatus::Rejected, ResponseStatus::Rejected.default_code(), e.to_string())
-        })?;
-        if self.ledger.pending_reboot.is_some() || self.finishing.is_some() {
-            return Err((
-                ResponseStatus::Rejected,
-                CODE_CONFLICT,
-                "busy: a reboot is already pending".to_owned(),
-            ));
-        }
-        Ok(params)
+        Ok(execution)
     }
 
-    fn accept_reboot(
+    fn accept_restart(
         &mut self,
         request: &MethodRequest,
-        params: RebootParams,
+        delay_seconds: u32,
+        factory_reset: bool,
         msg: &Incoming,
     ) -> Vec<Effect> {
         self.ledger.executed.push(request.id.clone());
@@ -527,12 +620,17 @@ impl Device {
             request_id: request.id.clone(),
             response_topic: msg.response_topic.clone(),
             correlation_data: msg.correlation.clone(),
+            factory_reset,
         };
         self.ledger.pending_reboot = Some(pending);
         let mut response = self.response(&request.id, ResponseStatus::Accepted);
-        response.message = Some(format!("rebooting in {}s", params.delay_seconds));
+        response.message = Some(if factory_reset {
+            "resetting to factory state".to_owned()
+        } else {
+            format!("rebooting in {delay_seconds}s")
+        });
         self.ledger.recent.record(response.clone());
-        info!(device = %self.id, request = %request.id, delay_seconds = params.delay_seconds, "reboot accepted");
+        info!(device = %self.id, request = %request.id, delay_seconds, factory_reset, "restart accepted");
         vec![
             Effect::Persist,
             publish(self.response_publication(
@@ -540,8 +638,84 @@ impl Device {
                 msg.response_topic.as_deref(),
                 msg.correlation.clone(),
             )),
-            Effect::ScheduleReboot { delay: Duration::from_secs(u64::from(params.delay_seconds)) },
+            Effect::ScheduleReboot { delay: Duration::from_secs(u64::from(delay_seconds)) },
         ]
+    }
+
+    /// `setLed`: executed and answered at once, with the new state as the result.
+    fn set_led(&mut self, request: &MethodRequest, on: bool, msg: &Incoming) -> Vec<Effect> {
+        self.ledger.executed.push(request.id.clone());
+        let state = if on { "on" } else { "off" };
+        let mut response = self.response(&request.id, ResponseStatus::Succeeded);
+        response.message = Some(format!("LED {state}"));
+        response.payload = Some(json!({ "led": state }));
+        self.ledger.recent.record(response.clone());
+        info!(device = %self.id, request = %request.id, state, "LED set");
+        vec![
+            Effect::Persist,
+            publish(self.response_publication(
+                &response,
+                msg.response_topic.as_deref(),
+                msg.correlation.clone(),
+            )),
+        ]
+    }
+
+    /// `collectDiagnostics`: accepted now, then [`Device::method_step_due`] twice.
+    fn start_diagnostics(&mut self, request: &MethodRequest, msg: &Incoming) -> Vec<Effect> {
+        self.ledger.executed.push(request.id.clone());
+        self.running = Some(RunningMethod {
+            request_id: request.id.clone(),
+            response_topic: msg.response_topic.clone(),
+            correlation: msg.correlation.clone(),
+            steps: 0,
+        });
+        let mut response = self.response(&request.id, ResponseStatus::Accepted);
+        response.message = Some("collecting diagnostics".into());
+        self.ledger.recent.record(response.clone());
+        info!(device = %self.id, request = %request.id, "diagnostics started");
+        vec![
+            Effect::Persist,
+            publish(self.response_publication(
+                &response,
+                msg.response_topic.as_deref(),
+                msg.correlation.clone(),
+            )),
+            Effect::ScheduleMethodStep { delay: DIAGNOSTICS_STEP },
+        ]
+    }
+
+    /// The next step of the running method: 50 % with a message, then the final answer with
+    /// the result.
+    pub fn method_step_due(&mut self) -> Vec<Effect> {
+        let Some(mut running) = self.running.take() else {
+            return Vec::new();
+        };
+        running.steps += 1;
+        let (mut response, next) = if running.steps == 1 {
+            let mut response = self.response(&running.request_id, ResponseStatus::InProgress);
+            response.progress = Some(50);
+            response.message = Some("collecting logs".into());
+            (response, Some(Effect::ScheduleMethodStep { delay: DIAGNOSTICS_STEP }))
+        } else {
+            let mut response = self.response(&running.request_id, ResponseStatus::Succeeded);
+            response.message = Some("diagnostics collected".into());
+            response.payload = Some(json!({ "files": 3, "boot": self.ledger.boot }));
+            (response, None)
+        };
+        response.ts = Some(kubetwin_protocol::timestamp::now_rfc3339());
+        self.ledger.recent.record(response.clone());
+        let publication = self.response_publication(
+            &response,
+            running.response_topic.as_deref(),
+            running.correlation.clone(),
+        );
+        let mut effects = vec![Effect::Persist, publish(publication)];
+        if let Some(next) = next {
+            self.running = Some(running);
+            effects.push(next);
+        }
+        effects
     }
 
     /// After the reboot delay: report `rebooting` and publish the offline presence (reason
@@ -672,7 +846,7 @@ mod tests {
         let online = presence_of(pubs[0]);
         assert_eq!(online.state, PresenceState::Online);
         assert_eq!((online.boot, online.conn), (1, 1));
-        assert_eq!(online.methods, vec!["reboot".to_owned()]);
+        assert_eq!(online.methods, METHODS.map(str::to_owned).to_vec());
         assert_eq!(online.mqtt, Some(MqttVersion::V311));
         assert_eq!(online.firmware.as_deref(), Some("1.0.0"));
         let full = reported_of(pubs[1]);
@@ -962,6 +1136,106 @@ mod tests {
         let repeat =
             device.handle(&request_msg("r1", "reboot", json!({}), "2025-05-01T12:00:30Z"), now());
         assert_eq!(response_of(publications(&repeat)[0]).status, ResponseStatus::Expired);
+    }
+
+    #[test]
+    fn a_factory_reset_wipes_what_was_applied_and_marks_the_next_boot() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let mut properties = Map::new();
+        properties.insert("mode".into(), json!("eco"));
+        let desired = DesiredDocument::new("uid-1", 3, "2025-05-01T12:00:00Z", properties);
+        let desired_msg = Incoming {
+            topic: Topics::default().desired("dev-1"),
+            payload: Codec::default().encode(&desired).unwrap(),
+            ..Incoming::default()
+        };
+        device.handle(&desired_msg, now());
+        assert_eq!(device.ledger().properties["mode"], json!("eco"));
+        let reset = device
+            .handle(&request_msg("f1", "factoryReset", json!({}), "2025-05-01T12:05:00Z"), now());
+        let accepted = response_of(publications(&reset)[0]);
+        assert_eq!(accepted.status, ResponseStatus::Accepted);
+        assert_eq!(accepted.message.as_deref(), Some("resetting to factory state"));
+        let wipe = Duration::from_secs(u64::from(FACTORY_RESET_SECONDS));
+        assert!(reset.contains(&Effect::ScheduleReboot { delay: wipe }));
+        device.begin_reboot();
+        let later = now() + 5_000;
+        device.start_boot(later);
+        assert!(device.ledger().properties.is_empty(), "nothing configured");
+        assert_eq!(device.ledger().applied, None, "nothing applied");
+        let up = device.on_connected();
+        let pubs = publications(&up);
+        let full = reported_of(pubs[1]);
+        assert_eq!(full.reported.get("mode"), None);
+        assert_eq!(full.reported["factoryReset"], json!({"lastReset": format_rfc3339(later)}));
+        assert_eq!(full.applied, None);
+        let done = response_of(pubs[2]);
+        assert_eq!((done.status, done.boot), (ResponseStatus::Succeeded, 2));
+        assert_eq!(done.message.as_deref(), Some("reset to factory state"));
+        // The retained desired document arrives again and is applied again.
+        let again = device.handle(&desired_msg, now());
+        assert!(!publications(&again).is_empty(), "applied after the reset");
+        assert_eq!(device.ledger().executed, vec!["f1".to_owned()]);
+    }
+
+    #[test]
+    fn plain_methods_answer_with_a_result_and_progress() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let led = device.handle(
+            &request_msg("l1", "setLed", json!({"on": true}), "2025-05-01T12:05:00Z"),
+            now(),
+        );
+        let r = response_of(publications(&led)[0]);
+        assert_eq!((r.status, r.code), (ResponseStatus::Succeeded, 200));
+        assert_eq!(r.payload, Some(json!({"led": "on"})));
+        let bad = device
+            .handle(&request_msg("l2", "setLed", json!({"on": 1}), "2025-05-01T12:05:00Z"), now());
+        assert_eq!(response_of(publications(&bad)[0]).code, 400);
+
+        let started = device.handle(
+            &request_msg("d1", "collectDiagnostics", json!({}), "2025-05-01T12:05:00Z"),
+            now(),
+        );
+        assert_eq!(response_of(publications(&started)[0]).status, ResponseStatus::Accepted);
+        assert!(started.contains(&Effect::ScheduleMethodStep { delay: DIAGNOSTICS_STEP }));
+        let busy = device.handle(&reboot_msg("r1", 0), now());
+        assert_eq!(response_of(publications(&busy)[0]).code, 409, "one thing at a time");
+        let half = device.method_step_due();
+        let r = response_of(publications(&half)[0]);
+        assert_eq!((r.status, r.progress), (ResponseStatus::InProgress, Some(50)));
+        assert_eq!(r.message.as_deref(), Some("collecting logs"));
+        let done = device.method_step_due();
+        let r = response_of(publications(&done)[0]);
+        assert_eq!(r.status, ResponseStatus::Succeeded);
+        assert_eq!(r.payload, Some(json!({"files": 3, "boot": 1})));
+        assert!(!done.iter().any(|e| matches!(e, Effect::ScheduleMethodStep { .. })));
+        assert!(device.method_step_due().is_empty(), "nothing runs any more");
+        assert_eq!(device.ledger().executed, vec!["l1".to_owned(), "d1".to_owned()]);
+    }
+
+    #[test]
+    fn a_desired_firmware_version_is_acknowledged_but_installs_nothing() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let mut desired = Map::new();
+        desired.insert("firmwareVersion".into(), json!("9.9.9"));
+        desired.insert("mode".into(), json!("eco"));
+        let doc = DesiredDocument::new("e1", 2, "2025-05-01T12:00:00Z", desired);
+        let msg = Incoming {
+            topic: Topics::default().desired("dev-1"),
+            payload: Codec::default().encode(&doc).unwrap(),
+            ..Incoming::default()
+        };
+        let effects = device.handle(&msg, now());
+        let patch = reported_of(publications(&effects)[0]);
+        assert_eq!(Value::Object(patch.reported.clone()), json!({"mode": "eco"}));
+        assert_eq!(patch.applied.map(|a| a.version), Some(2), "applied all the same");
+        device.start_boot(now() + 1000);
+        let up = device.on_connected();
+        let full = reported_of(publications(&up)[1]);
+        assert_eq!(full.reported["firmwareVersion"], json!("1.0.0"), "still its own firmware");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct PendingReboot {
     /// MQTT 5 Correlation Data of the request, if it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_data: Option<Vec<u8>>,
+    /// The restart is a factory reset: the next boot starts from factory state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub factory_reset: bool,
 }
 
 /// Persisted state of one device.
@@ -82,6 +85,9 @@ pub struct Ledger {
     /// `(boot, seq)` of the last reported message sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reported: Option<(u64, u64)>,
+    /// RFC 3339 start of the boot that followed the last factory reset, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_factory_reset: Option<String>,
 }
 
 /// The ledger file of `device_id` under `state_dir`: `{state_dir}/{device_id}.json`.
@@ -158,12 +164,14 @@ mod tests {
                 request_id: "r2".into(),
                 response_topic: Some("t/r2".into()),
                 correlation_data: Some(b"r2".to_vec()),
+                factory_reset: true,
             }),
             executed: vec!["r1".into(), "r2".into()],
             recent,
             telemetry: Some(12),
             reported: Map::from_iter([("led".to_owned(), json!({"color": "green"}))]),
             last_reported: Some((3, 7)),
+            last_factory_reset: Some("2025-05-01T11:00:00Z".into()),
         };
         let path = ledger_path(dir.path(), "dev-1");
         ledger.save(&path).unwrap();

@@ -62,6 +62,8 @@ struct Timers {
     resync_at: Option<Instant>,
     /// When `--offline-after` drops the connection.
     offline_at: Option<Instant>,
+    /// When the running method takes its next step.
+    method_at: Option<Instant>,
 }
 
 /// How one connection ended.
@@ -211,6 +213,7 @@ pub async fn run_device(
                 if !sleep_or_stop(ctx.boot_time, &mut shutdown).await {
                     return;
                 }
+                timers.method_at = None;
                 device.start_boot(now_unix_millis());
                 persist(&ctx, &device);
                 info!(device = %device.id(), boot = device.boot(), "booted after reboot");
@@ -252,6 +255,9 @@ async fn apply(
             }
             Effect::ScheduleReboot { delay } => timers.reboot_at = Some(Instant::now() + delay),
             Effect::ScheduleResync { delay } => timers.resync_at = Some(Instant::now() + delay),
+            Effect::ScheduleMethodStep { delay } => {
+                timers.method_at = Some(Instant::now() + delay);
+            }
         }
     }
     Ok(())
@@ -275,6 +281,7 @@ async fn serve(
         let reboot_deadline = timers.reboot_at.filter(|_| connected);
         let resync_deadline = timers.resync_at.filter(|_| connected);
         let offline_deadline = timers.offline_at.filter(|_| connected);
+        let method_deadline = timers.method_at.filter(|_| connected);
         tokio::select! {
             () = stopped(shutdown) => {
                 if connected {
@@ -324,6 +331,13 @@ async fn serve(
             () = sleep_until_opt(resync_deadline), if resync_deadline.is_some() => {
                 timers.resync_at = None;
                 let effects = device.resync_due();
+                if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
+                    return Outcome::Lost { connected };
+                }
+            }
+            () = sleep_until_opt(method_deadline), if method_deadline.is_some() => {
+                timers.method_at = None;
+                let effects = device.method_step_due();
                 if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
                     return Outcome::Lost { connected };
                 }

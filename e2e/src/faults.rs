@@ -68,6 +68,10 @@ pub struct RigOptions {
     /// How long [`Rig::finish`] waits for requests to end and Devices to catch up (default:
     /// long enough for any machine; a control experiment that expects losses waits less).
     pub patience: Option<Duration>,
+    /// The fleet may lose messages from the start (a control without resync: a presence the
+    /// full broker queue dropped at startup is never sent again). The rig then goes on when
+    /// not every Device shows connected, and the line counts what was lost.
+    pub lossy_startup: bool,
 }
 
 impl RigOptions {
@@ -84,6 +88,7 @@ impl RigOptions {
             private_control_plane: false,
             simulator_flags: Vec::new(),
             patience: None,
+            lossy_startup: false,
         }
     }
 }
@@ -305,13 +310,20 @@ impl Rig {
             clock_file,
         };
         let total = rig.options.devices;
-        rig.wait_devices(
-            Duration::from_secs(120 + total as u64 / 10),
-            "connected",
-            bulk::is_connected,
-            total,
-        )
-        .await?;
+        let connected = rig
+            .wait_devices(
+                Duration::from_secs(120 + total as u64 / 10),
+                "connected",
+                bulk::is_connected,
+                total,
+            )
+            .await;
+        match connected {
+            Err(error) if rig.options.lossy_startup => {
+                progress(format!("{name}: going on with a lossy start ({error})"));
+            }
+            other => other?,
+        }
         progress(format!("{name}: {total} devices connected after {:?}", rig_start.elapsed()));
         Ok(rig)
     }

@@ -34,7 +34,10 @@ fn rejection(result: Result<impl std::fmt::Debug, kube::Error>) -> String {
 async fn crds_install_and_serve_both_kinds() {
     let client = TestEnv::shared().client().await.expect("client");
     let names = install_crds(&client).await.expect("CRDs install");
-    assert_eq!(names, ["devices.kubetwin.io", "rebootrequests.kubetwin.io"]);
+    assert_eq!(
+        names,
+        ["devices.kubetwin.io", "methodrequests.kubetwin.io", "rebootrequests.kubetwin.io"]
+    );
 }
 
 #[tokio::test]
@@ -188,17 +191,52 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
         "spec": {"deviceName": "sensor-1"}
     }))
     .expect("request");
-    let requests: Api<RebootRequest> = Api::namespaced(devices.into_client(), &ns);
+    let requests: Api<RebootRequest> = Api::namespaced(devices.clone().into_client(), &ns);
     requests.create(&PostParams::default(), &reboot).await.expect("created");
     let table = env.kubectl(&["get", "reboot", "-n", &ns]).expect("kubectl get reboot");
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(header, ["NAME", "DEVICE", "PHASE", "MESSAGE", "TOOK", "AGE"]);
     assert!(table.lines().nth(1).is_some_and(|row| row.starts_with("reboot-1 ")), "{table}");
 
+    let method: kubetwin_api::MethodRequest = serde_json::from_value(json!({
+        "apiVersion": "kubetwin.io/v1alpha1",
+        "kind": "MethodRequest",
+        "metadata": {"name": "led-1"},
+        "spec": {"deviceName": "sensor-1", "method": "setLed", "params": {"on": true}}
+    }))
+    .expect("request");
+    let methods: Api<kubetwin_api::MethodRequest> = Api::namespaced(requests.into_client(), &ns);
+    let created = methods.create(&PostParams::default(), &method).await.expect("created");
+    assert_eq!(created.spec.params, method.spec.params, "params are kept as they are");
+    assert_eq!(
+        (created.spec.response_timeout_seconds, created.spec.execution_timeout_seconds),
+        (30, 300),
+        "defaults"
+    );
+    let table = env.kubectl(&["get", "devmethod", "-n", &ns]).expect("kubectl get devmethod");
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DEVICE", "METHOD", "PHASE", "PROGRESS", "MESSAGE", "TOOK", "AGE"]);
+    for field in [
+        ("methodrequest.spec.params", "16 KiB"),
+        ("methodrequest.spec.executionTimeoutSeconds", "accepted method may run"),
+        ("methodrequest.status.result.payload", "8 KiB"),
+        ("methodrequest.status.progress.percent", "Percent done"),
+    ] {
+        let explain = env.kubectl(&["explain", field.0]).expect("explain");
+        assert!(explain.contains(field.1), "{} is documented: {explain}", field.0);
+    }
+
     let all = env.kubectl(&["get", "kubetwin", "-n", &ns, "-o", "name"]).expect("category works");
     let mut listed: Vec<&str> = all.lines().collect();
     listed.sort();
-    assert_eq!(listed, ["device.kubetwin.io/sensor-1", "rebootrequest.kubetwin.io/reboot-1"]);
+    assert_eq!(
+        listed,
+        [
+            "device.kubetwin.io/sensor-1",
+            "methodrequest.kubetwin.io/led-1",
+            "rebootrequest.kubetwin.io/reboot-1"
+        ]
+    );
 
     let selected = env
         .kubectl(&[

@@ -147,6 +147,7 @@ async fn without_resync_what_a_full_broker_queue_drops_stays_lost() {
         broker_queue: 4 * n,
         simulator_flags: vec!["--no-resync".into()],
         patience: Some(Duration::from_secs(60)),
+        lossy_startup: true,
         ..RigOptions::new(n)
     };
     let rig = Rig::start("queue-control", options).await.unwrap();

@@ -165,7 +165,11 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
         anonymous.stderr
     );
 
-    for name in ["devices.kubetwin.io.yaml", "rebootrequests.kubetwin.io.yaml"] {
+    for name in [
+        "devices.kubetwin.io.yaml",
+        "rebootrequests.kubetwin.io.yaml",
+        "methodrequests.kubetwin.io.yaml",
+    ] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
         let chart =
             std::fs::read(repo_root().join("charts/kubetwin/crds").join(name)).expect("chart crd");
@@ -242,6 +246,10 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     assert!(can("patch", "devices.kubetwin.io", &ns, Some("status")));
     assert!(can("patch", "rebootrequests.kubetwin.io", &ns, Some("status")));
     assert!(can("delete", "rebootrequests.kubetwin.io", &ns, None));
+    assert!(can("watch", "methodrequests.kubetwin.io", &ns, None));
+    assert!(can("patch", "methodrequests.kubetwin.io", &ns, Some("status")));
+    assert!(can("delete", "methodrequests.kubetwin.io", &ns, None));
+    assert!(!can("create", "methodrequests.kubetwin.io", &ns, None), "never calls a method itself");
     assert!(can("create", "events.events.k8s.io", &ns, None));
     assert!(can("update", "leases.coordination.k8s.io", &ns, None));
     assert!(!can("update", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");

@@ -228,9 +228,9 @@ async fn an_offline_device_is_waited_for_only_with_a_connect_timeout() {
     create_device(&s.devices, "sensor-2", json!({})).await;
 
     create_reboot(&s.requests, "no-wait", json!({"deviceName": "sensor-2"})).await;
+    // Nothing timed out: without a connect timeout an offline device fails the request at once.
     let failed =
-        wait_for(&s.requests, "no-wait", "TimedOut", |r| phase(r) == Some(RebootPhase::TimedOut))
-            .await;
+        wait_for(&s.requests, "no-wait", "Failed", |r| phase(r) == Some(RebootPhase::Failed)).await;
     assert_eq!(reason(&failed).as_deref(), Some("DeviceNotOnline"));
 
     create_reboot(
@@ -547,4 +547,162 @@ async fn each_request_keeps_its_own_events_on_the_device() {
         assert!(tokio::time::Instant::now() < deadline, "events on the Device: {on_device:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits until `client` has received a message that `wanted` accepts.
+async fn wait_received(client: &TestClient, what: &str, wanted: impl Fn(&str, &[u8]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !client.received().iter().any(|(topic, payload)| wanted(topic, payload)) {
+        assert!(tokio::time::Instant::now() < deadline, "never received: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The retained desired documents a new subscriber to every device's desired topic gets,
+/// once it has got the one of Device `barrier` (the broker sends all retained messages of a
+/// subscription together, so the others have arrived by then too).
+async fn retained_desired(s: &kubetwin_e2e::scenario::Setup, barrier: &str) -> Vec<String> {
+    let root = &s.scope.topic_root;
+    let reader = TestClient::with_password(&s.scope.broker, "reader").await.expect("mqtt");
+    assert_eq!(reader.subscribe(&format!("{root}/+/twin/desired")).await.expect("sub"), None);
+    let barrier_topic = format!("{root}/{}/twin/desired", s.scope.device_id(barrier));
+    wait_received(&reader, "the barrier's desired document", |t, _| t == barrier_topic).await;
+    reader
+        .received()
+        .into_iter()
+        .filter(|(_, payload)| !payload.is_empty())
+        .map(|(topic, _)| topic)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deleted_device_leaves_no_desired_document_even_when_deleted_while_the_operator_was_down()
+{
+    let s = setup_with_broker("cleared", |b, _| b.superusers = vec!["reader".into()]).await;
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    for name in ["kept", "deleted", "orphaned"] {
+        create_device(&s.devices, name, json!({"desired": {"mode": name}})).await;
+    }
+    let topic =
+        |name: &str| format!("{}/{}/twin/desired", s.scope.topic_root, s.scope.device_id(name));
+    // Barrier: a subscriber has received all three documents (retained or live).
+    let watcher = TestClient::with_password(&s.scope.broker, "reader").await.expect("mqtt");
+    let all = format!("{}/+/twin/desired", s.scope.topic_root);
+    assert_eq!(watcher.subscribe(&all).await.expect("sub"), None);
+    for name in ["kept", "deleted", "orphaned"] {
+        let wanted = topic(name);
+        wait_received(&watcher, &wanted, |t, payload| t == wanted && !payload.is_empty()).await;
+    }
+    drop(watcher);
+
+    // Deleted while the operator runs: its document is cleared at once.
+    s.devices.delete("deleted", &Default::default()).await.expect("deleted");
+    let cleared = "kubetwin_desired_cleared_total{kind=\"deleted\"}";
+    operator.wait_metric(cleared, Duration::from_secs(60), |v| v >= 1.0).await.expect("cleared");
+    let left = retained_desired(&s, "kept").await;
+    assert!(!left.contains(&topic("deleted")), "the deleted Device's document is gone: {left:?}");
+
+    // Deleted while no operator runs: the next one finds the orphan and clears it.
+    operator.kill();
+    s.devices.delete("orphaned", &Default::default()).await.expect("deleted");
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let orphans = "kubetwin_desired_cleared_total{kind=\"orphan\"}";
+    operator.wait_metric(orphans, Duration::from_secs(60), |v| v >= 1.0).await.expect("cleared");
+    let left = retained_desired(&s, "kept").await;
+    assert_eq!(left, vec![topic("kept")], "only the remaining Device's document is left");
+    let metrics = operator.metrics().await.expect("metrics");
+    assert_eq!(metric(&metrics, orphans), Some(1.0), "one orphan, cleared once:\n{metrics}");
+}
+
+#[tokio::test]
+async fn a_status_the_api_server_refuses_shows_on_the_object_and_clears_when_one_is_accepted() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let s = setup("refused").await;
+    let namespace = s.scope.namespace.clone();
+    // A policy of this test only: the API server refuses any Device status in this namespace
+    // whose reported properties have a key named "forbidden".
+    let name = format!("kubetwin-test-refuse-{namespace}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["kubetwin.io"], "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["devices/status"],
+            }]},
+            "validations": [{
+                "expression": "!has(object.status) || !has(object.status.reported) || !('forbidden' in object.status.reported)",
+                "message": "test policy: reported.forbidden is not allowed",
+            }],
+        },
+    }))
+    .expect("policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+        },
+    }))
+    .expect("binding");
+    let client = s.env.client().await.expect("client");
+    let apply = PatchParams::apply("kubetwin-e2e").force();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client);
+    policies.patch(&name, &apply, &Patch::Apply(&policy)).await.expect("policy applied");
+    bindings.patch(&name, &apply, &Patch::Apply(&binding)).await.expect("binding applied");
+
+    // Barrier: the policy is in effect (it takes a moment) — a forbidden status from the test
+    // itself is refused (a dry run: nothing is stored either way).
+    create_device(&s.devices, "probe", json!({})).await;
+    let forbidden = json!({"status": {"reported": {"forbidden": true}}});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while s
+        .devices
+        .patch_status("probe", &PatchParams::default().dry_run(), &Patch::Merge(&forbidden))
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the test policy never took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_device(&s.devices, "sensor-1", json!({})).await;
+    let device = RawDevice::connect(&s, "sensor-1").await;
+    device.presence("online", 1, 1).await;
+    device.report(1, 1, true, json!({"forbidden": true})).await;
+    let refused = wait_for(&s.devices, "sensor-1", "StatusWriteFailed=True", |d| {
+        condition(d, "StatusWriteFailed").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let shown = condition(&refused, "StatusWriteFailed").expect("condition");
+    assert!(
+        shown.message.contains("test policy: reported.forbidden is not allowed"),
+        "the condition quotes the API server: {}",
+        shown.message
+    );
+    assert_eq!(reported(&refused, "forbidden"), None, "the refused status was not stored");
+    operator
+        .wait_metric(
+            "kubetwin_status_write_errors_total{kind=\"device\",reason=\"invalid\"}",
+            Duration::from_secs(30),
+            |v| v >= 1.0,
+        )
+        .await
+        .expect("the refusal is counted");
+
+    // The device replaces its reported properties: the next status is accepted, and the
+    // condition goes away.
+    device.report(1, 2, true, json!({"allowed": 1})).await;
+    wait_for(&s.devices, "sensor-1", "accepted, condition removed", |d| {
+        reported(d, "allowed") == Some(json!(1)) && condition(d, "StatusWriteFailed").is_none()
+    })
+    .await;
+    bindings.delete(&name, &Default::default()).await.expect("binding deleted");
+    policies.delete(&name, &Default::default()).await.expect("policy deleted");
 }

@@ -15,7 +15,7 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
-use kubetwin_api::{Device, RebootRequest};
+use kubetwin_api::{Device, MethodRequest, RebootRequest};
 use kubetwin_mqtt::LinkState;
 use kubetwin_protocol::{Codec, DeviceId, Topics};
 use tokio::sync::watch;
@@ -114,6 +114,17 @@ pub async fn run(
         })
     };
     let (reboot_trigger, reboot_triggers) = futures::channel::mpsc::unbounded();
+    // The named-method kind (MethodRequest), wired the same way.
+    let method_state = Arc::new(KindState::<MethodRequest>::default());
+    let method_requests = {
+        let fleet = fleet.clone();
+        let state = method_state.clone();
+        let writer = writer.clone();
+        lean_controller::<MethodRequest>(&client, &config, move |event| {
+            method_controller::observe(event, &fleet, &state, &writer)
+        })
+    };
+    let (method_trigger, method_triggers) = futures::channel::mpsc::unbounded();
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -129,12 +140,17 @@ pub async fn run(
     tokio::spawn(clear_freed_desired(ctx.clone(), clear_requests));
     let device_store = devices.store();
     let reboot_store = reboots.store();
+    let method_store = method_requests.store();
     let triggers = Triggers {
         devices: device_trigger.clone(),
-        requests: HashMap::from([request_trigger::<RebootRequest>(reboot_trigger.clone())]),
+        requests: HashMap::from([
+            request_trigger::<RebootRequest>(reboot_trigger.clone()),
+            request_trigger::<MethodRequest>(method_trigger.clone()),
+        ]),
         resync: vec![
             resync_all(device_store.clone(), device_trigger),
             resync_all(reboot_store.clone(), reboot_trigger),
+            resync_all(method_store.clone(), method_trigger),
         ],
     };
 
@@ -143,6 +159,7 @@ pub async fn run(
     tokio::spawn(readiness(
         device_store,
         reboot_store.clone(),
+        method_store.clone(),
         link,
         refused,
         metrics.clone(),
@@ -154,13 +171,20 @@ pub async fn run(
     info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
     let device_controller =
         Arc::new(DeviceController { ctx: ctx.clone(), retries: Retries::default() });
+    let settings =
+        Settings { return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds) };
     let reboot_controller = Arc::new(MethodController {
         ctx: ctx.clone(),
         requests: reboot_store,
-        settings: Settings {
-            return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds),
-        },
+        settings,
         state: reboot_state,
+        retries: Retries::default(),
+    });
+    let named_controller = Arc::new(MethodController {
+        ctx: ctx.clone(),
+        requests: method_store,
+        settings,
+        state: method_state,
         retries: Retries::default(),
     });
     let devices = devices
@@ -175,7 +199,15 @@ pub async fn run(
             reboot_controller,
         )
         .for_each(|_| async {});
-    futures::future::join(devices, reboots).await;
+    let methods = method_requests
+        .reconcile_on(method_triggers)
+        .run(
+            method_controller::reconcile::<MethodRequest>,
+            method_controller::error_policy::<MethodRequest>,
+            named_controller,
+        )
+        .for_each(|_| async {});
+    futures::future::join3(devices, reboots, methods).await;
     shut_down(&ctx, Duration::from_secs(config.shutdown_grace_seconds)).await;
     Ok(())
 }
@@ -277,17 +309,19 @@ pub fn readiness_of(
     }
 }
 
-/// Ready once both caches are synced and while MQTT is connected with every subscription the
+/// Ready once every cache is synced and while MQTT is connected with every subscription the
 /// operator needs granted; otherwise `/readyz` says why.
 async fn readiness(
     devices: Store<Device>,
     reboots: Store<RebootRequest>,
+    methods: Store<MethodRequest>,
     mut link: watch::Receiver<LinkState>,
     mut refused: watch::Receiver<Option<PublishRefusal>>,
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
 ) {
-    if !wait_synced(&devices).await || !wait_synced(&reboots).await {
+    if !wait_synced(&devices).await || !wait_synced(&reboots).await || !wait_synced(&methods).await
+    {
         return;
     }
     tracing::debug!("caches synced");

@@ -120,7 +120,7 @@ pub const PRESENCE_ONLINE: &str = r#"{
   "conn": 1,
   "ts": "2025-05-01T12:01:11Z",
   "firmware": "1.4.2",
-  "methods": ["reboot"],
+  "methods": ["reboot", "factoryReset", "setLed", "collectDiagnostics"],
   "mqtt": "5",
   "reason": "connected"
 }"#;
@@ -152,8 +152,60 @@ pub const SESSION: &str = r#"{
   "resyncWithinMs": 2000
 }"#;
 
+/// `rpc/req/collectDiagnostics/{requestId}`: a named method with params.
+pub const REQUEST_NAMED: &str = r#"{
+  "v": 1,
+  "id": "5a8e2f1c-7b3d-4c6a-9e0f-2d1c4b3a5e6f",
+  "method": "collectDiagnostics",
+  "params": { "level": "full" },
+  "issuedAt": "2025-05-01T12:05:00Z",
+  "expiresAt": "2025-05-01T12:05:30Z"
+}"#;
+
+/// `rpc/res/{requestId}`, InProgress with a percentage.
+pub const RESPONSE_IN_PROGRESS: &str = r#"{
+  "v": 1,
+  "id": "5a8e2f1c-7b3d-4c6a-9e0f-2d1c4b3a5e6f",
+  "seq": 21,
+  "status": "InProgress",
+  "code": 202,
+  "progress": 50,
+  "message": "collecting logs",
+  "boot": 8,
+  "ts": "2025-05-01T12:05:02Z"
+}"#;
+
+/// `rpc/res/{requestId}`, Succeeded with the method's result.
+pub const RESPONSE_RESULT: &str = r#"{
+  "v": 1,
+  "id": "5a8e2f1c-7b3d-4c6a-9e0f-2d1c4b3a5e6f",
+  "seq": 22,
+  "status": "Succeeded",
+  "code": 200,
+  "message": "diagnostics collected",
+  "payload": { "files": 3, "boot": 8 },
+  "boot": 8,
+  "ts": "2025-05-01T12:05:03Z"
+}"#;
+
+/// `twin/reported`, the first (full) message after a factory reset: nothing applied, only
+/// what the device has by itself, and the reset's mark.
+pub const REPORTED_AFTER_RESET: &str = r#"{
+  "v": 1,
+  "boot": 9,
+  "seq": 1,
+  "full": true,
+  "ts": "2025-05-01T12:10:07Z",
+  "reported": {
+    "firmwareVersion": "1.4.2",
+    "lastReboot": "2025-05-01T12:10:05Z",
+    "reboot": { "status": "done", "requestId": "9c4b2a1d-3e5f-4a6b-8c7d-0e1f2a3b4c5d" },
+    "factoryReset": { "lastReset": "2025-05-01T12:10:05Z" }
+  }
+}"#;
+
 /// Every example with the message kind it is (`Message::KIND`).
-pub const ALL: [(&str, &str); 13] = [
+pub const ALL: [(&str, &str); 17] = [
     ("desired", DESIRED),
     ("reported", REPORTED_PATCH),
     ("reported", REPORTED_REBOOTING),
@@ -167,4 +219,8 @@ pub const ALL: [(&str, &str); 13] = [
     ("presence", PRESENCE_OFFLINE),
     ("presence", PRESENCE_LAST_WILL),
     ("session", SESSION),
+    ("request", REQUEST_NAMED),
+    ("response", RESPONSE_IN_PROGRESS),
+    ("response", RESPONSE_RESULT),
+    ("reported", REPORTED_AFTER_RESET),
 ];

@@ -58,7 +58,7 @@ pub use message::{
     OperatorSession, Presence, PresenceState, ReportedMessage, ResponseStatus, TwinGet, V1,
 };
 pub use order::{Admission, admit, admit_presence, admit_response, plausible_boot};
-pub use rpc::{REBOOT_METHOD, RebootParams, RecentRequests};
+pub use rpc::{FACTORY_RESET_METHOD, REBOOT_METHOD, RebootParams, RecentRequests};
 pub use topic::{OPERATOR_LEVEL, ParsedTopic, Topics, response_topic};
 pub use twin::{
     KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, RebootState, RebootStatus, apply_reported,

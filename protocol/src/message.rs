@@ -362,6 +362,9 @@ pub struct MethodResponse {
     /// Message for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The method's result, any JSON value, on a final response (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
     /// Boot counter of the device when it sent the response.
     pub boot: u64,
     /// When the device sent the response (RFC 3339).
@@ -380,6 +383,7 @@ impl MethodResponse {
             code: status.default_code(),
             progress: None,
             message: None,
+            payload: None,
             boot,
             ts: None,
         }
@@ -757,6 +761,19 @@ mod tests {
         expired.message = Some("expired at 2025-05-01T12:01:40Z".into());
         assert_round_trip(&expired, examples::RESPONSE_EXPIRED);
         assert_eq!(expired.code, 410);
+
+        let id = "5a8e2f1c-7b3d-4c6a-9e0f-2d1c4b3a5e6f";
+        let mut running = MethodResponse::new(id, ResponseStatus::InProgress, 8, 21);
+        running.progress = Some(50);
+        running.message = Some("collecting logs".into());
+        running.ts = Some("2025-05-01T12:05:02Z".into());
+        assert_round_trip(&running, examples::RESPONSE_IN_PROGRESS);
+
+        let mut result = MethodResponse::new(id, ResponseStatus::Succeeded, 8, 22);
+        result.message = Some("diagnostics collected".into());
+        result.payload = Some(json!({"files": 3, "boot": 8}));
+        result.ts = Some("2025-05-01T12:05:03Z".into());
+        assert_round_trip(&result, examples::RESPONSE_RESULT);
     }
 
     #[test]
@@ -783,7 +800,8 @@ mod tests {
         let mut online = Presence::new(PresenceState::Online, 8, 1);
         online.ts = Some("2025-05-01T12:01:11Z".into());
         online.firmware = Some("1.4.2".into());
-        online.methods = vec!["reboot".into()];
+        online.methods =
+            ["reboot", "factoryReset", "setLed", "collectDiagnostics"].map(String::from).to_vec();
         online.mqtt = Some(MqttVersion::V5);
         online.reason = Some("connected".into());
         assert_round_trip(&online, examples::PRESENCE_ONLINE);

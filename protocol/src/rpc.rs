@@ -27,6 +27,8 @@ pub const CODE_FAILED: u16 = 500;
 
 /// Name of the reboot method.
 pub const REBOOT_METHOD: &str = "reboot";
+/// Name of the factory-reset method: the device wipes its state and restarts.
+pub const FACTORY_RESET_METHOD: &str = "factoryReset";
 /// How many request ids a device remembers by default.
 pub const DEFAULT_REMEMBERED_REQUESTS: usize = 64;
 

@@ -131,13 +131,13 @@ each watched namespace. Nothing else: no Secrets, no ConfigMaps, no writes to De
 */}}
 {{- define "kubetwin.operatorRules" -}}
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices", "rebootrequests"]
+  resources: ["devices", "rebootrequests", "methodrequests"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices/status", "rebootrequests/status"]
+  resources: ["devices/status", "rebootrequests/status", "methodrequests/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["kubetwin.io"]
-  resources: ["rebootrequests"]
+  resources: ["rebootrequests", "methodrequests"]
   verbs: ["delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

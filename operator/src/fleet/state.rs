@@ -35,6 +35,11 @@ pub struct Answer {
     pub message: String,
     /// Progress in percent, for InProgress answers.
     pub progress: Option<u8>,
+    /// The method's result, when it fits the shown bound
+    /// ([`kubetwin_api::method::MAX_RESULT_PAYLOAD_BYTES`]).
+    pub payload: Option<Value>,
+    /// The device sent a result larger than the bound; it is not kept.
+    pub payload_truncated: bool,
 }
 
 impl Answer {
@@ -47,6 +52,8 @@ impl Answer {
             code: message.code,
             message: message.message.clone().unwrap_or_default(),
             progress: message.progress,
+            payload: message.payload.clone().filter(fits_result_bound),
+            payload_truncated: message.payload.as_ref().is_some_and(|p| !fits_result_bound(p)),
         }
     }
 
@@ -54,6 +61,12 @@ impl Answer {
     pub fn detail(&self) -> String {
         if self.message.is_empty() { format!("code {}", self.code) } else { self.message.clone() }
     }
+}
+
+/// Whether a result payload is small enough to keep and show.
+fn fits_result_bound(payload: &Value) -> bool {
+    serde_json::to_vec(payload)
+        .is_ok_and(|bytes| bytes.len() <= kubetwin_api::method::MAX_RESULT_PAYLOAD_BYTES)
 }
 
 impl From<&Answer> for RecordedResponse {
@@ -87,6 +100,8 @@ pub struct DeviceState {
     /// The size a dropped reported message would have made the reported properties (until a
     /// report is accepted again).
     pub reported_too_large: Option<usize>,
+    /// Methods the device listed in its latest online presence (empty: it did not say).
+    pub methods: Vec<String>,
 }
 
 /// Unix seconds of `now` (0 before 1970).
@@ -155,6 +170,7 @@ impl DeviceState {
             answers: VecDeque::new(),
             published: None,
             reported_too_large: None,
+            methods: Vec::new(),
         }
     }
 
@@ -224,6 +240,9 @@ impl DeviceState {
         }
         let admission = admit_presence(self.presence, message.cursor());
         if admission.is_accept() {
+            if message.state == PresenceState::Online {
+                self.methods.clone_from(&message.methods);
+            }
             let state = match message.state {
                 PresenceState::Online => ConnectionState::Connected,
                 PresenceState::Offline => ConnectionState::Disconnected,

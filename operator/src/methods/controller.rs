@@ -315,6 +315,7 @@ fn device_view<R: RequestResource>(
         reported_rebooting,
         last_sent,
         mqtt_connected,
+        methods: device_state.map(|s| s.methods.clone()).unwrap_or_default(),
     };
     (view, Some(id))
 }

@@ -98,6 +98,12 @@ pub struct Progress {
     pub response: Option<RecordedResponse>,
     /// Percent done, from the device's InProgress answers.
     pub percent: Option<u8>,
+    /// The device's message with its latest InProgress answer.
+    pub progress_message: Option<String>,
+    /// The method's result, from the device's final answer.
+    pub payload: Option<Value>,
+    /// The device's result was too large to show.
+    pub payload_truncated: bool,
     /// Why it is in its phase (a [`RequestReason`]).
     pub reason: Option<String>,
     /// What happened last, for people.
@@ -161,6 +167,8 @@ pub struct DeviceView {
     pub last_sent: Option<Timestamp>,
     /// The operator's MQTT connection is up.
     pub mqtt_connected: bool,
+    /// Methods the device lists as supported (empty: it did not say).
+    pub methods: Vec<String>,
 }
 
 /// Settings of the engine that are not part of the API objects.
@@ -270,6 +278,11 @@ pub fn step(
                 next.response = Some(RecordedResponse::from(answer));
                 if answer.status == ResponseStatus::InProgress {
                     next.percent = answer.progress.or(next.percent);
+                    next.progress_message = Some(answer.message.clone()).filter(|m| !m.is_empty());
+                }
+                if answer.status.is_terminal() {
+                    next.payload.clone_from(&answer.payload);
+                    next.payload_truncated = answer.payload_truncated;
                 }
             }
             let (outcome, wait, resend) = in_flight(request, current, device, now, settings);
@@ -364,6 +377,17 @@ fn pending(
         );
         return (outcome(Phase::Rejected, RequestReason::DeviceIdConflict, message), None);
     }
+    if let Some(refusal) = request.kind.refusal() {
+        return (outcome(Phase::Rejected, refusal.reason, refusal.message), None);
+    }
+    let method = request.kind.method();
+    if device.exists && !device.methods.is_empty() && !device.methods.iter().any(|m| m == method) {
+        let message = format!(
+            "{name} does not support the method {method} (it lists {}): nothing is sent",
+            device.methods.join(", ")
+        );
+        return (outcome(Phase::Rejected, RequestReason::MethodNotSupported, message), None);
+    }
     if device.exists && device.online == Some(true) && device.mqtt_connected {
         let message = format!("{} sent to {name}", wording.request);
         return (outcome(Phase::Sent, RequestReason::Sent, message), Some(RESEND_INTERVAL));
@@ -391,15 +415,14 @@ fn pending(
     let deadline = add_duration(created, request.connect_timeout);
     let waited = request.connect_timeout.as_secs();
     if now >= deadline {
+        // Without a connect timeout nothing timed out: the request fails at once. With one,
+        // the wait for the device ran out.
+        let phase = if waited == 0 { Phase::Failed } else { Phase::TimedOut };
         let result = if !device.exists {
-            outcome(
-                Phase::TimedOut,
-                RequestReason::DeviceNotFound,
-                format!("Device {name} does not exist"),
-            )
+            outcome(phase, RequestReason::DeviceNotFound, format!("Device {name} does not exist"))
         } else if waited == 0 {
             outcome(
-                Phase::TimedOut,
+                Phase::Failed,
                 RequestReason::DeviceNotOnline,
                 format!("Device {name} is not online and connectTimeoutSeconds is 0"),
             )

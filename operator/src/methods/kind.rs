@@ -41,6 +41,15 @@ pub struct Wording {
     pub event_prefix: Cow<'static, str>,
 }
 
+/// Why a request is refused before anything is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The typed reason.
+    pub reason: kubetwin_api::condition::RequestReason,
+    /// For people.
+    pub message: String,
+}
+
 /// One kind of device method.
 pub trait MethodKind {
     /// The method name on the wire (`reboot`).
@@ -53,4 +62,8 @@ pub trait MethodKind {
     fn confirmation(&self) -> Confirmation;
     /// How people read about it.
     fn wording(&self) -> Wording;
+    /// Why the request must not be sent at all (for example parameters too large to carry).
+    fn refusal(&self) -> Option<Refusal> {
+        None
+    }
 }

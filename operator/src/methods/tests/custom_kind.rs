@@ -72,6 +72,8 @@ fn answering(status: ResponseStatus, progress: Option<u8>) -> DeviceView {
             code: status.default_code(),
             message: String::new(),
             progress,
+            payload: None,
+            payload_truncated: false,
         }),
         ..online()
     }

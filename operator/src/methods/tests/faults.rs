@@ -61,6 +61,8 @@ fn a_finished_request_is_deleted_only_once_its_terminal_status_is_persisted() {
             code: 409,
             message: "busy".into(),
             progress: None,
+            payload: None,
+            payload_truncated: false,
         }),
         ..online(3)
     };
@@ -172,6 +174,8 @@ fn device_view() -> impl Strategy<Value = DeviceView> {
                 code: status.default_code(),
                 message: String::new(),
                 progress: None,
+                payload: None,
+                payload_truncated: false,
             }),
             reported_rebooting: rebooting,
             mqtt_connected: mqtt,

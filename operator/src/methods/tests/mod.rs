@@ -4,6 +4,7 @@
 
 mod custom_kind;
 mod faults;
+mod named;
 mod reboot;
 
 use std::time::Duration;

@@ -98,6 +98,8 @@ fn answer(kind: ResponseStatus, code: i32, message: &str) -> Option<Answer> {
         code: u16::try_from(code).expect("an HTTP-like code"),
         message: message.into(),
         progress: None,
+        payload: None,
+        payload_truncated: false,
     })
 }
 
@@ -746,9 +748,9 @@ fn nothing_is_sent_in_or_into_a_terminal_phase() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn an_offline_device_with_no_connect_timeout_times_out_at_once() {
+fn an_offline_device_with_no_connect_timeout_fails_at_once() {
     let result = run(&request(), &offline(), at(3));
-    assert_eq!(phase(&result), RebootPhase::TimedOut);
+    assert_eq!(phase(&result), RebootPhase::Failed, "nothing timed out");
     assert_eq!(reason(&result), "DeviceNotOnline");
     assert_eq!(message(&result), "Device sensor-1 is not online and connectTimeoutSeconds is 0");
     assert!(!result.send);
@@ -769,7 +771,7 @@ fn an_offline_device_with_no_connect_timeout_times_out_at_once() {
 fn a_device_without_presence_counts_as_offline() {
     let device = DeviceView { online: None, boot: None, ..offline() };
     let result = run(&request(), &device, at(0));
-    assert_eq!(phase(&result), RebootPhase::TimedOut);
+    assert_eq!(phase(&result), RebootPhase::Failed);
     assert_eq!(reason(&result), "DeviceNotOnline");
     assert_eq!(result.status.duration.as_deref(), Some("0ms"));
 }
@@ -828,7 +830,7 @@ fn an_offline_device_times_out_after_the_connect_timeout() {
 #[test]
 fn a_missing_device_fails_with_device_not_found() {
     let result = run(&request(), &missing(), at(1));
-    assert_eq!(phase(&result), RebootPhase::TimedOut);
+    assert_eq!(phase(&result), RebootPhase::Failed, "nothing timed out");
     assert_eq!(reason(&result), "DeviceNotFound");
     assert_eq!(message(&result), "Device sensor-1 does not exist");
     assert!(!result.send);
