@@ -798,6 +798,14 @@ mod tests {
         }
     }
 
+    fn desired_msg(doc: &DesiredDocument) -> Incoming {
+        Incoming {
+            topic: Topics::default().desired("dev-1"),
+            payload: Codec::default().encode(doc).unwrap(),
+            ..Incoming::default()
+        }
+    }
+
     fn reboot_msg(id: &str, delay: u32) -> Incoming {
         request_msg(id, "reboot", json!({"delaySeconds": delay}), "2025-05-01T12:05:00Z")
     }
@@ -971,11 +979,7 @@ mod tests {
         desired.insert("led".into(), json!({"color": "green"}));
         desired.insert("interval".into(), json!(30));
         let doc = DesiredDocument::new("e1", 3, "2025-05-01T12:00:00Z", desired);
-        let msg = Incoming {
-            topic: Topics::default().desired("dev-1"),
-            payload: Codec::default().encode(&doc).unwrap(),
-            ..Incoming::default()
-        };
+        let msg = desired_msg(&doc);
         let effects = device.handle(&msg, now());
         assert_eq!(effects[0], Effect::Persist);
         let patch = reported_of(publications(&effects)[0]);
@@ -1145,12 +1149,8 @@ mod tests {
         let mut properties = Map::new();
         properties.insert("mode".into(), json!("eco"));
         let desired = DesiredDocument::new("uid-1", 3, "2025-05-01T12:00:00Z", properties);
-        let desired_msg = Incoming {
-            topic: Topics::default().desired("dev-1"),
-            payload: Codec::default().encode(&desired).unwrap(),
-            ..Incoming::default()
-        };
-        device.handle(&desired_msg, now());
+        let message = desired_msg(&desired);
+        device.handle(&message, now());
         assert_eq!(device.ledger().properties["mode"], json!("eco"));
         let reset = device
             .handle(&request_msg("f1", "factoryReset", json!({}), "2025-05-01T12:05:00Z"), now());
@@ -1174,7 +1174,7 @@ mod tests {
         assert_eq!((done.status, done.boot), (ResponseStatus::Succeeded, 2));
         assert_eq!(done.message.as_deref(), Some("reset to factory state"));
         // The retained desired document arrives again and is applied again.
-        let again = device.handle(&desired_msg, now());
+        let again = device.handle(&message, now());
         assert!(!publications(&again).is_empty(), "applied after the reset");
         assert_eq!(device.ledger().executed, vec!["f1".to_owned()]);
     }
@@ -1223,11 +1223,7 @@ mod tests {
         desired.insert("firmwareVersion".into(), json!("9.9.9"));
         desired.insert("mode".into(), json!("eco"));
         let doc = DesiredDocument::new("e1", 2, "2025-05-01T12:00:00Z", desired);
-        let msg = Incoming {
-            topic: Topics::default().desired("dev-1"),
-            payload: Codec::default().encode(&doc).unwrap(),
-            ..Incoming::default()
-        };
+        let msg = desired_msg(&doc);
         let effects = device.handle(&msg, now());
         let patch = reported_of(publications(&effects)[0]);
         assert_eq!(Value::Object(patch.reported.clone()), json!({"mode": "eco"}));

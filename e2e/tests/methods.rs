@@ -337,3 +337,44 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]
     let created = methods(&s).get("reset-1").await.expect("created");
     assert_eq!(created.spec.method, "factoryReset");
 }
+
+#[tokio::test]
+async fn a_factory_reset_survives_operator_kills_and_runs_once() {
+    let s = setup("reset-kill").await;
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_device(&s.devices, "lamp-1", json!({"desired": {"mode": "eco"}})).await;
+    let id = s.scope.device_id("lamp-1");
+    let sim = Simulator::start(
+        s.env,
+        &s.scope,
+        std::slice::from_ref(&id),
+        &["--response-delay-ms=3000", "--boot-seconds=5"],
+    )
+    .expect("sim");
+    wait_for(&s.devices, "lamp-1", "connected", is_connected).await;
+
+    let created =
+        create_method(&s, "reset", json!({"deviceName": "lamp-1", "method": "factoryReset"})).await;
+    let phase_is = |wanted: MethodPhase| move |r: &MethodRequest| method_phase(r) == Some(wanted);
+    wait_for(&methods(&s), "reset", "Sent", phase_is(MethodPhase::Sent)).await;
+    operator.kill();
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
+    wait_for(&methods(&s), "reset", "Rebooting", phase_is(MethodPhase::Rebooting)).await;
+    operator.kill();
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("restarted again");
+    let done = wait_for(&methods(&s), "reset", "a terminal phase", |r| {
+        method_phase(r).is_some_and(MethodPhase::is_terminal)
+    })
+    .await;
+    assert_eq!(method_phase(&done), Some(MethodPhase::Succeeded), "{:#?}", done.status);
+    assert_eq!(
+        sim.executed(&id).expect("ledger"),
+        vec![created.metadata.uid.unwrap_or_default()],
+        "exactly one execution"
+    );
+    wait_for(&s.devices, "lamp-1", "InSync again after the reset", |d| {
+        reported(d, "factoryReset").is_some()
+            && condition(d, "InSync").is_some_and(|c| c.status == "True")
+    })
+    .await;
+}

@@ -6,8 +6,8 @@ use std::{borrow::Cow, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kubetwin_api::{
-    CursorOutOfRange, MethodPhase, MethodProgress, MethodRequest, MethodRequestStatus,
-    MethodResult, condition::RequestReason, method::MAX_PARAMS_BYTES,
+    MethodPhase, MethodProgress, MethodRequest, MethodRequestStatus, MethodResult,
+    condition::RequestReason, method::MAX_PARAMS_BYTES,
 };
 use kubetwin_protocol::{FACTORY_RESET_METHOD, REBOOT_METHOD, RebootParams};
 use serde_json::{Map, Value};
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::{
     engine::{Phase, Progress},
     kind::{Confirmation, MethodKind, Refusal, Wording},
-    resource::{RequestResource, Timeouts, seconds},
+    resource::{RequestResource, Timeouts, boot_from_api, boot_to_api, seconds},
 };
 use crate::error::Error;
 
@@ -143,14 +143,6 @@ fn method_phase(phase: Phase) -> MethodPhase {
         Phase::TimedOut => MethodPhase::TimedOut,
         Phase::Rejected => MethodPhase::Rejected,
     }
-}
-
-fn boot_to_api(boot: Option<u64>) -> Result<Option<i64>, CursorOutOfRange> {
-    boot.map(|b| i64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
-}
-
-fn boot_from_api(boot: Option<i64>) -> Result<Option<u64>, CursorOutOfRange> {
-    boot.map(|b| u64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
 }
 
 impl RequestResource for MethodRequest {

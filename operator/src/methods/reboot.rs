@@ -3,14 +3,14 @@
 use std::{borrow::Cow, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kubetwin_api::{CursorOutOfRange, RebootPhase, RebootRequest, RebootRequestStatus};
+use kubetwin_api::{RebootPhase, RebootRequest, RebootRequestStatus};
 use kubetwin_protocol::{REBOOT_METHOD, RebootParams};
 use serde_json::{Map, Value};
 
 use super::{
     engine::{Phase, Progress},
     kind::{Confirmation, MethodKind, Wording},
-    resource::{RequestResource, Timeouts, seconds},
+    resource::{RequestResource, Timeouts, boot_from_api, boot_to_api, seconds},
 };
 use crate::error::Error;
 
@@ -77,14 +77,6 @@ fn reboot_phase(phase: Phase) -> RebootPhase {
         Phase::TimedOut => RebootPhase::TimedOut,
         Phase::Rejected => RebootPhase::Rejected,
     }
-}
-
-fn boot_to_api(boot: Option<u64>) -> Result<Option<i64>, CursorOutOfRange> {
-    boot.map(|b| i64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
-}
-
-fn boot_from_api(boot: Option<i64>) -> Result<Option<u64>, CursorOutOfRange> {
-    boot.map(|b| u64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
 }
 
 impl RequestResource for RebootRequest {

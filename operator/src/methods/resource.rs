@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use kubetwin_api::CursorOutOfRange;
 use serde::Serialize;
 
 use super::{engine::Progress, kind::MethodKind};
@@ -40,6 +41,16 @@ pub trait RequestResource: Watched + Serialize {
     fn progress_of(status: Option<&Self::Status>) -> Result<Progress, Error>;
     /// The status that shows `progress`.
     fn status_of(progress: &Progress) -> Result<Self::Status, Error>;
+}
+
+/// A boot counter as the API stores it (`i64`), failing above `i64::MAX`.
+pub fn boot_to_api(boot: Option<u64>) -> Result<Option<i64>, CursorOutOfRange> {
+    boot.map(|b| i64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
+}
+
+/// A boot counter from the API (`i64`), failing when negative.
+pub fn boot_from_api(boot: Option<i64>) -> Result<Option<u64>, CursorOutOfRange> {
+    boot.map(|b| u64::try_from(b).map_err(|_| CursorOutOfRange)).transpose()
 }
 
 /// Seconds from a spec field (never negative: admission enforces the bounds).
