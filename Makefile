@@ -43,7 +43,7 @@ faults: tools rust
 	set -o pipefail; KUBETWIN_BIN_PROFILE=release KUBETWIN_FAULT_DEVICES=$${KUBETWIN_FAULT_DEVICES:-1000} \
 		$(CARGO) test --locked -p kubetwin-e2e --test faults -- --include-ignored --test-threads=1 --nocapture \
 		2>&1 | tee target/faults.log
-	@grep -E '^(NOTHING-LOST|SOAK) ' target/faults.log
+	@grep -oE '(NOTHING-LOST|SOAK) .*' target/faults.log
 
 ## image: builds the operator image with buildah and runs --version inside it.
 image:

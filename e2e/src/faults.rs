@@ -310,14 +310,13 @@ impl Rig {
             clock_file,
         };
         let total = rig.options.devices;
-        let connected = rig
-            .wait_devices(
-                Duration::from_secs(120 + total as u64 / 10),
-                "connected",
-                bulk::is_connected,
-                total,
-            )
-            .await;
+        // A lossy start never heals (nothing is sent again), so waiting long gains nothing.
+        let limit = if rig.options.lossy_startup {
+            Duration::from_secs(20 + total as u64 / 50)
+        } else {
+            Duration::from_secs(120 + total as u64 / 10)
+        };
+        let connected = rig.wait_devices(limit, "connected", bulk::is_connected, total).await;
         match connected {
             Err(error) if rig.options.lossy_startup => {
                 progress(format!("{name}: going on with a lossy start ({error})"));
