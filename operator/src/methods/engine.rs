@@ -303,6 +303,11 @@ pub fn step(
         }
     };
 
+    // A method that reported progress shows it complete once it succeeded.
+    if outcome.phase == Phase::Succeeded && next.percent.is_some() {
+        next.percent = Some(100);
+        next.progress_message = None;
+    }
     let transition = current.phase != Some(outcome.phase);
     next.phase = Some(outcome.phase);
     next.reason = Some(outcome.reason.as_str().to_string());

@@ -142,6 +142,8 @@ fn a_plain_method_shows_its_progress_then_its_result_payload() {
     let result = done.result.expect("result");
     assert_eq!((result.code, result.message.as_str()), (200, "done"));
     assert_eq!(result.payload, Some(json!({"files": 3})));
+    let progress = done.progress.expect("progress");
+    assert_eq!((progress.percent, progress.message.as_str()), (Some(100), ""), "complete");
     assert_eq!(done.duration.as_deref(), Some("3s"));
 }
 
