@@ -554,11 +554,7 @@ impl Device {
         response.code = code;
         response.message = Some(message);
         info!(device = %self.id, request = %request.id, status = ?status, code, "answered request");
-        self.ledger.recent.record(response.clone());
-        vec![
-            Effect::Persist,
-            publish(self.response_publication(&response, reply_topic, correlation)),
-        ]
+        self.reply(response, msg)
     }
 
     /// Decides whether a new request is executed (and how) or refused (status, code, message).
@@ -629,17 +625,23 @@ impl Device {
         } else {
             format!("rebooting in {delay_seconds}s")
         });
-        self.ledger.recent.record(response.clone());
         info!(device = %self.id, request = %request.id, delay_seconds, factory_reset, "restart accepted");
-        vec![
-            Effect::Persist,
-            publish(self.response_publication(
-                &response,
-                msg.response_topic.as_deref(),
-                msg.correlation.clone(),
-            )),
-            Effect::ScheduleReboot { delay: Duration::from_secs(u64::from(delay_seconds)) },
-        ]
+        let mut effects = self.reply(response, msg);
+        effects
+            .push(Effect::ScheduleReboot { delay: Duration::from_secs(u64::from(delay_seconds)) });
+        effects
+    }
+
+    /// Records `response` as the last answer to its request and publishes it (after the ledger
+    /// is saved) to the reply topic of `msg`.
+    fn reply(&mut self, response: MethodResponse, msg: &Incoming) -> Vec<Effect> {
+        self.ledger.recent.record(response.clone());
+        let publication = self.response_publication(
+            &response,
+            msg.response_topic.as_deref(),
+            msg.correlation.clone(),
+        );
+        vec![Effect::Persist, publish(publication)]
     }
 
     /// `setLed`: executed and answered at once, with the new state as the result.
@@ -649,16 +651,8 @@ impl Device {
         let mut response = self.response(&request.id, ResponseStatus::Succeeded);
         response.message = Some(format!("LED {state}"));
         response.payload = Some(json!({ "led": state }));
-        self.ledger.recent.record(response.clone());
         info!(device = %self.id, request = %request.id, state, "LED set");
-        vec![
-            Effect::Persist,
-            publish(self.response_publication(
-                &response,
-                msg.response_topic.as_deref(),
-                msg.correlation.clone(),
-            )),
-        ]
+        self.reply(response, msg)
     }
 
     /// `collectDiagnostics`: accepted now, then [`Device::method_step_due`] twice.
@@ -672,17 +666,10 @@ impl Device {
         });
         let mut response = self.response(&request.id, ResponseStatus::Accepted);
         response.message = Some("collecting diagnostics".into());
-        self.ledger.recent.record(response.clone());
         info!(device = %self.id, request = %request.id, "diagnostics started");
-        vec![
-            Effect::Persist,
-            publish(self.response_publication(
-                &response,
-                msg.response_topic.as_deref(),
-                msg.correlation.clone(),
-            )),
-            Effect::ScheduleMethodStep { delay: DIAGNOSTICS_STEP },
-        ]
+        let mut effects = self.reply(response, msg);
+        effects.push(Effect::ScheduleMethodStep { delay: DIAGNOSTICS_STEP });
+        effects
     }
 
     /// The next step of the running method: 50 % with a message, then the final answer with
