@@ -66,6 +66,8 @@ string_enum!(
         InSync,
         /// Every report the device sent is in status (none was dropped for its size).
         ReportedComplete,
+        /// The device runs spec.firmware (True also when no target is set).
+        FirmwareCurrent,
     }
 );
 
@@ -100,6 +102,18 @@ string_enum!(
         Complete,
         /// ReportedComplete=False: a report would have made the reported properties too large.
         ReportedTooLarge,
+        /// FirmwareCurrent: the device runs the target, or no target is set.
+        FirmwareUpToDate,
+        /// FirmwareCurrent=False: the update is under way (or waits for the device).
+        FirmwareUpdating,
+        /// FirmwareCurrent=False: the device reported an error for the target.
+        FirmwareFailed,
+        /// FirmwareCurrent=False: the device came back on its old image.
+        FirmwareRolledBack,
+        /// FirmwareCurrent=False: the update did not finish in time.
+        FirmwareTimedOut,
+        /// FirmwareCurrent=False: after a successful update the device reports another version.
+        FirmwareDrift,
     }
 );
 

@@ -50,6 +50,12 @@ pub const MAX_DESIRED_BYTES: usize = 32 * 1024;
         description = "Firmware version the device reported"
     ),
     printcolumn(
+        name = "Update",
+        type_ = "string",
+        json_path = ".status.firmware.phase",
+        description = "Progress of the firmware update to spec.firmware"
+    ),
+    printcolumn(
         name = "Last-Reboot",
         type_ = "date",
         json_path = ".status.reported.lastReboot",
@@ -78,6 +84,129 @@ pub struct DeviceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::desired_properties")]
     pub desired: Option<BTreeMap<String, Value>>,
+
+    /// The firmware the device should run. It travels in the desired document; the device
+    /// downloads, verifies, applies and reboots, and status.firmware follows the update. The
+    /// update counts as Succeeded only when the device reports, after a reboot, that it runs
+    /// this version and committed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareTarget>,
+}
+
+/// Default of `spec.firmware.timeoutSeconds`.
+pub const DEFAULT_FIRMWARE_TIMEOUT_SECONDS: i32 = 1800;
+
+/// A firmware image for a device.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FirmwareTarget {
+    /// Version the image contains (for example 1.4.2): letters, digits, '.', '-', '+' and '_',
+    /// at most 64 characters.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._+-]*$')").message(
+        "firmware.version must start with a letter or digit followed by letters, digits, '.', '_', '+' or '-' (for example 1.4.2)"
+    ))]
+    pub version: String,
+
+    /// Where the device downloads the image: an http:// or https:// URL, at most 2048
+    /// characters.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message(
+        "firmware.url must be an http:// or https:// URL"
+    ))]
+    pub url: String,
+
+    /// SHA-256 of the image, 64 lowercase hex digits; the device refuses an image that does
+    /// not match.
+    #[x_kube(validation = Rule::new("self.matches('^[a-f0-9]{64}$')").message(
+        "firmware.sha256 must be 64 lowercase hexadecimal digits"
+    ))]
+    pub sha256: String,
+
+    /// Size of the image in bytes, if known (the device may check it before downloading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub size_bytes: Option<i64>,
+
+    /// Seconds the update may take from when the operator first saw this target until the
+    /// device runs it (60 to 86400; default 1800). After that it is TimedOut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub timeout_seconds: Option<i32>,
+}
+
+impl FirmwareTarget {
+    /// `timeoutSeconds`, or its default.
+    pub fn timeout_seconds(&self) -> i32 {
+        self.timeout_seconds.unwrap_or(DEFAULT_FIRMWARE_TIMEOUT_SECONDS)
+    }
+}
+
+/// Progress of a firmware update.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FirmwarePhase {
+    /// The device runs the target (or no target is set and the device reported its version).
+    Current,
+    /// A new target the device has not started on yet (for example it is offline).
+    Pending,
+    /// The device is downloading the image.
+    Downloading,
+    /// The device is checking the image's checksum.
+    Verifying,
+    /// The device is writing the image.
+    Applying,
+    /// The device is restarting into the new image.
+    Rebooting,
+    /// After a reboot, the device runs the target and committed it. Terminal for the target.
+    Succeeded,
+    /// The device reported an error (for example a checksum mismatch). Terminal for the target.
+    Failed,
+    /// The device came back running its old image. Terminal for the target.
+    RolledBack,
+    /// The update did not finish within timeoutSeconds. Terminal for the target.
+    TimedOut,
+}
+
+impl FirmwarePhase {
+    /// Whether the update of the current target is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::RolledBack | Self::TimedOut)
+    }
+}
+
+/// The firmware update as the operator follows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FirmwareStatus {
+    /// Version the device last reported running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// spec.firmware.version being rolled out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Progress of the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<FirmwarePhase>,
+    /// When the operator first saw the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the update of the target ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Boot counter of the device when the update started: success needs a later boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub started_boot: Option<i64>,
+    /// Percent done, as the device reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub progress: Option<i32>,
+    /// Why the update is in its phase, as a CamelCase word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened last, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Observed state of a device twin, written only by the operator.
@@ -114,7 +243,12 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<AppliedVersion>,
 
-    /// Current state of the twin: Ready, Connected, InSync and ReportedComplete.
+    /// The firmware update to spec.firmware, followed through the device's reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareStatus>,
+
+    /// Current state of the twin: Ready, Connected, InSync, ReportedComplete and
+    /// FirmwareCurrent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

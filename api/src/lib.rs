@@ -17,7 +17,7 @@ mod schema;
 
 pub use device::{
     AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceSpec,
-    DeviceStatus, ReportCursor,
+    DeviceStatus, FirmwarePhase, FirmwareStatus, FirmwareTarget, ReportCursor,
 };
 pub use method::{
     MethodPhase, MethodProgress, MethodRequest, MethodRequestSpec, MethodRequestStatus,

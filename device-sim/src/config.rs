@@ -131,6 +131,18 @@ pub struct Cli {
     #[arg(long, env = "KUBETWIN_SIM_CRASH_DURING_REBOOT")]
     pub crash_during_reboot: bool,
 
+    /// Fault: every firmware image downloads corrupted (its checksum does not match).
+    #[arg(long, env = "KUBETWIN_SIM_FIRMWARE_CORRUPT")]
+    pub firmware_corrupt: bool,
+
+    /// Fault: a new firmware image fails to boot; the device comes back on the old one.
+    #[arg(long, env = "KUBETWIN_SIM_FIRMWARE_BAD_IMAGE")]
+    pub firmware_bad_image: bool,
+
+    /// Fault: a firmware download starts and never finishes.
+    #[arg(long, env = "KUBETWIN_SIM_FIRMWARE_HANG")]
+    pub firmware_hang: bool,
+
     /// Fault: drop the connection without DISCONNECT once, this many seconds after start.
     #[arg(long, env = "KUBETWIN_SIM_OFFLINE_AFTER")]
     pub offline_after: Option<f64>,
@@ -187,6 +199,12 @@ pub struct Faults {
     pub crash_during_reboot: bool,
     /// Never resync (protocol 5.5).
     pub no_resync: bool,
+    /// Firmware images download corrupted.
+    pub firmware_corrupt: bool,
+    /// New firmware images fail to boot (rollback).
+    pub firmware_bad_image: bool,
+    /// Firmware downloads never finish.
+    pub firmware_hang: bool,
 }
 
 /// Validated configuration of a fleet run.
@@ -315,6 +333,9 @@ impl Config {
                 never_answer: cli.never_answer,
                 crash_during_reboot: cli.crash_during_reboot,
                 no_resync: cli.no_resync,
+                firmware_corrupt: cli.firmware_corrupt,
+                firmware_bad_image: cli.firmware_bad_image,
+                firmware_hang: cli.firmware_hang,
             },
             offline_after: cli.offline_after.map(|s| seconds("--offline-after", s)).transpose()?,
             offline_for: seconds("--offline-for", cli.offline_for)?,
@@ -413,7 +434,7 @@ mod tests {
                 reject_methods: true,
                 never_answer: true,
                 crash_during_reboot: true,
-                no_resync: false
+                ..Faults::default()
             }
         );
         assert_eq!(c.offline_after, Some(Duration::from_secs(3)));

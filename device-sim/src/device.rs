@@ -8,15 +8,16 @@ use kubetwin_protocol::rpc::{CODE_CONFLICT, CODE_NOT_FOUND};
 use kubetwin_protocol::timestamp::format_rfc3339;
 use kubetwin_protocol::{
     AppliedVersion, Codec, DecodeError, DesiredDocument, EncodeError, FACTORY_RESET_METHOD,
-    KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, Message, MethodRequest, MethodResponse,
-    MqttVersion, ParsedTopic, Presence, PresenceState, REBOOT_METHOD, RebootParams, RebootState,
-    RebootStatus, ReportedMessage, ResponseStatus, Topics, apply_reported, should_apply,
+    FirmwareOrder, FirmwareState, KEY_FIRMWARE, KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT,
+    Message, MethodRequest, MethodResponse, MqttVersion, ParsedTopic, Presence, PresenceState,
+    REBOOT_METHOD, RebootParams, RebootState, RebootStatus, ReportedFirmware, ReportedMessage,
+    ResponseStatus, Topics, apply_reported, should_apply,
 };
 use serde_json::{Map, Value, json};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Faults;
-use crate::ledger::{Ledger, PendingReboot};
+use crate::ledger::{FirmwareUpdate, Ledger, PendingReboot};
 
 /// Message of the Rejected answer under `--reject-methods`.
 pub const REJECT_MESSAGE: &str = "reboot refused by device policy";
@@ -33,8 +34,10 @@ pub const METHODS: [&str; 4] =
 pub const KEY_FACTORY_RESET: &str = "factoryReset";
 /// Reported keys only the device itself sets; desired properties with these names are applied
 /// (acknowledged) but not copied into the reported properties.
-pub const DEVICE_OWNED_KEYS: [&str; 4] =
-    [KEY_FIRMWARE_VERSION, KEY_LAST_REBOOT, KEY_REBOOT, KEY_FACTORY_RESET];
+pub const DEVICE_OWNED_KEYS: [&str; 5] =
+    [KEY_FIRMWARE_VERSION, KEY_FIRMWARE, KEY_LAST_REBOOT, KEY_REBOOT, KEY_FACTORY_RESET];
+/// Time between the steps of a firmware update (verify, apply, reboot).
+pub const FIRMWARE_STEP: Duration = Duration::from_secs(1);
 /// Seconds a factory reset takes (wiping storage) between accepting and going down.
 pub const FACTORY_RESET_SECONDS: u32 = 2;
 /// Time between the steps of `collectDiagnostics`.
@@ -120,6 +123,17 @@ pub enum Effect {
     /// Take the next step of the running method after `delay` (then call
     /// [`Device::method_step_due`]).
     ScheduleMethodStep {
+        /// Wait before the step.
+        delay: Duration,
+    },
+    /// Download `url` (then call [`Device::download_finished`] with the body or the error).
+    Download {
+        /// The image's URL.
+        url: String,
+    },
+    /// Take the next step of the firmware update after `delay` (then call
+    /// [`Device::firmware_step_due`]).
+    ScheduleFirmwareStep {
         /// Wait before the step.
         delay: Duration,
     },
@@ -237,6 +251,7 @@ impl Device {
         self.operator_session = None;
         self.running = None;
         let now = format_rfc3339(now_ms);
+        self.boot_into_firmware();
         if let Some(pending) = self.ledger.pending_reboot.take() {
             if pending.factory_reset {
                 // Factory state: nothing configured, nothing applied; the retained desired
@@ -335,7 +350,7 @@ impl Device {
     /// The retained online presence of this connection.
     fn online_presence(&self) -> Result<Publication, EncodeError> {
         let mut presence = self.presence(PresenceState::Online, "connected", true);
-        presence.firmware = Some(self.shared.firmware.clone());
+        presence.firmware = Some(self.current_firmware());
         presence.methods = METHODS.iter().map(|m| (*m).to_owned()).collect();
         presence.mqtt = Some(self.shared.mqtt);
         self.publication(PubKind::Presence, self.shared.topics.presence(&self.id), &presence)
@@ -359,7 +374,8 @@ impl Device {
 
     fn full_report(&mut self) -> Result<Publication, EncodeError> {
         let mut reported = self.ledger.properties.clone();
-        reported.insert(KEY_FIRMWARE_VERSION.into(), Value::String(self.shared.firmware.clone()));
+        reported.insert(KEY_FIRMWARE_VERSION.into(), Value::String(self.current_firmware()));
+        reported.insert(KEY_FIRMWARE.into(), self.firmware_block().to_value());
         reported.insert(KEY_LAST_REBOOT.into(), Value::String(self.boot_started.clone()));
         if let Some(reboot) = &self.ledger.reboot {
             reported.insert(KEY_REBOOT.into(), reboot.to_value());
@@ -522,7 +538,171 @@ impl Device {
         self.ledger.properties = properties;
         self.ledger.applied = Some(applied.clone());
         let publication = self.patch(reported, Some(applied));
-        vec![Effect::Persist, publish(publication)]
+        let mut effects = vec![Effect::Persist, publish(publication)];
+        if let Some(order) = doc.firmware {
+            effects.extend(self.start_firmware(order));
+        }
+        effects
+    }
+
+    /// Firmware version running now.
+    fn current_firmware(&self) -> String {
+        self.ledger.firmware_current.clone().unwrap_or_else(|| self.shared.firmware.clone())
+    }
+
+    /// The reported `firmware` block.
+    fn firmware_block(&self) -> ReportedFirmware {
+        let update = self.ledger.firmware_update.as_ref();
+        ReportedFirmware {
+            current: self.current_firmware(),
+            target: update.map(|u| u.order.version.clone()),
+            state: update.map_or(FirmwareState::Idle, |u| u.state),
+            progress: update.and_then(|u| u.progress),
+            code: update.and_then(|u| u.code),
+            message: update.and_then(|u| u.message.clone()),
+            // The simulator marks an image good as soon as it booted.
+            committed: true,
+        }
+    }
+
+    /// A patch with the firmware block, after saving the ledger. Fields the block no longer
+    /// has are sent as null: the patch is a JSON merge patch, which keeps absent keys.
+    fn firmware_report(&mut self) -> Vec<Effect> {
+        let mut block = self.firmware_block().to_value();
+        if let Value::Object(fields) = &mut block {
+            for key in ["target", "progress", "code", "message"] {
+                fields.entry(key).or_insert(Value::Null);
+            }
+        }
+        let mut reported = Map::new();
+        reported.insert(KEY_FIRMWARE.into(), block);
+        vec![Effect::Persist, publish(self.patch(reported, None))]
+    }
+
+    /// Moves the update to `state`.
+    fn firmware_to(&mut self, state: FirmwareState, code: Option<u16>, message: Option<String>) {
+        if let Some(update) = self.ledger.firmware_update.as_mut() {
+            update.state = state;
+            update.progress = None;
+            update.code = code;
+            update.message = message;
+        }
+    }
+
+    /// A firmware order from the desired document: starts an update unless the device runs
+    /// that version already or has handled this very order (a re-applied document never
+    /// restarts an update).
+    fn start_firmware(&mut self, order: FirmwareOrder) -> Vec<Effect> {
+        if order.version == self.current_firmware()
+            || self.ledger.firmware_update.as_ref().is_some_and(|u| u.order == order)
+        {
+            return Vec::new();
+        }
+        info!(device = %self.id, version = %order.version, url = %order.url, "firmware update started");
+        let url = order.url.clone();
+        self.ledger.firmware_update = Some(FirmwareUpdate {
+            order,
+            state: FirmwareState::Downloading,
+            progress: Some(0),
+            code: None,
+            message: None,
+            digest: None,
+        });
+        let mut effects = self.firmware_report();
+        if !self.shared.faults.firmware_hang {
+            effects.push(Effect::Download { url });
+        }
+        effects
+    }
+
+    /// The download of the current update ended with the image or an error.
+    pub fn download_finished(&mut self, result: Result<Vec<u8>, String>) -> Vec<Effect> {
+        let corrupt = self.shared.faults.firmware_corrupt;
+        let Some(update) = self.ledger.firmware_update.as_mut() else {
+            return Vec::new();
+        };
+        if update.state != FirmwareState::Downloading {
+            return Vec::new();
+        }
+        match result {
+            Err(error) => {
+                warn!(device = %self.id, %error, "firmware download failed");
+                self.firmware_to(
+                    FirmwareState::Error,
+                    Some(502),
+                    Some(format!("download failed: {error}")),
+                );
+                self.firmware_report()
+            }
+            Ok(mut image) => {
+                if corrupt {
+                    match image.first_mut() {
+                        Some(byte) => *byte ^= 0xff,
+                        None => image.push(0),
+                    }
+                }
+                let digest = ring::digest::digest(&ring::digest::SHA256, &image);
+                let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                update.digest = Some(hex);
+                self.firmware_to(FirmwareState::Verifying, None, None);
+                let mut effects = self.firmware_report();
+                effects.push(Effect::ScheduleFirmwareStep { delay: FIRMWARE_STEP });
+                effects
+            }
+        }
+    }
+
+    /// The next step of the update: verify the checksum, apply, then reboot into the image.
+    pub fn firmware_step_due(&mut self) -> Vec<Effect> {
+        let Some(update) = self.ledger.firmware_update.clone() else {
+            return Vec::new();
+        };
+        match update.state {
+            FirmwareState::Verifying
+                if update.digest.as_deref() != Some(update.order.sha256.as_str()) =>
+            {
+                let got = update.digest.unwrap_or_default();
+                let message =
+                    format!("checksum mismatch: expected {}, got {got}", update.order.sha256);
+                warn!(device = %self.id, %message, "firmware image refused");
+                self.firmware_to(FirmwareState::Error, Some(400), Some(message));
+                self.firmware_report()
+            }
+            FirmwareState::Verifying => {
+                self.firmware_to(FirmwareState::Applying, None, None);
+                let mut effects = self.firmware_report();
+                effects.push(Effect::ScheduleFirmwareStep { delay: FIRMWARE_STEP });
+                effects
+            }
+            FirmwareState::Applying => {
+                self.firmware_to(FirmwareState::Rebooting, None, None);
+                let mut effects = self.firmware_report();
+                effects.push(Effect::ScheduleReboot { delay: FIRMWARE_STEP });
+                effects
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// At boot: an update that was rebooting into its image now runs it, or (a bad image)
+    /// went back to the old one.
+    fn boot_into_firmware(&mut self) {
+        let Some(update) = self.ledger.firmware_update.clone() else {
+            return;
+        };
+        if update.state != FirmwareState::Rebooting {
+            return;
+        }
+        let old = self.current_firmware();
+        if self.shared.faults.firmware_bad_image {
+            let message =
+                format!("the image {} did not boot; running {old} again", update.order.version);
+            self.firmware_to(FirmwareState::Rolledback, Some(500), Some(message));
+        } else {
+            self.ledger.firmware_current = Some(update.order.version.clone());
+            let message = format!("updated from {old} to {}", update.order.version);
+            self.firmware_to(FirmwareState::Idle, Some(200), Some(message));
+        }
     }
 
     fn on_request(&mut self, request: &MethodRequest, msg: &Incoming, now_ms: i64) -> Vec<Effect> {
@@ -709,7 +889,17 @@ impl Device {
     /// `reboot`); the runner then disconnects cleanly.
     pub fn begin_reboot(&mut self) -> Vec<Effect> {
         let Some(pending) = &self.ledger.pending_reboot else {
-            return Vec::new();
+            let into_firmware = self
+                .ledger
+                .firmware_update
+                .as_ref()
+                .is_some_and(|u| u.state == FirmwareState::Rebooting);
+            return if into_firmware {
+                info!(device = %self.id, boot = self.ledger.boot, "going down to boot the new firmware");
+                vec![Effect::Persist, publish(self.offline("firmware"))]
+            } else {
+                Vec::new()
+            };
         };
         let state = RebootState::new(RebootStatus::Rebooting, pending.request_id.clone());
         info!(device = %self.id, request = %state.request_id, boot = self.ledger.boot, "going down for reboot");
@@ -1219,6 +1409,95 @@ mod tests {
         let up = device.on_connected();
         let full = reported_of(publications(&up)[1]);
         assert_eq!(full.reported["firmwareVersion"], json!("1.0.0"), "still its own firmware");
+    }
+
+    fn firmware_msg(version: &str, image: &[u8], generation: i64) -> Incoming {
+        let digest = ring::digest::digest(&ring::digest::SHA256, image);
+        let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mut doc = DesiredDocument::new("e1", generation, "2025-05-01T12:00:00Z", Map::new());
+        doc.firmware = Some(FirmwareOrder {
+            version: version.into(),
+            url: "http://127.0.0.1:1/fw.bin".into(),
+            sha256,
+            size_bytes: None,
+        });
+        desired_msg(&doc)
+    }
+
+    fn firmware_reported(effects: &[Effect]) -> ReportedFirmware {
+        let patch = reported_of(publications(effects)[0]);
+        ReportedFirmware::from_reported(&patch.reported).expect("firmware block")
+    }
+
+    #[test]
+    fn a_firmware_update_downloads_verifies_applies_and_boots_the_new_image() {
+        let mut device = booted(MqttVersion::V5, Faults::default());
+        device.on_connected();
+        let image = b"image 1.1.0".to_vec();
+        let started = device.handle(&firmware_msg("1.1.0", &image, 2), now());
+        assert!(started.contains(&Effect::Download { url: "http://127.0.0.1:1/fw.bin".into() }));
+        let downloading = firmware_reported(&started[2..]);
+        assert_eq!(
+            (downloading.state, downloading.target.as_deref()),
+            (FirmwareState::Downloading, Some("1.1.0"))
+        );
+        // The same order again (a re-applied document) starts nothing.
+        assert!(
+            device
+                .handle(&firmware_msg("1.1.0", &image, 3), now())
+                .iter()
+                .all(|e| !matches!(e, Effect::Download { .. }))
+        );
+        let verifying = device.download_finished(Ok(image));
+        assert_eq!(firmware_reported(&verifying).state, FirmwareState::Verifying);
+        let applying = device.firmware_step_due();
+        assert_eq!(firmware_reported(&applying).state, FirmwareState::Applying);
+        let rebooting = device.firmware_step_due();
+        assert_eq!(firmware_reported(&rebooting).state, FirmwareState::Rebooting);
+        assert!(rebooting.contains(&Effect::ScheduleReboot { delay: FIRMWARE_STEP }));
+        let down = device.begin_reboot();
+        assert_eq!(presence_of(publications(&down)[0]).reason.as_deref(), Some("firmware"));
+        device.start_boot(now() + 5_000);
+        let up = device.on_connected();
+        assert_eq!(presence_of(publications(&up)[0]).firmware.as_deref(), Some("1.1.0"));
+        let full = reported_of(publications(&up)[1]);
+        assert_eq!(full.reported["firmwareVersion"], json!("1.1.0"));
+        let block = ReportedFirmware::from_reported(&full.reported).expect("block");
+        assert_eq!(
+            (block.current.as_str(), block.state, block.code, block.committed),
+            ("1.1.0", FirmwareState::Idle, Some(200), true)
+        );
+    }
+
+    #[test]
+    fn corrupt_images_are_refused_and_bad_images_roll_back() {
+        let image = b"image 1.1.0".to_vec();
+        let mut corrupt =
+            booted(MqttVersion::V5, Faults { firmware_corrupt: true, ..Faults::default() });
+        corrupt.on_connected();
+        corrupt.handle(&firmware_msg("1.1.0", &image, 2), now());
+        corrupt.download_finished(Ok(image.clone()));
+        let refused = firmware_reported(&corrupt.firmware_step_due());
+        assert_eq!((refused.state, refused.code), (FirmwareState::Error, Some(400)));
+        assert!(refused.message.is_some_and(|m| m.starts_with("checksum mismatch")));
+
+        let mut bad =
+            booted(MqttVersion::V5, Faults { firmware_bad_image: true, ..Faults::default() });
+        bad.on_connected();
+        bad.handle(&firmware_msg("1.1.0", &image, 2), now());
+        bad.download_finished(Ok(image));
+        bad.firmware_step_due();
+        bad.firmware_step_due();
+        bad.begin_reboot();
+        bad.start_boot(now() + 5_000);
+        let full = reported_of(publications(&bad.on_connected())[1]);
+        let block = ReportedFirmware::from_reported(&full.reported).expect("block");
+        assert_eq!((block.current.as_str(), block.state), ("1.0.0", FirmwareState::Rolledback));
+
+        let mut hung = booted(MqttVersion::V5, Faults { firmware_hang: true, ..Faults::default() });
+        hung.on_connected();
+        let effects = hung.handle(&firmware_msg("1.1.0", b"x", 2), now());
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Download { .. })), "never downloads");
     }
 
     #[test]

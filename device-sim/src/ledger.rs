@@ -88,6 +88,34 @@ pub struct Ledger {
     /// RFC 3339 start of the boot that followed the last factory reset, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_factory_reset: Option<String>,
+    /// Firmware version running, once an update changed it (before: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_current: Option<String>,
+    /// The last firmware update started, and where it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_update: Option<FirmwareUpdate>,
+}
+
+/// A firmware update the device started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FirmwareUpdate {
+    /// What to install.
+    pub order: kubetwin_protocol::FirmwareOrder,
+    /// Where the update is.
+    pub state: kubetwin_protocol::FirmwareState,
+    /// Percent of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// Result code of the attempt, once it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// For people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// SHA-256 of the downloaded image (lowercase hex), once downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// The ledger file of `device_id` under `state_dir`: `{state_dir}/{device_id}.json`.
@@ -172,6 +200,8 @@ mod tests {
             reported: Map::from_iter([("led".to_owned(), json!({"color": "green"}))]),
             last_reported: Some((3, 7)),
             last_factory_reset: Some("2025-05-01T11:00:00Z".into()),
+            firmware_current: Some("1.1.0".into()),
+            firmware_update: None,
         };
         let path = ledger_path(dir.path(), "dev-1");
         ledger.save(&path).unwrap();

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod credentials;
 pub mod device;
+pub mod download;
 pub mod fleet;
 pub mod k8s;
 pub mod ledger;

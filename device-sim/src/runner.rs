@@ -64,6 +64,10 @@ struct Timers {
     offline_at: Option<Instant>,
     /// When the running method takes its next step.
     method_at: Option<Instant>,
+    /// When the firmware update takes its next step.
+    firmware_at: Option<Instant>,
+    /// A firmware image to download before anything else.
+    download: Option<String>,
 }
 
 /// How one connection ended.
@@ -214,6 +218,7 @@ pub async fn run_device(
                     return;
                 }
                 timers.method_at = None;
+                timers.firmware_at = None;
                 device.start_boot(now_unix_millis());
                 persist(&ctx, &device);
                 info!(device = %device.id(), boot = device.boot(), "booted after reboot");
@@ -258,6 +263,10 @@ async fn apply(
             Effect::ScheduleMethodStep { delay } => {
                 timers.method_at = Some(Instant::now() + delay);
             }
+            Effect::ScheduleFirmwareStep { delay } => {
+                timers.firmware_at = Some(Instant::now() + delay);
+            }
+            Effect::Download { url } => timers.download = Some(url),
         }
     }
     Ok(())
@@ -282,6 +291,16 @@ async fn serve(
         let resync_deadline = timers.resync_at.filter(|_| connected);
         let offline_deadline = timers.offline_at.filter(|_| connected);
         let method_deadline = timers.method_at.filter(|_| connected);
+        let firmware_deadline = timers.firmware_at.filter(|_| connected);
+        if let Some(url) = timers.download.take() {
+            debug!(device = %device.id(), %url, "downloading firmware");
+            let result = crate::download::fetch(&url).await;
+            let effects = device.download_finished(result);
+            if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
+                return Outcome::Lost { connected };
+            }
+            continue;
+        }
         tokio::select! {
             () = stopped(shutdown) => {
                 if connected {
@@ -338,6 +357,13 @@ async fn serve(
             () = sleep_until_opt(method_deadline), if method_deadline.is_some() => {
                 timers.method_at = None;
                 let effects = device.method_step_due();
+                if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
+                    return Outcome::Lost { connected };
+                }
+            }
+            () = sleep_until_opt(firmware_deadline), if firmware_deadline.is_some() => {
+                timers.firmware_at = None;
+                let effects = device.firmware_step_due();
                 if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
                     return Outcome::Lost { connected };
                 }

@@ -13,6 +13,7 @@ pub mod control_plane;
 pub mod env;
 pub mod error;
 pub mod faults;
+pub mod firmware;
 pub mod fleet;
 pub mod helm;
 pub mod kubectl;

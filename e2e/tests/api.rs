@@ -90,16 +90,20 @@ async fn device_and_reboot_request_read_back_with_defaults() {
 async fn invalid_device_id_is_rejected_with_a_readable_message() {
     let (client, ns) = setup("bad-id").await;
     let devices: Api<Device> = Api::namespaced(client, &ns);
-    let device =
-        Device::new("sensor-1", DeviceSpec { device_id: Some("Sensor_1!".into()), desired: None });
+    let device = Device::new(
+        "sensor-1",
+        DeviceSpec { device_id: Some("Sensor_1!".into()), desired: None, firmware: None },
+    );
     let message = rejection(devices.create(&PostParams::default(), &device).await);
     assert!(
         message.contains("deviceId must consist of lowercase letters, digits, '-' and '.'"),
         "unexpected message: {message}"
     );
 
-    let too_long =
-        Device::new("sensor-2", DeviceSpec { device_id: Some("a".repeat(254)), desired: None });
+    let too_long = Device::new(
+        "sensor-2",
+        DeviceSpec { device_id: Some("a".repeat(254)), desired: None, firmware: None },
+    );
     let message = rejection(devices.create(&PostParams::default(), &too_long).await);
     assert!(message.contains("spec.deviceId"), "message names the field: {message}");
     assert!(message.contains("253"), "message names the limit: {message}");
@@ -111,7 +115,7 @@ async fn device_id_cannot_change() {
     let devices: Api<Device> = Api::namespaced(client, &ns);
     let device = Device::new(
         "sensor-1",
-        DeviceSpec { device_id: Some(format!("{ns}.sensor-1")), desired: None },
+        DeviceSpec { device_id: Some(format!("{ns}.sensor-1")), desired: None, firmware: None },
     );
     devices.create(&PostParams::default(), &device).await.expect("created");
     let patch = json!({"spec": {"deviceId": format!("{ns}.sensor-9")}});
@@ -173,7 +177,7 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
     let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "DEVICE-ID", "CONNECTED", "IN-SYNC", "FIRMWARE", "LAST-REBOOT", "AGE"]
+        ["NAME", "DEVICE-ID", "CONNECTED", "IN-SYNC", "FIRMWARE", "UPDATE", "LAST-REBOOT", "AGE"]
     );
     assert!(table.lines().nth(1).is_some_and(|row| row.starts_with("sensor-1 ")), "{table}");
 
@@ -221,6 +225,9 @@ async fn kubectl_shows_printer_columns_and_the_kubetwin_category() {
         ("methodrequest.spec.executionTimeoutSeconds", "accepted method may run"),
         ("methodrequest.status.result.payload", "8 KiB"),
         ("methodrequest.status.progress.percent", "Percent done"),
+        ("device.spec.firmware.sha256", "64 lowercase hex digits"),
+        ("device.spec.firmware.timeoutSeconds", "default 1800"),
+        ("device.status.firmware.startedBoot", "when the update started"),
     ] {
         let explain = env.kubectl(&["explain", field.0]).expect("explain");
         assert!(explain.contains(field.1), "{} is documented: {explain}", field.0);
@@ -289,7 +296,7 @@ async fn a_device_id_outside_the_namespace_is_refused_unless_the_namespace_is_gr
     let devices: Api<Device> = Api::namespaced(client.clone(), &ns);
     let foreign = Device::new(
         "sensor-1",
-        DeviceSpec { device_id: Some("other-team.sensor-1".into()), desired: None },
+        DeviceSpec { device_id: Some("other-team.sensor-1".into()), desired: None, firmware: None },
     );
     let status = refused_by_policy(&devices, &foreign).await;
     assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{status:?}");
@@ -320,7 +327,10 @@ async fn a_device_id_outside_the_namespace_is_refused_unless_the_namespace_is_gr
     // Its own prefix is always allowed, and so is the second granted one.
     for id in [format!("{ns}.sensor-2"), "legacy-7".to_string()] {
         let name = format!("d-{}", id.len());
-        let device = Device::new(&name, DeviceSpec { device_id: Some(id.clone()), desired: None });
+        let device = Device::new(
+            &name,
+            DeviceSpec { device_id: Some(id.clone()), desired: None, firmware: None },
+        );
         devices
             .create(&PostParams::default(), &device)
             .await

@@ -204,8 +204,41 @@ pub const REPORTED_AFTER_RESET: &str = r#"{
   }
 }"#;
 
+/// `twin/desired` with a firmware order.
+pub const DESIRED_FIRMWARE: &str = r#"{
+  "v": 1,
+  "epoch": "6f1c2e4a-8d3b-4c5e-9f70-1a2b3c4d5e6f",
+  "version": 4,
+  "issuedAt": "2025-05-01T13:00:00Z",
+  "desired": { "telemetryIntervalSeconds": 30 },
+  "firmware": {
+    "version": "1.5.0",
+    "url": "http://firmware.plant-1.example/gw/1.5.0.bin",
+    "sha256": "9f2c4b1a7e3d5c6b8a0f1e2d3c4b5a69788f7e6d5c4b3a291807f6e5d4c3b2a1",
+    "sizeBytes": 4194304
+  }
+}"#;
+
+/// `twin/reported`, a firmware download under way.
+pub const REPORTED_FIRMWARE: &str = r#"{
+  "v": 1,
+  "boot": 7,
+  "seq": 40,
+  "full": false,
+  "ts": "2025-05-01T13:00:04Z",
+  "reported": {
+    "firmware": {
+      "current": "1.4.2",
+      "target": "1.5.0",
+      "state": "downloading",
+      "progress": 40,
+      "committed": true
+    }
+  }
+}"#;
+
 /// Every example with the message kind it is (`Message::KIND`).
-pub const ALL: [(&str, &str); 17] = [
+pub const ALL: [(&str, &str); 19] = [
     ("desired", DESIRED),
     ("reported", REPORTED_PATCH),
     ("reported", REPORTED_REBOOTING),
@@ -223,4 +256,6 @@ pub const ALL: [(&str, &str); 17] = [
     ("response", RESPONSE_IN_PROGRESS),
     ("response", RESPONSE_RESULT),
     ("reported", REPORTED_AFTER_RESET),
+    ("desired", DESIRED_FIRMWARE),
+    ("reported", REPORTED_FIRMWARE),
 ];

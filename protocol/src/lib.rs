@@ -29,6 +29,7 @@ pub mod codec;
 pub mod contract;
 pub mod cursor;
 pub mod error;
+pub mod firmware;
 pub mod ids;
 pub mod message;
 pub mod order;
@@ -49,6 +50,7 @@ pub use contract::{
 };
 pub use cursor::{Cursor, PresenceCursor};
 pub use error::{DecodeError, EncodeError};
+pub use firmware::{FirmwareOrder, FirmwareState, KEY_FIRMWARE, ReportedFirmware};
 pub use ids::{
     DeviceId, RequestId, is_valid_device_id, is_valid_method, is_valid_request_id,
     validate_device_id, validate_method, validate_request_id,

@@ -146,6 +146,9 @@ pub struct DesiredDocument {
     pub issued_at: String,
     /// The desired properties (a JSON object).
     pub desired: Map<String, Value>,
+    /// The firmware the device should run, if the Device sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<crate::firmware::FirmwareOrder>,
 }
 
 impl DesiredDocument {
@@ -156,7 +159,14 @@ impl DesiredDocument {
         issued_at: impl Into<String>,
         desired: Map<String, Value>,
     ) -> Self {
-        Self { v: V1, epoch: epoch.into(), version, issued_at: issued_at.into(), desired }
+        Self {
+            v: V1,
+            epoch: epoch.into(),
+            version,
+            issued_at: issued_at.into(),
+            desired,
+            firmware: None,
+        }
     }
 }
 
@@ -167,6 +177,9 @@ impl Message for DesiredDocument {
 
     fn validate(&self) -> Result<(), DecodeError> {
         validate_epoch_version(&self.epoch, self.version)?;
+        if let Some(firmware) = &self.firmware {
+            firmware.validate()?;
+        }
         validate_timestamp("issuedAt", &self.issued_at)
     }
 }

@@ -376,7 +376,10 @@ mod tests {
     use kubetwin_protocol::{Codec, Presence, PresenceState, Topics};
 
     fn device(ns: &str, name: &str, id: Option<&str>, created: i64) -> Device {
-        let mut d = Device::new(name, DeviceSpec { device_id: id.map(Into::into), desired: None });
+        let mut d = Device::new(
+            name,
+            DeviceSpec { device_id: id.map(Into::into), desired: None, firmware: None },
+        );
         d.metadata.namespace = Some(ns.into());
         d.metadata.uid = Some(format!("uid-{ns}-{name}"));
         d.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).expect("valid")));

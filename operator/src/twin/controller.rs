@@ -8,7 +8,7 @@ use kube::{
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 use kubetwin_api::{Device, DeviceStatus, condition::DeviceReason};
-use kubetwin_protocol::{DesiredDocument, DeviceId, timestamp::format_rfc3339};
+use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::format_rfc3339};
 
 use super::status::{Problem, desired_status};
 use crate::{
@@ -97,12 +97,18 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     };
 
     if let (true, Some(id)) = (publish && ctx.mqtt_up(), &owned_id) {
-        let document = DesiredDocument::new(
+        let mut document = DesiredDocument::new(
             uid.clone(),
             generation,
             format_rfc3339(now.as_millisecond()),
             desired,
         );
+        document.firmware = device.spec.firmware.as_ref().map(|f| FirmwareOrder {
+            version: f.version.clone(),
+            url: f.url.clone(),
+            sha256: f.sha256.clone(),
+            size_bytes: f.size_bytes.and_then(|b| u64::try_from(b).ok()),
+        });
         ctx.publisher.desired(id, &document).await?;
         if let Some(state) = ctx.fleet().state_mut(id) {
             state.published = Some(Published::of(&document));
@@ -128,19 +134,33 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         );
     }
     this.retries.succeeded(&*device);
-    Ok(Action::requeue(RESYNC))
+    // A firmware update under way is looked at again when it would time out.
+    let firmware_deadline = status
+        .firmware
+        .as_ref()
+        .zip(device.spec.firmware.as_ref())
+        .and_then(|(firmware, target)| super::firmware::deadline(firmware, target))
+        .map(|deadline| {
+            Duration::try_from(deadline.duration_since(now)).unwrap_or_default()
+                + Duration::from_secs(1)
+        });
+    Ok(Action::requeue(firmware_deadline.map_or(RESYNC, |left| left.min(RESYNC))))
 }
 
-/// Connection and readiness changes are written first; reported properties can wait.
+/// Connection, readiness and firmware-phase changes are written first; reported properties
+/// can wait.
 fn priority_of(current: Option<&DeviceStatus>, wanted: &DeviceStatus) -> Priority {
     let state = |s: Option<&DeviceStatus>| s.and_then(|s| s.connection.as_ref()).map(|c| c.state);
     let ready = |s: Option<&DeviceStatus>| {
         s.and_then(|s| find(&s.conditions, kubetwin_api::condition::device::READY))
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
+    let firmware =
+        |s: Option<&DeviceStatus>| s.and_then(|s| s.firmware.as_ref()).and_then(|f| f.phase);
     if current.is_none()
         || state(current) != state(Some(wanted))
         || ready(current) != ready(Some(wanted))
+        || firmware(current) != firmware(Some(wanted))
     {
         Priority::Urgent
     } else {

@@ -158,16 +158,33 @@ pub fn desired_status(
         ),
     };
 
+    let report = super::firmware::FirmwareReport {
+        block: existing
+            .reported
+            .as_ref()
+            .and_then(|r| r.get(kubetwin_protocol::KEY_FIRMWARE))
+            .and_then(kubetwin_protocol::ReportedFirmware::from_value),
+        boot: existing.last_reported.and_then(|c| u64::try_from(c.boot).ok()),
+    };
+    let firmware = super::firmware::firmware_status(
+        device.spec.firmware.as_ref(),
+        existing.firmware.as_ref(),
+        &report,
+        now,
+    );
+    let firmware_current = super::firmware::firmware_condition(firmware.as_ref());
+
     Ok(DeviceStatus {
         observed_generation: generation,
         device_id: Some(device.effective_device_id()),
         connection: Some(connection),
         conditions: merge(
             &existing.conditions,
-            vec![ready, connected, in_sync, complete],
+            vec![ready, connected, in_sync, complete, firmware_current],
             generation,
             now,
         ),
+        firmware,
         ..existing
     })
 }
