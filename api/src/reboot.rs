@@ -116,6 +116,18 @@ impl RebootPhase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::TimedOut | Self::Rejected)
     }
+
+    /// Rank of a phase (`None`: no status yet): a request only ever moves to a higher rank,
+    /// and every terminal phase has the same, highest one.
+    pub fn rank(phase: Option<Self>) -> u8 {
+        match phase {
+            None | Some(Self::Pending) => 0,
+            Some(Self::Sent) => 1,
+            Some(Self::Accepted) => 2,
+            Some(Self::Rebooting) => 3,
+            Some(_) => 4,
+        }
+    }
 }
 
 /// Progress of a reboot, written only by the operator.

@@ -762,23 +762,13 @@ pub fn differs(device: &Device, ledger: &Ledger) -> Option<String> {
     }
 }
 
-/// Rank of a phase: a request only moves to a higher rank, and a terminal phase never changes.
-fn rank(phase: Option<RebootPhase>) -> u8 {
-    match phase {
-        None | Some(RebootPhase::Pending) => 0,
-        Some(RebootPhase::Sent) => 1,
-        Some(RebootPhase::Accepted) => 2,
-        Some(RebootPhase::Rebooting) => 3,
-        Some(_) => 4,
-    }
-}
-
 /// Backward steps in a request's phases.
 pub fn phase_regressions(phases: &[Option<RebootPhase>]) -> usize {
     phases
         .windows(2)
         .filter(|w| {
-            rank(w[1]) < rank(w[0]) || (w[0].is_some_and(RebootPhase::is_terminal) && w[1] != w[0])
+            RebootPhase::rank(w[1]) < RebootPhase::rank(w[0])
+                || (w[0].is_some_and(RebootPhase::is_terminal) && w[1] != w[0])
         })
         .count()
 }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, api::PostParams};
-use kubetwin_api::{ConnectionState, Device, RebootPhase, RebootRequest};
+use kubetwin_api::{Device, RebootPhase, RebootRequest};
 use serde_json::{Value, json};
 
 use crate::{
@@ -74,14 +74,7 @@ pub fn condition<'a>(device: &'a Device, type_: &str) -> Option<&'a Condition> {
     device.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Whether the Device shows its device connected.
-pub fn is_connected(device: &Device) -> bool {
-    device
-        .status
-        .as_ref()
-        .and_then(|s| s.connection.as_ref())
-        .is_some_and(|c| c.state == ConnectionState::Connected)
-}
+pub use crate::bulk::is_connected;
 
 /// The phase of a RebootRequest.
 pub fn phase(request: &RebootRequest) -> Option<RebootPhase> {

@@ -136,16 +136,6 @@ fn a_clock_ten_minutes_fast_in_a_new_process_does_not_end_a_request_early() {
     assert_eq!(late.status.reason.as_deref(), Some("NoResponse"));
 }
 
-fn rank(phase: Option<RebootPhase>) -> u8 {
-    match phase {
-        None | Some(RebootPhase::Pending) => 0,
-        Some(RebootPhase::Sent) => 1,
-        Some(RebootPhase::Accepted) => 2,
-        Some(RebootPhase::Rebooting) => 3,
-        Some(_) => 4,
-    }
-}
-
 fn device_view() -> impl Strategy<Value = DeviceView> {
     let answer = prop::option::of(prop_oneof![
         Just(ResponseStatus::Accepted),
@@ -207,7 +197,7 @@ proptest! {
         // restarts with a clock `restart_skew` away from real time.
         let mut t = 0i64;
         let mut skew = 0i64;
-        let mut last = rank(None);
+        let mut last = RebootPhase::rank(None);
         let mut first_seen = None;
         for (i, view) in views.iter().enumerate() {
             t += jumps.get(i).copied().unwrap_or(1);
@@ -217,7 +207,7 @@ proptest! {
             }
             let persisted = RebootRequest::progress_of(request.status.as_ref()).map(|p| p.phase).ok().flatten();
             let result = step_with(&request, view, at(t + skew), settings, persisted, first_seen);
-            let next = rank(result.status.phase);
+            let next = RebootPhase::rank(result.status.phase);
             prop_assert!(next >= last, "moved back from {last} to {next}");
             last = next;
             request.status = Some(result.status);
