@@ -171,6 +171,62 @@ string_enum!(
         MethodNotSupported,
         /// The parameters are larger than a request may carry: nothing is sent.
         ParamsTooLarge,
+        /// A DeviceDisruptionBudget that selects the device has no room: the request waits.
+        DisruptionBudgetExhausted,
+    }
+);
+
+string_enum!(
+    /// Condition types of a `DeviceJob` (kstatus).
+    JobCondition {
+        /// The job reached a terminal phase.
+        Complete,
+        /// The job ended without success (Failed or Aborted).
+        Failed,
+        /// The job is suspended: nothing starts.
+        Suspended,
+        /// The job is starting devices or waiting for them.
+        Progressing,
+    }
+);
+
+string_enum!(
+    /// Reasons of a `DeviceJob`'s phase.
+    JobReason {
+        /// spec.suspend is true.
+        Suspended,
+        /// Devices are being started.
+        Running,
+        /// A wave with pauseAfter finished; spec.continueAfterWave lets it go on.
+        WavePaused,
+        /// Every targeted device succeeded.
+        AllSucceeded,
+        /// Every targeted device finished; some failed.
+        SomeFailed,
+        /// An abort criterion held.
+        AbortCriteriaMet,
+        /// The selector picks no Device.
+        NoDevices,
+        /// The job is being deleted: nothing more starts.
+        Deleting,
+    }
+);
+
+string_enum!(
+    /// Condition types of a `DeviceDisruptionBudget`.
+    BudgetCondition {
+        /// At least one more device may be disrupted now (in every group).
+        DisruptionAllowed,
+    }
+);
+
+string_enum!(
+    /// Reasons of a `DeviceDisruptionBudget`'s condition.
+    BudgetReason {
+        /// Every group has room.
+        SufficientDevices,
+        /// Some group has no room: disruptive actions in it wait.
+        InsufficientDevices,
     }
 );
 

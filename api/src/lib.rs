@@ -6,19 +6,28 @@
 //!   `status`.
 //! - [`MethodRequest`]: any named direct method (factory reset included) called on one device,
 //!   with its progress and result in `status`.
+//! - [`DeviceJob`]: one method across the Devices a selector picks, in waves, with rate
+//!   limits, abort criteria and retries.
+//! - [`DeviceDisruptionBudget`]: how many selected devices may be out of service at once.
 //!
 //! The CRD YAML in `crds/` is generated from these types by the `crdgen` binary.
 
+pub mod budget;
 pub mod condition;
 pub mod device;
+pub mod job;
 pub mod method;
 pub mod reboot;
 mod schema;
 
+pub use budget::{
+    DeviceDisruptionBudget, DeviceDisruptionBudgetSpec, DeviceDisruptionBudgetStatus,
+};
 pub use device::{
     AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceSpec,
     DeviceStatus, FirmwarePhase, FirmwareStatus, FirmwareTarget, ReportCursor,
 };
+pub use job::{DeviceJob, DeviceJobSpec, DeviceJobStatus, JobPhase};
 pub use method::{
     MethodPhase, MethodProgress, MethodRequest, MethodRequestSpec, MethodRequestStatus,
     MethodResult,
@@ -39,7 +48,13 @@ pub const CATEGORY: &str = "kubetwin";
 
 /// Every CRD that kubetwin installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Device::crd(), RebootRequest::crd(), MethodRequest::crd()]
+    vec![
+        Device::crd(),
+        RebootRequest::crd(),
+        MethodRequest::crd(),
+        DeviceJob::crd(),
+        DeviceDisruptionBudget::crd(),
+    ]
 }
 
 /// Renders one CRD as the YAML document that `crdgen` writes to `crds/<name>.yaml`.

@@ -94,6 +94,12 @@ pub struct MethodRequestSpec {
     #[schemars(schema_with = "crate::schema::method_params")]
     pub params: Option<Map<String, Value>>,
 
+    /// The method takes the device out of service: every DeviceDisruptionBudget that selects
+    /// the device must have room before it is sent. reboot and factoryReset always count as
+    /// disruptive; for other methods the default is false.
+    #[serde(default)]
+    pub disruptive: bool,
+
     /// Seconds to wait for the device to answer the request (5 to 300; default 30).
     #[serde(default = "default_response_timeout_seconds")]
     #[schemars(range(min = 5, max = 300))]

@@ -21,6 +21,7 @@ pub mod error;
 pub mod fleet;
 pub mod k8s;
 pub mod methods;
+pub mod rollout;
 pub mod telemetry;
 pub mod transport;
 pub mod twin;
