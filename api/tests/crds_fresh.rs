@@ -30,7 +30,13 @@ fn crds_declare_names_categories_and_status() {
     let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
     assert_eq!(
         names,
-        ["devices.kubetwin.io", "rebootrequests.kubetwin.io", "methodrequests.kubetwin.io"]
+        [
+            "devices.kubetwin.io",
+            "rebootrequests.kubetwin.io",
+            "methodrequests.kubetwin.io",
+            "devicejobs.kubetwin.io",
+            "devicedisruptionbudgets.kubetwin.io"
+        ]
     );
     for crd in &crds {
         assert_eq!(crd.spec.names.categories.as_deref(), Some(&["kubetwin".to_string()][..]));
@@ -41,6 +47,9 @@ fn crds_declare_names_categories_and_status() {
     assert_eq!(crds[0].spec.names.short_names.as_deref(), Some(&["dev".to_string()][..]));
     assert_eq!(crds[1].spec.names.short_names.as_deref(), Some(&["reboot".to_string()][..]));
     assert_eq!(crds[2].spec.names.short_names.as_deref(), Some(&["devmethod".to_string()][..]));
+    // Short names that clash with nothing common (Argo Rollouts owns `rollout`, core owns `job`).
+    assert_eq!(crds[3].spec.names.short_names.as_deref(), Some(&["devjob".to_string()][..]));
+    assert_eq!(crds[4].spec.names.short_names.as_deref(), Some(&["devbudget".to_string()][..]));
 }
 
 #[test]

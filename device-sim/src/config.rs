@@ -143,6 +143,10 @@ pub struct Cli {
     #[arg(long, env = "KUBETWIN_SIM_FIRMWARE_HANG")]
     pub firmware_hang: bool,
 
+    /// Fault: answer the first N new requests of each device Failed (500), then behave.
+    #[arg(long, env = "KUBETWIN_SIM_FAIL_FIRST_REQUESTS", default_value_t = 0)]
+    pub fail_first_requests: u32,
+
     /// Fault: drop the connection without DISCONNECT once, this many seconds after start.
     #[arg(long, env = "KUBETWIN_SIM_OFFLINE_AFTER")]
     pub offline_after: Option<f64>,
@@ -205,6 +209,8 @@ pub struct Faults {
     pub firmware_bad_image: bool,
     /// Firmware downloads never finish.
     pub firmware_hang: bool,
+    /// Answer the first this many new requests of each device Failed (500).
+    pub fail_first_requests: u32,
 }
 
 /// Validated configuration of a fleet run.
@@ -336,6 +342,7 @@ impl Config {
                 firmware_corrupt: cli.firmware_corrupt,
                 firmware_bad_image: cli.firmware_bad_image,
                 firmware_hang: cli.firmware_hang,
+                fail_first_requests: cli.fail_first_requests,
             },
             offline_after: cli.offline_after.map(|s| seconds("--offline-after", s)).transpose()?,
             offline_for: seconds("--offline-for", cli.offline_for)?,

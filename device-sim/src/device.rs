@@ -722,6 +722,17 @@ impl Device {
             debug!(device = %self.id, request = %request.id, "ignoring request (--never-answer)");
             return Vec::new();
         }
+        if self.ledger.injected_failures < self.shared.faults.fail_first_requests {
+            self.ledger.injected_failures += 1;
+            let mut response = self.response(&request.id, ResponseStatus::Failed);
+            response.code = 500;
+            response.message = Some(format!(
+                "injected failure {} of {} (--fail-first-requests)",
+                self.ledger.injected_failures, self.shared.faults.fail_first_requests
+            ));
+            info!(device = %self.id, request = %request.id, "answered Failed on purpose");
+            return self.reply(response, msg);
+        }
         let (status, code, message) = match self.check_request(request, now_ms) {
             Ok(Execution::Restart { delay_seconds, factory_reset }) => {
                 return self.accept_restart(request, delay_seconds, factory_reset, msg);
@@ -1515,6 +1526,19 @@ mod tests {
         assert!(silent.handle(&reboot_msg("r1", 0), now()).is_empty());
         assert!(silent.ledger().recent.is_empty());
         assert!(silent.ledger().executed.is_empty());
+
+        // The first request fails on purpose; its repeat gets the same answer; the next one
+        // (a retry, with a new id) is executed.
+        let mut flaky =
+            booted(MqttVersion::V5, Faults { fail_first_requests: 1, ..Faults::default() });
+        let first = response_of(publications(&flaky.handle(&reboot_msg("r1", 0), now()))[0]);
+        assert_eq!((first.status, first.code), (ResponseStatus::Failed, 500));
+        let again = response_of(publications(&flaky.handle(&reboot_msg("r1", 0), now()))[0]);
+        assert_eq!(again.status, ResponseStatus::Failed, "a repeat is answered from memory");
+        assert!(flaky.ledger().executed.is_empty());
+        let retry = response_of(publications(&flaky.handle(&reboot_msg("r2", 0), now()))[0]);
+        assert_eq!(retry.status, ResponseStatus::Accepted);
+        assert_eq!(flaky.ledger().executed, ["r2"]);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Ledger {
     /// A reboot accepted but not answered `Succeeded` yet.
     #[serde(default)]
     pub pending_reboot: Option<PendingReboot>,
+    /// Requests answered Failed on purpose (--fail-first-requests).
+    #[serde(default)]
+    pub injected_failures: u32,
     /// Every request id ever executed, in order (a request is executed at most once).
     #[serde(default)]
     pub executed: Vec<String>,
@@ -194,6 +197,7 @@ mod tests {
                 correlation_data: Some(b"r2".to_vec()),
                 factory_reset: true,
             }),
+            injected_failures: 1,
             executed: vec!["r1".into(), "r2".into()],
             recent,
             telemetry: Some(12),

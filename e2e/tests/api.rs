@@ -36,7 +36,13 @@ async fn crds_install_and_serve_both_kinds() {
     let names = install_crds(&client).await.expect("CRDs install");
     assert_eq!(
         names,
-        ["devices.kubetwin.io", "methodrequests.kubetwin.io", "rebootrequests.kubetwin.io"]
+        [
+            "devicedisruptionbudgets.kubetwin.io",
+            "devicejobs.kubetwin.io",
+            "devices.kubetwin.io",
+            "methodrequests.kubetwin.io",
+            "rebootrequests.kubetwin.io"
+        ]
     );
 }
 

@@ -169,6 +169,8 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
         "devices.kubetwin.io.yaml",
         "rebootrequests.kubetwin.io.yaml",
         "methodrequests.kubetwin.io.yaml",
+        "devicejobs.kubetwin.io.yaml",
+        "devicedisruptionbudgets.kubetwin.io.yaml",
     ] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
         let chart =
@@ -249,7 +251,14 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     assert!(can("watch", "methodrequests.kubetwin.io", &ns, None));
     assert!(can("patch", "methodrequests.kubetwin.io", &ns, Some("status")));
     assert!(can("delete", "methodrequests.kubetwin.io", &ns, None));
-    assert!(!can("create", "methodrequests.kubetwin.io", &ns, None), "never calls a method itself");
+    // MethodRequests are created only as the children of a DeviceJob (whose creator passed the
+    // invoke check for its method when creating the job).
+    assert!(can("create", "methodrequests.kubetwin.io", &ns, None));
+    assert!(can("watch", "devicejobs.kubetwin.io", &ns, None));
+    assert!(can("patch", "devicejobs.kubetwin.io", &ns, Some("status")));
+    assert!(can("patch", "devicedisruptionbudgets.kubetwin.io", &ns, Some("status")));
+    assert!(!can("create", "devicejobs.kubetwin.io", &ns, None), "never starts a job itself");
+    assert!(!can("create", "rebootrequests.kubetwin.io", &ns, None));
     assert!(can("create", "events.events.k8s.io", &ns, None));
     assert!(can("update", "leases.coordination.k8s.io", &ns, None));
     assert!(!can("update", "devices.kubetwin.io", &ns, None), "cannot change a Device's spec");

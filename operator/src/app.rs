@@ -15,17 +15,24 @@ use kube::{
         reflector::{ObjectRef, Store},
     },
 };
-use kubetwin_api::{Device, MethodRequest, RebootRequest};
+use kubetwin_api::{
+    Device, DeviceDisruptionBudget, DeviceJob, MethodRequest, RebootRequest, job::JOB_LABEL,
+};
 use kubetwin_mqtt::LinkState;
 use kubetwin_protocol::{Codec, DeviceId, Topics};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
+    budgets::{
+        controller::{self as budget_controller, BudgetController},
+        index::BudgetIndex,
+    },
     config::OperatorConfig,
     context::Context,
     error::Result,
     fleet::{ClearReason, FleetIndex},
+    jobs::controller::{self as job_controller, JobController},
     k8s::{
         Retries, check_crds,
         events::EventSink,
@@ -103,27 +110,50 @@ pub async fn run(
         config.event_burst,
     );
 
+    // Disruption budgets: fed by the budget watch (the budgets) and the request watches
+    // (which devices requests disrupt now).
+    let budget_index = Arc::new(Mutex::new(BudgetIndex::default()));
+    let budgets = {
+        let index = budget_index.clone();
+        lean_controller::<DeviceDisruptionBudget>(&client, &config, move |event| {
+            budget_controller::observe(event, &index)
+        })
+    };
+
     // The reboot request kind: its state exists before its watch, which keeps it current.
     let reboot_state = Arc::new(KindState::<RebootRequest>::default());
     let reboots = {
         let fleet = fleet.clone();
+        let budget_index = budget_index.clone();
         let state = reboot_state.clone();
         let writer = writer.clone();
         lean_controller::<RebootRequest>(&client, &config, move |event| {
-            method_controller::observe(event, &fleet, &state, &writer)
+            method_controller::observe(event, &fleet, &budget_index, &state, &writer)
         })
     };
     let (reboot_trigger, reboot_triggers) = futures::channel::mpsc::unbounded();
-    // The named-method kind (MethodRequest), wired the same way.
+    // The named-method kind (MethodRequest), wired the same way; a change of a job's child
+    // also wakes its job.
+    let (job_trigger, job_triggers) = futures::channel::mpsc::unbounded();
     let method_state = Arc::new(KindState::<MethodRequest>::default());
     let method_requests = {
         let fleet = fleet.clone();
+        let budget_index = budget_index.clone();
         let state = method_state.clone();
         let writer = writer.clone();
         lean_controller::<MethodRequest>(&client, &config, move |event| {
-            method_controller::observe(event, &fleet, &state, &writer)
+            method_controller::observe(event, &fleet, &budget_index, &state, &writer);
+            if let kube::runtime::watcher::Event::Apply(request)
+            | kube::runtime::watcher::Event::Delete(request) = event
+                && let Some(job) = request.labels().get(JOB_LABEL)
+            {
+                let job = ObjectRef::<DeviceJob>::new(job)
+                    .within(&request.namespace().unwrap_or_default());
+                let _ = job_trigger.unbounded_send(job);
+            }
         })
     };
+    let jobs = lean_controller::<DeviceJob>(&client, &config, |_| {});
     let (method_trigger, method_triggers) = futures::channel::mpsc::unbounded();
 
     let ctx = Arc::new(Context {
@@ -135,6 +165,7 @@ pub async fn run(
         writer,
         events,
         metrics: metrics.clone(),
+        budgets: budget_index,
     });
 
     tokio::spawn(clear_freed_desired(ctx.clone(), clear_requests));
@@ -171,8 +202,10 @@ pub async fn run(
     info!(broker = %config.broker_url, root = %config.topic_root, "controllers starting");
     let device_controller =
         Arc::new(DeviceController { ctx: ctx.clone(), retries: Retries::default() });
-    let settings =
-        Settings { return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds) };
+    let settings = Settings {
+        return_timeout: Duration::from_secs(config.reboot_return_timeout_seconds),
+        budget_wait: Duration::from_secs(config.budget_wait_seconds),
+    };
     let reboot_controller = Arc::new(MethodController {
         ctx: ctx.clone(),
         requests: reboot_store,
@@ -182,11 +215,20 @@ pub async fn run(
     });
     let named_controller = Arc::new(MethodController {
         ctx: ctx.clone(),
-        requests: method_store,
+        requests: method_store.clone(),
         settings,
         state: method_state,
         retries: Retries::default(),
     });
+    let job_controller = Arc::new(JobController {
+        ctx: ctx.clone(),
+        requests: method_store,
+        latest: Default::default(),
+        created: Default::default(),
+        retries: Retries::default(),
+    });
+    let budget_controller =
+        Arc::new(BudgetController { ctx: ctx.clone(), retries: Retries::default() });
     let devices = devices
         .reconcile_on(device_triggers)
         .run(device_controller::reconcile, device_controller::error_policy, device_controller)
@@ -207,7 +249,18 @@ pub async fn run(
             named_controller,
         )
         .for_each(|_| async {});
-    futures::future::join3(devices, reboots, methods).await;
+    let jobs = jobs
+        .reconcile_on(job_triggers)
+        .run(job_controller::reconcile, job_controller::error_policy, job_controller)
+        .for_each(|_| async {});
+    let budgets = budgets
+        .run(budget_controller::reconcile, budget_controller::error_policy, budget_controller)
+        .for_each(|_| async {});
+    futures::future::join(
+        futures::future::join3(devices, reboots, methods),
+        futures::future::join(jobs, budgets),
+    )
+    .await;
     shut_down(&ctx, Duration::from_secs(config.shutdown_grace_seconds)).await;
     Ok(())
 }

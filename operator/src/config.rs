@@ -74,6 +74,11 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_STATUS_WRITE_BURST", default_value_t = 100.0)]
     pub status_write_burst: f64,
 
+    /// Seconds a disruptive request waits for room in a DeviceDisruptionBudget before it times
+    /// out with reason DisruptionBudgetExhausted (counted from its creation).
+    #[arg(long, env = "KUBETWIN_BUDGET_WAIT_SECONDS", default_value_t = 1800)]
+    pub budget_wait_seconds: u64,
+
     /// Least milliseconds between two routine status writes of one object (urgent changes:
     /// connection changes and reboot phases, are not held back).
     #[arg(long, env = "KUBETWIN_STATUS_MIN_INTERVAL_MS", default_value_t = 1000)]

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::{
-    Client,
+    Client, ResourceExt,
     runtime::{events::EventType, reflector::Store},
 };
 use kubetwin_api::Device;
@@ -11,7 +11,8 @@ use kubetwin_mqtt::LinkState;
 use tokio::sync::watch;
 
 use crate::{
-    fleet::FleetIndex,
+    budgets::index::{BudgetIndex, DeviceFacts},
+    fleet::{Claim, FleetIndex},
     k8s::{events::EventSink, status::StatusWriter},
     telemetry::metrics::Metrics,
     transport::outbound::Publisher,
@@ -35,12 +36,61 @@ pub struct Context {
     pub events: EventSink,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Disruption budgets and the devices requests disrupt now.
+    pub budgets: Arc<Mutex<BudgetIndex>>,
+}
+
+/// A Device with whether it is online now, for budget decisions.
+pub struct DeviceOnline {
+    /// The cached Device.
+    pub device: Arc<Device>,
+    /// Online now (from the fleet index).
+    pub online: bool,
+}
+
+impl DeviceOnline {
+    /// The facts a budget decision needs.
+    pub fn facts(&self) -> DeviceFacts<'_> {
+        DeviceFacts {
+            name: self.device.metadata.name.as_deref().unwrap_or_default(),
+            labels: self.device.labels(),
+            online: self.online,
+        }
+    }
 }
 
 impl Context {
     /// Locks the fleet index (never held across an await).
     pub fn fleet(&self) -> MutexGuard<'_, FleetIndex> {
         self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the budget index (never held across an await).
+    pub fn budgets(&self) -> MutexGuard<'_, BudgetIndex> {
+        self.budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The Devices of `namespace`, each with whether it is online now.
+    pub fn devices_online(&self, namespace: &str) -> Vec<DeviceOnline> {
+        let devices: Vec<Arc<Device>> = self
+            .devices
+            .state()
+            .into_iter()
+            .filter(|d| d.metadata.namespace.as_deref() == Some(namespace))
+            .collect();
+        let fleet = self.fleet();
+        devices
+            .into_iter()
+            .map(|device| {
+                let online = match fleet.claim_of(&crate::fleet::bare_ref(&*device)) {
+                    Some(Claim::Owner(id)) => {
+                        fleet.state(&id).and_then(|s| s.online()) == Some(true)
+                    }
+                    _ => false,
+                };
+                DeviceOnline { device, online }
+            })
+            .collect()
     }
 
     /// Whether the MQTT session is up.

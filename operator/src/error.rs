@@ -21,6 +21,10 @@ pub enum Error {
     /// The object lacks a field the API server always sets (name, namespace, uid).
     #[error("object is missing {0}")]
     MissingField(&'static str),
+    /// An object holds a value admission should have refused (for example a selector that
+    /// does not parse).
+    #[error("invalid object: {0}")]
+    Invalid(String),
     /// A setting is invalid.
     #[error("configuration: {0}")]
     Config(String),

@@ -11,14 +11,20 @@
 //! - [`fleet`]: the fleet index (device states, id ownership, followers);
 //! - [`twin`]: the Device controller and its pure status computation;
 //! - [`methods`]: the method engine, its kinds and the generic request controller;
+//! - [`rollout`]: the pure wave planner shared by rollouts over many devices;
+//! - [`jobs`]: the DeviceJob controller (one method across a selector);
+//! - [`budgets`]: disruption budgets, the check every disruptive request passes, and their
+//!   status;
 //! - [`telemetry`]: metrics and health endpoints.
 
 pub mod app;
+pub mod budgets;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod fleet;
+pub mod jobs;
 pub mod k8s;
 pub mod methods;
 pub mod rollout;

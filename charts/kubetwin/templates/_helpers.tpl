@@ -128,17 +128,32 @@ broker.url, which is then required.
 {{/*
 Rules the operator needs on kubetwin objects and Events, in a ClusterRole or in a Role of
 each watched namespace. Nothing else: no Secrets, no ConfigMaps, no writes to Device spec.
+It creates MethodRequests only as the children of a DeviceJob, whose creator passed the
+method-permissions policy for the job's method when creating the job; hence invoke on every
+method, and finalizers (not spec) on DeviceJobs.
 */}}
 {{- define "kubetwin.operatorRules" -}}
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices", "rebootrequests", "methodrequests"]
+  resources: ["devices", "rebootrequests", "methodrequests", "devicejobs", "devicedisruptionbudgets"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices/status", "rebootrequests/status", "methodrequests/status"]
+  resources: ["devices/status", "rebootrequests/status", "methodrequests/status", "devicejobs/status", "devicedisruptionbudgets/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["kubetwin.io"]
-  resources: ["rebootrequests", "methodrequests"]
+  resources: ["rebootrequests", "methodrequests", "devicejobs"]
   verbs: ["delete"]
+- apiGroups: ["kubetwin.io"]
+  resources: ["methodrequests"]
+  verbs: ["create"]
+- apiGroups: ["kubetwin.io"]
+  resources: ["devicejobs"]
+  verbs: ["patch"]
+- apiGroups: ["kubetwin.io"]
+  resources: ["devicejobs/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["kubetwin.io"]
+  resources: ["methods"]
+  verbs: ["invoke"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

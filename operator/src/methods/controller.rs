@@ -30,6 +30,7 @@ use super::{
     resource::RequestResource,
 };
 use crate::{
+    budgets::index::{BudgetIndex, HolderKey},
     context::Context,
     error::Error,
     error::Result,
@@ -119,23 +120,38 @@ pub fn follower_of<R: RequestResource>(request: &R) -> Follower {
 pub fn observe<R: RequestResource>(
     event: &watcher::Event<R>,
     fleet: &Mutex<FleetIndex>,
+    budgets: &Mutex<BudgetIndex>,
     state: &KindState<R>,
     writer: &crate::k8s::status::StatusWriter,
 ) {
     let mut fleet = fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut budgets = budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match event {
         watcher::Event::Apply(request) | watcher::Event::InitApply(request) => {
-            let terminal = R::progress_of(request.current_status())
-                .ok()
-                .and_then(|p| p.phase)
-                .is_some_and(Phase::is_terminal);
+            let phase = R::progress_of(request.current_status()).ok().and_then(|p| p.phase);
+            let terminal = phase.is_some_and(Phase::is_terminal);
             if terminal {
                 fleet.unfollow(&follower_of(request));
             } else {
                 fleet.follow(target_of(request), follower_of(request));
             }
+            // A disruptive request holds its device from sending to its end; replayed on a
+            // restart, so the holds are rebuilt from the requests themselves.
+            let holds = request.method_kind().disruptive()
+                && phase.is_some_and(|p| p != Phase::Pending && !p.is_terminal());
+            let namespace = request.namespace().unwrap_or_default();
+            if holds {
+                budgets.hold(&namespace, request.device_name(), holder_of(request));
+            } else if terminal {
+                budgets.release(&namespace, request.device_name(), &holder_of(request));
+            }
         }
         watcher::Event::Delete(request) => {
+            budgets.release(
+                &request.namespace().unwrap_or_default(),
+                request.device_name(),
+                &holder_of(request),
+            );
             fleet.unfollow(&follower_of(request));
             let key = StatusKey::new(
                 StatusKind::of::<R>(),
@@ -148,9 +164,18 @@ pub fn observe<R: RequestResource>(
                 state.forget(&uid);
             }
         }
-        watcher::Event::Init | watcher::Event::InitDone => {}
+        watcher::Event::InitDone => budgets.kind_synced(kind_label::<R>()),
+        watcher::Event::Init => {}
     }
 }
+
+/// The key under which a request holds a disruption.
+pub fn holder_of<R: RequestResource>(request: &R) -> HolderKey {
+    (kind_label::<R>(), request.namespace().unwrap_or_default(), request.name_any())
+}
+
+/// Request kinds whose holds must be replayed before any disruption is allowed.
+pub const DISRUPTIVE_KINDS: [&str; 2] = ["rebootrequest", "methodrequest"];
 
 /// Requeue after an error, later with each failure in a row.
 pub fn error_policy<R: RequestResource>(
@@ -191,7 +216,16 @@ pub async fn reconcile<R: RequestResource>(
     let kind = request.method_kind();
     let method_label = kind.metric_label();
     let timeouts = request.timeouts();
-    let (view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid);
+    let disruptive = kind.disruptive();
+    if disruptive && !ctx.budgets().synced(&DISRUPTIVE_KINDS) {
+        // Until every request is replayed, the devices disrupted now are not all known.
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
+    let (mut view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid);
+    let waiting = current_phase.is_none_or(|p| p == Phase::Pending);
+    if disruptive && waiting && view.online == Some(true) {
+        view.budget_exhausted = budget_check(ctx, &namespace, request.device_name()).err();
+    }
     tracing::trace!(request = %name, online = ?view.online, exists = view.exists, mqtt = view.mqtt_connected, answer = ?view.answer.as_ref().map(|a| a.status), "device view");
     let effects = {
         let request_view = RequestView {
@@ -218,6 +252,10 @@ pub async fn reconcile<R: RequestResource>(
                     // The engine only sends to a device it saw online, which has an id.
                     return Err(Error::MissingField("the target's device id"));
                 };
+                if disruptive && !hold(ctx, &namespace, &*request) {
+                    // Another request took the last room since the check: look again soon.
+                    return Ok(Action::requeue(crate::methods::engine::BUDGET_RECHECK));
+                }
                 publish(ctx, &this.state, device_id, &request_id, call, now).await?;
             }
             Effect::OfferStatus { progress, priority } => {
@@ -235,6 +273,11 @@ pub async fn reconcile<R: RequestResource>(
                     info!(request = %name, %namespace, phase = phase.as_str(), reason = progress.reason.as_deref().unwrap_or_default(), "request progressed");
                     if phase.is_terminal() {
                         this.state.last_sent().remove(&uid);
+                        ctx.budgets().release(
+                            &namespace,
+                            request.device_name(),
+                            &holder_of(&*request),
+                        );
                     }
                 }
             }
@@ -261,6 +304,37 @@ pub async fn reconcile<R: RequestResource>(
     }
     this.retries.succeeded(&*request);
     Ok(action)
+}
+
+/// Whether every disruption budget that selects `device` has room for it now (`Err`: why
+/// not, for people).
+fn budget_check(ctx: &Context, namespace: &str, device: &str) -> std::result::Result<(), String> {
+    let devices = ctx.devices_online(namespace);
+    let Some(target) = devices.iter().find(|d| d.device.name_any() == device) else {
+        return Ok(());
+    };
+    let budgets = ctx.budgets();
+    budgets
+        .check(namespace, target.facts(), devices.iter().map(|d| d.facts()))
+        .map_err(|exhausted| exhausted.message())
+}
+
+/// Takes a disruption slot for `request` if the budgets still have room (checked and taken
+/// under one lock, so two requests never take the last slot both).
+fn hold<R: RequestResource>(ctx: &Context, namespace: &str, request: &R) -> bool {
+    let devices = ctx.devices_online(namespace);
+    let device = request.device_name();
+    let mut budgets = ctx.budgets();
+    let allowed = match devices.iter().find(|d| d.device.name_any() == device) {
+        Some(target) => {
+            budgets.check(namespace, target.facts(), devices.iter().map(|d| d.facts())).is_ok()
+        }
+        None => true,
+    };
+    if allowed {
+        budgets.hold(namespace, device, holder_of(request));
+    }
+    allowed
 }
 
 /// What the engine needs to know about the target device, and its device id when this
@@ -316,6 +390,7 @@ fn device_view<R: RequestResource>(
         last_sent,
         mqtt_connected,
         methods: device_state.map(|s| s.methods.clone()).unwrap_or_default(),
+        budget_exhausted: None,
     };
     (view, Some(id))
 }

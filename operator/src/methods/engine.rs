@@ -169,6 +169,9 @@ pub struct DeviceView {
     pub mqtt_connected: bool,
     /// Methods the device lists as supported (empty: it did not say).
     pub methods: Vec<String>,
+    /// A disruption budget has no room for this device now (for people); only filled for
+    /// disruptive methods.
+    pub budget_exhausted: Option<String>,
 }
 
 /// Settings of the engine that are not part of the API objects.
@@ -177,11 +180,20 @@ pub struct Settings {
     /// How long a device that accepted a restart may stay away (plus the kind's extra time)
     /// before the request times out with reason `NoReturn`.
     pub return_timeout: Duration,
+    /// How long a disruptive request waits for room in a disruption budget before it times
+    /// out with reason `DisruptionBudgetExhausted` (counted from its creation).
+    pub budget_wait: Duration,
 }
+
+/// Default of [`Settings::budget_wait`].
+pub const DEFAULT_BUDGET_WAIT: Duration = Duration::from_secs(1800);
+
+/// How often a request held back by a disruption budget looks for room again.
+pub const BUDGET_RECHECK: Duration = Duration::from_secs(1);
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { return_timeout: Duration::from_secs(300) }
+        Self { return_timeout: Duration::from_secs(300), budget_wait: DEFAULT_BUDGET_WAIT }
     }
 }
 
@@ -264,7 +276,7 @@ pub fn step(
     let requeue;
     let outcome = match phase {
         Phase::Pending => {
-            let (outcome, wait) = pending(request, device, now);
+            let (outcome, wait) = pending(request, device, now, settings);
             if outcome.phase == Phase::Sent {
                 send = true;
                 next.sent_at = Some(now);
@@ -373,6 +385,7 @@ fn pending(
     request: &RequestView<'_>,
     device: &DeviceView,
     now: Timestamp,
+    settings: &Settings,
 ) -> (Outcome, Option<Duration>) {
     let name = request.device_name;
     let wording = request.kind.wording();
@@ -392,6 +405,27 @@ fn pending(
             device.methods.join(", ")
         );
         return (outcome(Phase::Rejected, RequestReason::MethodNotSupported, message), None);
+    }
+    if device.exists
+        && device.online == Some(true)
+        && device.mqtt_connected
+        && let Some(exhausted) = &device.budget_exhausted
+    {
+        let created = request.anchor(request.created.unwrap_or(now));
+        let deadline = add_duration(created, settings.budget_wait);
+        let waited = settings.budget_wait.as_secs();
+        if now >= deadline {
+            let message = format!("{exhausted}; waited {waited}s: nothing was sent");
+            return (
+                outcome(Phase::TimedOut, RequestReason::DisruptionBudgetExhausted, message),
+                None,
+            );
+        }
+        let message = format!("{exhausted}; waiting up to {waited}s for room");
+        return (
+            outcome(Phase::Pending, RequestReason::DisruptionBudgetExhausted, message),
+            Some(until(now, deadline).min(BUDGET_RECHECK)),
+        );
     }
     if device.exists && device.online == Some(true) && device.mqtt_connected {
         let message = format!("{} sent to {name}", wording.request);

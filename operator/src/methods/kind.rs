@@ -66,4 +66,8 @@ pub trait MethodKind {
     fn refusal(&self) -> Option<Refusal> {
         None
     }
+    /// Whether the method takes the device out of service (disruption budgets apply).
+    fn disruptive(&self) -> bool {
+        false
+    }
 }

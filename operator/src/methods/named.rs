@@ -32,6 +32,8 @@ pub struct NamedMethod {
     pub params: Map<String, Value>,
     /// How long an accepted call may run (methods that do not restart the device).
     pub execution_timeout: Duration,
+    /// The request marks the method disruptive.
+    pub disruptive: bool,
 }
 
 impl NamedMethod {
@@ -106,6 +108,10 @@ impl MethodKind for NamedMethod {
         }
     }
 
+    fn disruptive(&self) -> bool {
+        self.disruptive || self.restarts()
+    }
+
     fn refusal(&self) -> Option<Refusal> {
         let bytes = self.params_bytes();
         (bytes > MAX_PARAMS_BYTES).then(|| Refusal {
@@ -158,6 +164,7 @@ impl RequestResource for MethodRequest {
             method: self.spec.method.clone(),
             params: self.spec.params.clone().unwrap_or_default(),
             execution_timeout: seconds(self.spec.execution_timeout_seconds),
+            disruptive: self.spec.disruptive,
         }
     }
 
@@ -248,7 +255,12 @@ mod tests {
 
     fn named(method: &str, params: Value) -> NamedMethod {
         let Value::Object(params) = params else { panic!("params must be an object") };
-        NamedMethod { method: method.into(), params, execution_timeout: Duration::from_secs(60) }
+        NamedMethod {
+            method: method.into(),
+            params,
+            execution_timeout: Duration::from_secs(60),
+            disruptive: false,
+        }
     }
 
     #[test]

@@ -26,6 +26,10 @@ impl MethodKind for Reboot {
         REBOOT_METHOD
     }
 
+    fn disruptive(&self) -> bool {
+        true
+    }
+
     fn metric_label(&self) -> &'static str {
         REBOOT_METHOD
     }

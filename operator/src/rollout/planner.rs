@@ -13,11 +13,22 @@ use k8s_openapi::jiff::Timestamp;
 pub enum Size {
     /// This many.
     Count(u32),
-    /// This percent of the total, rounded up, at least 1 when the total is not 0.
+    /// This percent of the total, rounded up (so never 0 when neither is 0).
     Percent(u32),
 }
 
 impl Size {
+    /// A size from the API's int-or-percent ("10%"); `None` when it is neither.
+    pub fn parse(
+        value: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    ) -> Option<Self> {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        match value {
+            IntOrString::Int(n) => u32::try_from(*n).ok().map(Self::Count),
+            IntOrString::String(s) => s.strip_suffix('%')?.parse().ok().map(Self::Percent),
+        }
+    }
+
     /// The size as a count out of `total`.
     pub fn of(self, total: u32) -> u32 {
         match self {
@@ -25,7 +36,7 @@ impl Size {
             Self::Percent(p) => {
                 let scaled = u64::from(total) * u64::from(p);
                 let rounded = u32::try_from(scaled.div_ceil(100)).unwrap_or(u32::MAX);
-                if total > 0 { rounded.max(1) } else { 0 }
+                if total > 0 && p > 0 { rounded.max(1) } else { rounded }
             }
         }
     }

@@ -191,7 +191,7 @@ proptest! {
         jumps in prop::collection::vec(0i64..900, 1..40),
         restart_skew in -600i64..600,
     ) {
-        let settings = RebootSettings { return_timeout: Duration::from_secs(60) };
+        let settings = RebootSettings { return_timeout: Duration::from_secs(60), ..RebootSettings::default() };
         let mut request = request(RebootRequestSpec { connect_timeout_seconds: 20, ..spec() });
         // Real time `t`; the deciding process's clock shows `t + skew`. Halfway the operator
         // restarts with a clock `restart_skew` away from real time.

@@ -175,3 +175,37 @@ fn a_factory_reset_succeeds_only_when_the_device_is_back_with_a_higher_boot() {
         Some("lamp-1 was reset to factory state and is back online")
     );
 }
+
+#[test]
+fn a_request_without_budget_room_waits_pending_then_sends_or_times_out() {
+    let blocked = DeviceView {
+        budget_exhausted: Some(
+            "DeviceDisruptionBudget per-line (group a) has no room: 1 of 5 devices unavailable"
+                .into(),
+        ),
+        ..online(&[])
+    };
+    let reset = request("factoryReset", json!({}));
+    let (status, published) = run(&reset, None, &blocked, at(1));
+    assert_eq!(status.phase, Some(MethodPhase::Pending));
+    assert_eq!(status.reason.as_deref(), Some("DisruptionBudgetExhausted"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "DeviceDisruptionBudget per-line (group a) has no room: 1 of 5 devices unavailable; waiting up to 1800s for room"
+        )
+    );
+    let complete = status.conditions.iter().find(|c| c.type_ == "Complete").expect("Complete");
+    assert_eq!(
+        (complete.status.as_str(), complete.reason.as_str()),
+        ("False", "DisruptionBudgetExhausted")
+    );
+    assert!(!published, "nothing is sent while the budget has no room");
+    // Room freed: sent.
+    let (status, published) = run(&reset, Some(status), &online(&[]), at(5));
+    assert_eq!((status.phase, published), (Some(MethodPhase::Sent), true));
+    // No room for the whole wait: timed out, nothing sent.
+    let (status, published) = run(&reset, None, &blocked, at(1800));
+    assert_eq!((status.phase, published), (Some(MethodPhase::TimedOut), false));
+    assert_eq!(status.reason.as_deref(), Some("DisruptionBudgetExhausted"));
+}

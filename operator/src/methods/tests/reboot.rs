@@ -933,7 +933,8 @@ fn an_answer_that_arrives_after_the_response_deadline_still_counts() {
 
 #[test]
 fn accepted_but_never_back_times_out_with_no_return_after_return_timeout_plus_delay() {
-    let settings = RebootSettings { return_timeout: Duration::from_secs(60) };
+    let settings =
+        RebootSettings { return_timeout: Duration::from_secs(60), ..RebootSettings::default() };
     let spec = RebootRequestSpec { delay_seconds: 10, ..spec() };
     let mut request = request_with(spec);
     advance(&mut request, &online(BOOT), at(1), settings);
@@ -1115,7 +1116,7 @@ fn terminal_phases_keep_even_a_foreign_generation_and_settings() {
     let mut request = terminal_request(RebootPhase::Failed, None);
     let status = request.status.clone().expect("status");
     request.metadata.generation = Some(9);
-    let settings = RebootSettings { return_timeout: Duration::ZERO };
+    let settings = RebootSettings { return_timeout: Duration::ZERO, ..RebootSettings::default() };
     let result = step(&request, &online(BOOT + 1), at(1000), settings);
     assert_eq!(result.status, status);
 }

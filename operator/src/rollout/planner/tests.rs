@@ -50,6 +50,7 @@ fn sizes_round_percent_up_and_never_to_zero() {
         (Size::Percent(10), 95, 10),
         (Size::Percent(100), 3, 3),
         (Size::Percent(50), 0, 0),
+        (Size::Percent(0), 10, 0),
     ];
     for (size, total, expected) in table {
         assert_eq!(size.of(total), expected, "{size:?} of {total}");
@@ -179,8 +180,8 @@ fn abort_criteria_judge_finished_members_only_and_stop_every_start() {
     for (ok, rejected, failed_, aborts) in table {
         let mut members = fresh(100);
         let outcomes = std::iter::repeat_n(Attempt::Succeeded, ok)
-            .chain(std::iter::repeat_n(self::failed(Failure::Rejected), rejected))
-            .chain(std::iter::repeat_n(self::failed(Failure::Failed), failed_));
+            .chain(std::iter::repeat_n(failed(Failure::Rejected), rejected))
+            .chain(std::iter::repeat_n(failed(Failure::Failed), failed_));
         for (m, outcome) in members.iter_mut().zip(outcomes) {
             m.latest = outcome;
             m.attempts = 1;
