@@ -187,9 +187,9 @@ pub struct RolloutStrategy {
     pub exponential_rate: Option<ExponentialRate>,
 
     /// Waves in order; each takes the next share of the targeted devices (ordered by name).
-    /// Unset: one wave of every device. The last wave always takes the rest.
+    /// Unset: one wave of every device. The last wave always takes the rest. At most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 20))]
+    #[schemars(length(max = 10))]
     pub waves: Vec<Wave>,
 }
 
@@ -214,7 +214,7 @@ pub struct ExponentialRate {
 pub struct Wave {
     /// Devices in this wave: a count or a percent of the targeted devices (a percent rounds
     /// up, at least 1). The last wave takes every device left whatever its size.
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^[0-9]+%$')").message(
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.endsWith('%')").message(
         "a wave's size must be a count of at least 1 or a percent such as \"10%\""
     ))]
     pub size: IntOrString,

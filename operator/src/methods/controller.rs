@@ -135,7 +135,9 @@ pub fn observe<R: RequestResource>(
             } else {
                 fleet.follow(target_of(request), follower_of(request));
             }
-            // A disruptive request holds its device from sending to its end; replayed on a
+            // A disruptive request holds its device from sending until its terminal status is
+            // persisted (released here, from the watch, not when the status is offered: so
+            // the API never shows the next request sent before this one ended). Replayed on a
             // restart, so the holds are rebuilt from the requests themselves.
             let holds = request.method_kind().disruptive()
                 && phase.is_some_and(|p| p != Phase::Pending && !p.is_terminal());
@@ -273,11 +275,6 @@ pub async fn reconcile<R: RequestResource>(
                     info!(request = %name, %namespace, phase = phase.as_str(), reason = progress.reason.as_deref().unwrap_or_default(), "request progressed");
                     if phase.is_terminal() {
                         this.state.last_sent().remove(&uid);
-                        ctx.budgets().release(
-                            &namespace,
-                            request.device_name(),
-                            &holder_of(&*request),
-                        );
                     }
                 }
             }

@@ -530,6 +530,7 @@ pub fn plan(
     let wave_end = usize::try_from(bounds[wave]).unwrap_or(usize::MAX).min(members.len());
     let mut room = room.clone();
     let mut earliest_retry: Option<Timestamp> = None;
+    let mut blocked = Vec::new();
     for index in wave_start..wave_end {
         let member = &members[index];
         let attempt = match standings[index] {
@@ -546,6 +547,7 @@ pub fn plan(
         let takes_room = strategy.disruptive && member.readiness == Readiness::Ready;
         if takes_room && !room.admits(&member.groups) {
             decision.budget_blocked += 1;
+            blocked.push(Start { member: index, attempt });
             continue;
         }
         if slots == 0 {
@@ -557,6 +559,12 @@ pub fn plan(
         slots -= 1;
         decision.starts.push(Start { member: index, attempt });
     }
+    // Members a budget holds back go after every member that can go now. Slots left over
+    // mean nothing else in the wave can start: they start too, and their requests wait for
+    // room (Pending, reason DisruptionBudgetExhausted, at most the operator's budget wait),
+    // so a job never waits on a budget without a bound.
+    let leftover = usize::try_from(slots).unwrap_or(usize::MAX);
+    decision.starts.extend(blocked.into_iter().take(leftover));
     if let Some(due) = earliest_retry {
         let wait = Duration::try_from(due.duration_since(now)).unwrap_or(Duration::ZERO);
         decision.wake_after = Some(decision.wake_after.map_or(wait, |w| w.min(wait)));

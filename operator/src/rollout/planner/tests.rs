@@ -262,13 +262,21 @@ fn budgets_hold_back_online_members_of_a_full_group_and_let_others_go() {
     }
     let room = Room { allowed: vec![1, 1, 0, 1] };
     let wide = Strategy { max_in_flight: Size::Count(20), ..strategy() };
-    let decision = plan(&members, &wide, &room, observed(), t(0));
+    let narrow = Strategy { max_in_flight: Size::Count(3), ..strategy() };
+    let decision = plan(&members, &narrow, &room, observed(), t(0));
     assert_eq!(started(&decision), vec![0, 1, 3], "one per line with room; line 2 has none");
     assert_eq!(decision.budget_blocked, 17);
+    // With slots to spare, the held-back members start after the others: their requests wait
+    // for room with a bound, so the job never waits on a budget forever.
+    let decision = plan(&members, &wide, &room, observed(), t(0));
+    let order = started(&decision);
+    assert_eq!(order[..3], [0, 1, 3]);
+    assert_eq!(order[3..6], [2, 4, 5]);
+    assert_eq!(order.len(), 20);
     // An offline member is unavailable already: it takes no room and starts (its request waits).
     members[2].readiness = Readiness::Offline;
-    let decision = plan(&members, &wide, &room, observed(), t(0));
-    assert_eq!(started(&decision), vec![0, 1, 2, 3]);
+    let decision = plan(&members, &narrow, &room, observed(), t(0));
+    assert_eq!(started(&decision), vec![0, 1, 2]);
     // A non-disruptive action ignores budgets.
     let gentle = Strategy { disruptive: false, ..wide };
     assert_eq!(plan(&members, &gentle, &room, observed(), t(0)).starts.len(), 20);
