@@ -264,9 +264,10 @@ pub struct RetryPolicy {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub limit: i32,
-    /// Which failures are retried (default Failed and TimedOut).
+    /// Which failures are retried (default Failed and TimedOut). Named `onFailures`, not
+    /// `on`: YAML 1.1 parsers (kubectl's among them) read a bare `on` key as `true`.
     #[serde(default = "default_retry_on")]
-    pub on: Vec<FailureType>,
+    pub on_failures: Vec<FailureType>,
     /// Seconds between a failure and its retry (0 to 3600; default 10).
     #[serde(default = "default_retry_backoff_seconds")]
     #[schemars(range(min = 0, max = 3600))]
@@ -275,7 +276,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { limit: 0, on: default_retry_on(), backoff_seconds: default_retry_backoff_seconds() }
+        Self {
+            limit: 0,
+            on_failures: default_retry_on(),
+            backoff_seconds: default_retry_backoff_seconds(),
+        }
     }
 }
 

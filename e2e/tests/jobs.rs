@@ -314,7 +314,7 @@ async fn failed_devices_are_retried_up_to_the_limit() {
         &s,
         "retrying",
         json!({"selector": {"matchLabels": {"group": "retry"}}, "method": "setLed",
-            "params": {"on": true}, "retry": {"limit": 2, "on": ["Failed"], "backoffSeconds": 1}}),
+            "params": {"on": true}, "retry": {"limit": 2, "onFailures": ["Failed"], "backoffSeconds": 1}}),
     )
     .await;
     let status = job_finished(&s, "retrying").await;
@@ -565,4 +565,30 @@ async fn a_job_survives_an_operator_kill_and_reapplying_it_never_runs_it_again()
     for id in ids(&s, &devices) {
         assert_eq!(sim.executed(&id).unwrap().len(), 1, "{id} still executed once");
     }
+}
+
+#[tokio::test]
+async fn the_jobs_example_is_accepted_by_the_api_server_as_written() {
+    let s = setup("job-example").await;
+    let file = kubetwin_e2e::tools::repo_root().join("examples/jobs.yaml");
+    let out = s
+        .env
+        .kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            &s.scope.namespace,
+            "-f",
+            file.to_str().unwrap(),
+        ])
+        .expect("examples/jobs.yaml applies");
+    assert!(
+        out.contains("devicedisruptionbudget.kubetwin.io/one-per-line created (server dry run)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("devicejob.kubetwin.io/reboot-plant-p1 created (server dry run)"),
+        "{out}"
+    );
 }

@@ -94,7 +94,8 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
     let namespace = job.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = job.name_any();
     let uid = job.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    if !ctx.fleet().synced() || !ctx.budgets().synced(&DISRUPTIVE_KINDS) {
+    let fleet_synced = ctx.fleet().synced();
+    if !fleet_synced || !ctx.budgets().synced(&DISRUPTIVE_KINDS) {
         // Until Devices and requests are all listed, members and children are not all known.
         return Ok(Action::requeue(RUNNING_RECHECK));
     }

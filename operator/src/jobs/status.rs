@@ -12,7 +12,7 @@ use kubetwin_api::{
 use kubetwin_protocol::{FACTORY_RESET_METHOD, REBOOT_METHOD};
 
 use crate::{
-    k8s::conditions::{ConditionUpdate, merge},
+    k8s::conditions::{ConditionUpdate, merge, with_one_reason},
     rollout::planner::{
         AbortCriterion, Attempt, Decision, Failure, FailureFilter, Member, Ramp, RetryPolicy, Size,
         Stage, Strategy, WaveSpec,
@@ -75,7 +75,7 @@ pub fn strategy_of(spec: &DeviceJobSpec) -> Strategy {
             .collect(),
         retry: RetryPolicy {
             limit: unsigned(spec.retry.limit),
-            on: spec.retry.on.iter().copied().map(filter).collect(),
+            on: spec.retry.on_failures.iter().copied().map(filter).collect(),
             backoff: Duration::from_secs(u64::from(unsigned(spec.retry.backoff_seconds))),
         },
         disruptive: disruptive(spec),
@@ -288,20 +288,16 @@ fn conditions_for(phase: JobPhase, reason: JobReason, message: &str) -> Vec<Cond
     let suspended = if phase == JobPhase::Suspended { True } else { False };
     let progressing =
         if matches!(phase, JobPhase::Running | JobPhase::Paused) { True } else { False };
-    [
-        (JobCondition::Complete, complete),
-        (JobCondition::Failed, failed),
-        (JobCondition::Suspended, suspended),
-        (JobCondition::Progressing, progressing),
-    ]
-    .into_iter()
-    .map(|(type_, status)| ConditionUpdate {
-        type_: type_.as_str(),
-        status,
-        reason: reason.as_str(),
-        message: message.to_string(),
-    })
-    .collect()
+    with_one_reason(
+        [
+            (JobCondition::Complete.as_str(), complete),
+            (JobCondition::Failed.as_str(), failed),
+            (JobCondition::Suspended.as_str(), suspended),
+            (JobCondition::Progressing.as_str(), progressing),
+        ],
+        reason.as_str(),
+        message,
+    )
 }
 
 #[cfg(test)]

@@ -50,6 +50,24 @@ pub fn merge(
         .collect()
 }
 
+/// One update per (type, status), all with the same reason and message: how a resource whose
+/// conditions all describe one phase states them.
+pub fn with_one_reason(
+    statuses: impl IntoIterator<Item = (&'static str, ConditionStatus)>,
+    reason: &'static str,
+    message: &str,
+) -> Vec<ConditionUpdate> {
+    statuses
+        .into_iter()
+        .map(|(type_, status)| ConditionUpdate {
+            type_,
+            status,
+            reason,
+            message: message.to_string(),
+        })
+        .collect()
+}
+
 /// The condition of `type_` in `conditions`, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

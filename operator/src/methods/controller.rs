@@ -124,16 +124,17 @@ pub fn observe<R: RequestResource>(
     state: &KindState<R>,
     writer: &crate::k8s::status::StatusWriter,
 ) {
-    let mut fleet = fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut budgets = budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Each index is locked on its own, never one inside the other: no lock order to keep.
+    let lock_fleet = || fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let lock_budgets = || budgets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match event {
         watcher::Event::Apply(request) | watcher::Event::InitApply(request) => {
             let phase = R::progress_of(request.current_status()).ok().and_then(|p| p.phase);
             let terminal = phase.is_some_and(Phase::is_terminal);
             if terminal {
-                fleet.unfollow(&follower_of(request));
+                lock_fleet().unfollow(&follower_of(request));
             } else {
-                fleet.follow(target_of(request), follower_of(request));
+                lock_fleet().follow(target_of(request), follower_of(request));
             }
             // A disruptive request holds its device from sending until its terminal status is
             // persisted (released here, from the watch, not when the status is offered: so
@@ -143,18 +144,18 @@ pub fn observe<R: RequestResource>(
                 && phase.is_some_and(|p| p != Phase::Pending && !p.is_terminal());
             let namespace = request.namespace().unwrap_or_default();
             if holds {
-                budgets.hold(&namespace, request.device_name(), holder_of(request));
+                lock_budgets().hold(&namespace, request.device_name(), holder_of(request));
             } else if terminal {
-                budgets.release(&namespace, request.device_name(), &holder_of(request));
+                lock_budgets().release(&namespace, request.device_name(), &holder_of(request));
             }
         }
         watcher::Event::Delete(request) => {
-            budgets.release(
+            lock_budgets().release(
                 &request.namespace().unwrap_or_default(),
                 request.device_name(),
                 &holder_of(request),
             );
-            fleet.unfollow(&follower_of(request));
+            lock_fleet().unfollow(&follower_of(request));
             let key = StatusKey::new(
                 StatusKind::of::<R>(),
                 &request.namespace().unwrap_or_default(),
@@ -166,7 +167,7 @@ pub fn observe<R: RequestResource>(
                 state.forget(&uid);
             }
         }
-        watcher::Event::InitDone => budgets.kind_synced(kind_label::<R>()),
+        watcher::Event::InitDone => lock_budgets().kind_synced(kind_label::<R>()),
         watcher::Event::Init => {}
     }
 }

@@ -20,7 +20,7 @@ use super::kind::{Confirmation, MethodKind};
 use crate::{
     fleet::Answer,
     k8s::{
-        conditions::{ConditionUpdate, merge},
+        conditions::{ConditionUpdate, merge, with_one_reason},
         status::Priority,
     },
 };
@@ -637,19 +637,15 @@ fn conditions_for(phase: Phase, reason: RequestReason, message: &str) -> Vec<Con
         Phase::Failed | Phase::TimedOut | Phase::Rejected => (True, False, True),
         _ => (False, Unknown, False),
     };
-    [
-        (RequestCondition::Complete, complete),
-        (RequestCondition::Succeeded, succeeded),
-        (RequestCondition::Failed, failed),
-    ]
-    .into_iter()
-    .map(|(type_, status)| ConditionUpdate {
-        type_: type_.as_str(),
-        status,
-        reason: reason.as_str(),
-        message: message.to_string(),
-    })
-    .collect()
+    with_one_reason(
+        [
+            (RequestCondition::Complete.as_str(), complete),
+            (RequestCondition::Succeeded.as_str(), succeeded),
+            (RequestCondition::Failed.as_str(), failed),
+        ],
+        reason.as_str(),
+        message,
+    )
 }
 
 /// How soon a finished request whose TTL ran out is looked at again while its terminal status
