@@ -114,6 +114,9 @@ string_enum!(
         FirmwareTimedOut,
         /// FirmwareCurrent=False: after a successful update the device reports another version.
         FirmwareDrift,
+        /// FirmwareCurrent=False: a DeviceDisruptionBudget has no room; the firmware order is
+        /// held back from the device until it has.
+        DisruptionBudgetExhausted,
     }
 );
 

@@ -1173,7 +1173,10 @@ mod tests {
         let patch = reported_of(publications(&effects)[0]);
         assert!(!patch.full);
         assert_eq!(patch.seq, 2);
-        assert_eq!(patch.applied, Some(AppliedVersion { epoch: "e1".into(), version: 3 }));
+        assert_eq!(
+            patch.applied,
+            Some(AppliedVersion { epoch: "e1".into(), version: 3, revision: 0 })
+        );
         assert_eq!(
             Value::Object(patch.reported.clone()),
             json!({"led": {"color": "green"}, "interval": 30})

@@ -188,7 +188,7 @@ mod tests {
         let ledger = Ledger {
             boot: 3,
             last_reboot: Some("2025-05-01T12:00:00Z".into()),
-            applied: Some(AppliedVersion { epoch: "e".into(), version: 4 }),
+            applied: Some(AppliedVersion { epoch: "e".into(), version: 4, revision: 0 }),
             properties,
             reboot: Some(RebootState::new(RebootStatus::Done, "r1")),
             pending_reboot: Some(PendingReboot {

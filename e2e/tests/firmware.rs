@@ -231,3 +231,99 @@ async fn an_update_survives_operator_kills_and_boots_the_new_image_once() {
     assert_eq!(phase(&done), Some(FirmwarePhase::Succeeded), "{:#?}", firmware(&done));
     assert_eq!(sim.ledger(&id).unwrap().unwrap().boot, boot_before + 1, "booted into it once");
 }
+
+#[tokio::test]
+async fn a_disruption_budget_holds_a_firmware_order_back_until_it_has_room() {
+    let s = setup("fw-budget").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let names = ["gw-a", "gw-b"];
+    for name in names {
+        let device = serde_json::from_value(json!({
+            "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device",
+            "metadata": {"name": name, "labels": {"site": "roof"}}, "spec": {},
+        }))
+        .unwrap();
+        s.devices.create(&kube::api::PostParams::default(), &device).await.unwrap();
+    }
+    let ids: Vec<String> = names.iter().map(|n| s.scope.device_id(n)).collect();
+    let sim = Simulator::start(s.env, &s.scope, &ids, &["--boot-seconds=1"]).expect("sim");
+    for name in names {
+        wait_for(&s.devices, name, "connected", is_connected).await;
+    }
+    let budget: kubetwin_api::DeviceDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "kubetwin.io/v1alpha1", "kind": "DeviceDisruptionBudget",
+        "metadata": {"name": "roof"},
+        "spec": {"selector": {"matchLabels": {"site": "roof"}}, "maxUnavailable": 1},
+    }))
+    .unwrap();
+    let budgets: Api<kubetwin_api::DeviceDisruptionBudget> =
+        Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace);
+    budgets.create(&kube::api::PostParams::default(), &budget).await.unwrap();
+    wait_for(&budgets, "roof", "status", |b| b.status.is_some()).await;
+
+    let image = Image::new("1.1.0");
+    let server = FirmwareServer::start(std::slice::from_ref(&image), Duration::from_millis(1500))
+        .await
+        .unwrap();
+    // Every firmware phase of both devices, in the order a watch saw them.
+    let timeline = Arc::new(Mutex::new(Vec::<(String, FirmwarePhase)>::new()));
+    {
+        let sink = timeline.clone();
+        let config = watcher::Config::default().labels("site=roof");
+        let stream = watcher(s.devices.clone(), config).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(device)) = stream.next().await {
+                let name = device.metadata.name.clone().unwrap_or_default();
+                if let (Some(phase), Ok(mut seen)) = (phase(&device), sink.lock())
+                    && seen.iter().rev().find(|(n, _)| *n == name).map(|(_, p)| *p) != Some(phase)
+                {
+                    seen.push((name, phase));
+                }
+            }
+        });
+    }
+    target(&s, "gw-a", &server, &image, 600).await;
+    wait_for(&s.devices, "gw-a", "updating", |d| {
+        matches!(
+            phase(d),
+            Some(FirmwarePhase::Downloading | FirmwarePhase::Verifying | FirmwarePhase::Applying)
+        )
+    })
+    .await;
+    target(&s, "gw-b", &server, &image, 600).await;
+    let held = wait_for(&s.devices, "gw-b", "held back", |d| {
+        firmware(d).is_some_and(|f| f.reason.as_deref() == Some("DisruptionBudgetExhausted"))
+    })
+    .await;
+    let status = firmware(&held).cloned().unwrap();
+    assert_eq!(status.phase, Some(FirmwarePhase::Pending));
+    assert!(
+        status.message.as_deref().is_some_and(|m| m.contains("roof has no room: 1 of 2")),
+        "{status:#?}"
+    );
+    let current = condition(&held, "FirmwareCurrent").unwrap();
+    assert_eq!(current.reason, "DisruptionBudgetExhausted");
+
+    for name in names {
+        wait_for(&s.devices, name, "updated", |d| phase(d) == Some(FirmwarePhase::Succeeded)).await;
+    }
+    for id in &ids {
+        let ledger = sim.ledger(id).unwrap().expect("ledger");
+        assert_eq!(ledger.firmware_current.as_deref(), Some("1.1.0"), "{id}");
+    }
+    // Never both updating at once: gw-b's first step comes after gw-a's end.
+    let timeline = timeline.lock().unwrap().clone();
+    let position = |name: &str, phases: &[FirmwarePhase]| {
+        timeline.iter().position(|(n, p)| n == name && phases.contains(p))
+    };
+    let in_progress = [
+        FirmwarePhase::Downloading,
+        FirmwarePhase::Verifying,
+        FirmwarePhase::Applying,
+        FirmwarePhase::Rebooting,
+    ];
+    let a_done = position("gw-a", &[FirmwarePhase::Succeeded]).expect("gw-a succeeded");
+    let b_started = position("gw-b", &in_progress).expect("gw-b updated");
+    assert!(b_started > a_done, "gw-b started after gw-a ended: {timeline:?}");
+}

@@ -72,10 +72,13 @@ pub async fn run(
     let fleet = Arc::new(Mutex::new(FleetIndex::with_orphan_prefix(orphan_prefix)));
     let (device_trigger, device_triggers) = futures::channel::mpsc::unbounded();
     let (clear_sender, clear_requests) = tokio::sync::mpsc::unbounded_channel::<DeviceId>();
+    let budget_index = Arc::new(Mutex::new(BudgetIndex::default()));
     let devices = {
         let fleet = fleet.clone();
         let trigger = device_trigger.clone();
+        let budget_index = budget_index.clone();
         lean_controller::<Device>(&client, &config, move |event| {
+            budget_controller::observe_device(event, &budget_index);
             let change = fleet
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -112,7 +115,6 @@ pub async fn run(
 
     // Disruption budgets: fed by the budget watch (the budgets) and the request watches
     // (which devices requests disrupt now).
-    let budget_index = Arc::new(Mutex::new(BudgetIndex::default()));
     let budgets = {
         let index = budget_index.clone();
         lean_controller::<DeviceDisruptionBudget>(&client, &config, move |event| {

@@ -101,7 +101,8 @@ impl<'de> Deserialize<'de> for V1 {
     }
 }
 
-/// A version of the desired document: the Device uid (`epoch`) and its generation (`version`).
+/// A version of the desired document: the Device uid (`epoch`), its generation (`version`)
+/// and the operator's revision of that generation (`revision`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedVersion {
@@ -109,17 +110,26 @@ pub struct AppliedVersion {
     pub epoch: String,
     /// The Device's metadata.generation when the document was issued.
     pub version: i64,
+    /// The operator's revision of the document within one generation (0 when absent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
 }
 
 impl AppliedVersion {
     /// The version of a desired document.
     pub fn of(doc: &DesiredDocument) -> Self {
-        Self { epoch: doc.epoch.clone(), version: doc.version }
+        Self { epoch: doc.epoch.clone(), version: doc.version, revision: doc.revision }
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
         validate_epoch_version(&self.epoch, self.version)
     }
+}
+
+/// Serde helper: a zero revision is left out, so documents without one read the same.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn validate_epoch_version(epoch: &str, version: i64) -> Result<(), DecodeError> {
@@ -142,6 +152,10 @@ pub struct DesiredDocument {
     pub epoch: String,
     /// The Device's metadata.generation; grows with every spec change.
     pub version: i64,
+    /// Grows when the operator changes the document without a spec change (a firmware order
+    /// released by a disruption budget): devices apply a higher (version, revision) pair.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
     /// When the operator issued the document (RFC 3339).
     pub issued_at: String,
     /// The desired properties (a JSON object).
@@ -163,6 +177,7 @@ impl DesiredDocument {
             v: V1,
             epoch: epoch.into(),
             version,
+            revision: 0,
             issued_at: issued_at.into(),
             desired,
             firmware: None,
@@ -680,7 +695,10 @@ mod tests {
             ),
         );
         assert_round_trip(&doc, examples::DESIRED);
-        assert_eq!(AppliedVersion::of(&doc), AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        assert_eq!(
+            AppliedVersion::of(&doc),
+            AppliedVersion { epoch: EPOCH.into(), version: 3, revision: 0 }
+        );
     }
 
     #[test]
@@ -692,7 +710,7 @@ mod tests {
                 json!({"telemetryIntervalSeconds": 30, "led": {"color": "green"}, "lastError": null}),
             ),
         );
-        patch.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        patch.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3, revision: 0 });
         patch.ts = Some("2025-05-01T12:00:01Z".into());
         assert_round_trip(&patch, examples::REPORTED_PATCH);
         assert_eq!(patch.cursor(), Cursor { boot: 7, seq: 12 });
@@ -716,7 +734,7 @@ mod tests {
                 "led": {"color": "green"}
             })),
         );
-        full.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3 });
+        full.applied = Some(AppliedVersion { epoch: EPOCH.into(), version: 3, revision: 0 });
         full.ts = Some("2025-05-01T12:01:12Z".into());
         assert_round_trip(&full, examples::REPORTED_FULL);
         assert!(full.full);
@@ -898,7 +916,7 @@ mod tests {
         reported.ts = Some("12:00".into());
         assert!(invalid(reported.validate()));
         reported.ts = None;
-        reported.applied = Some(AppliedVersion { epoch: String::new(), version: 1 });
+        reported.applied = Some(AppliedVersion { epoch: String::new(), version: 1, revision: 0 });
         assert!(invalid(reported.validate()));
 
         let request = |id: &str, method: &str, expires: &str| {

@@ -14,11 +14,14 @@ pub const KEY_LAST_REBOOT: &str = "lastReboot";
 pub const KEY_REBOOT: &str = "reboot";
 
 /// Whether a device that applied `applied` applies `incoming`: when nothing was applied, the
-/// epoch differs (a new Device), or the version is higher.
+/// epoch differs (a new Device), or (version, revision) is higher.
 pub fn should_apply(applied: Option<&AppliedVersion>, incoming: &DesiredDocument) -> bool {
     match applied {
         None => true,
-        Some(applied) => applied.epoch != incoming.epoch || incoming.version > applied.version,
+        Some(applied) => {
+            applied.epoch != incoming.epoch
+                || (incoming.version, incoming.revision) > (applied.version, applied.revision)
+        }
     }
 }
 
@@ -130,7 +133,7 @@ mod tests {
     }
 
     fn applied(epoch: &str, version: i64) -> AppliedVersion {
-        AppliedVersion { epoch: epoch.into(), version }
+        AppliedVersion { epoch: epoch.into(), version, revision: 0 }
     }
 
     #[test]
@@ -144,6 +147,15 @@ mod tests {
         // A new Device with the same id (new uid) starts again at a low generation.
         assert!(should_apply(Some(&applied(EPOCH, 9)), &doc("new-uid", 1)));
         assert!(should_apply(Some(&applied(EPOCH, 1)), &doc("new-uid", 1)));
+        // A later revision of the same generation (a firmware order released) is applied once.
+        let mut released = doc(EPOCH, 3);
+        released.revision = 1;
+        assert!(should_apply(Some(&applied(EPOCH, 3)), &released));
+        assert!(!should_apply(Some(&AppliedVersion::of(&released)), &released));
+        // An earlier revision after it (re-published by a restarted operator) is not.
+        assert!(!should_apply(Some(&AppliedVersion::of(&released)), &doc(EPOCH, 3)));
+        // A new generation starts again at revision 0.
+        assert!(should_apply(Some(&AppliedVersion::of(&released)), &doc(EPOCH, 4)));
     }
 
     #[test]

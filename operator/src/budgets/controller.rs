@@ -15,7 +15,10 @@ use kubetwin_api::{
     condition::{BudgetCondition, BudgetReason, ConditionStatus},
 };
 
-use super::index::{BudgetIndex, GroupState};
+use super::{
+    firmware::{FirmwareHold, firmware_hold, firmware_holder},
+    index::{BudgetIndex, GroupState},
+};
 use crate::{
     context::Context,
     error::{Error, Result},
@@ -50,6 +53,35 @@ pub fn observe(
             index.remove(&budget.namespace().unwrap_or_default(), &budget.name_any());
         }
         watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// Keeps the firmware holds in step with the Device watch (see [`firmware_hold`]): the only
+/// place a firmware slot is given back, so it is given back once the end is persisted.
+/// Replayed on a restart, so the holds of updates in progress are rebuilt from the Devices.
+pub fn observe_device(
+    event: &watcher::Event<kubetwin_api::Device>,
+    index: &std::sync::Mutex<BudgetIndex>,
+) {
+    let mut index = index.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match event {
+        watcher::Event::Apply(device) | watcher::Event::InitApply(device) => {
+            let namespace = device.namespace().unwrap_or_default();
+            let name = device.name_any();
+            let holder = firmware_holder(&namespace, &name);
+            match firmware_hold(device) {
+                FirmwareHold::Hold => index.hold(&namespace, &name, holder),
+                FirmwareHold::Release => index.release(&namespace, &name, &holder),
+                FirmwareHold::Keep => {}
+            }
+        }
+        watcher::Event::Delete(device) => {
+            let namespace = device.namespace().unwrap_or_default();
+            let name = device.name_any();
+            index.release(&namespace, &name, &firmware_holder(&namespace, &name));
+        }
+        watcher::Event::InitDone => index.kind_synced("device"),
+        watcher::Event::Init => {}
     }
 }
 

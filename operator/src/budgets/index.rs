@@ -13,8 +13,16 @@ use kubetwin_api::DeviceDisruptionBudget;
 
 use crate::rollout::planner::Size;
 
-/// A request that holds a disruption: its kind label, namespace and name.
+/// What holds a disruption: a request (its kind label, namespace and name) or a Device's
+/// firmware update ([`FIRMWARE_HOLDER`], namespace and name).
 pub type HolderKey = (&'static str, String, String);
+
+/// Holder kind of a firmware update in progress.
+pub const FIRMWARE_HOLDER: &str = "firmware";
+
+/// Kinds whose holds must be replayed (their watch listed everything) before any disruption
+/// is allowed: Devices (firmware updates in progress) and the request kinds.
+pub const HOLDING_KINDS: [&str; 3] = ["device", "rebootrequest", "methodrequest"];
 
 /// How many devices of a group must stay available, or may be unavailable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +182,13 @@ impl BudgetIndex {
                 self.held.remove(&key);
             }
         }
+    }
+
+    /// Whether `holder` disrupts `device` now.
+    pub fn holds(&self, namespace: &str, device: &str, holder: &HolderKey) -> bool {
+        self.held
+            .get(&(namespace.to_string(), device.to_string()))
+            .is_some_and(|holders| holders.contains(holder))
     }
 
     /// Whether a request disrupts `device` now.

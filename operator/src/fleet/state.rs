@@ -120,6 +120,9 @@ pub struct Published {
     pub version: i64,
     /// Fingerprint of the desired properties.
     pub fingerprint: u64,
+    /// The operator's revision within the generation (1 once a firmware order is included;
+    /// one held back by a disruption budget is not).
+    pub revision: u32,
 }
 
 impl Published {
@@ -129,6 +132,7 @@ impl Published {
             epoch: document.epoch.clone(),
             version: document.version,
             fingerprint: desired_fingerprint(&document.desired),
+            revision: document.revision,
         }
     }
 

@@ -28,13 +28,13 @@ use super::{
     status::{JobFacts, status_of, strategy_of},
 };
 use crate::{
+    budgets::index::HOLDING_KINDS,
     context::{Context, DeviceOnline},
     error::{Error, Result},
     k8s::{
         Retries, kind_label, reconcile_failed,
         status::{LatestStatuses, Priority, StatusKey, StatusKind},
     },
-    methods::controller::DISRUPTIVE_KINDS,
     rollout::planner::{Attempt, Member, Observed, Readiness, Room, plan},
 };
 
@@ -95,7 +95,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
     let name = job.name_any();
     let uid = job.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let fleet_synced = ctx.fleet().synced();
-    if !fleet_synced || !ctx.budgets().synced(&DISRUPTIVE_KINDS) {
+    if !fleet_synced || !ctx.budgets().synced(&HOLDING_KINDS) {
         // Until Devices and requests are all listed, members and children are not all known.
         return Ok(Action::requeue(RUNNING_RECHECK));
     }

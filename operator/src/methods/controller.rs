@@ -30,7 +30,7 @@ use super::{
     resource::RequestResource,
 };
 use crate::{
-    budgets::index::{BudgetIndex, HolderKey},
+    budgets::index::{BudgetIndex, HOLDING_KINDS, HolderKey},
     context::Context,
     error::Error,
     error::Result,
@@ -177,9 +177,6 @@ pub fn holder_of<R: RequestResource>(request: &R) -> HolderKey {
     (kind_label::<R>(), request.namespace().unwrap_or_default(), request.name_any())
 }
 
-/// Request kinds whose holds must be replayed before any disruption is allowed.
-pub const DISRUPTIVE_KINDS: [&str; 2] = ["rebootrequest", "methodrequest"];
-
 /// Requeue after an error, later with each failure in a row.
 pub fn error_policy<R: RequestResource>(
     request: Arc<R>,
@@ -220,7 +217,7 @@ pub async fn reconcile<R: RequestResource>(
     let method_label = kind.metric_label();
     let timeouts = request.timeouts();
     let disruptive = kind.disruptive();
-    if disruptive && !ctx.budgets().synced(&DISRUPTIVE_KINDS) {
+    if disruptive && !ctx.budgets().synced(&HOLDING_KINDS) {
         // Until every request is replayed, the devices disrupted now are not all known.
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     }

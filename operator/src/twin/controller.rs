@@ -7,11 +7,12 @@ use kube::{
     ResourceExt,
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
-use kubetwin_api::{Device, DeviceStatus, condition::DeviceReason};
+use kubetwin_api::{Device, DeviceStatus, FirmwarePhase, condition::DeviceReason};
 use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::format_rfc3339};
 
 use super::status::{Problem, desired_status};
 use crate::{
+    budgets::{firmware::firmware_holder, index::HOLDING_KINDS},
     context::Context,
     error::Error,
     error::Result,
@@ -87,13 +88,40 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         }
     };
 
-    let (status, publish) = {
+    let status = {
         let fleet = ctx.fleet();
         let state = owned_id.as_ref().and_then(|id| fleet.state(id));
-        let publish = owned_id.is_some()
+        desired_status(&device, state, problem.as_ref(), None, now)?
+    };
+    // A firmware order goes to the device only with room in its disruption budgets.
+    let firmware_phase = status.firmware.as_ref().and_then(|f| f.phase);
+    let gate = firmware_gate(ctx, &namespace, &name, &device, firmware_phase);
+    if gate == FirmwareGate::NotYet {
+        // Neither send the order nor write a status that says it was sent: look again soon.
+        return Ok(Action::requeue(NOT_SYNCED));
+    }
+    let status = match &gate {
+        FirmwareGate::HeldBack(why) => {
+            let fleet = ctx.fleet();
+            let state = owned_id.as_ref().and_then(|id| fleet.state(id));
+            desired_status(&device, state, problem.as_ref(), Some(why), now)?
+        }
+        _ => status,
+    };
+    let send_firmware = gate == FirmwareGate::Send;
+    // Releasing a held-back order changes the document without a spec change: a higher
+    // revision makes the device apply it (it ignores a version it has applied already).
+    let revision = u32::from(send_firmware && device.spec.firmware.is_some());
+    let publish = {
+        let fleet = ctx.fleet();
+        let state = owned_id.as_ref().and_then(|id| fleet.state(id));
+        owned_id.is_some()
             && problem.is_none()
-            && state.is_some_and(|s| !s.published.as_ref().is_some_and(|p| p.is(&uid, generation)));
-        (desired_status(&device, state, problem.as_ref(), now)?, publish)
+            && state.is_some_and(|s| {
+                !s.published
+                    .as_ref()
+                    .is_some_and(|p| p.is(&uid, generation) && p.revision == revision)
+            })
     };
 
     if let (true, Some(id)) = (publish && ctx.mqtt_up(), &owned_id) {
@@ -103,12 +131,14 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
             format_rfc3339(now.as_millisecond()),
             desired,
         );
-        document.firmware = device.spec.firmware.as_ref().map(|f| FirmwareOrder {
-            version: f.version.clone(),
-            url: f.url.clone(),
-            sha256: f.sha256.clone(),
-            size_bytes: f.size_bytes.and_then(|b| u64::try_from(b).ok()),
-        });
+        document.revision = revision;
+        document.firmware =
+            device.spec.firmware.as_ref().filter(|_| send_firmware).map(|f| FirmwareOrder {
+                version: f.version.clone(),
+                url: f.url.clone(),
+                sha256: f.sha256.clone(),
+                size_bytes: f.size_bytes.and_then(|b| u64::try_from(b).ok()),
+            });
         ctx.publisher.desired(id, &document).await?;
         if let Some(state) = ctx.fleet().state_mut(id) {
             state.published = Some(Published::of(&document));
@@ -144,7 +174,73 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
             Duration::try_from(deadline.duration_since(now)).unwrap_or_default()
                 + Duration::from_secs(1)
         });
-    Ok(Action::requeue(firmware_deadline.map_or(RESYNC, |left| left.min(RESYNC))))
+    // Room frees up without any change to this Device: look again soon.
+    let recheck = matches!(gate, FirmwareGate::HeldBack(_)).then_some(BUDGET_RECHECK);
+    let wait = [firmware_deadline, recheck, Some(RESYNC)].into_iter().flatten().min();
+    Ok(Action::requeue(wait.unwrap_or(RESYNC)))
+}
+
+/// How often a firmware order held back by a disruption budget looks for room again.
+const BUDGET_RECHECK: Duration = Duration::from_secs(2);
+
+/// Whether the Device's firmware order goes into its desired document now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FirmwareGate {
+    /// No spec.firmware.
+    NoTarget,
+    /// Send the order (the update holds its slot, or needs none).
+    Send,
+    /// A disruption budget has no room (why, for people).
+    HeldBack(String),
+    /// The holds are not all replayed yet (just started): decide in a moment.
+    NotYet,
+}
+
+/// Decides [`FirmwareGate`] for `device` whose firmware status is computed to be in `phase`,
+/// taking its slot in the disruption budgets before the order is sent. The slot is given back
+/// by the Device watch once the update's end is persisted (`budgets::firmware`).
+fn firmware_gate(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    device: &Device,
+    phase: Option<FirmwarePhase>,
+) -> FirmwareGate {
+    use FirmwarePhase::{Applying, Current, Downloading, Rebooting, Verifying};
+    if device.spec.firmware.is_none() {
+        return FirmwareGate::NoTarget;
+    }
+    let holder = firmware_holder(namespace, name);
+    match phase {
+        // Under way: the device has the order; it holds its slot.
+        Some(Downloading | Verifying | Applying | Rebooting) => {
+            ctx.budgets().hold(namespace, name, holder);
+            return FirmwareGate::Send;
+        }
+        // Over, or nothing to install: the order stays in the document as the record of the
+        // target and disrupts nothing more.
+        Some(p) if p.is_terminal() || p == Current => return FirmwareGate::Send,
+        _ => {}
+    }
+    if ctx.budgets().holds(namespace, name, &holder) {
+        return FirmwareGate::Send;
+    }
+    if !ctx.budgets().synced(&HOLDING_KINDS) {
+        return FirmwareGate::NotYet;
+    }
+    let devices = ctx.devices_online(namespace);
+    let Some(target) = devices.iter().find(|d| d.device.name_any() == name) else {
+        return FirmwareGate::NotYet;
+    };
+    // Check and hold under one lock: two Devices never take the last slot together.
+    let mut budgets = ctx.budgets();
+    match budgets.check(namespace, target.facts(), devices.iter().map(|d| d.facts())) {
+        Ok(()) => {
+            budgets.hold(namespace, name, holder);
+            FirmwareGate::Send
+        }
+        Err(exhausted) => FirmwareGate::HeldBack(exhausted.message()),
+    }
 }
 
 /// Connection, readiness and firmware-phase changes are written first; reported properties

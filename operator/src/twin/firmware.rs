@@ -223,6 +223,30 @@ pub fn firmware_status(
     Some(status)
 }
 
+/// Shows that the order for the target waits for room in a disruption budget (`why`): the
+/// phase stays Pending; the order is not sent to the device yet.
+pub fn held_back(status: &mut FirmwareStatus, why: &str) {
+    let wanted = status.target.clone().unwrap_or_default();
+    set(
+        status,
+        FirmwarePhase::Pending,
+        DeviceReason::DisruptionBudgetExhausted,
+        format!("{why}; the update to {wanted} is held back until it has room"),
+    );
+}
+
+/// Shows that an order held back until now goes to the device: Pending, waiting for the device
+/// to start (the time held back counts towards the update's timeout).
+pub fn released(status: &mut FirmwareStatus) {
+    if status.phase == Some(FirmwarePhase::Pending)
+        && status.reason.as_deref() == Some(DeviceReason::DisruptionBudgetExhausted.as_str())
+    {
+        let wanted = status.target.clone().unwrap_or_default();
+        let message = format!("Waiting for the device to start the update to {wanted}");
+        set(status, FirmwarePhase::Pending, DeviceReason::FirmwareUpdating, message);
+    }
+}
+
 /// The `FirmwareCurrent` condition for `status`.
 pub fn firmware_condition(status: Option<&FirmwareStatus>) -> ConditionUpdate {
     use ConditionStatus::{False, True};
@@ -233,6 +257,11 @@ pub fn firmware_condition(status: Option<&FirmwareStatus>) -> ConditionUpdate {
             match (status.phase, status.reason.as_deref()) {
                 (_, Some(r)) if r == DeviceReason::FirmwareDrift.as_str() => {
                     (False, DeviceReason::FirmwareDrift, message)
+                }
+                (Some(FirmwarePhase::Pending), Some(r))
+                    if r == DeviceReason::DisruptionBudgetExhausted.as_str() =>
+                {
+                    (False, DeviceReason::DisruptionBudgetExhausted, message)
                 }
                 (Some(FirmwarePhase::Current | FirmwarePhase::Succeeded), _) => {
                     (True, DeviceReason::FirmwareUpToDate, message)
@@ -297,6 +326,40 @@ mod tests {
 
     fn phase(status: &Option<FirmwareStatus>) -> Option<FirmwarePhase> {
         status.as_ref().and_then(|s| s.phase)
+    }
+
+    #[test]
+    fn a_held_back_order_says_so_until_it_is_released_and_keeps_its_deadline() {
+        let t = target("1.1.0");
+        let idle = report("1.0.0", None, FirmwareState::Idle, true, 3);
+        let mut status = firmware_status(Some(&t), None, &idle, at(0)).expect("a status");
+        held_back(
+            &mut status,
+            "DeviceDisruptionBudget roof has no room: 1 of 2 devices unavailable",
+        );
+        assert_eq!(status.phase, Some(FirmwarePhase::Pending));
+        assert_eq!(status.reason.as_deref(), Some("DisruptionBudgetExhausted"));
+        let condition = firmware_condition(Some(&status));
+        assert_eq!(condition.reason, DeviceReason::DisruptionBudgetExhausted.as_str());
+        // Still held back later: the previous status is kept as it is.
+        let later = firmware_status(Some(&t), Some(&status), &idle, at(30)).expect("a status");
+        assert_eq!(later.reason.as_deref(), Some("DisruptionBudgetExhausted"));
+        let mut sent = later.clone();
+        released(&mut sent);
+        assert_eq!(sent.phase, Some(FirmwarePhase::Pending));
+        assert_eq!(sent.reason.as_deref(), Some("FirmwareUpdating"));
+        assert_eq!(sent.started_at, status.started_at, "the wait counts towards the timeout");
+        // Releasing touches nothing but a held-back order.
+        let mut downloading = firmware_status(
+            Some(&t),
+            Some(&sent),
+            &report("1.0.0", Some("1.1.0"), FirmwareState::Downloading, true, 3),
+            at(40),
+        )
+        .expect("a status");
+        let before = downloading.clone();
+        released(&mut downloading);
+        assert_eq!(downloading, before);
     }
 
     #[test]

@@ -36,11 +36,13 @@ fn condition(
 ///
 /// Device-side fields come from `state` when the operator holds one (otherwise the current
 /// status is kept); the effective device id, observed generation and the `Connected`,
-/// `InSync` and `Ready` conditions are derived.
+/// `InSync` and `Ready` conditions are derived. `firmware_held_back` says why a pending
+/// firmware order is not sent yet (a disruption budget without room).
 pub fn desired_status(
     device: &Device,
     state: Option<&DeviceState>,
     problem: Option<&Problem>,
+    firmware_held_back: Option<&str>,
     now: Timestamp,
 ) -> Result<DeviceStatus, CursorOutOfRange> {
     use ConditionStatus::{False, True, Unknown};
@@ -166,12 +168,21 @@ pub fn desired_status(
             .and_then(kubetwin_protocol::ReportedFirmware::from_value),
         boot: existing.last_reported.and_then(|c| u64::try_from(c.boot).ok()),
     };
-    let firmware = super::firmware::firmware_status(
+    let mut firmware = super::firmware::firmware_status(
         device.spec.firmware.as_ref(),
         existing.firmware.as_ref(),
         &report,
         now,
     );
+    if let Some(status) = firmware.as_mut() {
+        match firmware_held_back {
+            Some(why) if status.phase == Some(kubetwin_api::FirmwarePhase::Pending) => {
+                super::firmware::held_back(status, why);
+            }
+            Some(_) => {}
+            None => super::firmware::released(status),
+        }
+    }
     let firmware_current = super::firmware::firmware_condition(firmware.as_ref());
 
     Ok(DeviceStatus {
@@ -212,7 +223,7 @@ mod tests {
         state: Option<&DeviceState>,
         problem: Option<&Problem>,
     ) -> DeviceStatus {
-        desired_status(device, state, problem, now()).expect("counters in range")
+        desired_status(device, state, problem, None, now()).expect("counters in range")
     }
 
     #[test]
@@ -316,6 +327,6 @@ mod tests {
         let first = status(&device, None, None);
         device.status = Some(first.clone());
         let later = Timestamp::from_second(1_700_000_100).expect("valid");
-        assert_eq!(desired_status(&device, None, None, later), Ok(first));
+        assert_eq!(desired_status(&device, None, None, None, later), Ok(first));
     }
 }

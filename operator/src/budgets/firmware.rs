@@ -1,0 +1,109 @@
+//! Firmware updates as disruptions: which Device watch events take or give back a Device's
+//! slot in its disruption budgets. Pure: the watch callback applies the decision to the index.
+
+use kubetwin_api::{Device, FirmwarePhase, condition::DeviceReason};
+
+use super::index::{FIRMWARE_HOLDER, HolderKey};
+
+/// What a persisted Device says about the slot its firmware update holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirmwareHold {
+    /// The update is under way (downloading to rebooting): it holds a slot.
+    Hold,
+    /// No target, or the update of the current target ended: it holds nothing.
+    Release,
+    /// Not decided by the persisted status: the order is held back (the Device controller
+    /// takes the slot when it releases the order) or the status does not describe the current
+    /// target yet (it was written before the target changed).
+    Keep,
+}
+
+/// The firmware status reason of an order held back by a budget.
+const HELD_BACK: &str = DeviceReason::DisruptionBudgetExhausted.as_str();
+
+/// The key under which a Device's firmware update holds a disruption.
+pub fn firmware_holder(namespace: &str, name: &str) -> HolderKey {
+    (FIRMWARE_HOLDER, namespace.to_string(), name.to_string())
+}
+
+/// Decides [`FirmwareHold`] from a Device as persisted (spec and status of one version).
+pub fn firmware_hold(device: &Device) -> FirmwareHold {
+    use FirmwarePhase::{
+        Applying, Current, Downloading, Failed, Pending, Rebooting, RolledBack, Succeeded,
+        TimedOut, Verifying,
+    };
+    let Some(target) = device.spec.firmware.as_ref() else {
+        return FirmwareHold::Release;
+    };
+    let Some(status) = device.status.as_ref().and_then(|s| s.firmware.as_ref()) else {
+        return FirmwareHold::Keep;
+    };
+    if status.target.as_deref() != Some(target.version.as_str()) {
+        return FirmwareHold::Keep;
+    }
+    match status.phase {
+        Some(Pending) if status.reason.as_deref() == Some(HELD_BACK) => FirmwareHold::Keep,
+        // Pending and not held back: the order was sent (the Device controller writes that
+        // status only after taking the slot), so a restarted operator holds it again.
+        Some(Pending | Downloading | Verifying | Applying | Rebooting) => FirmwareHold::Hold,
+        Some(Succeeded | Failed | RolledBack | TimedOut | Current) => FirmwareHold::Release,
+        None => FirmwareHold::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetwin_api::{DeviceSpec, DeviceStatus, FirmwareStatus, FirmwareTarget};
+
+    use super::*;
+
+    fn device(target: Option<&str>, status: Option<(&str, FirmwarePhase, &str)>) -> Device {
+        let mut device = Device::new("gw", DeviceSpec::default());
+        device.spec.firmware = target.map(|version| FirmwareTarget {
+            version: version.into(),
+            url: "http://firmware.example/image.bin".into(),
+            ..FirmwareTarget::default()
+        });
+        device.status = status.map(|(target, phase, reason)| DeviceStatus {
+            firmware: Some(FirmwareStatus {
+                target: Some(target.into()),
+                phase: Some(phase),
+                reason: Some(reason.into()),
+                ..FirmwareStatus::default()
+            }),
+            ..DeviceStatus::default()
+        });
+        device
+    }
+
+    const UPDATING: &str = "FirmwareUpdating";
+
+    #[test]
+    fn an_update_holds_its_slot_from_download_until_it_ends() {
+        use FirmwareHold::{Hold, Keep, Release};
+        use FirmwarePhase::*;
+        let table = [
+            // (spec target, persisted status (target, phase, reason), decision)
+            (None, None, Release),
+            (None, Some(("1.1", Rebooting, UPDATING)), Release),
+            (Some("1.1"), None, Keep),
+            (Some("1.1"), Some(("1.1", Pending, HELD_BACK)), Keep),
+            (Some("1.1"), Some(("1.1", Pending, UPDATING)), Hold),
+            (Some("1.1"), Some(("1.1", Downloading, UPDATING)), Hold),
+            (Some("1.1"), Some(("1.1", Verifying, UPDATING)), Hold),
+            (Some("1.1"), Some(("1.1", Applying, UPDATING)), Hold),
+            (Some("1.1"), Some(("1.1", Rebooting, UPDATING)), Hold),
+            (Some("1.1"), Some(("1.1", Succeeded, "FirmwareUpToDate")), Release),
+            (Some("1.1"), Some(("1.1", Failed, "FirmwareFailed")), Release),
+            (Some("1.1"), Some(("1.1", RolledBack, "FirmwareRolledBack")), Release),
+            (Some("1.1"), Some(("1.1", TimedOut, "FirmwareTimedOut")), Release),
+            (Some("1.1"), Some(("1.1", Current, "FirmwareUpToDate")), Release),
+            // Written before the target moved to 1.2: says nothing about 1.2's update.
+            (Some("1.2"), Some(("1.1", Succeeded, "FirmwareUpToDate")), Keep),
+            (Some("1.2"), Some(("1.1", Downloading, UPDATING)), Keep),
+        ];
+        for (target, status, expected) in table {
+            assert_eq!(firmware_hold(&device(target, status)), expected, "{target:?} {status:?}");
+        }
+    }
+}
