@@ -1,11 +1,11 @@
-//! Benchmark scenarios B1–B5 of `kubetwin-bench`.
+//! Benchmark scenarios B1–B7 of `kubetwin-bench`.
 //!
 //! Each scenario runs in its own namespace and topic root on one [`TestEnv`] (real control
 //! plane, mosquitto, operator and simulator binaries) and measures its floor in the same run,
 //! so results are ratios. Time never fails a run; correctness problems do.
 //!
-//! - [`b1_fanout`], [`b2_ingestion`], [`b3_memory`], [`b4_restart`], [`b5_latency`]: the
-//!   scenarios, one function each.
+//! - [`b1_fanout`], [`b2_ingestion`], [`b3_memory`], [`b4_restart`], [`b5_latency`],
+//!   [`b6_identity`], [`b7_job`]: the scenarios, one function each.
 //! - [`cluster`]: creating objects fast, status patches, a recording watch.
 //! - [`ping`]: raw MQTT request/response round trips.
 //! - [`ops`]: operator processes, metrics and waits.
@@ -18,6 +18,7 @@ pub mod b3_memory;
 pub mod b4_restart;
 pub mod b5_latency;
 pub mod b6_identity;
+pub mod b7_job;
 /// Bulk object operations and the recording watch, shared with the fault tests.
 pub use kubetwin_e2e::bulk as cluster;
 pub mod ops;
@@ -57,15 +58,17 @@ pub enum ScenarioId {
     B5,
     /// Identity cost.
     B6,
+    /// Fleet job.
+    B7,
 }
 
 impl ScenarioId {
     /// Every scenario, in the order they run: B3 last, so that its 100,000 objects do not
     /// weigh on the API server during the others.
-    pub const RUN_ORDER: [ScenarioId; 6] =
-        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B3];
+    pub const RUN_ORDER: [ScenarioId; 7] =
+        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B7, Self::B3];
 
-    /// Parses `B1` … `B5` (any case).
+    /// Parses `B1` … `B7` (any case).
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_uppercase().as_str() {
             "B1" => Some(Self::B1),
@@ -74,6 +77,7 @@ impl ScenarioId {
             "B4" => Some(Self::B4),
             "B5" => Some(Self::B5),
             "B6" => Some(Self::B6),
+            "B7" => Some(Self::B7),
             _ => None,
         }
     }
@@ -87,6 +91,7 @@ impl ScenarioId {
             Self::B4 => b4_restart::TITLE,
             Self::B5 => b5_latency::TITLE,
             Self::B6 => b6_identity::TITLE,
+            Self::B7 => b7_job::TITLE,
         }
     }
 
@@ -99,6 +104,7 @@ impl ScenarioId {
             Self::B4 => b4_restart::WHAT,
             Self::B5 => b5_latency::WHAT,
             Self::B6 => b6_identity::WHAT,
+            Self::B7 => b7_job::WHAT,
         }
     }
 }
@@ -130,6 +136,8 @@ pub struct Sizes {
     pub b5_runs: usize,
     /// B6: devices with their own credentials.
     pub b6_devices: usize,
+    /// B7: devices the fleet job reboots.
+    pub b7_devices: usize,
 }
 
 impl Sizes {
@@ -145,6 +153,7 @@ impl Sizes {
             b4_window: Duration::from_secs(30),
             b5_runs: 100,
             b6_devices: 10_000,
+            b7_devices: 10_000,
         }
     }
 
@@ -160,6 +169,7 @@ impl Sizes {
             b4_window: Duration::from_secs(10),
             b5_runs: 5,
             b6_devices: 20,
+            b7_devices: 30,
         }
     }
 }
@@ -227,6 +237,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             ScenarioId::B4 => b4_restart::run(&bench).await,
             ScenarioId::B5 => b5_latency::run(&bench).await,
             ScenarioId::B6 => b6_identity::run(&bench).await,
+            ScenarioId::B7 => b7_job::run(&bench).await,
         };
         let report = result.unwrap_or_else(|error| {
             ScenarioReport::failed(&id.to_string(), id.title(), id.what(), &error)
@@ -296,11 +307,12 @@ mod tests {
         assert_eq!(ScenarioId::parse("b2"), Some(ScenarioId::B2));
         assert_eq!(ScenarioId::parse(" B5 "), Some(ScenarioId::B5));
         assert_eq!(ScenarioId::parse("b6"), Some(ScenarioId::B6));
-        assert_eq!(ScenarioId::parse("B7"), None);
+        assert_eq!(ScenarioId::parse("B7"), Some(ScenarioId::B7));
+        assert_eq!(ScenarioId::parse("B8"), None);
         assert_eq!(ScenarioId::RUN_ORDER.last(), Some(&ScenarioId::B3));
         let mut all = ScenarioId::RUN_ORDER.to_vec();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 6, "every scenario runs once");
+        assert_eq!(all.len(), 7, "every scenario runs once");
     }
 }

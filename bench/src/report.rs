@@ -19,6 +19,8 @@ pub enum Unit {
     KiB,
     /// Mebibytes.
     MiB,
+    /// A number with two decimals (an average per device).
+    Decimal,
 }
 
 impl Unit {
@@ -34,6 +36,7 @@ impl Unit {
             Unit::Count => thousands(value),
             Unit::KiB => format!("{value:.2} KiB"),
             Unit::MiB => format!("{value:.1} MiB"),
+            Unit::Decimal => format!("{value:.2}"),
         }
     }
 }
