@@ -311,6 +311,18 @@ pub enum JobPhase {
 }
 
 impl JobPhase {
+    /// The phase as written in status (also a metric label).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspended => "Suspended",
+            Self::Running => "Running",
+            Self::Paused => "Paused",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Aborted => "Aborted",
+        }
+    }
+
     /// Whether the job starts nothing any more.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
@@ -437,4 +449,17 @@ pub struct DeviceJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobPhase;
+
+    #[test]
+    fn a_phase_label_is_what_status_shows() {
+        use JobPhase::*;
+        for phase in [Suspended, Running, Paused, Succeeded, Failed, Aborted] {
+            assert_eq!(serde_json::to_value(phase).ok(), Some(phase.as_str().into()));
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kube::{
-    Client, ResourceExt,
+    Client,
     runtime::{events::EventType, reflector::Store},
 };
 use kubetwin_api::Device;
@@ -11,7 +11,7 @@ use kubetwin_mqtt::LinkState;
 use tokio::sync::watch;
 
 use crate::{
-    budgets::index::{BudgetIndex, DeviceFacts},
+    budgets::index::BudgetIndex,
     fleet::{Claim, FleetIndex},
     k8s::{events::EventSink, status::StatusWriter},
     telemetry::metrics::Metrics,
@@ -40,23 +40,12 @@ pub struct Context {
     pub budgets: Arc<Mutex<BudgetIndex>>,
 }
 
-/// A Device with whether it is online now, for budget decisions.
+/// A Device with whether it is online now, for job planning.
 pub struct DeviceOnline {
     /// The cached Device.
     pub device: Arc<Device>,
     /// Online now (from the fleet index).
     pub online: bool,
-}
-
-impl DeviceOnline {
-    /// The facts a budget decision needs.
-    pub fn facts(&self) -> DeviceFacts<'_> {
-        DeviceFacts {
-            name: self.device.metadata.name.as_deref().unwrap_or_default(),
-            labels: self.device.labels(),
-            online: self.online,
-        }
-    }
 }
 
 impl Context {

@@ -56,8 +56,9 @@ pub fn observe(
     }
 }
 
-/// Keeps the firmware holds in step with the Device watch (see [`firmware_hold`]): the only
-/// place a firmware slot is given back, so it is given back once the end is persisted.
+/// Keeps the index in step with the Device watch: each Device's labels, and the firmware
+/// holds (see [`firmware_hold`]): the only place a firmware slot is given back, so it is given
+/// back once the end is persisted.
 /// Replayed on a restart, so the holds of updates in progress are rebuilt from the Devices.
 pub fn observe_device(
     event: &watcher::Event<kubetwin_api::Device>,
@@ -68,6 +69,7 @@ pub fn observe_device(
         watcher::Event::Apply(device) | watcher::Event::InitApply(device) => {
             let namespace = device.namespace().unwrap_or_default();
             let name = device.name_any();
+            index.set_labels(&namespace, &name, device.labels());
             let holder = firmware_holder(&namespace, &name);
             match firmware_hold(device) {
                 FirmwareHold::Hold => index.hold(&namespace, &name, holder),
@@ -79,6 +81,7 @@ pub fn observe_device(
             let namespace = device.namespace().unwrap_or_default();
             let name = device.name_any();
             index.release(&namespace, &name, &firmware_holder(&namespace, &name));
+            index.remove_device(&namespace, &name);
         }
         watcher::Event::InitDone => index.kind_synced("device"),
         watcher::Event::Init => {}
@@ -103,14 +106,13 @@ pub async fn reconcile(
     ctx.metrics.reconciled(crate::k8s::kind_label::<DeviceDisruptionBudget>());
     let namespace = budget.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = budget.name_any();
-    let devices = ctx.devices_online(&namespace);
     let groups = {
         let index = ctx.budgets();
-        let Some(compiled) = index.budget(&namespace, &name) else {
+        if index.budget(&namespace, &name).is_none() {
             // Not compiled: the watch has not shown it yet, or it cannot be read.
             return Ok(Action::requeue(REFRESH));
-        };
-        index.evaluate(&namespace, compiled, devices.iter().map(|d| d.facts()))
+        }
+        index.evaluate(&namespace, &name)
     };
     let status = status_of(
         &groups,

@@ -1,6 +1,10 @@
-//! The disruption budget index (no I/O): the budgets, compiled, and which devices requests
-//! in flight disrupt now. Fed one watch event at a time; asked whether a device may be
-//! disrupted, and what each budget allows.
+//! The disruption budget index (no I/O): the budgets, compiled, the Devices they select (labels
+//! and whether each is online), and which devices requests in flight disrupt now. Fed one
+//! event at a time; asked whether a device may be disrupted, and what each budget allows.
+//!
+//! Each (budget, group) keeps its counts of expected and unavailable devices up to date as
+//! events arrive, so the check before a disruptive send costs O(budgets), not O(devices):
+//! a job over 10,000 devices makes 10,000 checks.
 //!
 //! Reservations are derived from requests: a disruptive request holds its device from the
 //! moment it is sent until it is terminal or deleted. The request watch replays every
@@ -36,6 +40,8 @@ pub enum Limit {
 /// A budget, compiled for matching.
 #[derive(Clone, Debug)]
 pub struct Budget {
+    /// The spec it was compiled from (a status-only change recompiles nothing).
+    spec: kubetwin_api::DeviceDisruptionBudgetSpec,
     /// Its name.
     pub name: String,
     /// Which devices it protects.
@@ -57,6 +63,7 @@ impl Budget {
             _ => return None,
         };
         Some(Self {
+            spec: object.spec.clone(),
             name: object.metadata.name.clone().unwrap_or_default(),
             selector,
             limit,
@@ -77,17 +84,6 @@ impl Budget {
             Limit::MinAvailable(size) => available.saturating_sub(size.of(expected)),
         }
     }
-}
-
-/// What the index needs to know of one Device.
-#[derive(Clone, Copy, Debug)]
-pub struct DeviceFacts<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Its labels.
-    pub labels: &'a BTreeMap<String, String>,
-    /// Whether it is online now.
-    pub online: bool,
 }
 
 /// One group of a budget, evaluated.
@@ -128,131 +124,280 @@ impl Exhausted {
     }
 }
 
-/// Budgets per namespace, and the devices disrupted by requests in flight.
+/// Counts of one (budget, group), kept up to date.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GroupCount {
+    expected: u32,
+    unavailable: u32,
+}
+
+/// A budget and the counts of its groups.
+#[derive(Debug)]
+struct TrackedBudget {
+    budget: Budget,
+    groups: HashMap<String, GroupCount>,
+}
+
+/// What the index knows of one Device.
+#[derive(Debug)]
+struct TrackedDevice {
+    labels: BTreeMap<String, String>,
+    online: bool,
+}
+
+/// The budgets, Devices and holds of one namespace.
+#[derive(Debug, Default)]
+struct Namespace {
+    budgets: BTreeMap<String, TrackedBudget>,
+    devices: HashMap<String, TrackedDevice>,
+    /// Device → what disrupts it now (a device may be held before the index knows it).
+    held: HashMap<String, HashSet<HolderKey>>,
+}
+
+impl Namespace {
+    fn unavailable(&self, name: &str, online: bool) -> bool {
+        !online || self.held.contains_key(name)
+    }
+
+    /// Adds (`add`) or removes `device`'s contribution to every budget selecting it.
+    fn count(&mut self, name: &str, add: bool) {
+        let Some(device) = self.devices.get(name) else {
+            return;
+        };
+        let unavailable = !device.online || self.held.contains_key(name);
+        for tracked in self.budgets.values_mut() {
+            if !tracked.budget.selector.matches(&device.labels) {
+                continue;
+            }
+            let group = tracked.budget.group_of(&device.labels);
+            if add {
+                let count = tracked.groups.entry(group.to_string()).or_default();
+                count.expected += 1;
+                count.unavailable += u32::from(unavailable);
+            } else if let Some(count) = tracked.groups.get_mut(group) {
+                count.expected = count.expected.saturating_sub(1);
+                count.unavailable = count.unavailable.saturating_sub(u32::from(unavailable));
+                if count.expected == 0 {
+                    tracked.groups.remove(group);
+                }
+            }
+        }
+    }
+
+    /// Counts every known device for `budget`.
+    fn track(&self, budget: Budget) -> TrackedBudget {
+        let mut groups: HashMap<String, GroupCount> = HashMap::new();
+        for (name, device) in &self.devices {
+            if budget.selector.matches(&device.labels) {
+                let count = groups.entry(budget.group_of(&device.labels).to_string()).or_default();
+                count.expected += 1;
+                count.unavailable += u32::from(self.unavailable(name, device.online));
+            }
+        }
+        TrackedBudget { budget, groups }
+    }
+}
+
+/// Budgets per namespace, the Devices they select, and the devices disrupted now.
 #[derive(Debug, Default)]
 pub struct BudgetIndex {
-    budgets: HashMap<String, BTreeMap<String, Budget>>,
-    /// (namespace, device) → requests that disrupt it now.
-    held: HashMap<(String, String), HashSet<HolderKey>>,
-    /// Which request kinds have replayed their whole list (holds are complete).
+    namespaces: HashMap<String, Namespace>,
+    /// Which holding kinds have replayed their whole list (holds are complete).
     synced: HashSet<&'static str>,
 }
 
 impl BudgetIndex {
+    fn namespace(&mut self, namespace: &str) -> &mut Namespace {
+        self.namespaces.entry(namespace.to_string()).or_default()
+    }
+
     /// Adds or replaces a budget (an unreadable one is removed).
     pub fn apply(&mut self, object: &DeviceDisruptionBudget) {
         let namespace = object.metadata.namespace.clone().unwrap_or_default();
         let name = object.metadata.name.clone().unwrap_or_default();
-        match Budget::compile(object) {
-            Some(budget) => {
-                self.budgets.entry(namespace).or_default().insert(name, budget);
-            }
-            None => self.remove(&namespace, &name),
+        let Some(budget) = Budget::compile(object) else {
+            self.remove(&namespace, &name);
+            return;
+        };
+        let space = self.namespace(&namespace);
+        if space.budgets.get(&name).is_some_and(|t| t.budget.spec == budget.spec) {
+            // A status write: nothing to recount.
+            return;
         }
+        let tracked = space.track(budget);
+        space.budgets.insert(name, tracked);
     }
 
     /// Removes a budget.
     pub fn remove(&mut self, namespace: &str, name: &str) {
-        if let Some(budgets) = self.budgets.get_mut(namespace) {
-            budgets.remove(name);
+        if let Some(space) = self.namespaces.get_mut(namespace) {
+            space.budgets.remove(name);
         }
     }
 
     /// The budgets of a namespace.
     pub fn budgets(&self, namespace: &str) -> impl Iterator<Item = &Budget> {
-        self.budgets.get(namespace).into_iter().flat_map(BTreeMap::values)
+        self.namespaces
+            .get(namespace)
+            .into_iter()
+            .flat_map(|space| space.budgets.values().map(|t| &t.budget))
     }
 
     /// A budget by name.
     pub fn budget(&self, namespace: &str, name: &str) -> Option<&Budget> {
-        self.budgets.get(namespace)?.get(name)
+        Some(&self.namespaces.get(namespace)?.budgets.get(name)?.budget)
     }
 
-    /// Records that request `holder` disrupts `device` (sent, not finished).
+    /// Records a Device's labels (from the Device watch); a new one starts offline.
+    pub fn set_labels(&mut self, namespace: &str, name: &str, labels: &BTreeMap<String, String>) {
+        let space = self.namespace(namespace);
+        if space.devices.get(name).is_some_and(|d| d.labels == *labels) {
+            return;
+        }
+        let online = space.devices.get(name).is_some_and(|d| d.online);
+        space.count(name, false);
+        space.devices.insert(name.to_string(), TrackedDevice { labels: labels.clone(), online });
+        space.count(name, true);
+    }
+
+    /// Records whether a known Device is online now (from the Device controller).
+    pub fn set_online(&mut self, namespace: &str, name: &str, online: bool) {
+        let Some(space) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        if space.devices.get(name).is_none_or(|d| d.online == online) {
+            return;
+        }
+        space.count(name, false);
+        if let Some(device) = space.devices.get_mut(name) {
+            device.online = online;
+        }
+        space.count(name, true);
+    }
+
+    /// Forgets a deleted Device (its holds stay until their requests say otherwise).
+    pub fn remove_device(&mut self, namespace: &str, name: &str) {
+        if let Some(space) = self.namespaces.get_mut(namespace) {
+            space.count(name, false);
+            space.devices.remove(name);
+        }
+    }
+
+    /// Records that `holder` disrupts `device` (sent, not finished).
     pub fn hold(&mut self, namespace: &str, device: &str, holder: HolderKey) {
-        self.held.entry((namespace.to_string(), device.to_string())).or_default().insert(holder);
+        let space = self.namespace(namespace);
+        if space.held.get(device).is_some_and(|h| h.contains(&holder)) {
+            return;
+        }
+        space.count(device, false);
+        space.held.entry(device.to_string()).or_default().insert(holder);
+        space.count(device, true);
     }
 
-    /// Records that request `holder` disrupts nothing any more.
+    /// Records that `holder` disrupts nothing any more.
     pub fn release(&mut self, namespace: &str, device: &str, holder: &HolderKey) {
-        let key = (namespace.to_string(), device.to_string());
-        if let Some(holders) = self.held.get_mut(&key) {
+        let Some(space) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        if !space.held.get(device).is_some_and(|h| h.contains(holder)) {
+            return;
+        }
+        space.count(device, false);
+        if let Some(holders) = space.held.get_mut(device) {
             holders.remove(holder);
             if holders.is_empty() {
-                self.held.remove(&key);
+                space.held.remove(device);
             }
         }
+        space.count(device, true);
     }
 
     /// Whether `holder` disrupts `device` now.
     pub fn holds(&self, namespace: &str, device: &str, holder: &HolderKey) -> bool {
-        self.held
-            .get(&(namespace.to_string(), device.to_string()))
+        self.namespaces
+            .get(namespace)
+            .and_then(|space| space.held.get(device))
             .is_some_and(|holders| holders.contains(holder))
     }
 
-    /// Whether a request disrupts `device` now.
+    /// Whether something disrupts `device` now.
     pub fn is_disrupted(&self, namespace: &str, device: &str) -> bool {
-        self.held.contains_key(&(namespace.to_string(), device.to_string()))
+        self.namespaces.get(namespace).is_some_and(|space| space.held.contains_key(device))
     }
 
-    /// Marks a request kind as replayed.
+    /// Marks a holding kind as replayed.
     pub fn kind_synced(&mut self, kind: &'static str) {
         self.synced.insert(kind);
     }
 
-    /// Whether every request kind in `kinds` replayed its list (holds are complete).
+    /// Whether every kind in `kinds` replayed its list (holds are complete).
     pub fn synced(&self, kinds: &[&'static str]) -> bool {
         kinds.iter().all(|k| self.synced.contains(k))
     }
 
-    /// Evaluates every group of `budget` over the namespace's devices.
-    pub fn evaluate<'a>(
-        &self,
-        namespace: &str,
-        budget: &Budget,
-        devices: impl Iterator<Item = DeviceFacts<'a>>,
-    ) -> BTreeMap<String, GroupState> {
+    /// Evaluates every group of budget `name` (O(devices of the namespace): for status).
+    pub fn evaluate(&self, namespace: &str, name: &str) -> BTreeMap<String, GroupState> {
         let mut groups: BTreeMap<String, GroupState> = BTreeMap::new();
-        for device in devices.filter(|d| budget.selector.matches(d.labels)) {
-            let group = groups.entry(budget.group_of(device.labels).to_string()).or_default();
-            group.expected += 1;
-            let disrupted = self.is_disrupted(namespace, device.name);
-            if disrupted {
-                group.disrupted.push(device.name.to_string());
-            }
-            if device.online && !disrupted {
-                group.available += 1;
+        let Some(space) = self.namespaces.get(namespace) else {
+            return groups;
+        };
+        let Some(tracked) = space.budgets.get(name) else {
+            return groups;
+        };
+        for (group, count) in &tracked.groups {
+            let available = count.expected.saturating_sub(count.unavailable);
+            groups.insert(
+                group.clone(),
+                GroupState {
+                    expected: count.expected,
+                    available,
+                    allowed: tracked.budget.allowed(count.expected, available),
+                    disrupted: Vec::new(),
+                },
+            );
+        }
+        for name in space.held.keys() {
+            let Some(device) = space.devices.get(name) else {
+                continue;
+            };
+            if tracked.budget.selector.matches(&device.labels)
+                && let Some(group) = groups.get_mut(tracked.budget.group_of(&device.labels))
+            {
+                group.disrupted.push(name.clone());
             }
         }
         for group in groups.values_mut() {
-            group.allowed = budget.allowed(group.expected, group.available);
+            group.disrupted.sort();
         }
         groups
     }
 
     /// Whether `device` may be disrupted now: every budget that selects it has room in its
-    /// group, or the device is unavailable already (offline or disrupted).
-    pub fn check<'a>(
-        &self,
-        namespace: &str,
-        device: DeviceFacts<'_>,
-        devices: impl Iterator<Item = DeviceFacts<'a>> + Clone,
-    ) -> Result<(), Exhausted> {
-        if !device.online || self.is_disrupted(namespace, device.name) {
+    /// group, or the device is unavailable already (offline or disrupted). A Device the
+    /// index does not know is not selected by any budget.
+    pub fn check(&self, namespace: &str, device: &str) -> Result<(), Exhausted> {
+        let Some(space) = self.namespaces.get(namespace) else {
+            return Ok(());
+        };
+        let Some(tracked_device) = space.devices.get(device) else {
+            return Ok(());
+        };
+        if space.unavailable(device, tracked_device.online) {
             return Ok(());
         }
-        for budget in self.budgets(namespace).filter(|b| b.selector.matches(device.labels)) {
-            let group = budget.group_of(device.labels);
-            let same_group = devices.clone().filter(|d| budget.group_of(d.labels) == group);
-            let states = self.evaluate(namespace, budget, same_group);
-            let state = states.get(group).cloned().unwrap_or_default();
-            if state.allowed == 0 {
+        for tracked in space.budgets.values() {
+            if !tracked.budget.selector.matches(&tracked_device.labels) {
+                continue;
+            }
+            let group = tracked.budget.group_of(&tracked_device.labels);
+            let count = tracked.groups.get(group).copied().unwrap_or_default();
+            let available = count.expected.saturating_sub(count.unavailable);
+            if tracked.budget.allowed(count.expected, available) == 0 {
                 return Err(Exhausted {
-                    budget: budget.name.clone(),
+                    budget: tracked.budget.name.clone(),
                     group: group.to_string(),
-                    unavailable: state.expected.saturating_sub(state.available),
-                    expected: state.expected,
+                    unavailable: count.unavailable,
+                    expected: count.expected,
                 });
             }
         }
@@ -266,6 +411,8 @@ mod tests {
         apis::meta::v1::LabelSelector, util::intstr::IntOrString,
     };
     use kubetwin_api::DeviceDisruptionBudgetSpec;
+
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -311,23 +458,17 @@ mod tests {
         devices
     }
 
-    fn facts<'a>(
-        devices: &'a [(String, BTreeMap<String, String>)],
-        offline: &'a [&str],
-    ) -> impl Iterator<Item = DeviceFacts<'a>> + Clone {
-        devices.iter().map(move |(name, labels)| DeviceFacts {
-            name,
-            labels,
-            online: !offline.contains(&name.as_str()),
-        })
-    }
-
-    fn device<'a>(
-        devices: &'a [(String, BTreeMap<String, String>)],
-        name: &str,
-    ) -> DeviceFacts<'a> {
-        let (name, labels) = devices.iter().find(|(n, _)| n == name).expect("device");
-        DeviceFacts { name, labels, online: true }
+    /// An index with `budgets` and the fleet, `offline` devices offline, the rest online.
+    fn index_of(budgets: &[DeviceDisruptionBudget], offline: &[&str]) -> BudgetIndex {
+        let mut index = BudgetIndex::default();
+        for budget in budgets {
+            index.apply(budget);
+        }
+        for (name, labels) in fleet() {
+            index.set_labels("ns", &name, &labels);
+            index.set_online("ns", &name, !offline.contains(&name.as_str()));
+        }
+        index
     }
 
     fn holder(name: &str) -> HolderKey {
@@ -359,58 +500,55 @@ mod tests {
 
     #[test]
     fn one_disruption_per_line_and_the_other_lines_keep_their_room() {
-        let mut index = BudgetIndex::default();
-        index.apply(&budget("per-line", Some("1"), None, Some("line")));
-        let devices = fleet();
-        assert_eq!(index.check("ns", device(&devices, "d00"), facts(&devices, &[])), Ok(()));
+        let mut index = index_of(&[budget("per-line", Some("1"), None, Some("line"))], &[]);
+        assert_eq!(index.check("ns", "d00"), Ok(()));
         index.hold("ns", "d00", holder("r0"));
         // Line 0 (d00, d04, …) is full; line 1 is not; d00 itself is disrupted already.
-        let blocked =
-            index.check("ns", device(&devices, "d04"), facts(&devices, &[])).expect_err("full");
+        let blocked = index.check("ns", "d04").expect_err("full");
         assert_eq!((blocked.group.as_str(), blocked.unavailable, blocked.expected), ("0", 1, 5));
         assert!(
             blocked.message().contains("per-line (group 0) has no room: 1 of 5"),
             "{}",
             blocked.message()
         );
-        assert_eq!(index.check("ns", device(&devices, "d01"), facts(&devices, &[])), Ok(()));
-        assert_eq!(index.check("ns", device(&devices, "d00"), facts(&devices, &[])), Ok(()));
+        assert_eq!(index.check("ns", "d01"), Ok(()));
+        assert_eq!(index.check("ns", "d00"), Ok(()));
         // A device the budget does not select is never held back.
-        assert_eq!(index.check("ns", device(&devices, "other"), facts(&devices, &[])), Ok(()));
+        assert_eq!(index.check("ns", "other"), Ok(()));
         // Released: room again.
         index.release("ns", "d00", &holder("r0"));
-        assert_eq!(index.check("ns", device(&devices, "d04"), facts(&devices, &[])), Ok(()));
+        assert_eq!(index.check("ns", "d04"), Ok(()));
     }
 
     #[test]
     fn an_offline_device_counts_as_unavailable() {
-        let mut index = BudgetIndex::default();
-        index.apply(&budget("per-line", Some("1"), None, Some("line")));
-        let devices = fleet();
-        assert!(index.check("ns", device(&devices, "d04"), facts(&devices, &["d08"])).is_err());
-        let groups = index.evaluate(
-            "ns",
-            index.budget("ns", "per-line").expect("budget"),
-            facts(&devices, &["d08"]),
-        );
+        let mut index = index_of(&[budget("per-line", Some("1"), None, Some("line"))], &["d08"]);
+        assert!(index.check("ns", "d04").is_err());
+        let groups = index.evaluate("ns", "per-line");
         let line0 = &groups["0"];
         assert_eq!((line0.expected, line0.available, line0.allowed), (5, 4, 0));
         assert_eq!((groups["1"].allowed, groups.len()), (1, 4));
+        // Back online: room again; the offline device itself may always be disrupted.
+        index.set_online("ns", "d08", false);
+        assert_eq!(index.check("ns", "d08"), Ok(()));
+        index.set_online("ns", "d08", true);
+        assert_eq!(index.check("ns", "d04"), Ok(()));
     }
 
     #[test]
     fn every_budget_that_selects_a_device_must_have_room() {
-        let mut index = BudgetIndex::default();
-        index.apply(&budget("per-line", Some("1"), None, Some("line")));
-        index.apply(&budget("site", None, Some("19"), None));
-        let devices = fleet();
+        let mut index = index_of(
+            &[
+                budget("per-line", Some("1"), None, Some("line")),
+                budget("site", None, Some("19"), None),
+            ],
+            &[],
+        );
         index.hold("ns", "d01", holder("r1"));
-        let blocked = index
-            .check("ns", device(&devices, "d00"), facts(&devices, &[]))
-            .expect_err("site full");
+        let blocked = index.check("ns", "d00").expect_err("site full");
         assert_eq!(blocked.budget, "site");
         index.remove("ns", "site");
-        assert_eq!(index.check("ns", device(&devices, "d00"), facts(&devices, &[])), Ok(()));
+        assert_eq!(index.check("ns", "d00"), Ok(()));
     }
 
     #[test]
@@ -425,5 +563,91 @@ mod tests {
         assert!(!index.synced(&["rebootrequest"]));
         index.kind_synced("rebootrequest");
         assert!(index.synced(&["rebootrequest"]));
+    }
+
+    #[test]
+    fn a_relabelled_device_moves_to_its_new_group() {
+        let mut index = index_of(&[budget("per-line", Some("1"), None, Some("line"))], &[]);
+        index.hold("ns", "d00", holder("r0"));
+        assert!(index.check("ns", "d04").is_err(), "line 0 is full");
+        // d00 moves to line 1: line 0 has room again, line 1 is full.
+        let mut labels = fleet().remove(0).1;
+        labels.insert("line".into(), "1".into());
+        index.set_labels("ns", "d00", &labels);
+        assert_eq!(index.check("ns", "d04"), Ok(()));
+        assert!(index.check("ns", "d01").is_err());
+        let groups = index.evaluate("ns", "per-line");
+        assert_eq!((groups["0"].expected, groups["1"].expected), (4, 6));
+        assert_eq!(groups["1"].disrupted, vec!["d00".to_string()]);
+        index.remove_device("ns", "d00");
+        assert_eq!(index.evaluate("ns", "per-line")["1"].expected, 5);
+        assert_eq!(index.check("ns", "d01"), Ok(()), "a deleted device disrupts nothing");
+    }
+
+    /// One change to the index, as the watches and controllers make them.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Online(usize, bool),
+        Line(usize, u8),
+        Hold(usize, u8),
+        Release(usize, u8),
+        Delete(usize),
+        Budget(Option<u8>),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (0..8usize, any::<bool>()).prop_map(|(d, on)| Change::Online(d, on)),
+            (0..8usize, 0..3u8).prop_map(|(d, l)| Change::Line(d, l)),
+            (0..8usize, 0..2u8).prop_map(|(d, r)| Change::Hold(d, r)),
+            (0..8usize, 0..2u8).prop_map(|(d, r)| Change::Release(d, r)),
+            (0..8usize).prop_map(Change::Delete),
+            proptest::option::of(0..3u8).prop_map(Change::Budget),
+        ]
+    }
+
+    proptest! {
+        /// The counts kept up to date event by event equal the counts of a budget applied
+        /// afresh over the same devices and holds, whatever the order of the events.
+        #[test]
+        fn incremental_counts_equal_a_fresh_count(changes in proptest::collection::vec(change(), 0..60)) {
+            let mut index = BudgetIndex::default();
+            index.apply(&budget("per-line", Some("1"), None, Some("line")));
+            for change in changes {
+                let name = |d: usize| format!("d{d}");
+                let labels = |line: u8| BTreeMap::from([
+                    ("site".to_string(), "a".to_string()),
+                    ("line".to_string(), line.to_string()),
+                ]);
+                match change {
+                    Change::Online(d, on) => index.set_online("ns", &name(d), on),
+                    Change::Line(d, l) => index.set_labels("ns", &name(d), &labels(l)),
+                    Change::Hold(d, r) => index.hold("ns", &name(d), holder(&r.to_string())),
+                    Change::Release(d, r) => index.release("ns", &name(d), &holder(&r.to_string())),
+                    Change::Delete(d) => index.remove_device("ns", &name(d)),
+                    Change::Budget(max) => {
+                        let max = max.map(|m| m.to_string());
+                        index.apply(&budget("per-line", max.as_deref().or(Some("1")), None, Some("line")));
+                    }
+                }
+                let kept = index.evaluate("ns", "per-line");
+                let mut fresh = BudgetIndex::default();
+                let space = index.namespaces.get("ns").map(|s| (s.devices.iter().map(|(n, d)| (n.clone(), d.labels.clone(), d.online)).collect::<Vec<_>>(), s.held.clone())).unwrap_or_default();
+                for (device, labels, online) in &space.0 {
+                    fresh.set_labels("ns", device, labels);
+                    fresh.set_online("ns", device, *online);
+                }
+                for (device, holders) in &space.1 {
+                    for holder in holders {
+                        fresh.hold("ns", device, holder.clone());
+                    }
+                }
+                let spec = &index.budget("ns", "per-line").expect("budget").spec;
+                let mut object = budget("per-line", None, None, None);
+                object.spec = spec.clone();
+                fresh.apply(&object);
+                prop_assert_eq!(kept, fresh.evaluate("ns", "per-line"));
+            }
+        }
     }
 }

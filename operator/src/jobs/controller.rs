@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt as _;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
@@ -42,6 +43,8 @@ use crate::{
 pub const RUNNING_RECHECK: Duration = Duration::from_secs(1);
 /// How often a suspended or paused job refreshes its plan.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// Children created at once by one reconcile.
+const CREATE_CONCURRENCY: usize = 16;
 
 /// Children this process created that the cache may not show yet, per job uid: name →
 /// (device, attempt, when). Without it a reconcile right after a create would not count the
@@ -239,24 +242,51 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
     };
     let status = status_of(&decision, &facts);
 
-    // Create the children the planner starts.
+    // Create the children the planner starts, several at a time (a wave of thousands would
+    // otherwise wait on one round trip after another). Each created child is remembered even
+    // when another create fails, so maxInFlight holds until the cache shows them.
     let api: Api<MethodRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut children = Vec::with_capacity(decision.starts.len());
     for start in &decision.starts {
         let device = &members[start.member].name;
         let Some(child) = child_request(&job, device, start.attempt) else {
             return Err(Error::MissingField("metadata.name and metadata.uid of the job"));
         };
-        match api.create(&PostParams::default(), &child).await {
-            Ok(_) => {}
-            // Created before (by this process or an earlier one): the cache shows it soon.
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+        children.push((child, device.clone(), start.attempt));
+    }
+    let results: Vec<_> =
+        futures::stream::iter(children.into_iter().map(|(child, device, attempt)| {
+            let api = api.clone();
+            async move {
+                match api.create(&PostParams::default(), &child).await {
+                    Ok(_) => Ok((device, attempt)),
+                    // Created before (by this process or an earlier one): the cache shows it soon.
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok((device, attempt)),
+                    Err(error) => Err(error),
+                }
+            }
+        }))
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    ctx.metrics.job_children_created(created);
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok((device, attempt)) => {
+                let child = child_name(&name, &device, attempt);
+                this.created
+                    .lock()
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(child, (device, attempt, now));
+            }
+            Err(error) => failure = Some(error),
         }
-        this.created
-            .lock()
-            .entry(uid.clone())
-            .or_default()
-            .insert(child_name(&name, device, start.attempt), (device.clone(), start.attempt, now));
+    }
+    if let Some(error) = failure {
+        return Err(error.into());
     }
 
     // Status: a phase change is urgent, counts are routine (the writer spaces them out).
@@ -275,6 +305,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         let reason = status.reason.clone().unwrap_or_default();
         let message = status.message.clone().unwrap_or_default();
         info!(job = %name, %namespace, phase = ?phase, %message, "job progressed");
+        ctx.metrics.job_entered(phase.as_str());
         ctx.event(&*job, None::<&DeviceJob>, type_, &reason, message);
     }
 
@@ -306,7 +337,7 @@ fn budget_room(
     let mut room = Room::default();
     let mut groups_of: HashMap<String, Vec<usize>> = HashMap::new();
     for budget in budgets.budgets(namespace) {
-        let groups = budgets.evaluate(namespace, budget, devices.iter().map(|d| d.facts()));
+        let groups = budgets.evaluate(namespace, &budget.name);
         let mut index_of = HashMap::new();
         for (group, state) in &groups {
             index_of.insert(group.clone(), room.allowed.len());

@@ -304,31 +304,22 @@ pub async fn reconcile<R: RequestResource>(
 /// Whether every disruption budget that selects `device` has room for it now (`Err`: why
 /// not, for people).
 fn budget_check(ctx: &Context, namespace: &str, device: &str) -> std::result::Result<(), String> {
-    let devices = ctx.devices_online(namespace);
-    let Some(target) = devices.iter().find(|d| d.device.name_any() == device) else {
-        return Ok(());
-    };
-    let budgets = ctx.budgets();
-    budgets
-        .check(namespace, target.facts(), devices.iter().map(|d| d.facts()))
-        .map_err(|exhausted| exhausted.message())
+    ctx.budgets().check(namespace, device).map_err(|exhausted| exhausted.message())
 }
 
 /// Takes a disruption slot for `request` if the budgets still have room (checked and taken
 /// under one lock, so two requests never take the last slot both).
 fn hold<R: RequestResource>(ctx: &Context, namespace: &str, request: &R) -> bool {
-    let devices = ctx.devices_online(namespace);
     let device = request.device_name();
-    let mut budgets = ctx.budgets();
-    let allowed = match devices.iter().find(|d| d.device.name_any() == device) {
-        Some(target) => {
-            budgets.check(namespace, target.facts(), devices.iter().map(|d| d.facts())).is_ok()
+    let allowed = {
+        let mut budgets = ctx.budgets();
+        let allowed = budgets.check(namespace, device).is_ok();
+        if allowed {
+            budgets.hold(namespace, device, holder_of(request));
         }
-        None => true,
+        allowed
     };
-    if allowed {
-        budgets.hold(namespace, device, holder_of(request));
-    }
+    ctx.metrics.budget_checked(kind_label::<R>(), allowed);
     allowed
 }
 

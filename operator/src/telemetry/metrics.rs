@@ -35,6 +35,22 @@ pub struct TransitionLabels {
     pub phase: &'static str,
 }
 
+/// Labels of a disruption budget check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetCheckLabels {
+    /// What asked: a request kind (`rebootrequest`, `methodrequest`) or `firmware`.
+    pub kind: &'static str,
+    /// `allowed` or `exhausted`.
+    pub result: &'static str,
+}
+
+/// Labels of a DeviceJob phase transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobPhaseLabel {
+    /// Phase entered.
+    pub phase: &'static str,
+}
+
 fn label(kind: &'static str) -> KindLabel {
     KindLabel { kind }
 }
@@ -61,6 +77,9 @@ pub struct Metrics {
     desired_overwrites: Counter,
     desired_cleared: Family<KindLabel, Counter>,
     status_write_errors: Family<WriteFailureLabels, Counter>,
+    budget_checks: Family<BudgetCheckLabels, Counter>,
+    job_children: Counter,
+    job_phases: Family<JobPhaseLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +104,9 @@ impl Default for Metrics {
             desired_overwrites: Counter::default(),
             desired_cleared: Family::default(),
             status_write_errors: Family::default(),
+            budget_checks: Family::default(),
+            job_children: Counter::default(),
+            job_phases: Family::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -132,6 +154,21 @@ impl Metrics {
             "kubetwin_request_transitions",
             "Request phase transitions, by resource kind, method and the phase entered",
             m.request_transitions.clone(),
+        );
+        r.register(
+            "kubetwin_budget_checks",
+            "Disruption budget checks before a disruptive send, by what asked and the result",
+            m.budget_checks.clone(),
+        );
+        r.register(
+            "kubetwin_job_children_created",
+            "MethodRequests created as DeviceJob children",
+            m.job_children.clone(),
+        );
+        r.register(
+            "kubetwin_job_transitions",
+            "DeviceJob phase transitions, by the phase entered",
+            m.job_phases.clone(),
         );
         r.register(
             "kubetwin_mqtt_connected",
@@ -222,6 +259,19 @@ impl Metrics {
     /// Counts a request entering a phase.
     pub fn request_entered(&self, labels: TransitionLabels) {
         self.request_transitions.get_or_create(&labels).inc();
+    }
+    /// Counts a disruption budget check by `kind` (a request kind or `firmware`).
+    pub fn budget_checked(&self, kind: &'static str, allowed: bool) {
+        let result = if allowed { "allowed" } else { "exhausted" };
+        self.budget_checks.get_or_create(&BudgetCheckLabels { kind, result }).inc();
+    }
+    /// Counts DeviceJob children created.
+    pub fn job_children_created(&self, count: usize) {
+        self.job_children.inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+    /// Counts a DeviceJob entering `phase`.
+    pub fn job_entered(&self, phase: &'static str) {
+        self.job_phases.get_or_create(&JobPhaseLabel { phase }).inc();
     }
     /// Sets the MQTT connection gauge.
     pub fn set_mqtt_connected(&self, up: bool) {

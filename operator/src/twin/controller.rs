@@ -12,7 +12,10 @@ use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::for
 
 use super::status::{Problem, desired_status};
 use crate::{
-    budgets::{firmware::firmware_holder, index::HOLDING_KINDS},
+    budgets::{
+        firmware::firmware_holder,
+        index::{FIRMWARE_HOLDER, HOLDING_KINDS},
+    },
     context::Context,
     error::Error,
     error::Result,
@@ -64,6 +67,13 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         // Until every Device is listed, an older claimant of the same id may still be missing.
         return Ok(Action::requeue(NOT_SYNCED));
     }
+    // Disruption budgets count a device that is not online as unavailable: every change of
+    // connection reconciles its Device, so the budget index learns it here.
+    let online = match &claim {
+        Some(Claim::Owner(id)) => ctx.fleet().state(id).and_then(|s| s.online()) == Some(true),
+        _ => false,
+    };
+    ctx.budgets().set_online(&namespace, &name, online);
     let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
     let desired_size = serde_json::to_vec(&desired)?.len();
     let (owned_id, problem) = match claim {
@@ -228,19 +238,19 @@ fn firmware_gate(
     if !ctx.budgets().synced(&HOLDING_KINDS) {
         return FirmwareGate::NotYet;
     }
-    let devices = ctx.devices_online(namespace);
-    let Some(target) = devices.iter().find(|d| d.device.name_any() == name) else {
-        return FirmwareGate::NotYet;
-    };
     // Check and hold under one lock: two Devices never take the last slot together.
-    let mut budgets = ctx.budgets();
-    match budgets.check(namespace, target.facts(), devices.iter().map(|d| d.facts())) {
-        Ok(()) => {
-            budgets.hold(namespace, name, holder);
-            FirmwareGate::Send
+    let gate = {
+        let mut budgets = ctx.budgets();
+        match budgets.check(namespace, name) {
+            Ok(()) => {
+                budgets.hold(namespace, name, holder);
+                FirmwareGate::Send
+            }
+            Err(exhausted) => FirmwareGate::HeldBack(exhausted.message()),
         }
-        Err(exhausted) => FirmwareGate::HeldBack(exhausted.message()),
-    }
+    };
+    ctx.metrics.budget_checked(FIRMWARE_HOLDER, gate == FirmwareGate::Send);
+    gate
 }
 
 /// Connection, readiness and firmware-phase changes are written first; reported properties
