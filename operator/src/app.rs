@@ -228,6 +228,7 @@ pub async fn run(
         latest: Default::default(),
         created: Default::default(),
         retries: Retries::default(),
+        progress_offered: Default::default(),
     });
     let budget_controller =
         Arc::new(BudgetController { ctx: ctx.clone(), retries: Retries::default() });

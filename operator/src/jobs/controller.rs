@@ -75,6 +75,36 @@ pub struct JobController {
     pub created: Created,
     /// Failed reconciles per job.
     pub retries: Retries,
+    /// When each job's status was last offered as urgent, by uid.
+    pub progress_offered: ProgressOffers,
+}
+
+/// When each job's progress was last offered as an urgent status write, by job uid. Routine
+/// writes can wait behind a steady stream of urgent ones (the children's phases) for as long
+/// as a big job runs; offering a job's progress as urgent at most once per
+/// [`PROGRESS_INTERVAL`] keeps `kubectl get devicejobs` current at about one write per second.
+#[derive(Debug, Default)]
+pub struct ProgressOffers {
+    inner: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How often a job's changing progress is written at most.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ProgressOffers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, std::time::Instant>> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a change of `uid`'s progress goes out as urgent now (and records it if so).
+    fn take_turn(&self, uid: &str, now: std::time::Instant) -> bool {
+        let mut offers = self.lock();
+        let due = offers.get(uid).is_none_or(|at| now.duration_since(*at) >= PROGRESS_INTERVAL);
+        if due {
+            offers.insert(uid.to_string(), now);
+        }
+        due
+    }
 }
 
 /// Requeue after an error, later with each failure in a row.
@@ -222,6 +252,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         if decision.counts.in_flight == 0 {
             remove_finalizer(ctx, &job).await?;
             this.created.lock().remove(&uid);
+            this.progress_offered.lock().remove(&uid);
             this.latest.forget(&key);
             ctx.writer.forget(&key);
             return Ok(Action::await_change());
@@ -289,10 +320,13 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         return Err(error.into());
     }
 
-    // Status: a phase change is urgent, counts are routine (the writer spaces them out).
+    // Status: a phase change is urgent; progress is urgent at most once a second, routine
+    // otherwise (merged into the pending write).
     let phase_changed = current.as_ref().and_then(|s| s.phase) != status.phase;
     if current.as_ref() != Some(&status) {
-        let priority = if phase_changed { Priority::Urgent } else { Priority::Routine };
+        let urgent =
+            phase_changed || this.progress_offered.take_turn(&uid, std::time::Instant::now());
+        let priority = if urgent { Priority::Urgent } else { Priority::Routine };
         ctx.writer.offer(key.clone(), &status, job.status.as_ref(), priority)?;
         this.latest.record(key.clone(), status.clone());
     }
