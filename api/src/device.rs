@@ -62,7 +62,12 @@ pub const MAX_DESIRED_BYTES: usize = 32 * 1024;
         description = "When the device last rebooted, as it reported"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    selectable = ".spec.deviceId"
+    selectable = ".spec.deviceId",
+    selectable = ".status.connection.state",
+    selectable = ".status.inSync",
+    selectable = ".status.firmware.current",
+    selectable = ".status.firmware.target",
+    selectable = ".status.firmware.phase"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -246,6 +251,11 @@ pub struct DeviceStatus {
     /// The firmware update to spec.firmware, followed through the device's reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<FirmwareStatus>,
+
+    /// Whether the device applied the current spec (the InSync condition, as a field that
+    /// `kubectl get devices --field-selector status.inSync=false` can select).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<bool>,
 
     /// Current state of the twin: Ready, Connected, InSync, ReportedComplete and
     /// FirmwareCurrent.

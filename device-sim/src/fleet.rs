@@ -16,8 +16,11 @@ use crate::ledger::read_ledger;
 use crate::pace::Pacer;
 use crate::runner::{RunContext, run_device};
 
-/// Longest wait for one device's clean disconnect at shutdown or reboot.
+/// Longest wait for one device's clean disconnect at a reboot.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for one device's clean disconnect when the simulator stops (within the 15 s
+/// the process gives the fleet).
+pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Runs every configured device until `shutdown` turns `true`, then waits for them to publish
 /// their offline presence and disconnect.
@@ -62,6 +65,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         crash_during_reboot: config.faults.crash_during_reboot,
         pacer: Pacer::new(config.connect_rate),
         close_timeout: CLOSE_TIMEOUT,
+        shutdown_close_timeout: SHUTDOWN_CLOSE_TIMEOUT,
     });
     let count = devices.len();
     let mut tasks = JoinSet::new();

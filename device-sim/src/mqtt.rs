@@ -123,9 +123,10 @@ impl Link {
     }
 
     /// Disconnects cleanly (DISCONNECT, so the broker discards the Last Will), waiting at most
-    /// `timeout` for the requests queued before it to be written.
-    pub async fn close(self, timeout: Duration) {
-        self.connection.close(timeout).await;
+    /// `timeout` for the requests queued before it to be written. `false`: not within
+    /// `timeout` (what was queued is dropped).
+    pub async fn close(self, timeout: Duration) -> bool {
+        self.connection.close(timeout).await
     }
 
     /// Drops the TCP connection without DISCONNECT: the broker publishes the Last Will.

@@ -51,6 +51,8 @@ pub struct RunContext {
     pub pacer: Pacer,
     /// Longest wait for a clean disconnect.
     pub close_timeout: Duration,
+    /// Longest wait for a clean disconnect when the simulator stops.
+    pub shutdown_close_timeout: Duration,
 }
 
 /// The device's pending timers (instants of this process's monotonic clock).
@@ -135,6 +137,22 @@ fn persist(ctx: &RunContext, device: &Device) -> bool {
     }
 }
 
+/// Shutdown was requested: publishes the offline presence if connected (best effort: the broker
+/// publishes the Last Will if it is lost).
+async fn go_offline(device: &mut Device, link: &mut Link, connected: bool) -> Outcome {
+    if connected {
+        match device.offline("shutdown") {
+            Ok(offline) => {
+                let _ = link.publish(&offline).await;
+            }
+            Err(error) => {
+                error!(device = %device.id(), %error, "cannot encode the offline presence")
+            }
+        }
+    }
+    Outcome::Shutdown
+}
+
 /// Runs one device until shutdown: boots it, keeps it connected and executes its effects.
 pub async fn run_device(
     mut device: Device,
@@ -180,7 +198,11 @@ pub async fn run_device(
         let outcome = serve(&mut device, &mut link, &ctx, &mut shutdown, &mut timers).await;
         match outcome {
             Outcome::Shutdown => {
-                link.close(ctx.close_timeout).await;
+                // A whole fleet stops at once: give the disconnect most of the grace period, and
+                // say so when what was queued (the last report, the offline presence) was lost.
+                if !link.close(ctx.shutdown_close_timeout).await {
+                    warn!(device = %device.id(), "no clean disconnect at shutdown: the last messages may be lost (the broker publishes the Last Will)");
+                }
                 persist(&ctx, &device);
                 debug!(device = %device.id(), "stopped");
                 return;
@@ -301,19 +323,13 @@ async fn serve(
             }
             continue;
         }
+        // Shutdown first: a task that wakes late (10,000 devices stop at once) finds its timers
+        // due too, and a report sent after the stop may never get out before the disconnect.
+        if *shutdown.borrow() {
+            return go_offline(device, link, connected).await;
+        }
         tokio::select! {
-            () = stopped(shutdown) => {
-                if connected {
-                    match device.offline("shutdown") {
-                        // Best effort: the broker publishes the Last Will if this is lost.
-                        Ok(offline) => {
-                            let _ = link.publish(&offline).await;
-                        }
-                        Err(error) => error!(device = %device.id(), %error, "cannot encode the offline presence"),
-                    }
-                }
-                return Outcome::Shutdown;
-            }
+            () = stopped(shutdown) => return go_offline(device, link, connected).await,
             event = link.next() => match event {
                 Some(LinkEvent::Connected { session_present }) => {
                     debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");

@@ -375,18 +375,27 @@ impl Connection {
     }
 
     /// Disconnects cleanly (the broker discards the Last Will), waiting at most `timeout` for
-    /// what was queued before to be written and the broker to close the connection.
-    pub async fn close(mut self, timeout: Duration) {
-        if self.client.disconnect().await.is_ok() {
-            let drain = async {
-                while let Some(event) = self.events.recv().await {
-                    if matches!(event, Event::Closed | Event::Down { .. }) {
-                        break;
-                    }
+    /// what was queued before to be written and the broker to close the connection. Returns
+    /// whether it was clean (`false`: what was still queued is dropped with the connection).
+    pub async fn close(mut self, timeout: Duration) -> bool {
+        if self.client.disconnect().await.is_err() {
+            return false;
+        }
+        let drain = async {
+            while let Some(event) = self.events.recv().await {
+                match event {
+                    Event::Closed => return true,
+                    Event::Down { .. } => return false,
+                    _ => {}
                 }
-            };
-            if tokio::time::timeout(timeout, drain).await.is_err() {
+            }
+            false
+        };
+        match tokio::time::timeout(timeout, drain).await {
+            Ok(clean) => clean,
+            Err(_) => {
                 debug!("clean disconnect timed out");
+                false
             }
         }
     }

@@ -198,6 +198,12 @@ pub async fn run(
         metrics.clone(),
         ready,
     ));
+    tokio::spawn(crate::telemetry::fleet::run(
+        devices.store(),
+        reboot_store.clone(),
+        method_store.clone(),
+        metrics.clone(),
+    ));
     let decoder = Decoder { topics, codec };
     tokio::spawn(transport::inbound::run(ctx.clone(), decoder, triggers, mqtt_events, refusals));
 

@@ -51,6 +51,36 @@ pub struct JobPhaseLabel {
     pub phase: &'static str,
 }
 
+/// Labels of the Device count by connection state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabel {
+    /// Connected, Disconnected or Unknown.
+    pub connection: &'static str,
+}
+
+/// Labels of the Device count by sync.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabel {
+    /// true, false or unknown.
+    pub in_sync: &'static str,
+}
+
+/// Labels of the Device count by firmware version (at most 20 versions and `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FirmwareLabel {
+    /// The version the devices run.
+    pub version: String,
+}
+
+/// Labels of the unfinished request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenRequestLabels {
+    /// Resource kind (`rebootrequest`, `methodrequest`).
+    pub kind: &'static str,
+    /// Phase now.
+    pub phase: &'static str,
+}
+
 fn label(kind: &'static str) -> KindLabel {
     KindLabel { kind }
 }
@@ -80,6 +110,10 @@ pub struct Metrics {
     budget_checks: Family<BudgetCheckLabels, Counter>,
     job_children: Counter,
     job_phases: Family<JobPhaseLabel, Counter>,
+    devices_by_connection: Family<ConnectionLabel, Gauge>,
+    devices_by_sync: Family<SyncLabel, Gauge>,
+    devices_by_firmware: Family<FirmwareLabel, Gauge>,
+    open_requests: Family<OpenRequestLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -107,6 +141,10 @@ impl Default for Metrics {
             budget_checks: Family::default(),
             job_children: Counter::default(),
             job_phases: Family::default(),
+            devices_by_connection: Family::default(),
+            devices_by_sync: Family::default(),
+            devices_by_firmware: Family::default(),
+            open_requests: Family::default(),
             status_staleness: Histogram::new([
                 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
@@ -169,6 +207,26 @@ impl Metrics {
             "kubetwin_job_transitions",
             "DeviceJob phase transitions, by the phase entered",
             m.job_phases.clone(),
+        );
+        r.register(
+            "kubetwin_devices",
+            "Devices by connection state (recounted every 15 s)",
+            m.devices_by_connection.clone(),
+        );
+        r.register(
+            "kubetwin_devices_in_sync",
+            "Devices by whether they applied the current spec (recounted every 15 s)",
+            m.devices_by_sync.clone(),
+        );
+        r.register(
+            "kubetwin_devices_firmware",
+            "Devices by firmware version running: the 20 most common, the rest as other",
+            m.devices_by_firmware.clone(),
+        );
+        r.register(
+            "kubetwin_open_requests",
+            "Unfinished requests by kind and phase (recounted every 15 s)",
+            m.open_requests.clone(),
         );
         r.register(
             "kubetwin_mqtt_connected",
@@ -272,6 +330,27 @@ impl Metrics {
     /// Counts a DeviceJob entering `phase`.
     pub fn job_entered(&self, phase: &'static str) {
         self.job_phases.get_or_create(&JobPhaseLabel { phase }).inc();
+    }
+    /// Sets the fleet gauges to `counts` (label sets absent from `counts` disappear).
+    pub fn set_fleet(&self, counts: &super::fleet::FleetCounts) {
+        self.devices_by_connection.clear();
+        for (connection, n) in &counts.connection {
+            self.devices_by_connection.get_or_create(&ConnectionLabel { connection }).set(*n);
+        }
+        self.devices_by_sync.clear();
+        for (in_sync, n) in &counts.in_sync {
+            self.devices_by_sync.get_or_create(&SyncLabel { in_sync }).set(*n);
+        }
+        self.devices_by_firmware.clear();
+        for (version, n) in &counts.firmware {
+            self.devices_by_firmware
+                .get_or_create(&FirmwareLabel { version: version.clone() })
+                .set(*n);
+        }
+        self.open_requests.clear();
+        for ((kind, phase), n) in &counts.open_requests {
+            self.open_requests.get_or_create(&OpenRequestLabels { kind, phase }).set(*n);
+        }
     }
     /// Sets the MQTT connection gauge.
     pub fn set_mqtt_connected(&self, up: bool) {

@@ -185,7 +185,13 @@ pub fn desired_status(
     }
     let firmware_current = super::firmware::firmware_condition(firmware.as_ref());
 
+    let in_sync_now = match in_sync.status {
+        True => Some(true),
+        False => Some(false),
+        Unknown => None,
+    };
     Ok(DeviceStatus {
+        in_sync: in_sync_now,
         observed_generation: generation,
         device_id: Some(device.effective_device_id()),
         connection: Some(connection),

@@ -1,0 +1,159 @@
+//! Fleet gauges for dashboards: Devices by connection state, by sync, by firmware version (the
+//! most common versions by name, the rest as `other`, so the label set stays bounded), and
+//! unfinished requests by kind and phase. Counted from the caches every [`REFRESH`], never per
+//! event, so they cost nothing on the paths that handle device messages.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use kube::runtime::reflector::Store;
+use kubetwin_api::{ConnectionState, Device, MethodRequest, RebootRequest};
+
+use super::metrics::Metrics;
+use crate::{
+    k8s::kind_label,
+    methods::{engine::Phase, resource::RequestResource},
+};
+
+/// How often the gauges are recounted.
+pub const REFRESH: Duration = Duration::from_secs(15);
+/// Firmware versions shown by name; the others are summed as [`OTHER_VERSIONS`].
+pub const MAX_FIRMWARE_VERSIONS: usize = 20;
+/// The firmware label of versions beyond the most common [`MAX_FIRMWARE_VERSIONS`].
+pub const OTHER_VERSIONS: &str = "other";
+/// The firmware label of Devices that have not reported a version.
+pub const NO_VERSION: &str = "unknown";
+
+/// The counts behind the gauges.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Devices by connection state (`Connected`, `Disconnected`, `Unknown`).
+    pub connection: BTreeMap<&'static str, i64>,
+    /// Devices by sync (`true`, `false`, `unknown`).
+    pub in_sync: BTreeMap<&'static str, i64>,
+    /// Devices by firmware version running (bounded, see [`MAX_FIRMWARE_VERSIONS`]).
+    pub firmware: BTreeMap<String, i64>,
+    /// Unfinished requests by (kind, phase).
+    pub open_requests: BTreeMap<(&'static str, &'static str), i64>,
+}
+
+fn connection_label(state: ConnectionState) -> &'static str {
+    match state {
+        ConnectionState::Connected => "Connected",
+        ConnectionState::Disconnected => "Disconnected",
+        ConnectionState::Unknown => "Unknown",
+    }
+}
+
+/// Counts `devices`.
+pub fn count_devices<'a>(devices: impl Iterator<Item = &'a Device>) -> FleetCounts {
+    let mut counts = FleetCounts::default();
+    let mut versions: BTreeMap<String, i64> = BTreeMap::new();
+    for device in devices {
+        let status = device.status.as_ref();
+        let state = status.and_then(|s| s.connection.as_ref()).map(|c| c.state).unwrap_or_default();
+        *counts.connection.entry(connection_label(state)).or_default() += 1;
+        let sync = match status.and_then(|s| s.in_sync) {
+            Some(true) => "true",
+            Some(false) => "false",
+            None => "unknown",
+        };
+        *counts.in_sync.entry(sync).or_default() += 1;
+        let version = status.and_then(|s| s.firmware.as_ref()?.current.clone());
+        *versions.entry(version.unwrap_or_else(|| NO_VERSION.to_string())).or_default() += 1;
+    }
+    // The most common versions by name (ties: by name), the rest together.
+    let mut ranked: Vec<(String, i64)> = versions.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (rank, (version, n)) in ranked.into_iter().enumerate() {
+        let label = if rank < MAX_FIRMWARE_VERSIONS { version } else { OTHER_VERSIONS.into() };
+        *counts.firmware.entry(label).or_default() += n;
+    }
+    counts
+}
+
+/// Adds the unfinished requests of kind `R` to `counts`.
+pub fn count_requests<'a, R: RequestResource + 'a>(
+    counts: &mut FleetCounts,
+    requests: impl Iterator<Item = &'a R>,
+) {
+    for request in requests {
+        let phase = R::progress_of(request.current_status()).ok().and_then(|p| p.phase);
+        let phase = phase.unwrap_or(Phase::Pending);
+        if !phase.is_terminal() {
+            *counts.open_requests.entry((kind_label::<R>(), phase.as_str())).or_default() += 1;
+        }
+    }
+}
+
+/// Recounts the gauges from the caches every [`REFRESH`], forever.
+pub async fn run(
+    devices: Store<Device>,
+    reboots: Store<RebootRequest>,
+    methods: Store<MethodRequest>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let device_list = devices.state();
+        let mut counts = count_devices(device_list.iter().map(|d| &**d));
+        drop(device_list);
+        count_requests(&mut counts, reboots.state().iter().map(|r| &**r));
+        count_requests(&mut counts, methods.state().iter().map(|r| &**r));
+        metrics.set_fleet(&counts);
+        tokio::time::sleep(REFRESH).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetwin_api::{ConnectionStatus, DeviceSpec, DeviceStatus, FirmwareStatus};
+
+    use super::*;
+
+    fn device(state: ConnectionState, in_sync: Option<bool>, version: Option<&str>) -> Device {
+        let mut device = Device::new("d", DeviceSpec::default());
+        device.status = Some(DeviceStatus {
+            connection: Some(ConnectionStatus { state, ..ConnectionStatus::default() }),
+            in_sync,
+            firmware: version
+                .map(|v| FirmwareStatus { current: Some(v.into()), ..FirmwareStatus::default() }),
+            ..DeviceStatus::default()
+        });
+        device
+    }
+
+    #[test]
+    fn devices_are_counted_by_connection_sync_and_version() {
+        use ConnectionState::{Connected, Disconnected};
+        let fleet = [
+            device(Connected, Some(true), Some("1.0")),
+            device(Connected, Some(false), Some("1.1")),
+            device(Disconnected, None, Some("1.0")),
+            Device::new("new", DeviceSpec::default()),
+        ];
+        let counts = count_devices(fleet.iter());
+        assert_eq!(
+            counts.connection,
+            BTreeMap::from([("Connected", 2), ("Disconnected", 1), ("Unknown", 1)])
+        );
+        assert_eq!(counts.in_sync, BTreeMap::from([("true", 1), ("false", 1), ("unknown", 2)]));
+        assert_eq!(
+            counts.firmware,
+            BTreeMap::from([("1.0".into(), 2), ("1.1".into(), 1), (NO_VERSION.into(), 1)])
+        );
+    }
+
+    #[test]
+    fn rare_firmware_versions_share_one_label() {
+        // 25 versions: v00 on 30 devices, the others on one each.
+        let mut fleet: Vec<Device> =
+            (0..30).map(|_| device(ConnectionState::Connected, None, Some("v00"))).collect();
+        fleet.extend(
+            (1..25).map(|i| device(ConnectionState::Connected, None, Some(&format!("v{i:02}")))),
+        );
+        let counts = count_devices(fleet.iter());
+        assert_eq!(counts.firmware.len(), MAX_FIRMWARE_VERSIONS + 1);
+        assert_eq!(counts.firmware["v00"], 30);
+        assert_eq!(counts.firmware[OTHER_VERSIONS], 5, "v20 … v24");
+        assert_eq!(counts.firmware.values().sum::<i64>(), 54);
+    }
+}
