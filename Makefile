@@ -16,7 +16,8 @@ demo-down:
 ## correctness-only smoke run of the benchmarks.
 test: tools rust lint unit bench-quick e2e
 
-## tools: builds the test control plane and helm from pinned Go modules; installs mosquitto.
+## tools: builds the test control plane and helm from pinned Go modules; installs mosquitto,
+## faketime, promtool and tmux from Debian when missing.
 tools:
 	hack/tools.sh
 

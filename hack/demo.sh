@@ -68,7 +68,10 @@ up() {
     --create-devices --namespace default --state-dir "$state/sim-state" --boot-seconds 3 \
     --response-delay-ms 1000
   for _ in $(seq 60); do kubectl get device sensor-2 >/dev/null 2>&1 && break; sleep 0.5; done
-  kubectl apply --server-side -f "$root/examples/devices.yaml" >/dev/null
+  # Client-side apply, as a person would type it next: the objects the simulator created get
+  # their last-applied annotation now, so a later `kubectl apply -f examples/devices.yaml`
+  # prints no warning.
+  kubectl apply -f "$root/examples/devices.yaml" >/dev/null 2>&1
   say "waiting for 20 simulated devices to connect and sync"
   for _ in $(seq 120); do
     ready=$(kubectl get devices -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)
@@ -77,12 +80,11 @@ up() {
   done
   kubectl get devices
 
-  name="reboot-sensor-1-$(date +%H%M%S)"
   say "rebooting sensor-1: kubectl get rebootrequests -w (Ctrl-C stops watching; the demo keeps running)"
   kubectl get rebootrequests -w &
   watcher=$!
   sleep 1
-  sed "s/name: reboot-sensor-1/name: $name/" "$root/examples/reboot.yaml" | kubectl apply -f - >/dev/null
+  name=$(kubectl create -f "$root/examples/reboot.yaml" -o jsonpath='{.metadata.name}')
   kubectl wait --for=condition=Complete "rebootrequest/$name" --timeout=180s >/dev/null || true
   sleep 1
   kill "$watcher" 2>/dev/null || true
@@ -97,7 +99,11 @@ The demo keeps running (control plane, mosquitto, operator, 20 simulated devices
   export KUBECONFIG=$KUBECONFIG
   export PATH=$tools:\$PATH
   kubectl get kubetwin
-  kubectl apply -f examples/reboot.yaml && kubectl get rebootrequests -w
+  kubectl create -f examples/reboot.yaml && kubectl get rebootrequests -w   # a new reboot each time
+  export PATH=$root/target/debug:\$PATH    # the kubectl twin plugin
+  kubectl twin reboot sensor-3 --wait
+  kubectl twin summary
+  kubectl twin query "status.connection.state == 'Connected'" --group-by status.firmware.current
   kubectl patch device sensor-2 --type merge -p '{"spec":{"desired":{"led":"red"}}}'
   kubectl get device sensor-2 -o jsonpath='{.status.reported}'
   curl -s 127.0.0.1:18080/metrics

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and
-# helm from the pinned Go wrapper modules in e2e/tools/, and makes sure mosquitto is installed.
+# helm from the pinned Go wrapper modules in e2e/tools/, and makes sure mosquitto, libfaketime,
+# promtool and tmux (Debian packages) are installed.
 #
 # Idempotent: a binary is rebuilt only when its module pin (go.mod/go.sum) changes. Binaries
 # land in $KUBETWIN_TOOLS_DIR (default: .cache/tools/bin, ignored by git).
@@ -73,33 +74,49 @@ build kube-controller-manager "$kube_dir" k8s.io/kubernetes/cmd/kube-controller-
 build kubectl "$kube_dir" k8s.io/kubernetes/cmd/kubectl "$kube_ld"
 build helm "$helm_dir" helm.sh/helm/v3/cmd/helm "$helm_ld"
 
-# mosquitto comes from Debian, not from Go.
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+# Debian packages the tests need. `debian_package NAME PACKAGE` is called when NAME is missing:
+# it notes it (CHECK_ONLY=1), installs PACKAGE (root with apt-get; returns 0 so the caller can
+# tidy up after the install), or stops with the command to run.
+debian_package() {
+  local name=$1 package=$2
   if [ "${CHECK_ONLY:-0}" = 1 ]; then
-    missing+=("mosquitto")
+    missing+=("$name")
+    return 1
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing mosquitto with apt-get"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
-      || die "apt-get install mosquitto failed"
-    # The package enables a system-wide broker on port 1883; the tests start their own.
+    say "installing $name (package $package) with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null) \
+      || die "apt-get install $package failed"
+    return 0
+  fi
+  die "$name is not installed: run 'sudo apt-get install $package' (Debian/Ubuntu)"
+}
+
+# mosquitto: the tests' brokers. The package enables a system-wide broker on port 1883; the
+# tests start their own.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  if debian_package mosquitto mosquitto; then
     (command -v systemctl >/dev/null && systemctl disable --now mosquitto >/dev/null 2>&1) || true
-  else
-    die "mosquitto is not installed: run 'sudo apt-get install mosquitto' (Debian/Ubuntu)"
   fi
 fi
 
 # libfaketime (Debian's faketime package) steps the operator's clock in the fault tests.
-faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
-if [ ! -e "$faketime_lib" ] && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
-  if [ "${CHECK_ONLY:-0}" = 1 ]; then
-    missing+=("faketime")
-  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing faketime with apt-get"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null) \
-      || die "apt-get install faketime failed"
-  else
-    die "libfaketime is not installed: run 'sudo apt-get install faketime' (Debian/Ubuntu)"
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] \
+  && ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  debian_package libfaketime faketime || true
+fi
+
+# promtool (Debian's prometheus package) checks the chart's alerting rules in the e2e tests.
+# The package may enable and start a Prometheus server on port 9090; only promtool is used.
+if ! command -v promtool >/dev/null; then
+  if debian_package promtool prometheus; then
+    (command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1) || true
+    (command -v service >/dev/null && service prometheus stop >/dev/null 2>&1) || true
   fi
+fi
+
+# tmux gives the plugin's live job view a real terminal in the e2e tests.
+if ! command -v tmux >/dev/null; then
+  debian_package tmux tmux || true
 fi
 
 if [ "${CHECK_ONLY:-0}" = 1 ]; then

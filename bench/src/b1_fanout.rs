@@ -13,8 +13,6 @@ use super::{
     progress,
     report::{Goal, Row, ScenarioReport, Unit},
 };
-use kubetwin_e2e::broker::Login;
-use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
 pub const TITLE: &str = "fan-out";
@@ -134,19 +132,17 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let ids = cluster::device_ids(&prefix, 0..n);
 
     progress(format!("B1 N={n}: {n} Devices, operator, simulator"));
-    cluster::apply_devices(&devices, ids.clone(), CONCURRENCY).await?;
-    let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
-    let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
-    let simulator =
-        Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &SIM_FLAGS)?;
-    let dog = Watchdog::both(&operator, &simulator);
-    ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
-        let count = connected.count(|c| *c);
-        Ok(if count == n { Check::Done } else { Check::Waiting(format!("{count}/{n} Connected")) })
-    })
+    let (operator, simulator) = ops::connected_fleet(
+        bench.env,
+        &scope,
+        &devices,
+        &ids,
+        &prefix,
+        (&OPERATOR_FLAGS, &SIM_FLAGS),
+        LIMIT,
+    )
     .await?;
-    drop(connected);
-    ops::wait_idle(&operator, dog, Duration::from_secs(3), LIMIT).await?;
+    let dog = Watchdog::both(&operator, &simulator);
 
     progress(format!("B1 N={n}: creating {n} RebootRequests"));
     let phases = cluster::Tracker::start(requests.clone(), cluster::phase);
@@ -202,7 +198,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     drop(phases);
     progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
 
-    check_one_execution_each(&simulator, &ids)?;
+    ops::each_executed_once(&simulator, &ids)?;
     operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
     // The floor is what a minimal client needs alone: stop the operator first.
     operator.kill();
@@ -222,22 +218,4 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     .await?;
     simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
     Ok(FanOut { wall, create, patches, pings })
-}
-
-/// Every device executed exactly one reboot (its ledger lists one request id).
-fn check_one_execution_each(simulator: &Simulator, ids: &[String]) -> anyhow::Result<()> {
-    let mut wrong = Vec::new();
-    for id in ids {
-        let executed = simulator.executed(id)?;
-        if executed.len() != 1 {
-            wrong.push(format!("{id} executed {} reboots", executed.len()));
-        }
-    }
-    anyhow::ensure!(
-        wrong.is_empty(),
-        "{} devices did not execute exactly one reboot, for example: {}",
-        wrong.len(),
-        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-    );
-    Ok(())
 }

@@ -19,7 +19,6 @@ use super::{
     progress,
     report::{Row, ScenarioReport, Unit, thousands},
 };
-use kubetwin_e2e::broker::Login;
 use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
@@ -175,8 +174,7 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
     let prefix = format!("{}.d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..n);
 
-    progress(format!("B7 N={n}: {n} Devices, a budget, operator, simulator"));
-    cluster::apply_devices(&devices, ids.clone(), CONCURRENCY).await?;
+    progress(format!("B7 N={n}: a budget, {n} Devices, operator, simulator"));
     let budget: DeviceDisruptionBudget = serde_json::from_value(json!({
         "apiVersion": DeviceDisruptionBudget::api_version(&()),
         "kind": DeviceDisruptionBudget::kind(&()),
@@ -184,18 +182,17 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
         "spec": budget_spec(),
     }))?;
     budgets.create(&PostParams::default(), &budget).await.context("creating the budget")?;
-    let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
-    let operator = ops::start_operator(bench.env, &scope, &OPERATOR_FLAGS).await?;
-    let simulator =
-        Simulator::start_fleet(bench.env, &scope, n, &prefix, Login::Passwords, &SIM_FLAGS)?;
-    let dog = Watchdog::both(&operator, &simulator);
-    ops::wait_until("every Device Connected", LIMIT, Duration::from_millis(500), dog, async || {
-        let count = connected.count(|c| *c);
-        Ok(if count == n { Check::Done } else { Check::Waiting(format!("{count}/{n} Connected")) })
-    })
+    let (operator, simulator) = ops::connected_fleet(
+        bench.env,
+        &scope,
+        &devices,
+        &ids,
+        &prefix,
+        (&OPERATOR_FLAGS, &SIM_FLAGS),
+        LIMIT,
+    )
     .await?;
-    drop(connected);
-    ops::wait_idle(&operator, dog, Duration::from_secs(3), LIMIT).await?;
+    let dog = Watchdog::both(&operator, &simulator);
 
     progress(format!("B7 N={n}: one DeviceJob rebooting every device"));
     let states = cluster::Tracker::start(jobs.clone(), job_state);
@@ -330,18 +327,5 @@ async fn check_outcome(
         children.len(),
         extra.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
     );
-    let mut wrong = Vec::new();
-    for id in ids {
-        let executed = simulator.executed(id)?;
-        if executed.len() != 1 {
-            wrong.push(format!("{id} executed {} reboots", executed.len()));
-        }
-    }
-    anyhow::ensure!(
-        wrong.is_empty(),
-        "{} devices did not execute exactly one reboot, for example: {}",
-        wrong.len(),
-        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
-    );
-    Ok(())
+    ops::each_executed_once(simulator, ids)
 }

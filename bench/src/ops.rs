@@ -5,12 +5,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use kube::Api;
+use kubetwin_api::Device;
+
 use super::{
-    progress,
+    CONCURRENCY, cluster, progress,
     prom::{Histogram, Scrape},
 };
 use kubetwin_e2e::{
     TestEnv,
+    broker::Login,
     fleet::{Operator, Scope, Simulator},
 };
 
@@ -177,4 +181,55 @@ pub async fn sleep_watching(duration: Duration, dog: Watchdog<'_>) -> anyhow::Re
         }
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
+}
+
+/// Applies the Devices `ids` (named `{prefix}-{i}`), starts an operator with `operator_flags`
+/// and a simulator of those devices (password logins) with `sim_flags`, and waits until every
+/// Device is Connected and the operator is idle.
+pub async fn connected_fleet(
+    env: &TestEnv,
+    scope: &Scope,
+    devices: &Api<Device>,
+    ids: &[String],
+    prefix: &str,
+    (operator_flags, sim_flags): (&[&str], &[&str]),
+    limit: Duration,
+) -> anyhow::Result<(Operator, Simulator)> {
+    let n = ids.len();
+    cluster::apply_devices(devices, ids.to_vec(), CONCURRENCY).await?;
+    let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
+    let operator = start_operator(env, scope, operator_flags).await?;
+    let simulator = Simulator::start_fleet(env, scope, n, prefix, Login::Passwords, sim_flags)?;
+    {
+        let dog = Watchdog::both(&operator, &simulator);
+        wait_until("every Device Connected", limit, Duration::from_millis(500), dog, async || {
+            let count = connected.count(|c| *c);
+            Ok(if count == n {
+                Check::Done
+            } else {
+                Check::Waiting(format!("{count}/{n} Connected"))
+            })
+        })
+        .await?;
+        wait_idle(&operator, dog, Duration::from_secs(3), limit).await?;
+    }
+    Ok((operator, simulator))
+}
+
+/// Every device executed exactly one request (its ledger lists one request id).
+pub fn each_executed_once(simulator: &Simulator, ids: &[String]) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    for id in ids {
+        let executed = simulator.executed(id)?;
+        if executed.len() != 1 {
+            wrong.push(format!("{id} executed {} requests", executed.len()));
+        }
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "{} devices did not execute exactly one request, for example: {}",
+        wrong.len(),
+        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
 }

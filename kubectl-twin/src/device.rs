@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
-use kube::{Api, ResourceExt as _, api::ListParams};
+use kube::{Api, api::ListParams};
 use kubetwin_api::{Device, MethodRequest, RebootRequest};
 use serde_json::{Map, Value, json};
 
@@ -59,36 +59,35 @@ struct RequestRow {
     created: Option<k8s_openapi::jiff::Timestamp>,
 }
 
+impl RequestRow {
+    fn new(
+        request: &impl kube::Resource,
+        kind: &'static str,
+        method: String,
+        phase: Option<String>,
+    ) -> Self {
+        Self {
+            name: request.meta().name.clone().unwrap_or_default(),
+            kind,
+            method,
+            phase: phase.unwrap_or_else(|| "Pending".into()),
+            created: request.meta().creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
+}
+
 async fn last_requests(target: &Connected, device: &str) -> anyhow::Result<Vec<RequestRow>> {
     let fields = ListParams::default().fields(&format!("spec.deviceName={device}"));
     let methods: Api<MethodRequest> = target.api();
     let reboots: Api<RebootRequest> = target.api();
     let mut rows: Vec<RequestRow> = Vec::new();
     for request in methods.list(&fields).await.context("listing MethodRequests")?.items {
-        rows.push(RequestRow {
-            name: request.name_any(),
-            kind: "MethodRequest",
-            method: request.spec.method.clone(),
-            phase: request
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .map_or("Pending".into(), |p| format!("{p:?}")),
-            created: request.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        });
+        let phase = request.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"));
+        rows.push(RequestRow::new(&request, "MethodRequest", request.spec.method.clone(), phase));
     }
     for request in reboots.list(&fields).await.context("listing RebootRequests")?.items {
-        rows.push(RequestRow {
-            name: request.name_any(),
-            kind: "RebootRequest",
-            method: "reboot".into(),
-            phase: request
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .map_or("Pending".into(), |p| format!("{p:?}")),
-            created: request.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        });
+        let phase = request.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"));
+        rows.push(RequestRow::new(&request, "RebootRequest", "reboot".into(), phase));
     }
     rows.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.name.cmp(&b.name)));
     rows.truncate(LAST_REQUESTS);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use kube::{Api, api::PostParams};
 use kubetwin_api::{MethodPhase, MethodRequest};
 use serde_json::{Map, Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     Outcome, WaitArgs,
     client::Connected,
-    output::{Format, print_data},
+    output::{Format, REQUEST_BAR, print_data, style},
 };
 
 /// How often a followed request is read again.
@@ -111,10 +111,7 @@ async fn follow(
     let started = Instant::now();
     let bar = target.interactive.then(|| {
         let bar = ProgressBar::new(100);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>3}%  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        bar.set_style(style(REQUEST_BAR));
         bar
     });
     let mut last_line = String::new();

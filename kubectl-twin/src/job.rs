@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api,
@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::{
     Outcome,
     client::Connected,
-    output::{Format, bar, or_dash, print_data, table},
+    output::{Format, JOB_BAR, TEXT_LINE, bar, or_dash, print_data, style, table},
 };
 
 /// How often a followed job is read again.
@@ -140,13 +140,11 @@ fn outcome_of(job: &DeviceJob) -> Option<Outcome> {
 /// Follows a job in a terminal: a header, an overall bar, a bar per wave, the counts.
 async fn follow_with_bars(api: &Api<DeviceJob>, name: &str) -> anyhow::Result<Outcome> {
     let bars = MultiProgress::new();
-    let style =
-        ProgressStyle::with_template("{prefix:<9} {bar:40.cyan/blue} {pos}/{len}  {percent}%")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let text =
-        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar_style = style(JOB_BAR);
+    let text = style(TEXT_LINE);
     let head = bars.add(ProgressBar::new(1).with_style(text.clone()));
-    let overall = bars.add(ProgressBar::new(0).with_style(style.clone()).with_prefix("overall"));
+    let overall =
+        bars.add(ProgressBar::new(0).with_style(bar_style.clone()).with_prefix("overall"));
     let counts = bars.add(ProgressBar::new(1).with_style(text));
     let mut waves: Vec<ProgressBar> = Vec::new();
     loop {
@@ -159,7 +157,7 @@ async fn follow_with_bars(api: &Api<DeviceJob>, name: &str) -> anyhow::Result<Ou
             let index = usize::try_from(wave.wave.max(1) - 1).unwrap_or(0);
             while waves.len() <= index {
                 let prefix = format!("wave {}", waves.len() + 1);
-                let bar = ProgressBar::new(0).with_style(style.clone()).with_prefix(prefix);
+                let bar = ProgressBar::new(0).with_style(bar_style.clone()).with_prefix(prefix);
                 waves.push(bars.insert_before(&counts, bar));
             }
             if let Some(bar) = waves.get(index) {
@@ -332,20 +330,8 @@ mod tests {
                 ..JobCounts::default()
             },
             waves: vec![
-                WaveStatus {
-                    wave: 1,
-                    size: 2,
-                    started: 2,
-                    finished: 2,
-                    succeeded: 2,
-                },
-                WaveStatus {
-                    wave: 2,
-                    size: 18,
-                    started: 11,
-                    finished: 8,
-                    succeeded: 7,
-                },
+                WaveStatus { wave: 1, size: 2, started: 2, finished: 2, succeeded: 2 },
+                WaveStatus { wave: 2, size: 18, started: 11, finished: 8, succeeded: 7 },
             ],
             failed_devices: vec![FailedDevice {
                 device: "gw-7".into(),

@@ -3,6 +3,20 @@
 use anyhow::Context as _;
 use serde::Serialize;
 
+/// indicatif template of a followed request's bar.
+pub const REQUEST_BAR: &str = "{bar:30.cyan/blue} {pos:>3}%  {msg}";
+/// indicatif template of a job's overall and per-wave bars.
+pub const JOB_BAR: &str = "{prefix:<9} {bar:40.cyan/blue} {pos}/{len}  {percent}%";
+/// indicatif template of a line of text among the bars.
+pub const TEXT_LINE: &str = "{msg}";
+
+/// The indicatif style of `template` (the templates above are checked by a test, so the
+/// default bar only stands in for a template this program does not use).
+pub fn style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+}
+
 /// How a command prints its result.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -87,6 +101,13 @@ mod tests {
             table(&["name", "connection"], &rows),
             "NAME         CONNECTION\ngw-1         Connected\ngateway-22   -\n"
         );
+    }
+
+    #[test]
+    fn the_bar_templates_parse() {
+        for template in [REQUEST_BAR, JOB_BAR, TEXT_LINE] {
+            assert!(indicatif::ProgressStyle::with_template(template).is_ok(), "{template}");
+        }
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl Expression {
     /// Evaluates the expression on `device`.
     pub fn evaluate(&self, device: &Device) -> anyhow::Result<cel::Value> {
         let mut context = cel::Context::default();
-        for (name, value) in variables(device) {
+        let variables = variables(device)
+            .with_context(|| format!("reading {} as JSON", device_name(device)))?;
+        for (name, value) in variables {
             let value = cel::to_value(&value)
                 .map_err(|e| anyhow::anyhow!("cannot hand {name} to CEL: {e}"))?;
             context.add_variable_from_value(name, value);
@@ -81,20 +83,20 @@ fn device_name(device: &Device) -> String {
 
 /// The CEL variables of one Device: `name`, `namespace`, `labels`, `spec` and `status` (an
 /// empty object before the operator wrote one).
-pub fn variables(device: &Device) -> Vec<(&'static str, Value)> {
-    vec![
+pub fn variables(device: &Device) -> serde_json::Result<Vec<(&'static str, Value)>> {
+    Ok(vec![
         ("name", json!(device.metadata.name.clone().unwrap_or_default())),
         ("namespace", json!(device.metadata.namespace.clone().unwrap_or_default())),
         ("labels", json!(device.metadata.labels.clone().unwrap_or_default())),
-        ("spec", serde_json::to_value(&device.spec).unwrap_or_else(|_| json!({}))),
+        ("spec", serde_json::to_value(&device.spec)?),
         (
             "status",
-            device.status.as_ref().map_or_else(
-                || json!({}),
-                |s| serde_json::to_value(s).unwrap_or_else(|_| json!({})),
-            ),
+            match &device.status {
+                Some(status) => serde_json::to_value(status)?,
+                None => json!({}),
+            },
         ),
-    ]
+    ])
 }
 
 /// One matching device, as listed.

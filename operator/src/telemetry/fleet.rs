@@ -46,8 +46,14 @@ fn connection_label(state: ConnectionState) -> &'static str {
 
 /// Counts `devices`.
 pub fn count_devices<'a>(devices: impl Iterator<Item = &'a Device>) -> FleetCounts {
-    let mut counts = FleetCounts::default();
-    let mut versions: BTreeMap<String, i64> = BTreeMap::new();
+    // Every connection state and sync value, and the unknown version, exist at zero: a gauge
+    // that drops to no series would read as "no data", not as 0.
+    let mut counts = FleetCounts {
+        connection: ["Connected", "Disconnected", "Unknown"].map(|c| (c, 0)).into(),
+        in_sync: ["true", "false", "unknown"].map(|s| (s, 0)).into(),
+        ..FleetCounts::default()
+    };
+    let mut versions: BTreeMap<String, i64> = BTreeMap::from([(NO_VERSION.to_string(), 0)]);
     for device in devices {
         let status = device.status.as_ref();
         let state = status.and_then(|s| s.connection.as_ref()).map(|c| c.state).unwrap_or_default();
@@ -71,14 +77,19 @@ pub fn count_devices<'a>(devices: impl Iterator<Item = &'a Device>) -> FleetCoun
     counts
 }
 
-/// Adds the unfinished requests of kind `R` to `counts`.
+/// Adds the unfinished requests of kind `R` to `counts` (every unfinished phase, at zero if
+/// none).
 pub fn count_requests<'a, R: RequestResource + 'a>(
     counts: &mut FleetCounts,
     requests: impl Iterator<Item = &'a R>,
 ) {
+    use Phase::{Accepted, InProgress, Pending, Rebooting, Sent};
+    for phase in [Pending, Sent, Accepted, InProgress, Rebooting] {
+        counts.open_requests.entry((kind_label::<R>(), phase.as_str())).or_insert(0);
+    }
     for request in requests {
         let phase = R::progress_of(request.current_status()).ok().and_then(|p| p.phase);
-        let phase = phase.unwrap_or(Phase::Pending);
+        let phase = phase.unwrap_or(Pending);
         if !phase.is_terminal() {
             *counts.open_requests.entry((kind_label::<R>(), phase.as_str())).or_default() += 1;
         }
@@ -136,6 +147,10 @@ mod tests {
             BTreeMap::from([("Connected", 2), ("Disconnected", 1), ("Unknown", 1)])
         );
         assert_eq!(counts.in_sync, BTreeMap::from([("true", 1), ("false", 1), ("unknown", 2)]));
+        let empty = count_devices(std::iter::empty());
+        assert_eq!(empty.connection.values().sum::<i64>(), 0);
+        assert_eq!((empty.connection.len(), empty.in_sync.len()), (3, 3), "all at zero");
+        assert_eq!(empty.firmware, BTreeMap::from([(NO_VERSION.into(), 0)]));
         assert_eq!(
             counts.firmware,
             BTreeMap::from([("1.0".into(), 2), ("1.1".into(), 1), (NO_VERSION.into(), 1)])

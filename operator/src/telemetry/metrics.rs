@@ -153,9 +153,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric, with the label sets known in advance at zero.
     pub fn new() -> Self {
         let mut m = Self::default();
+        m.create_known_series();
         let r = &mut m.registry;
         r.register(
             "kubetwin_mqtt_messages_received",
@@ -318,6 +319,66 @@ impl Metrics {
     pub fn request_entered(&self, labels: TransitionLabels) {
         self.request_transitions.get_or_create(&labels).inc();
     }
+    /// Creates the series whose labels are known in advance at zero: a counter that exists
+    /// before its first event lets `rate()` and `increase()` see that event (alerts on the
+    /// first abort, the first write error), and dashboards show every family from the start.
+    fn create_known_series(&self) {
+        const RESOURCES: [&str; 5] =
+            ["device", "rebootrequest", "methodrequest", "devicejob", "devicedisruptionbudget"];
+        const REQUESTS: [&str; 2] = ["rebootrequest", "methodrequest"];
+        const REQUEST_PHASES: [&str; 9] = [
+            "Pending",
+            "Sent",
+            "Accepted",
+            "InProgress",
+            "Rebooting",
+            "Succeeded",
+            "Failed",
+            "TimedOut",
+            "Rejected",
+        ];
+        for kind in ["reported", "presence", "response", "get"] {
+            let _ = self.messages_in.get_or_create(&label(kind));
+        }
+        for reason in [
+            "empty",
+            "oversized",
+            "malformed",
+            "version",
+            "topic",
+            "invalid",
+            "device",
+            "duplicate",
+            "stale",
+        ] {
+            let _ = self.messages_dropped.get_or_create(&label(reason));
+        }
+        for kind in RESOURCES {
+            let _ = self.status_writes.get_or_create(&label(kind));
+            let _ = self.reconciles.get_or_create(&label(kind));
+            let _ = self.reconcile_errors.get_or_create(&label(kind));
+            for reason in ["invalid", "conflict", "throttled", "unavailable", "other"] {
+                let _ =
+                    self.status_write_errors.get_or_create(&WriteFailureLabels { kind, reason });
+            }
+        }
+        for phase in REQUEST_PHASES {
+            let _ = self.request_transitions.get_or_create(&TransitionLabels {
+                kind: "rebootrequest",
+                method: "reboot",
+                phase,
+            });
+        }
+        for kind in REQUESTS.into_iter().chain(["firmware"]) {
+            for result in ["allowed", "exhausted"] {
+                let _ = self.budget_checks.get_or_create(&BudgetCheckLabels { kind, result });
+            }
+        }
+        for phase in ["Suspended", "Running", "Paused", "Succeeded", "Failed", "Aborted"] {
+            let _ = self.job_phases.get_or_create(&JobPhaseLabel { phase });
+        }
+    }
+
     /// Counts a disruption budget check by `kind` (a request kind or `firmware`).
     pub fn budget_checked(&self, kind: &'static str, allowed: bool) {
         let result = if allowed { "allowed" } else { "exhausted" };
