@@ -11,7 +11,7 @@ use super::{
     ops::{self, Check, LARGE_BUDGET, Watchdog},
     ping::Pinger,
     progress,
-    report::{Goal, Row, ScenarioReport, Unit},
+    report::{Goal, Row, ScenarioReport},
 };
 
 /// Title of the scenario.
@@ -86,27 +86,17 @@ impl FanOut {
     fn rows(&self, n: usize) -> Vec<Row> {
         let size = super::report::thousands(n as f64);
         vec![
-            Row::new(
+            Row::seconds(
                 format!("wall time, first create → last Succeeded, N = {size}"),
-                self.wall.as_secs_f64(),
-                Unit::Seconds,
+                self.wall,
             )
             .floor(self.floor().as_secs_f64())
             .goal(Goal::ratio_at_most(1.25)),
-            Row::new(
-                format!("floor (a): {size} status patches"),
-                self.patches.as_secs_f64(),
-                Unit::Seconds,
-            ),
-            Row::new(
-                format!("floor (b): {size} MQTT round trips"),
-                self.pings.as_secs_f64(),
-                Unit::Seconds,
-            ),
-            Row::new(
+            Row::seconds(format!("floor (a): {size} status patches"), self.patches),
+            Row::seconds(format!("floor (b): {size} MQTT round trips"), self.pings),
+            Row::seconds(
                 format!("creating the {size} RebootRequests (part of the wall time)"),
-                self.create.as_secs_f64(),
-                Unit::Seconds,
+                self.create,
             ),
         ]
     }

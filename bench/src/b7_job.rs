@@ -109,29 +109,13 @@ impl FleetJob {
     fn rows(&self, n: usize) -> Vec<Row> {
         let size = thousands(n as f64);
         vec![
-            Row::new(
-                format!("wall time, job created → job Succeeded, N = {size}"),
-                self.wall.as_secs_f64(),
-                Unit::Seconds,
-            )
-            .floor(self.floor().as_secs_f64()),
+            Row::seconds(format!("wall time, job created → job Succeeded, N = {size}"), self.wall)
+                .floor(self.floor().as_secs_f64()),
             Row::new("devices per minute", self.per_minute(n), Unit::Count)
                 .note("AWS IoT Jobs: at most 1,000 per minute"),
-            Row::new(
-                format!("floor (a): {size} MethodRequest creates"),
-                self.creates.as_secs_f64(),
-                Unit::Seconds,
-            ),
-            Row::new(
-                format!("floor (b): {size} terminal status patches"),
-                self.patches.as_secs_f64(),
-                Unit::Seconds,
-            ),
-            Row::new(
-                format!("floor (c): {size} MQTT round trips"),
-                self.pings.as_secs_f64(),
-                Unit::Seconds,
-            ),
+            Row::seconds(format!("floor (a): {size} MethodRequest creates"), self.creates),
+            Row::seconds(format!("floor (b): {size} terminal status patches"), self.patches),
+            Row::seconds(format!("floor (c): {size} MQTT round trips"), self.pings),
             Row::new("operator status writes per device", self.writes / n as f64, Unit::Decimal)
                 .note("every kind: children, the job, Devices going offline and back"),
         ]

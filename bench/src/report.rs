@@ -154,6 +154,11 @@ impl Row {
         }
     }
 
+    /// A time measured, in seconds.
+    pub fn seconds(metric: impl Into<String>, time: std::time::Duration) -> Self {
+        Self::new(metric, time.as_secs_f64(), Unit::Seconds)
+    }
+
     /// Sets the floor; the ratio is value / floor.
     pub fn floor(mut self, floor: f64) -> Self {
         self.floor = Some(floor);

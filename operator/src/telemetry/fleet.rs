@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use kube::runtime::reflector::Store;
 use kubetwin_api::{ConnectionState, Device, MethodRequest, RebootRequest};
 
+pub use super::metrics::FleetCounts;
 use super::metrics::Metrics;
 use crate::{
     k8s::kind_label,
@@ -22,19 +23,6 @@ pub const MAX_FIRMWARE_VERSIONS: usize = 20;
 pub const OTHER_VERSIONS: &str = "other";
 /// The firmware label of Devices that have not reported a version.
 pub const NO_VERSION: &str = "unknown";
-
-/// The counts behind the gauges.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FleetCounts {
-    /// Devices by connection state (`Connected`, `Disconnected`, `Unknown`).
-    pub connection: BTreeMap<&'static str, i64>,
-    /// Devices by sync (`true`, `false`, `unknown`).
-    pub in_sync: BTreeMap<&'static str, i64>,
-    /// Devices by firmware version running (bounded, see [`MAX_FIRMWARE_VERSIONS`]).
-    pub firmware: BTreeMap<String, i64>,
-    /// Unfinished requests by (kind, phase).
-    pub open_requests: BTreeMap<(&'static str, &'static str), i64>,
-}
 
 fn connection_label(state: ConnectionState) -> &'static str {
     match state {

@@ -2,6 +2,8 @@
 //! bounded at any fleet size, and every label value comes from a typed value's `as_str()`
 //! (a kind's lowercase name, a message kind, a drop reason, a phase), never from free text.
 
+use std::collections::BTreeMap;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -49,6 +51,19 @@ pub struct BudgetCheckLabels {
 pub struct JobPhaseLabel {
     /// Phase entered.
     pub phase: &'static str,
+}
+
+/// The counts behind the fleet gauges (counted in `telemetry::fleet`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Devices by connection state (`Connected`, `Disconnected`, `Unknown`).
+    pub connection: BTreeMap<&'static str, i64>,
+    /// Devices by sync (`true`, `false`, `unknown`).
+    pub in_sync: BTreeMap<&'static str, i64>,
+    /// Devices by firmware version running (bounded: the most common by name, the rest together).
+    pub firmware: BTreeMap<String, i64>,
+    /// Unfinished requests by (kind, phase).
+    pub open_requests: BTreeMap<(&'static str, &'static str), i64>,
 }
 
 /// Labels of the Device count by connection state.
@@ -393,7 +408,7 @@ impl Metrics {
         self.job_phases.get_or_create(&JobPhaseLabel { phase }).inc();
     }
     /// Sets the fleet gauges to `counts` (label sets absent from `counts` disappear).
-    pub fn set_fleet(&self, counts: &super::fleet::FleetCounts) {
+    pub fn set_fleet(&self, counts: &FleetCounts) {
         self.devices_by_connection.clear();
         for (connection, n) in &counts.connection {
             self.devices_by_connection.get_or_create(&ConnectionLabel { connection }).set(*n);
