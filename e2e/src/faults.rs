@@ -475,6 +475,17 @@ impl Rig {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // What devices sent while no operator was connected comes back by their resync to the
+        // newest operator session: let the leader connect, announce its session and take in
+        // the resync (spread over the window it asks for) before the fleet stops.
+        let leader = self.wait_leader(Duration::from_secs(120)).await?;
+        leader
+            .wait_metric("kubetwin_mqtt_connected", Duration::from_secs(120), |v| v >= 1.0)
+            .await?;
+        // The operator asks for 2,000 resyncs a second, over at least a second
+        // (`resync_spread_ms` in the operator's transport).
+        let window = Duration::from_millis((self.ids.len() as u64 / 2).max(1000));
+        tokio::time::sleep(window + Duration::from_secs(3)).await;
         self.simulator.terminate(Duration::from_secs(120)).await?;
         let leader = self.wait_leader(Duration::from_secs(120)).await?;
         leader.wait_idle(Duration::from_secs(300)).await?;
