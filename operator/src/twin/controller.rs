@@ -59,20 +59,22 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let object = bare_ref(&*device);
     let now = crate::clock::now();
 
-    let (claim, synced) = {
+    // `online` under the same lock: disruption budgets count a device that is not online as
+    // unavailable, and every change of connection reconciles its Device, so the budget index
+    // learns it here.
+    let (claim, synced, online) = {
         let fleet = ctx.fleet();
-        (fleet.claim_of(&object), fleet.synced())
+        let claim = fleet.claim_of(&object);
+        let online = match &claim {
+            Some(Claim::Owner(id)) => fleet.state(id).and_then(|s| s.online()) == Some(true),
+            _ => false,
+        };
+        (claim, fleet.synced(), online)
     };
     if !synced {
         // Until every Device is listed, an older claimant of the same id may still be missing.
         return Ok(Action::requeue(NOT_SYNCED));
     }
-    // Disruption budgets count a device that is not online as unavailable: every change of
-    // connection reconciles its Device, so the budget index learns it here.
-    let online = match &claim {
-        Some(Claim::Owner(id)) => ctx.fleet().state(id).and_then(|s| s.online()) == Some(true),
-        _ => false,
-    };
     ctx.budgets().set_online(&namespace, &name, online);
     let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
     let desired_size = serde_json::to_vec(&desired)?.len();
