@@ -216,6 +216,45 @@ string_enum!(
 );
 
 string_enum!(
+    /// Condition types of a `DeviceConfiguration`.
+    ConfigurationCondition {
+        /// The configuration is valid and its status is computed.
+        Ready,
+        /// The firmware rollout is over (or there is none).
+        RolloutComplete,
+    }
+);
+
+string_enum!(
+    /// Reasons of a `DeviceConfiguration`'s conditions and rollout.
+    ConfigurationReason {
+        /// The selector and every custom metric are valid.
+        Valid,
+        /// spec.selector cannot be used.
+        InvalidSelector,
+        /// A custom metric's expression is not CEL.
+        InvalidExpression,
+        /// No spec.firmware: nothing rolls out.
+        NoFirmware,
+        /// Devices are being updated.
+        Updating,
+        /// A wave with pauseAfter finished; spec.continueAfterWave lets it go on.
+        WavePaused,
+        /// Failed updates reached the failure threshold; nothing more starts.
+        FailureThresholdReached,
+        /// Failed updates reached the failure threshold; the updated devices get the previous
+        /// firmware back.
+        RolledBack,
+        /// Every device in the rollout runs the firmware.
+        AllUpdated,
+        /// Every device had its turn; some did not update.
+        SomeFailed,
+        /// No targeted Device takes its firmware from this configuration.
+        NoDevices,
+    }
+);
+
+string_enum!(
     /// Condition types of a `DeviceDisruptionBudget`.
     BudgetCondition {
         /// At least one more device may be disrupted now (in every group).

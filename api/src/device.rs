@@ -252,6 +252,17 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<FirmwareStatus>,
 
+    /// The desired document the operator publishes for this Device: its version, revision and
+    /// a digest of its content. Recorded before the document is published, so the revision
+    /// only grows, across operator restarts too, when only a configuration changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentVersion>,
+
+    /// The DeviceConfigurations that apply to this Device, lowest priority first (later ones
+    /// win where they overlap; the Device's own spec wins over all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configurations: Vec<AppliedConfiguration>,
+
     /// Whether the device applied the current spec (the InSync condition, as a field that
     /// `kubectl get devices --field-selector status.inSync=false` can select).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -315,6 +326,58 @@ pub struct AppliedVersion {
     pub epoch: String,
     /// The Device's metadata.generation when the desired properties were issued.
     pub version: i64,
+    /// The operator's revision of the document within the generation (absent: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revision: Option<i64>,
+}
+
+impl From<&kubetwin_protocol::AppliedVersion> for AppliedVersion {
+    fn from(applied: &kubetwin_protocol::AppliedVersion) -> Self {
+        Self {
+            epoch: applied.epoch.clone(),
+            version: applied.version,
+            revision: (applied.revision > 0).then_some(i64::from(applied.revision)),
+        }
+    }
+}
+
+impl AppliedVersion {
+    /// The revision (0 when absent).
+    pub fn revision(&self) -> i64 {
+        self.revision.unwrap_or(0)
+    }
+}
+
+/// One configuration that applies to a Device, as Device.status lists it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedConfiguration {
+    /// The DeviceConfiguration's name.
+    pub name: String,
+    /// Its metadata.generation whose content is in the desired document.
+    pub generation: i64,
+    /// The firmware version it orders on this device (when its rollout admitted the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// The order is a rollback to the configuration's previous firmware.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+/// The desired document the operator publishes for a Device.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentVersion {
+    /// The Device's metadata.generation.
+    pub version: i64,
+    /// Grows by one each time the document changes within the generation (a configuration
+    /// changed, or a firmware order was released by a disruption budget).
+    #[schemars(range(min = 0))]
+    pub revision: i64,
+    /// SHA-256 (first 16 hex digits) of the document's content: desired properties and
+    /// firmware order.
+    pub digest: String,
 }
 
 /// A position the API cannot hold: a counter above `i64::MAX`, or a negative one read back.

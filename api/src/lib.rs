@@ -9,12 +9,17 @@
 //! - [`DeviceJob`]: one method across the Devices a selector picks, in waves, with rate
 //!   limits, abort criteria and retries.
 //! - [`DeviceDisruptionBudget`]: how many selected devices may be out of service at once.
+//! - [`DeviceConfiguration`]: desired properties and firmware for every Device a selector
+//!   picks, by priority, with a wave rollout for the firmware.
 //!
 //! The CRD YAML in `crds/` is generated from these types by the `crdgen` binary.
 
 pub mod budget;
 pub mod condition;
+pub mod configuration;
 pub mod device;
+#[cfg(feature = "cel")]
+pub mod expression;
 pub mod job;
 pub mod method;
 pub mod reboot;
@@ -23,9 +28,12 @@ mod schema;
 pub use budget::{
     DeviceDisruptionBudget, DeviceDisruptionBudgetSpec, DeviceDisruptionBudgetStatus,
 };
+pub use configuration::{
+    DeviceConfiguration, DeviceConfigurationSpec, DeviceConfigurationStatus, RolloutPhase,
+};
 pub use device::{
     AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceSpec,
-    DeviceStatus, FirmwarePhase, FirmwareStatus, FirmwareTarget, ReportCursor,
+    DeviceStatus, DocumentVersion, FirmwarePhase, FirmwareStatus, FirmwareTarget, ReportCursor,
 };
 pub use job::{DeviceJob, DeviceJobSpec, DeviceJobStatus, JobPhase};
 pub use method::{
@@ -54,6 +62,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         MethodRequest::crd(),
         DeviceJob::crd(),
         DeviceDisruptionBudget::crd(),
+        DeviceConfiguration::crd(),
     ]
 }
 

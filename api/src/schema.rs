@@ -54,3 +54,15 @@ pub(crate) fn method_result_payload(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-preserve-unknown-fields": true,
     })
 }
+
+/// Like [`free_form_object`], described as a configuration's merge patch.
+pub(crate) fn configuration_patch(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = free_form_object(generator);
+    schema.insert(
+        "description".into(),
+        "A JSON merge patch (RFC 7386) applied to each selected Device's desired properties: \
+         objects merge key by key, any other value replaces, and null deletes the key."
+            .into(),
+    );
+    schema
+}

@@ -35,7 +35,8 @@ fn crds_declare_names_categories_and_status() {
             "rebootrequests.kubetwin.io",
             "methodrequests.kubetwin.io",
             "devicejobs.kubetwin.io",
-            "devicedisruptionbudgets.kubetwin.io"
+            "devicedisruptionbudgets.kubetwin.io",
+            "deviceconfigurations.kubetwin.io"
         ]
     );
     for crd in &crds {
@@ -50,6 +51,7 @@ fn crds_declare_names_categories_and_status() {
     // Short names that clash with nothing common (Argo Rollouts owns `rollout`, core owns `job`).
     assert_eq!(crds[3].spec.names.short_names.as_deref(), Some(&["devjob".to_string()][..]));
     assert_eq!(crds[4].spec.names.short_names.as_deref(), Some(&["devbudget".to_string()][..]));
+    assert_eq!(crds[5].spec.names.short_names.as_deref(), Some(&["devconf".to_string()][..]));
 }
 
 #[test]

@@ -37,6 +37,7 @@ async fn crds_install_and_serve_both_kinds() {
     assert_eq!(
         names,
         [
+            "deviceconfigurations.kubetwin.io",
             "devicedisruptionbudgets.kubetwin.io",
             "devicejobs.kubetwin.io",
             "devices.kubetwin.io",

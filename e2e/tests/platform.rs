@@ -171,6 +171,7 @@ async fn the_chart_lints_renders_and_rejects_bad_values() {
         "methodrequests.kubetwin.io.yaml",
         "devicejobs.kubetwin.io.yaml",
         "devicedisruptionbudgets.kubetwin.io.yaml",
+        "deviceconfigurations.kubetwin.io.yaml",
     ] {
         let top = std::fs::read(repo_root().join("crds").join(name)).expect("crd");
         let chart =
@@ -257,6 +258,12 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     assert!(can("watch", "devicejobs.kubetwin.io", &ns, None));
     assert!(can("patch", "devicejobs.kubetwin.io", &ns, Some("status")));
     assert!(can("patch", "devicedisruptionbudgets.kubetwin.io", &ns, Some("status")));
+    assert!(can("watch", "deviceconfigurations.kubetwin.io", &ns, None));
+    assert!(can("patch", "deviceconfigurations.kubetwin.io", &ns, Some("status")));
+    assert!(
+        !can("patch", "deviceconfigurations.kubetwin.io", &ns, None),
+        "never edits a configuration"
+    );
     assert!(!can("create", "devicejobs.kubetwin.io", &ns, None), "never starts a job itself");
     assert!(!can("create", "rebootrequests.kubetwin.io", &ns, None));
     assert!(can("create", "events.events.k8s.io", &ns, None));

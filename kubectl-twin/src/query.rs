@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use kube::Api;
-use kubetwin_api::{Device, MethodRequest, RebootRequest};
+use kubetwin_api::{Device, MethodRequest, RebootRequest, expression::DeviceExpression};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -21,50 +21,23 @@ use crate::{
 /// The group of devices for which the group-by expression has no value.
 pub const NO_VALUE: &str = "<none>";
 
-/// A compiled CEL expression over one Device.
-pub struct Expression {
-    source: String,
-    program: cel::Program,
-}
+/// A compiled CEL expression over one Device (the operator's custom metrics use the same).
+pub struct Expression(DeviceExpression);
 
 impl Expression {
     /// Compiles `source`; the error says where it does not parse.
     pub fn compile(source: &str) -> anyhow::Result<Self> {
-        let program = cel::Program::compile(source)
-            .map_err(|errors| anyhow::anyhow!("{source:?} is not a CEL expression: {errors}"))?;
-        Ok(Self { source: source.to_string(), program })
-    }
-
-    /// Evaluates the expression on `device`.
-    pub fn evaluate(&self, device: &Device) -> anyhow::Result<cel::Value> {
-        let mut context = cel::Context::default();
-        let variables = variables(device)
-            .with_context(|| format!("reading {} as JSON", device_name(device)))?;
-        for (name, value) in variables {
-            let value = cel::to_value(&value)
-                .map_err(|e| anyhow::anyhow!("cannot hand {name} to CEL: {e}"))?;
-            context.add_variable_from_value(name, value);
-        }
-        self.program.execute(&context).map_err(|error| {
-            anyhow::anyhow!("{:?} on {}: {error}", self.source, device_name(device))
-        })
+        Ok(Self(DeviceExpression::compile(source)?))
     }
 
     /// Whether the expression is true for `device` (an error if it is not a boolean).
     pub fn matches(&self, device: &Device) -> anyhow::Result<bool> {
-        match self.evaluate(device)? {
-            cel::Value::Bool(matches) => Ok(matches),
-            other => anyhow::bail!(
-                "{:?} must be true or false; on {} it is {other:?}",
-                self.source,
-                device_name(device)
-            ),
-        }
+        Ok(self.0.matches(device)?)
     }
 
     /// The expression's value on `device` as a group name ([`NO_VALUE`] when it has none).
     pub fn group(&self, device: &Device) -> String {
-        match self.evaluate(device) {
+        match self.0.evaluate(device) {
             Ok(cel::Value::String(text)) => text.to_string(),
             Ok(cel::Value::Int(n)) => n.to_string(),
             Ok(cel::Value::UInt(n)) => n.to_string(),
@@ -74,29 +47,6 @@ impl Expression {
             Ok(other) => format!("{other:?}"),
         }
     }
-}
-
-fn device_name(device: &Device) -> String {
-    let namespace = device.metadata.namespace.as_deref().unwrap_or_default();
-    format!("{namespace}/{}", device.metadata.name.as_deref().unwrap_or_default())
-}
-
-/// The CEL variables of one Device: `name`, `namespace`, `labels`, `spec` and `status` (an
-/// empty object before the operator wrote one).
-pub fn variables(device: &Device) -> serde_json::Result<Vec<(&'static str, Value)>> {
-    Ok(vec![
-        ("name", json!(device.metadata.name.clone().unwrap_or_default())),
-        ("namespace", json!(device.metadata.namespace.clone().unwrap_or_default())),
-        ("labels", json!(device.metadata.labels.clone().unwrap_or_default())),
-        ("spec", serde_json::to_value(&device.spec)?),
-        (
-            "status",
-            match &device.status {
-                Some(status) => serde_json::to_value(status)?,
-                None => json!({}),
-            },
-        ),
-    ])
 }
 
 /// One matching device, as listed.

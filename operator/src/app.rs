@@ -16,7 +16,8 @@ use kube::{
     },
 };
 use kubetwin_api::{
-    Device, DeviceDisruptionBudget, DeviceJob, MethodRequest, RebootRequest, job::JOB_LABEL,
+    Device, DeviceConfiguration, DeviceDisruptionBudget, DeviceJob, MethodRequest, RebootRequest,
+    job::JOB_LABEL,
 };
 use kubetwin_mqtt::LinkState;
 use kubetwin_protocol::{Codec, DeviceId, Topics};
@@ -29,6 +30,11 @@ use crate::{
         index::BudgetIndex,
     },
     config::OperatorConfig,
+    configurations::{
+        admissions::Admissions,
+        controller::{self as configuration_controller, ConfigurationController},
+        watch::{self as configuration_watch, Seen},
+    },
     context::Context,
     error::Result,
     fleet::{ClearReason, FleetIndex},
@@ -89,6 +95,19 @@ pub async fn run(
             for id in change.freed {
                 let _ = clear_sender.send(id);
             }
+        })
+    };
+
+    // Configurations: a change reconciles the Devices whose effective twin it affects.
+    let admissions = Arc::new(Mutex::new(Admissions::default()));
+    let configuration_watch = Arc::new(Seen::default());
+    let configurations = {
+        let seen = configuration_watch.clone();
+        let admissions = admissions.clone();
+        let device_store = devices.store();
+        let trigger = device_trigger.clone();
+        lean_controller::<DeviceConfiguration>(&client, &config, move |event| {
+            configuration_watch::observe(event, &seen, &admissions, &device_store, &trigger)
         })
     };
 
@@ -168,6 +187,9 @@ pub async fn run(
         events,
         metrics: metrics.clone(),
         budgets: budget_index,
+        configurations: configurations.store(),
+        admissions,
+        configuration_watch,
     });
 
     tokio::spawn(clear_freed_desired(ctx.clone(), clear_requests));
@@ -181,7 +203,7 @@ pub async fn run(
             request_trigger::<MethodRequest>(method_trigger.clone()),
         ]),
         resync: vec![
-            resync_all(device_store.clone(), device_trigger),
+            resync_all(device_store.clone(), device_trigger.clone()),
             resync_all(reboot_store.clone(), reboot_trigger),
             resync_all(method_store.clone(), method_trigger),
         ],
@@ -238,6 +260,19 @@ pub async fn run(
     });
     let budget_controller =
         Arc::new(BudgetController { ctx: ctx.clone(), retries: Retries::default() });
+    let configuration_controller = Arc::new(ConfigurationController {
+        ctx: ctx.clone(),
+        configurations: configurations.store(),
+        devices: device_trigger.clone(),
+        retries: Retries::default(),
+    });
+    let configurations = configurations
+        .run(
+            configuration_controller::reconcile,
+            configuration_controller::error_policy,
+            configuration_controller,
+        )
+        .for_each(|_| async {});
     let devices = devices
         .reconcile_on(device_triggers)
         .run(device_controller::reconcile, device_controller::error_policy, device_controller)
@@ -267,7 +302,7 @@ pub async fn run(
         .for_each(|_| async {});
     futures::future::join(
         futures::future::join3(devices, reboots, methods),
-        futures::future::join(jobs, budgets),
+        futures::future::join3(jobs, budgets, configurations),
     )
     .await;
     shut_down(&ctx, Duration::from_secs(config.shutdown_grace_seconds)).await;

@@ -6,12 +6,13 @@ use kube::{
     Client,
     runtime::{events::EventType, reflector::Store},
 };
-use kubetwin_api::Device;
+use kubetwin_api::{Device, DeviceConfiguration};
 use kubetwin_mqtt::LinkState;
 use tokio::sync::watch;
 
 use crate::{
     budgets::index::BudgetIndex,
+    configurations::{admissions::Admissions, watch::Seen},
     fleet::{Claim, FleetIndex},
     k8s::{events::EventSink, status::StatusWriter},
     telemetry::metrics::Metrics,
@@ -38,6 +39,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Disruption budgets and the devices requests disrupt now.
     pub budgets: Arc<Mutex<BudgetIndex>>,
+    /// Cache of DeviceConfiguration objects (each Device's effective twin comes from them).
+    pub configurations: Store<DeviceConfiguration>,
+    /// Devices configuration rollouts admitted that their status does not record yet.
+    pub admissions: Arc<Mutex<Admissions>>,
+    /// What the configuration watch saw (whether it listed every configuration yet).
+    pub configuration_watch: Arc<Seen>,
 }
 
 /// A Device with whether it is online now, for job planning.
@@ -52,6 +59,11 @@ impl Context {
     /// Locks the fleet index (never held across an await).
     pub fn fleet(&self) -> MutexGuard<'_, FleetIndex> {
         self.fleet.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the rollout admissions (never held across an await).
+    pub fn admissions(&self) -> MutexGuard<'_, Admissions> {
+        self.admissions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the budget index (never held across an await).

@@ -13,6 +13,8 @@
 //! - [`methods`]: the method engine, its kinds and the generic request controller;
 //! - [`rollout`]: the pure wave planner shared by rollouts over many devices;
 //! - [`jobs`]: the DeviceJob controller (one method across a selector);
+//! - [`configurations`]: DeviceConfiguration (fleet configuration by selector and priority,
+//!   the effective twin of each Device, firmware rollouts);
 //! - [`budgets`]: disruption budgets, the check every disruptive request passes, and their
 //!   status;
 //! - [`telemetry`]: metrics and health endpoints.
@@ -21,6 +23,7 @@ pub mod app;
 pub mod budgets;
 pub mod clock;
 pub mod config;
+pub mod configurations;
 pub mod context;
 pub mod error;
 pub mod fleet;

@@ -134,10 +134,10 @@ method, and finalizers (not spec) on DeviceJobs.
 */}}
 {{- define "kubetwin.operatorRules" -}}
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices", "rebootrequests", "methodrequests", "devicejobs", "devicedisruptionbudgets"]
+  resources: ["devices", "rebootrequests", "methodrequests", "devicejobs", "devicedisruptionbudgets", "deviceconfigurations"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetwin.io"]
-  resources: ["devices/status", "rebootrequests/status", "methodrequests/status", "devicejobs/status", "devicedisruptionbudgets/status"]
+  resources: ["devices/status", "rebootrequests/status", "methodrequests/status", "devicejobs/status", "devicedisruptionbudgets/status", "deviceconfigurations/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["kubetwin.io"]
   resources: ["rebootrequests", "methodrequests", "devicejobs"]

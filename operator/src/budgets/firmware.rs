@@ -32,13 +32,18 @@ pub fn firmware_hold(device: &Device) -> FirmwareHold {
         Applying, Current, Downloading, Failed, Pending, Rebooting, RolledBack, Succeeded,
         TimedOut, Verifying,
     };
-    let Some(target) = device.spec.firmware.as_ref() else {
+    // The target: the Device's own, else the one a DeviceConfiguration orders on it (as the
+    // status records it).
+    let target = device.spec.firmware.as_ref().map(|f| f.version.as_str()).or_else(|| {
+        device.status.as_ref()?.configurations.iter().find_map(|c| c.firmware.as_deref())
+    });
+    let Some(target) = target else {
         return FirmwareHold::Release;
     };
     let Some(status) = device.status.as_ref().and_then(|s| s.firmware.as_ref()) else {
         return FirmwareHold::Keep;
     };
-    if status.target.as_deref() != Some(target.version.as_str()) {
+    if status.target.as_deref() != Some(target) {
         return FirmwareHold::Keep;
     }
     match status.phase {
@@ -105,5 +110,20 @@ mod tests {
         for (target, status, expected) in table {
             assert_eq!(firmware_hold(&device(target, status)), expected, "{target:?} {status:?}");
         }
+    }
+
+    #[test]
+    fn a_configuration_s_order_recorded_in_status_holds_like_the_device_s_own() {
+        let mut device = device(None, Some(("2.0", FirmwarePhase::Downloading, UPDATING)));
+        assert_eq!(firmware_hold(&device), FirmwareHold::Release, "no order anywhere");
+        if let Some(status) = device.status.as_mut() {
+            status.configurations = vec![kubetwin_api::device::AppliedConfiguration {
+                name: "fleet-fw".into(),
+                generation: 1,
+                firmware: Some("2.0".into()),
+                rollback: false,
+            }];
+        }
+        assert_eq!(firmware_hold(&device), FirmwareHold::Hold);
     }
 }

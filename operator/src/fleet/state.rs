@@ -207,8 +207,7 @@ impl DeviceState {
             self.cursor = Some(message.cursor());
             self.reported_at = Some(now);
             if let Some(applied) = &message.applied {
-                self.applied =
-                    Some(AppliedVersion { epoch: applied.epoch.clone(), version: applied.version });
+                self.applied = Some(AppliedVersion::from(applied));
             }
             self.connection.last_seen = Some(Time(now));
         }
@@ -224,10 +223,7 @@ impl DeviceState {
     /// applied version are exactly what is held. A new boot always counts (reboots are seen
     /// through it).
     fn repeats_known_state(&self, message: &ReportedMessage, merged: &Map<String, Value>) -> bool {
-        let applied = message
-            .applied
-            .as_ref()
-            .map(|a| AppliedVersion { epoch: a.epoch.clone(), version: a.version });
+        let applied = message.applied.as_ref().map(AppliedVersion::from);
         message.full
             && self.cursor.is_some_and(|c| c.boot == message.boot)
             && *merged == self.reported

@@ -14,13 +14,10 @@ use kubetwin_protocol::{FACTORY_RESET_METHOD, REBOOT_METHOD};
 use crate::{
     k8s::conditions::{ConditionUpdate, merge, with_one_reason},
     rollout::planner::{
-        AbortCriterion, Attempt, Decision, Failure, FailureFilter, Member, Ramp, RetryPolicy, Size,
-        Stage, Strategy, WaveSpec,
+        AbortCriterion, Attempt, Decision, Failure, FailureFilter, Member, RetryPolicy, Stage,
+        Strategy,
     },
 };
-
-/// Default of `spec.rollout.maxInFlight`.
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
 
 fn filter(failure: FailureType) -> FailureFilter {
     match failure {
@@ -31,7 +28,7 @@ fn filter(failure: FailureType) -> FailureFilter {
     }
 }
 
-fn unsigned(value: i32) -> u32 {
+pub(crate) fn unsigned(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
 }
 
@@ -42,28 +39,7 @@ pub fn disruptive(spec: &DeviceJobSpec) -> bool {
 
 /// The planner strategy of a job spec (admission validated every size).
 pub fn strategy_of(spec: &DeviceJobSpec) -> Strategy {
-    let rollout = &spec.rollout;
     Strategy {
-        waves: rollout
-            .waves
-            .iter()
-            .map(|w| WaveSpec {
-                size: Size::parse(&w.size).unwrap_or(Size::Percent(100)),
-                pause_after: w.pause_after,
-            })
-            .collect(),
-        max_in_flight: rollout
-            .max_in_flight
-            .as_ref()
-            .and_then(Size::parse)
-            .unwrap_or(Size::Count(DEFAULT_MAX_IN_FLIGHT)),
-        max_per_minute: rollout.max_per_minute.map(unsigned),
-        ramp: rollout.exponential_rate.as_ref().map(|r| Ramp {
-            base_per_minute: unsigned(r.base_rate_per_minute),
-            factor: r.increment_factor,
-            succeeded_per_increase: unsigned(r.succeeded_per_increase),
-        }),
-        continue_after_wave: unsigned(spec.continue_after_wave),
         abort: spec
             .abort
             .iter()
@@ -80,6 +56,7 @@ pub fn strategy_of(spec: &DeviceJobSpec) -> Strategy {
         },
         disruptive: disruptive(spec),
         suspended: spec.suspend,
+        ..crate::rollout::strategy_of(&spec.rollout, spec.continue_after_wave)
     }
 }
 
@@ -305,7 +282,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::rollout::planner::{Observed, Readiness, Room, plan};
+    use crate::rollout::planner::{Observed, Readiness, Room, Size, WaveSpec, plan};
 
     fn spec(extra: serde_json::Value) -> DeviceJobSpec {
         let mut base = json!({"selector": {}, "method": "reboot"});
@@ -341,7 +318,7 @@ mod tests {
         assert_eq!(s.continue_after_wave, 1);
         let gentle = strategy_of(&spec(json!({"method": "setLed"})));
         assert!(!gentle.disruptive);
-        assert_eq!(gentle.max_in_flight, Size::Count(DEFAULT_MAX_IN_FLIGHT));
+        assert_eq!(gentle.max_in_flight, Size::Count(crate::rollout::DEFAULT_MAX_IN_FLIGHT));
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub struct AbortCriterion {
 }
 
 /// Retries of failed members.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries per member.
     pub limit: u32,

@@ -124,6 +124,8 @@ pub struct Metrics {
     status_write_errors: Family<WriteFailureLabels, Counter>,
     budget_checks: Family<BudgetCheckLabels, Counter>,
     job_children: Counter,
+    /// Devices admitted to configuration firmware rollouts.
+    configuration_admissions: Counter,
     job_phases: Family<JobPhaseLabel, Counter>,
     devices_by_connection: Family<ConnectionLabel, Gauge>,
     devices_by_sync: Family<SyncLabel, Gauge>,
@@ -155,6 +157,7 @@ impl Default for Metrics {
             status_write_errors: Family::default(),
             budget_checks: Family::default(),
             job_children: Counter::default(),
+            configuration_admissions: Counter::default(),
             job_phases: Family::default(),
             devices_by_connection: Family::default(),
             devices_by_sync: Family::default(),
@@ -213,6 +216,11 @@ impl Metrics {
             "kubetwin_budget_checks",
             "Disruption budget checks before a disruptive send, by what asked and the result",
             m.budget_checks.clone(),
+        );
+        r.register(
+            "kubetwin_configuration_devices_admitted",
+            "Devices a DeviceConfiguration's firmware rollout admitted (their order goes out)",
+            m.configuration_admissions.clone(),
         );
         r.register(
             "kubetwin_job_children_created",
@@ -402,6 +410,10 @@ impl Metrics {
     /// Counts DeviceJob children created.
     pub fn job_children_created(&self, count: usize) {
         self.job_children.inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+    /// Counts devices admitted to configuration firmware rollouts.
+    pub fn configuration_admitted(&self, count: usize) {
+        self.configuration_admissions.inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
     /// Counts a DeviceJob entering `phase`.
     pub fn job_entered(&self, phase: &'static str) {

@@ -7,14 +7,22 @@ use kube::{
     ResourceExt,
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
-use kubetwin_api::{Device, DeviceStatus, FirmwarePhase, condition::DeviceReason};
+use kubetwin_api::{
+    Device, DeviceConfiguration, DeviceStatus, FirmwarePhase, FirmwareTarget,
+    condition::DeviceReason,
+};
 use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::format_rfc3339};
 
-use super::status::{Problem, desired_status};
+use super::status::{Problem, Wanted, desired_status};
 use crate::{
     budgets::{
         firmware::firmware_holder,
         index::{FIRMWARE_HOLDER, HOLDING_KINDS},
+    },
+    configurations::{
+        self,
+        document::{digest, document_version, publishable},
+        effective::{Admission, effective_twin, firmware_source, recorded},
     },
     context::Context,
     error::Error,
@@ -71,12 +79,18 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         };
         (claim, fleet.synced(), online)
     };
-    if !synced {
-        // Until every Device is listed, an older claimant of the same id may still be missing.
+    if !synced || !ctx.configuration_watch.synced() {
+        // Until every Device is listed, an older claimant of the same id may still be missing;
+        // until every configuration is, the document would miss their content.
         return Ok(Action::requeue(NOT_SYNCED));
     }
     ctx.budgets().set_online(&namespace, &name, online);
-    let desired = serde_json::Map::from_iter(device.spec.desired.clone().unwrap_or_default());
+
+    // The effective twin: the configurations that select the Device, its own spec on top.
+    let selecting = configurations::selecting(&ctx.configurations, &device);
+    let admission = admission_of(ctx, &namespace, &name, &device, &selecting);
+    let twin = effective_twin(&device, &selecting, admission);
+    let desired = twin.desired.clone();
     let desired_size = serde_json::to_vec(&desired)?.len();
     let (owned_id, problem) = match claim {
         Some(Claim::Owner(id)) if desired_size > kubetwin_api::device::MAX_DESIRED_BYTES => {
@@ -100,35 +114,53 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         }
     };
 
+    let mut wanted = Wanted {
+        firmware: twin.firmware.as_ref(),
+        firmware_held_back: None,
+        document: None,
+        configurations: &twin.configurations,
+    };
     let status = {
         let fleet = ctx.fleet();
         let state = owned_id.as_ref().and_then(|id| fleet.state(id));
-        desired_status(&device, state, problem.as_ref(), None, now)?
+        desired_status(&device, state, problem.as_ref(), &wanted, now)?
     };
     // A firmware order goes to the device only with room in its disruption budgets.
     let firmware_phase = status.firmware.as_ref().and_then(|f| f.phase);
-    let gate = firmware_gate(ctx, &namespace, &name, &device, firmware_phase);
+    let gate = firmware_gate(ctx, &namespace, &name, twin.firmware.as_ref(), firmware_phase);
     if gate == FirmwareGate::NotYet {
         // Neither send the order nor write a status that says it was sent: look again soon.
         return Ok(Action::requeue(NOT_SYNCED));
     }
-    let status = match &gate {
-        FirmwareGate::HeldBack(why) => {
-            let fleet = ctx.fleet();
-            let state = owned_id.as_ref().and_then(|id| fleet.state(id));
-            desired_status(&device, state, problem.as_ref(), Some(why), now)?
-        }
-        _ => status,
-    };
     let send_firmware = gate == FirmwareGate::Send;
-    // Releasing a held-back order changes the document without a spec change: a higher
-    // revision makes the device apply it (it ignores a version it has applied already).
-    let revision = u32::from(send_firmware && device.spec.firmware.is_some());
+    let order = twin.firmware.as_ref().filter(|_| send_firmware).map(|f| FirmwareOrder {
+        version: f.version.clone(),
+        url: f.url.clone(),
+        sha256: f.sha256.clone(),
+        size_bytes: f.size_bytes.and_then(|b| u64::try_from(b).ok()),
+    });
+    // The document's revision grows when its content changes within a generation, and is
+    // recorded in status before the document goes out (so it survives a restart).
+    let recorded = device.status.as_ref().and_then(|s| s.document.as_ref());
+    let plain = twin.configurations.is_empty() && order.is_none();
+    let document_version =
+        document_version(generation, digest(&desired, order.as_ref()), plain, recorded);
+    if let FirmwareGate::HeldBack(why) = &gate {
+        wanted.firmware_held_back = Some(why);
+    }
+    wanted.document = Some(&document_version);
+    let status = {
+        let fleet = ctx.fleet();
+        let state = owned_id.as_ref().and_then(|id| fleet.state(id));
+        desired_status(&device, state, problem.as_ref(), &wanted, now)?
+    };
+    let revision = u32::try_from(document_version.revision).unwrap_or(u32::MAX);
     let publish = {
         let fleet = ctx.fleet();
         let state = owned_id.as_ref().and_then(|id| fleet.state(id));
         owned_id.is_some()
             && problem.is_none()
+            && publishable(&document_version, recorded)
             && state.is_some_and(|s| {
                 !s.published
                     .as_ref()
@@ -144,18 +176,12 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
             desired,
         );
         document.revision = revision;
-        document.firmware =
-            device.spec.firmware.as_ref().filter(|_| send_firmware).map(|f| FirmwareOrder {
-                version: f.version.clone(),
-                url: f.url.clone(),
-                sha256: f.sha256.clone(),
-                size_bytes: f.size_bytes.and_then(|b| u64::try_from(b).ok()),
-            });
+        document.firmware = order;
         ctx.publisher.desired(id, &document).await?;
         if let Some(state) = ctx.fleet().state_mut(id) {
             state.published = Some(Published::of(&document));
         }
-        tracing::debug!(device = %name, %namespace, generation, "desired document published");
+        tracing::debug!(device = %name, %namespace, generation, revision, "desired document published");
     }
 
     let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
@@ -180,7 +206,7 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let firmware_deadline = status
         .firmware
         .as_ref()
-        .zip(device.spec.firmware.as_ref())
+        .zip(twin.firmware.as_ref())
         .and_then(|(firmware, target)| super::firmware::deadline(firmware, target))
         .map(|deadline| {
             Duration::try_from(deadline.duration_since(now)).unwrap_or_default()
@@ -190,6 +216,32 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let recheck = matches!(gate, FirmwareGate::HeldBack(_)).then_some(BUDGET_RECHECK);
     let wait = [firmware_deadline, recheck, Some(RESYNC)].into_iter().flatten().min();
     Ok(Action::requeue(wait.unwrap_or(RESYNC)))
+}
+
+/// Whether the configuration that orders `device`'s firmware admitted it to its rollout (and
+/// forgets the admission once the Device's status records it).
+fn admission_of(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    device: &Device,
+    selecting: &[Arc<DeviceConfiguration>],
+) -> Admission {
+    let Some(source) = firmware_source(device, selecting) else { return Admission::NotAdmitted };
+    let Some(version) = source.spec.firmware.as_ref().map(|f| f.version.as_str()) else {
+        return Admission::NotAdmitted;
+    };
+    let configuration = source.name_any();
+    let mut admissions = ctx.admissions();
+    if recorded(device, &configuration).is_some_and(|r| r.firmware.as_deref() == Some(version)) {
+        admissions.recorded(namespace, &configuration, name);
+        return Admission::Admitted;
+    }
+    if admissions.admitted(namespace, &configuration, version, name) {
+        Admission::Admitted
+    } else {
+        Admission::NotAdmitted
+    }
 }
 
 /// How often a firmware order held back by a disruption budget looks for room again.
@@ -208,18 +260,18 @@ enum FirmwareGate {
     NotYet,
 }
 
-/// Decides [`FirmwareGate`] for `device` whose firmware status is computed to be in `phase`,
+/// Decides [`FirmwareGate`] for a device with firmware `target` whose firmware status is computed to be in `phase`,
 /// taking its slot in the disruption budgets before the order is sent. The slot is given back
 /// by the Device watch once the update's end is persisted (`budgets::firmware`).
 fn firmware_gate(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    device: &Device,
+    target: Option<&FirmwareTarget>,
     phase: Option<FirmwarePhase>,
 ) -> FirmwareGate {
     use FirmwarePhase::{Applying, Current, Downloading, Rebooting, Verifying};
-    if device.spec.firmware.is_none() {
+    if target.is_none() {
         return FirmwareGate::NoTarget;
     }
     let holder = firmware_holder(namespace, name);
@@ -265,7 +317,10 @@ fn priority_of(current: Option<&DeviceStatus>, wanted: &DeviceStatus) -> Priorit
     };
     let firmware =
         |s: Option<&DeviceStatus>| s.and_then(|s| s.firmware.as_ref()).and_then(|f| f.phase);
+    let document = |s: Option<&DeviceStatus>| s.and_then(|s| s.document.clone());
+    // A new document revision is published only once recorded: a routine write would delay it.
     if current.is_none()
+        || document(current) != document(Some(wanted))
         || state(current) != state(Some(wanted))
         || ready(current) != ready(Some(wanted))
         || firmware(current) != firmware(Some(wanted))

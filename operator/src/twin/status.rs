@@ -3,8 +3,10 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kubetwin_api::{
-    ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceStatus,
+    ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceStatus, DocumentVersion,
+    FirmwareTarget,
     condition::{ConditionStatus, DeviceCondition, DeviceReason},
+    device::AppliedConfiguration,
 };
 
 use crate::{
@@ -32,17 +34,38 @@ fn condition(
     ConditionUpdate { type_: type_.as_str(), status, reason: reason.as_str(), message }
 }
 
+/// What the operator wants the device to have besides the Device object itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wanted<'a> {
+    /// The firmware the device should run: its own spec.firmware or a configuration's.
+    pub firmware: Option<&'a FirmwareTarget>,
+    /// Why a pending firmware order is not sent yet (a disruption budget without room).
+    pub firmware_held_back: Option<&'a str>,
+    /// The version of the desired document (`None`: not decided yet; the status keeps the
+    /// recorded one).
+    pub document: Option<&'a DocumentVersion>,
+    /// The DeviceConfigurations that apply, in merge order.
+    pub configurations: &'a [AppliedConfiguration],
+}
+
+impl<'a> Wanted<'a> {
+    /// The Device's own spec alone: no configuration, nothing held back.
+    pub fn own(device: &'a Device) -> Self {
+        Self { firmware: device.spec.firmware.as_ref(), ..Self::default() }
+    }
+}
+
 /// Computes the status the operator wants for `device` at time `now`.
 ///
 /// Device-side fields come from `state` when the operator holds one (otherwise the current
 /// status is kept); the effective device id, observed generation and the `Connected`,
-/// `InSync` and `Ready` conditions are derived. `firmware_held_back` says why a pending
-/// firmware order is not sent yet (a disruption budget without room).
+/// `InSync` and `Ready` conditions are derived. The device is in sync once it applied the
+/// Device's generation at the document's revision or later.
 pub fn desired_status(
     device: &Device,
     state: Option<&DeviceState>,
     problem: Option<&Problem>,
-    firmware_held_back: Option<&str>,
+    wanted: &Wanted<'_>,
     now: Timestamp,
 ) -> Result<DeviceStatus, CursorOutOfRange> {
     use ConditionStatus::{False, True, Unknown};
@@ -77,15 +100,37 @@ pub fn desired_status(
             "The device has not announced its presence yet".into(),
         ),
     };
+    let document = wanted.document.or(existing.document.as_ref());
+    // The revision within this generation the device must have applied (0: any).
+    let revision = document.filter(|d| Some(d.version) == generation).map_or(0, |d| d.revision);
     let in_sync = match (&existing.applied, &device.metadata.uid, generation) {
         (Some(applied), Some(uid), Some(generation))
-            if &applied.epoch == uid && applied.version == generation =>
+            if &applied.epoch == uid
+                && applied.version == generation
+                && applied.revision() >= revision =>
         {
             condition(
                 InSync,
                 True,
                 DeviceReason::Applied,
-                format!("The device applied generation {generation}"),
+                if revision == 0 {
+                    format!("The device applied generation {generation}")
+                } else {
+                    format!("The device applied generation {generation}, revision {revision}")
+                },
+            )
+        }
+        (Some(applied), Some(uid), Some(generation))
+            if &applied.epoch == uid && applied.version == generation =>
+        {
+            condition(
+                InSync,
+                False,
+                DeviceReason::Pending,
+                format!(
+                    "The device applied generation {generation}, revision {}; waiting for revision {revision} (a configuration or firmware order changed)",
+                    applied.revision()
+                ),
             )
         }
         (Some(applied), _, _) => condition(
@@ -168,14 +213,10 @@ pub fn desired_status(
             .and_then(kubetwin_protocol::ReportedFirmware::from_value),
         boot: existing.last_reported.and_then(|c| u64::try_from(c.boot).ok()),
     };
-    let mut firmware = super::firmware::firmware_status(
-        device.spec.firmware.as_ref(),
-        existing.firmware.as_ref(),
-        &report,
-        now,
-    );
+    let mut firmware =
+        super::firmware::firmware_status(wanted.firmware, existing.firmware.as_ref(), &report, now);
     if let Some(status) = firmware.as_mut() {
-        match firmware_held_back {
+        match wanted.firmware_held_back {
             Some(why) if status.phase == Some(kubetwin_api::FirmwarePhase::Pending) => {
                 super::firmware::held_back(status, why);
             }
@@ -202,6 +243,8 @@ pub fn desired_status(
             now,
         ),
         firmware,
+        document: document.cloned(),
+        configurations: wanted.configurations.to_vec(),
         ..existing
     })
 }
@@ -229,7 +272,8 @@ mod tests {
         state: Option<&DeviceState>,
         problem: Option<&Problem>,
     ) -> DeviceStatus {
-        desired_status(device, state, problem, None, now()).expect("counters in range")
+        desired_status(device, state, problem, &Wanted::own(device), now())
+            .expect("counters in range")
     }
 
     #[test]
@@ -251,7 +295,7 @@ mod tests {
                 state: ConnectionState::Connected,
                 ..Default::default()
             }),
-            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 3 }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 3, revision: None }),
             ..Default::default()
         });
         let status = status(&device, None, None);
@@ -269,7 +313,7 @@ mod tests {
                 state: ConnectionState::Connected,
                 ..Default::default()
             }),
-            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 2 }),
+            applied: Some(AppliedVersion { epoch: "uid-1".into(), version: 2, revision: None }),
             ..Default::default()
         });
         let status = status(&device, None, None);
@@ -301,7 +345,7 @@ mod tests {
     fn state_fields_replace_the_stored_ones() {
         let mut state = DeviceState::default();
         state.connection.state = ConnectionState::Connected;
-        state.applied = Some(AppliedVersion { epoch: "uid-1".into(), version: 3 });
+        state.applied = Some(AppliedVersion { epoch: "uid-1".into(), version: 3, revision: None });
         let status = status(&device(), Some(&state), None);
         assert_eq!(status.connection.map(|c| c.state), Some(ConnectionState::Connected));
         let ready = find(&status.conditions, "Ready").expect("Ready");
@@ -333,6 +377,6 @@ mod tests {
         let first = status(&device, None, None);
         device.status = Some(first.clone());
         let later = Timestamp::from_second(1_700_000_100).expect("valid");
-        assert_eq!(desired_status(&device, None, None, None, later), Ok(first));
+        assert_eq!(desired_status(&device, None, None, &Wanted::own(&device), later), Ok(first));
     }
 }

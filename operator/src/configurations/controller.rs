@@ -1,0 +1,190 @@
+//! The DeviceConfiguration controller: counts targeted and applied Devices and custom
+//! metrics, runs the firmware rollout (admitting devices, which their Device reconcile then
+//! sends the order to), and offers the configuration's status.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::{
+    ResourceExt,
+    core::SelectorExt,
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
+use kubetwin_api::{
+    Device, DeviceConfiguration, RolloutPhase, condition::ConfigurationReason,
+    expression::DeviceExpression,
+};
+use tracing::warn;
+
+use super::{
+    effective::{firmware_source, merge_order},
+    rollout::{RolloutMember, plan_rollout},
+    selector_of,
+    status::{ConfigurationFacts, metric_counts, status_of},
+};
+use crate::{
+    context::Context,
+    error::{Error, Result},
+    k8s::{
+        Retries, kind_label, reconcile_failed,
+        status::{Priority, StatusKey, StatusKind},
+    },
+};
+
+/// How often a configuration whose rollout is under way looks again.
+const ROLLING_RECHECK: Duration = Duration::from_secs(2);
+/// How often the counts and custom metrics of a configuration are refreshed otherwise.
+const COUNT_RECHECK: Duration = Duration::from_secs(15);
+/// Wait before looking again while the fleet index has not seen every Device yet.
+const NOT_SYNCED: Duration = Duration::from_secs(1);
+
+/// The configuration controller's own state.
+pub struct ConfigurationController {
+    /// Shared services.
+    pub ctx: Arc<Context>,
+    /// Every DeviceConfiguration (to know which one is each device's firmware source).
+    pub configurations: Store<DeviceConfiguration>,
+    /// Reconciles a Device (its firmware order follows an admission).
+    pub devices: UnboundedSender<ObjectRef<Device>>,
+    /// Failed reconciles per configuration.
+    pub retries: Retries,
+}
+
+/// Requeue after an error, later with each failure in a row.
+pub fn error_policy(
+    configuration: Arc<DeviceConfiguration>,
+    error: &Error,
+    this: Arc<ConfigurationController>,
+) -> Action {
+    reconcile_failed(&*configuration, error, &this.ctx.metrics, &this.retries)
+}
+
+/// Computes the configuration's status and advances its rollout.
+pub async fn reconcile(
+    configuration: Arc<DeviceConfiguration>,
+    this: Arc<ConfigurationController>,
+) -> Result<Action> {
+    let ctx = &this.ctx;
+    ctx.metrics.reconciled(kind_label::<DeviceConfiguration>());
+    let namespace = configuration.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = configuration.name_any();
+    if !ctx.fleet().synced() {
+        return Ok(Action::requeue(NOT_SYNCED));
+    }
+    let now = crate::clock::now();
+    let key = StatusKey::new(StatusKind::of::<DeviceConfiguration>(), &namespace, &name);
+
+    let mut invalid = None;
+    let selector = selector_of(&configuration);
+    if selector.is_none() {
+        invalid = Some((
+            ConfigurationReason::InvalidSelector,
+            "spec.selector cannot be used (check its matchExpressions operators and values)"
+                .to_string(),
+        ));
+    }
+    let mut metrics = Vec::with_capacity(configuration.spec.metrics.len());
+    for metric in &configuration.spec.metrics {
+        match DeviceExpression::compile(&metric.expression) {
+            Ok(expression) => metrics.push((metric.name.clone(), expression)),
+            Err(error) => {
+                invalid = Some((
+                    ConfigurationReason::InvalidExpression,
+                    format!("metric {}: {error}", metric.name),
+                ));
+            }
+        }
+    }
+
+    let devices = ctx.devices_online(&namespace);
+    let targeted: Vec<_> = match &selector {
+        Some(selector) => devices.iter().filter(|d| selector.matches(d.device.labels())).collect(),
+        None => Vec::new(),
+    };
+    let targeted_devices: Vec<&Device> = targeted.iter().map(|d| &*d.device).collect();
+
+    // The rollout's members: targeted devices whose firmware comes from this configuration.
+    let rollout = if invalid.is_none() && configuration.spec.firmware.is_some() {
+        let others: Vec<(Arc<DeviceConfiguration>, kube::core::Selector)> = this
+            .configurations
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace().as_deref() == Some(&namespace))
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| selector_of(&c).map(|s| (c, s)))
+            .collect();
+        let version = configuration.spec.firmware.as_ref().map(|f| f.version.clone());
+        let admissions = ctx.admissions();
+        let mut members: Vec<RolloutMember<'_>> = targeted
+            .iter()
+            .filter(|d| {
+                let mut selecting: Vec<Arc<DeviceConfiguration>> = others
+                    .iter()
+                    .filter(|(_, s)| s.matches(d.device.labels()))
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                merge_order(&mut selecting);
+                firmware_source(&d.device, &selecting).is_some_and(|s| s.name_any() == name)
+            })
+            .map(|d| RolloutMember {
+                device: &d.device,
+                online: d.online,
+                admitted_now: version.as_deref().is_some_and(|v| {
+                    admissions.admitted(&namespace, &name, v, &d.device.name_any())
+                }),
+            })
+            .collect();
+        drop(admissions);
+        plan_rollout(&configuration, &mut members, now)
+    } else {
+        None
+    };
+    let (starts, wake_after) = match &rollout {
+        Some(plan) => (plan.starts.clone(), plan.wake_after),
+        None => (Vec::new(), None),
+    };
+    if let (false, Some(target)) = (starts.is_empty(), configuration.spec.firmware.as_ref()) {
+        let mut admissions = ctx.admissions();
+        for device in &starts {
+            admissions.admit(&namespace, &name, &target.version, device);
+        }
+        drop(admissions);
+        for device in &starts {
+            let _ = this.devices.unbounded_send(ObjectRef::new(device).within(&namespace));
+        }
+        ctx.metrics.configuration_admitted(starts.len());
+    }
+
+    let (counts, failure) = metric_counts(&metrics, &targeted_devices);
+    if let Some(failure) = failure {
+        warn!(configuration = %name, %namespace, %failure, "a custom metric cannot be evaluated on some device; it counts as false there");
+    }
+    let rollout_status = rollout.map(|r| r.status);
+    let phase = rollout_status.as_ref().map(|r| r.phase);
+    let status = status_of(ConfigurationFacts {
+        configuration: &configuration,
+        targeted: &targeted_devices,
+        metrics: counts,
+        rollout: rollout_status,
+        invalid,
+        now,
+    });
+    let current_phase =
+        configuration.status.as_ref().and_then(|s| s.rollout.as_ref()).map(|r| r.phase);
+    // A new phase (a rollback above all: devices act on it) is written first.
+    let priority = if configuration.status.is_none() || phase != current_phase {
+        Priority::Urgent
+    } else {
+        Priority::Routine
+    };
+    ctx.writer.offer(key, &status, configuration.status.as_ref(), priority)?;
+    this.retries.succeeded(&*configuration);
+    let recheck = match phase {
+        Some(RolloutPhase::Progressing) => ROLLING_RECHECK,
+        _ => COUNT_RECHECK,
+    };
+    Ok(Action::requeue(wake_after.map_or(recheck, |w| w.min(recheck))))
+}

@@ -1,0 +1,102 @@
+//! The DeviceConfiguration watch hook: reconciles the Devices whose effective twin a
+//! configuration change affects, and tells when every configuration has been listed.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::{
+    ResourceExt,
+    core::SelectorExt,
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use kubetwin_api::{Device, DeviceConfiguration};
+
+use super::{admissions::Admissions, effective::rolled_back, selector_of};
+
+/// What of a configuration changes the devices' effective twin: its generation, whether it
+/// is rolled back, and the previous firmware a rollback installs.
+type TwinKey = (Option<i64>, bool, Option<String>);
+
+fn twin_key(configuration: &DeviceConfiguration) -> TwinKey {
+    let previous = configuration
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(|r| r.previous.as_ref())
+        .map(|p| p.version.clone());
+    (configuration.metadata.generation, rolled_back(configuration), previous)
+}
+
+/// The last [`TwinKey`] seen per configuration, so that a status-only change (counts) does
+/// not reconcile every Device it selects.
+#[derive(Debug, Default)]
+pub struct Seen {
+    keys: Mutex<HashMap<(String, String), TwinKey>>,
+    /// Every configuration has been listed once: Device reconciles wait for it, or a
+    /// restarted operator would publish documents without the configurations' content.
+    synced: AtomicBool,
+}
+
+impl Seen {
+    /// Whether every configuration has been listed once.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// Watch hook of DeviceConfiguration: reconciles the Devices whose effective twin a change
+/// affects (those it selects now, and those whose status lists it, which it may have left).
+pub fn observe(
+    event: &watcher::Event<DeviceConfiguration>,
+    seen: &Seen,
+    admissions: &Mutex<Admissions>,
+    devices: &Store<Device>,
+    trigger: &UnboundedSender<ObjectRef<Device>>,
+) {
+    let (configuration, deleted) = match event {
+        watcher::Event::Apply(c) | watcher::Event::InitApply(c) => (c, false),
+        watcher::Event::Delete(c) => (c, true),
+        watcher::Event::InitDone => {
+            seen.synced.store(true, Ordering::Release);
+            return;
+        }
+        watcher::Event::Init => return,
+    };
+    let namespace = configuration.namespace().unwrap_or_default();
+    let name = configuration.name_any();
+    let key = (namespace.clone(), name.clone());
+    {
+        let mut keys = seen.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if deleted {
+            keys.remove(&key);
+            admissions.lock().unwrap_or_else(|p| p.into_inner()).forget(&namespace, &name);
+        } else {
+            let wanted = twin_key(configuration);
+            if keys.get(&key) == Some(&wanted) {
+                return;
+            }
+            keys.insert(key, wanted);
+        }
+    }
+    let selector = if deleted { None } else { selector_of(configuration) };
+    for device in devices.state() {
+        if device.namespace().as_deref() != Some(&namespace) {
+            continue;
+        }
+        let selects = selector.as_ref().is_some_and(|s| s.matches(device.labels()));
+        let lists =
+            device.status.as_ref().is_some_and(|s| s.configurations.iter().any(|c| c.name == name));
+        if selects || lists {
+            let _ = trigger.unbounded_send(ObjectRef::new(&device.name_any()).within(&namespace));
+        }
+    }
+}
