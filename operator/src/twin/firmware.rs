@@ -105,9 +105,16 @@ pub fn firmware_status(
                 None => format!("Waiting for the device to start the update to {wanted}"),
             };
             set(&mut fresh, FirmwarePhase::Pending, DeviceReason::FirmwareUpdating, message);
-            if block.is_some_and(|b| {
-                &b.current == wanted && b.committed && b.state == FirmwareState::Idle
-            }) {
+            // Running the target, committed, and not in the middle of another update: a device
+            // whose last update failed or rolled back (state error or rolledback) runs its
+            // committed image all the same, and gets nothing to do from an order for it.
+            let settled = |state: FirmwareState| {
+                matches!(
+                    state,
+                    FirmwareState::Idle | FirmwareState::Error | FirmwareState::Rolledback
+                )
+            };
+            if block.is_some_and(|b| &b.current == wanted && b.committed && settled(b.state)) {
                 set(
                     &mut fresh,
                     FirmwarePhase::Current,
@@ -422,6 +429,26 @@ mod tests {
             (done.phase, &done.started_at, &done.finished_at),
             "nothing restarted"
         );
+    }
+
+    #[test]
+    fn a_target_the_device_runs_after_a_failed_or_rolled_back_update_is_current_at_once() {
+        for state in [FirmwareState::Idle, FirmwareState::Error, FirmwareState::Rolledback] {
+            let status = firmware_status(
+                Some(&target("1.0.0")),
+                None,
+                &report("1.0.0", Some("2.0.0"), state, true, 4),
+                at(0),
+            );
+            assert_eq!(phase(&status), Some(FirmwarePhase::Current), "{state:?}");
+        }
+        let busy = firmware_status(
+            Some(&target("1.0.0")),
+            None,
+            &report("1.0.0", Some("2.0.0"), FirmwareState::Downloading, true, 4),
+            at(0),
+        );
+        assert_eq!(phase(&busy), Some(FirmwarePhase::Pending), "another update is under way");
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! DeviceConfiguration end to end, read as a specification: configurations merge by priority
+//! (ties: the newest) under each Device's own desired properties, and what the simulated
+//! devices applied is exactly that merge; a changed patch reaches every targeted device with a
+//! higher desired version; counts and custom metrics are right; relabelling a device takes the
+//! configuration's contribution away. A firmware configuration rolls out canary first, at most
+//! maxInFlight at once and within a grouped disruption budget, stops at its failure threshold,
+//! and rolls back the devices it updated.
+// A test may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use kubetwin_api::{
+    Device, DeviceConfiguration, DeviceDisruptionBudget, FirmwarePhase, RolloutPhase,
+};
+use kubetwin_e2e::{
+    firmware::{FirmwareServer, Image},
+    fleet::{Operator, Simulator},
+    scenario::{Setup, is_connected, reported, setup},
+    wait::wait_for,
+};
+use serde_json::{Map, Value, json};
+
+async fn create_labelled(s: &Setup, name: &str, labels: Value, spec: Value) {
+    let device: Device = serde_json::from_value(json!({
+        "apiVersion": "kubetwin.io/v1alpha1", "kind": "Device",
+        "metadata": {"name": name, "labels": labels}, "spec": spec,
+    }))
+    .unwrap();
+    s.devices.create(&PostParams::default(), &device).await.unwrap();
+}
+
+fn configurations(s: &Setup) -> Api<DeviceConfiguration> {
+    Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace)
+}
+
+async fn apply_configuration(s: &Setup, name: &str, spec: Value) -> DeviceConfiguration {
+    let configuration: DeviceConfiguration = serde_json::from_value(json!({
+        "apiVersion": "kubetwin.io/v1alpha1", "kind": "DeviceConfiguration",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    configurations(s).create(&PostParams::default(), &configuration).await.unwrap()
+}
+
+async fn patch_configuration(s: &Setup, name: &str, spec: Value) {
+    let patch = json!({ "spec": spec });
+    configurations(s).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap()
+}
+
+/// Waits until the simulated device `id` applied exactly `expected`, and returns the desired
+/// version (generation, revision) it applied.
+async fn applied_exactly(sim: &Simulator, id: &str, expected: &Value) -> (i64, u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ledger = sim.ledger(id).unwrap();
+        if let Some(ledger) = &ledger
+            && ledger.properties == object(expected.clone())
+            && let Some(applied) = &ledger.applied
+        {
+            return (applied.version, applied.revision);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never applied {expected}; its ledger: {:?}",
+            ledger.map(|l| (l.properties, l.applied))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn listed(device: &Device) -> Vec<String> {
+    device
+        .status
+        .as_ref()
+        .map_or(vec![], |s| s.configurations.iter().map(|c| c.name.clone()).collect())
+}
+
+#[tokio::test]
+async fn configurations_merge_by_priority_under_the_device_s_own_desired_and_follow_labels() {
+    let s = setup("conf").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    create_labelled(
+        &s,
+        "d1",
+        json!({"tier": "edge", "site": "x"}),
+        json!({"desired": {"own": 1, "rate": 1}}),
+    )
+    .await;
+    create_labelled(&s, "d2", json!({"tier": "edge"}), json!({})).await;
+    create_labelled(&s, "d3", json!({"site": "x"}), json!({})).await;
+    let ids: Vec<String> = ["d1", "d2", "d3"].iter().map(|n| s.scope.device_id(n)).collect();
+    let sim = Simulator::start(s.env, &s.scope, &ids, &[]).expect("sim");
+    for name in ["d1", "d2", "d3"] {
+        wait_for(&s.devices, name, "connected", is_connected).await;
+    }
+
+    apply_configuration(
+        &s,
+        "site",
+        json!({"selector": {"matchLabels": {"site": "x"}}, "priority": 1,
+            "desired": {"rate": 60, "mode": "eco", "led": {"blink": true}, "debug": true}}),
+    )
+    .await;
+    // Same priority as "site" and newer: it wins their shared key; its null deletes "debug".
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply_configuration(
+        &s,
+        "site-fix",
+        json!({"selector": {"matchLabels": {"site": "x"}}, "priority": 1,
+            "desired": {"mode": "sport", "debug": null}}),
+    )
+    .await;
+    let edge = apply_configuration(
+        &s,
+        "edge",
+        json!({"selector": {"matchLabels": {"tier": "edge"}}, "priority": 10,
+            "desired": {"rate": 5, "led": {"color": "red"}},
+            "metrics": [
+                {"name": "redLed", "expression": "has(status.reported.led) && has(status.reported.led.color) && status.reported.led.color == 'red'"},
+                {"name": "ownSettings", "expression": "has(status.reported.own)"}
+            ]}),
+    )
+    .await;
+    assert_eq!(
+        edge.spec.desired.as_ref().and_then(|d| d.get("led")).cloned(),
+        Some(json!({"color": "red"}))
+    );
+
+    // d1: site, then site-fix (newer), then edge (priority 10), then its own desired on top.
+    let d1 = json!({"rate": 1, "mode": "sport", "led": {"color": "red", "blink": true}, "own": 1});
+    let d2 = json!({"rate": 5, "led": {"color": "red"}});
+    let d3 = json!({"rate": 60, "mode": "sport", "led": {"blink": true}});
+    applied_exactly(&sim, &ids[0], &d1).await;
+    let (d2_version, d2_revision) = applied_exactly(&sim, &ids[1], &d2).await;
+    applied_exactly(&sim, &ids[2], &d3).await;
+    let shown =
+        wait_for(&s.devices, "d1", "lists its configurations", |d| listed(d).len() == 3).await;
+    assert_eq!(listed(&shown), ["site", "site-fix", "edge"], "merge order, last wins");
+    assert_eq!(reported(&shown, "mode"), Some(json!("sport")));
+
+    let edge = wait_for(&configurations(&s), "edge", "counts", |c| {
+        c.status.as_ref().is_some_and(|st| {
+            st.targeted == 2
+                && st.applied == 2
+                && st.metrics.get("redLed") == Some(&2)
+                && st.metrics.get("ownSettings") == Some(&1)
+        })
+    })
+    .await;
+    let status = edge.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+
+    // A changed patch reaches every targeted device, with a higher desired version although
+    // the Devices themselves did not change.
+    patch_configuration(&s, "edge", json!({"desired": {"rate": 7}})).await;
+    let d2_after = json!({"rate": 7, "led": {"color": "red"}});
+    let (version, revision) = applied_exactly(&sim, &ids[1], &d2_after).await;
+    assert!(
+        (version, revision) > (d2_version, d2_revision),
+        "({version}, {revision}) after ({d2_version}, {d2_revision})"
+    );
+    assert_eq!(version, d2_version, "the Device's generation did not change");
+    applied_exactly(&sim, &ids[0], &d1).await;
+    wait_for(&configurations(&s), "edge", "applied generation 2 everywhere", |c| {
+        c.metadata.generation == Some(2)
+            && c.status
+                .as_ref()
+                .is_some_and(|st| st.observed_generation == Some(2) && st.applied == 2)
+    })
+    .await;
+
+    // Relabelled out of "edge": its contribution disappears from d2.
+    let patch = json!({"metadata": {"labels": {"tier": null}}});
+    s.devices.patch("d2", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    applied_exactly(&sim, &ids[1], &json!({})).await;
+    let d2 = wait_for(&s.devices, "d2", "lists nothing", |d| listed(d).is_empty()).await;
+    assert_eq!(reported(&d2, "rate"), None, "the device dropped the key it no longer has");
+    wait_for(&configurations(&s), "edge", "targets d1 only", |c| {
+        c.status.as_ref().is_some_and(|st| st.targeted == 1 && st.metrics.get("redLed") == Some(&1))
+    })
+    .await;
+
+    // Deleting a configuration takes its contribution away; the next one applies.
+    configurations(&s).delete("site-fix", &Default::default()).await.unwrap();
+    let d3_after = json!({"rate": 60, "mode": "eco", "led": {"blink": true}, "debug": true});
+    applied_exactly(&sim, &ids[2], &d3_after).await;
+}
+
+/// Phases during which a device is out of service for its update.
+fn updating(device: &Device) -> bool {
+    device.status.as_ref().and_then(|s| s.firmware.as_ref()).is_some_and(|f| {
+        matches!(
+            f.phase,
+            Some(
+                FirmwarePhase::Downloading
+                    | FirmwarePhase::Verifying
+                    | FirmwarePhase::Applying
+                    | FirmwarePhase::Rebooting
+            )
+        )
+    })
+}
+
+fn rollout_phase(c: &DeviceConfiguration) -> Option<RolloutPhase> {
+    c.status.as_ref()?.rollout.as_ref().map(|r| r.phase)
+}
+
+#[tokio::test]
+async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_and_rolls_back() {
+    let s = setup("conf-fw").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    // gw-01 … gw-20, racks a and b alternating; gw-05 … gw-08 boot no new image.
+    let names: Vec<String> = (1..=20).map(|i| format!("gw-{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let rack = if i % 2 == 0 { "a" } else { "b" };
+        create_labelled(&s, name, json!({"fleet": "fw", "rack": rack}), json!({})).await;
+    }
+    let id = |name: &str| s.scope.device_id(name);
+    let bad: Vec<String> = names[4..8].to_vec();
+    let good_ids: Vec<String> = names.iter().filter(|n| !bad.contains(n)).map(|n| id(n)).collect();
+    let bad_ids: Vec<String> = bad.iter().map(|n| id(n)).collect();
+    let good = Simulator::start(s.env, &s.scope, &good_ids, &["--boot-seconds=1"]).expect("sim");
+    let failing =
+        Simulator::start(s.env, &s.scope, &bad_ids, &["--boot-seconds=1", "--firmware-bad-image"])
+            .expect("sim with a bad image");
+    for name in &names {
+        wait_for(&s.devices, name, "connected", is_connected).await;
+    }
+    let budget: DeviceDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "kubetwin.io/v1alpha1", "kind": "DeviceDisruptionBudget",
+        "metadata": {"name": "per-rack"},
+        "spec": {"selector": {"matchLabels": {"fleet": "fw"}}, "maxUnavailable": 1, "groupBy": "rack"},
+    }))
+    .unwrap();
+    let budgets: Api<DeviceDisruptionBudget> =
+        Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace);
+    budgets.create(&PostParams::default(), &budget).await.unwrap();
+    wait_for(&budgets, "per-rack", "status", |b| b.status.is_some()).await;
+
+    let old = Image::new("1.0.0");
+    let new = Image::new("2.0.0");
+    let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(500))
+        .await
+        .unwrap();
+    let firmware = |image: &Image| {
+        json!({"version": image.version, "url": server.url(image), "sha256": image.sha256,
+            "sizeBytes": image.bytes.len(), "timeoutSeconds": 300})
+    };
+
+    // Every device's updating state, as a watch saw it: at no moment more than maxInFlight,
+    // nor more than one per rack.
+    let worst = Arc::new(Mutex::new((0usize, 0usize, String::new())));
+    {
+        let sink = worst.clone();
+        let stream = watcher(s.devices.clone(), watcher::Config::default().labels("fleet=fw"))
+            .applied_objects();
+        tokio::spawn(async move {
+            let mut now: BTreeMap<String, (String, bool)> = BTreeMap::new();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(device)) = stream.next().await {
+                let name = device.metadata.name.clone().unwrap_or_default();
+                let rack = device.metadata.labels.as_ref().and_then(|l| l.get("rack")).cloned();
+                now.insert(name, (rack.unwrap_or_default(), updating(&device)));
+                let total = now.values().filter(|(_, u)| *u).count();
+                let per_rack = ["a", "b"]
+                    .iter()
+                    .map(|r| now.values().filter(|(rack, u)| *u && rack == r).count())
+                    .max()
+                    .unwrap_or(0);
+                let mut worst = sink.lock().unwrap();
+                if total > worst.0 || per_rack > worst.1 {
+                    let busy: Vec<String> = now
+                        .iter()
+                        .filter(|(_, (_, u))| *u)
+                        .map(|(n, (r, _))| format!("{n}@{r}"))
+                        .collect();
+                    worst.2 = busy.join(" ");
+                }
+                *worst = (worst.0.max(total), worst.1.max(per_rack), worst.2.clone());
+            }
+        });
+    }
+
+    // The fleet runs 1.0.0: the configuration's first content changes nothing on the devices.
+    apply_configuration(
+        &s,
+        "fleet-fw",
+        json!({"selector": {"matchLabels": {"fleet": "fw"}},
+            "firmware": firmware(&old),
+            "rollout": {"maxInFlight": 3, "waves": [{"size": 2, "pauseAfter": true}, {"size": 8}]},
+            "continueAfterWave": 1,
+            "failureThreshold": {"percent": 20, "minFinished": 3, "action": "Pause"}}),
+    )
+    .await;
+    wait_for(&configurations(&s), "fleet-fw", "1.0.0 everywhere", |c| {
+        rollout_phase(c) == Some(RolloutPhase::Succeeded)
+    })
+    .await;
+
+    // 2.0.0: the canary wave (gw-01, gw-02) updates, then the rollout waits for a person.
+    patch_configuration(
+        &s,
+        "fleet-fw",
+        json!({"firmware": firmware(&new), "continueAfterWave": 0}),
+    )
+    .await;
+    let paused = wait_for(&configurations(&s), "fleet-fw", "paused after the canary", |c| {
+        rollout_phase(c) == Some(RolloutPhase::Paused)
+            && c.status
+                .as_ref()
+                .and_then(|st| st.rollout.as_ref())
+                .is_some_and(|r| r.firmware.version == "2.0.0" && r.succeeded == 2)
+    })
+    .await;
+    let rollout = paused.status.unwrap().rollout.unwrap();
+    assert_eq!(rollout.reason.as_deref(), Some("WavePaused"), "{rollout:?}");
+    assert_eq!(rollout.previous.as_ref().map(|p| p.version.as_str()), Some("1.0.0"));
+    for name in &names[..2] {
+        assert_eq!(
+            good.ledger(&id(name)).unwrap().unwrap().firmware_current.as_deref(),
+            Some("2.0.0")
+        );
+    }
+    for name in &names[2..] {
+        let device = s.devices.get(name).await.unwrap();
+        assert!(!updating(&device), "{name} waits for its wave");
+        assert_eq!(reported(&device, "firmwareVersion"), Some(json!("1.0.0")), "{name}");
+    }
+
+    // Go on: the second wave meets the failing devices and the threshold pauses the rollout.
+    patch_configuration(&s, "fleet-fw", json!({"continueAfterWave": 1})).await;
+    let stopped = wait_for(&configurations(&s), "fleet-fw", "stopped by failures", |c| {
+        c.status.as_ref().and_then(|st| st.rollout.as_ref()).is_some_and(|r| {
+            r.reason.as_deref() == Some("FailureThresholdReached") && r.updating == 0
+        })
+    })
+    .await;
+    let rollout = stopped.status.unwrap().rollout.unwrap();
+    assert_eq!(rollout.phase, RolloutPhase::Paused);
+    assert!(rollout.failed >= 1, "{rollout:?}");
+    assert!(
+        rollout.failed_devices.iter().all(|f| bad.contains(&f.device) && f.phase == "RolledBack"),
+        "only the bad-image devices failed, rolled back on the device: {:?}",
+        rollout.failed_devices
+    );
+    for name in &names[10..] {
+        let device = s.devices.get(name).await.unwrap();
+        assert_eq!(
+            reported(&device, "firmwareVersion"),
+            Some(json!("1.0.0")),
+            "{name} never started"
+        );
+    }
+
+    // Roll back: every device this rollout updated gets 1.0.0 again.
+    patch_configuration(&s, "fleet-fw", json!({"failureThreshold": {"action": "Rollback"}})).await;
+    wait_for(&configurations(&s), "fleet-fw", "rolled back", |c| {
+        rollout_phase(c) == Some(RolloutPhase::RolledBack)
+    })
+    .await;
+    for name in &names {
+        let device = wait_for(&s.devices, name, "runs 1.0.0", |d| {
+            reported(d, "firmwareVersion") == Some(json!("1.0.0")) && !updating(d)
+        })
+        .await;
+        let rolled_back =
+            device.status.as_ref().is_some_and(|st| st.configurations.iter().any(|c| c.rollback));
+        let sim = if bad.contains(name) { &failing } else { &good };
+        let ledger = sim.ledger(&id(name)).unwrap().unwrap();
+        assert_eq!(ledger.firmware_current.as_deref().unwrap_or("1.0.0"), "1.0.0", "{name}");
+        if names[..2].contains(name) {
+            assert!(rolled_back, "{name} was updated by the rollout: it is rolled back");
+        }
+    }
+    let rolled = wait_for(&configurations(&s), "fleet-fw", "rolled back counted", |c| {
+        c.status.as_ref().and_then(|st| st.rollout.as_ref()).is_some_and(|r| r.rolled_back >= 3)
+    })
+    .await;
+    let rollout = rolled.status.unwrap().rollout.unwrap();
+    assert!(rollout.rolled_back <= 10, "only devices of the first two waves: {rollout:?}");
+
+    let (in_flight, per_rack, busiest) = worst.lock().unwrap().clone();
+    assert!(in_flight <= 3, "at most maxInFlight updating at once, saw {in_flight}: {busiest}");
+    assert_eq!(per_rack, 1, "the per-rack budget allows one device per rack at a time: {busiest}");
+}
