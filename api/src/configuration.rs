@@ -10,12 +10,36 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::{
     device::FirmwareTarget,
     job::{FailedDevice, RolloutStrategy, WaveStatus},
 };
+
+/// A Device's effective desired properties: the `patches` of the configurations that apply to
+/// it, in merge order (lowest priority first, equal priorities oldest first), each merged as a
+/// JSON merge patch (RFC 7386: null deletes), then the Device's own desired properties merged
+/// on top the same way. With no configuration, the Device's own document as it is.
+pub fn merge_desired<'a>(
+    own: Option<&BTreeMap<String, Value>>,
+    configurations: usize,
+    patches: impl IntoIterator<Item = &'a BTreeMap<String, Value>>,
+) -> Map<String, Value> {
+    let own = Map::from_iter(own.cloned().unwrap_or_default());
+    if configurations == 0 {
+        return own;
+    }
+    let mut document = Value::Object(Map::new());
+    for patch in patches {
+        json_patch::merge(&mut document, &Value::Object(Map::from_iter(patch.clone())));
+    }
+    json_patch::merge(&mut document, &Value::Object(own));
+    match document {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
 
 /// Most custom metrics one configuration may define.
 pub const MAX_CUSTOM_METRICS: usize = 10;

@@ -45,6 +45,18 @@ pub async fn setup_with_broker(prefix: &str, adjust: impl FnOnce(&mut BrokerSetu
     Setup { env, scope, devices, requests }
 }
 
+/// Runs the `kubectl-twin` plugin with `args` in the test's namespace (as a person would type
+/// `kubectl twin …`, with the test control plane's kubeconfig).
+pub fn twin(s: &Setup, args: &[&str]) -> std::process::Output {
+    let binary = crate::fleet::workspace_binary("kubectl-twin").expect("kubectl-twin is built");
+    std::process::Command::new(binary)
+        .args(["--namespace", &s.scope.namespace])
+        .args(args)
+        .env("KUBECONFIG", s.env.kubeconfig())
+        .output()
+        .expect("kubectl-twin runs")
+}
+
 /// Creates Device `name` with `spec` (JSON, so defaults come from the API server).
 pub async fn create_device(devices: &Api<Device>, name: &str, spec: Value) -> Device {
     let device: Device = serde_json::from_value(json!({

@@ -26,7 +26,7 @@ use kubetwin_api::{
 use kubetwin_e2e::{
     firmware::{FirmwareServer, Image},
     fleet::{Operator, Simulator},
-    scenario::{Setup, is_connected, reported, setup},
+    scenario::{Setup, is_connected, reported, setup, twin},
     wait::wait_for,
 };
 use serde_json::{Map, Value, json};
@@ -93,7 +93,7 @@ fn listed(device: &Device) -> Vec<String> {
 #[tokio::test]
 async fn configurations_merge_by_priority_under_the_device_s_own_desired_and_follow_labels() {
     let s = setup("conf").await;
-    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
     create_labelled(
         &s,
         "d1",
@@ -152,6 +152,13 @@ async fn configurations_merge_by_priority_under_the_device_s_own_desired_and_fol
         wait_for(&s.devices, "d1", "lists its configurations", |d| listed(d).len() == 3).await;
     assert_eq!(listed(&shown), ["site", "site-fix", "edge"], "merge order, last wins");
     assert_eq!(reported(&shown, "mode"), Some(json!("sport")));
+    // `kubectl twin get` shows what the device is asked to have: the same merge.
+    let get = twin(&s, &["get", "d1", "-o", "json"]);
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    let shown: Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(shown["effectiveDesired"], d1);
+    assert_eq!(shown["configurations"], json!(["site", "site-fix", "edge"]));
+    assert_eq!(shown["differingProperties"], json!([]), "the device applied all of it");
 
     let edge = wait_for(&configurations(&s), "edge", "counts", |c| {
         c.status.as_ref().is_some_and(|st| {
@@ -199,7 +206,21 @@ async fn configurations_merge_by_priority_under_the_device_s_own_desired_and_fol
     // Deleting a configuration takes its contribution away; the next one applies.
     configurations(&s).delete("site-fix", &Default::default()).await.unwrap();
     let d3_after = json!({"rate": 60, "mode": "eco", "led": {"blink": true}, "debug": true});
-    applied_exactly(&sim, &ids[2], &d3_after).await;
+    let d3_version = applied_exactly(&sim, &ids[2], &d3_after).await;
+
+    // A restarted operator continues from the revisions recorded in status: it republishes
+    // the same documents, which the devices ignore, and a new change still goes higher.
+    let applied = |id: &str| sim.ledger(id).unwrap().and_then(|l| l.applied);
+    let before: Vec<_> = ids.iter().map(|id| applied(id)).collect();
+    operator.kill();
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator restarted");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after: Vec<_> = ids.iter().map(|id| applied(id)).collect();
+    assert_eq!(before, after, "nothing applied again after the restart");
+    patch_configuration(&s, "site", json!({"desired": {"rate": 61}})).await;
+    let d3_new = json!({"rate": 61, "mode": "eco", "led": {"blink": true}, "debug": true});
+    let version = applied_exactly(&sim, &ids[2], &d3_new).await;
+    assert!(version > d3_version, "{version:?} after {d3_version:?}");
 }
 
 /// Phases during which a device is out of service for its update.
@@ -394,6 +415,19 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     .await;
     let rollout = rolled.status.unwrap().rollout.unwrap();
     assert!(rollout.rolled_back <= 10, "only devices of the first two waves: {rollout:?}");
+    // `kubectl twin config status` shows it; followed, a rolled-back rollout exits 1.
+    let shown = twin(&s, &["config", "status", "fleet-fw"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(
+        text.starts_with(
+            "DeviceConfiguration fleet-fw   RolledBack   firmware 2.0.0 (previous 1.0.0)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("targeted 20"), "{text}");
+    let followed = twin(&s, &["config", "status", "fleet-fw", "--watch"]);
+    assert_eq!(followed.status.code(), Some(1), "{}", String::from_utf8_lossy(&followed.stdout));
 
     let (in_flight, per_rack, busiest) = worst.lock().unwrap().clone();
     assert!(in_flight <= 3, "at most maxInFlight updating at once, saw {in_flight}: {busiest}");

@@ -6,7 +6,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -14,21 +14,11 @@ use kube::{Api, api::PostParams};
 use kubetwin_api::{DeviceJob, JobPhase};
 use kubetwin_e2e::{
     fleet::{Operator, Simulator, workspace_binary},
-    scenario::{Setup, create_device, is_connected, setup},
+    scenario::{Setup, create_device, is_connected, setup, twin},
     tools,
     wait::wait_for,
 };
 use serde_json::{Value, json};
-
-/// Runs `kubectl-twin` with `args` in the test's namespace.
-fn twin(s: &Setup, args: &[&str]) -> Output {
-    Command::new(workspace_binary("kubectl-twin").unwrap())
-        .args(["--namespace", &s.scope.namespace])
-        .args(args)
-        .env("KUBECONFIG", s.env.kubeconfig())
-        .output()
-        .unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

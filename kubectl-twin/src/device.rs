@@ -1,11 +1,14 @@
 //! `kubectl twin get DEVICE`: one device's twin for people — connection, sync, firmware,
-//! conditions, desired next to reported with what differs, and its last requests.
+//! conditions, which configurations apply, desired (as configured) next to reported with what
+//! differs, and its last requests.
 
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 use kube::{Api, api::ListParams};
-use kubetwin_api::{Device, MethodRequest, RebootRequest};
+use kubetwin_api::{
+    Device, DeviceConfiguration, MethodRequest, RebootRequest, configuration::merge_desired,
+};
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -99,8 +102,22 @@ pub async fn get(target: &Connected, name: &str, output: Format) -> anyhow::Resu
     let api: Api<Device> = target.api();
     let device = api.get(name).await.with_context(|| format!("reading Device {name}"))?;
     let requests = last_requests(target, name).await?;
-    let desired = Map::from_iter(device.spec.desired.clone().unwrap_or_default());
     let status = device.status.clone().unwrap_or_default();
+    // What the device is asked to have: the configurations its status lists, in that (merge)
+    // order, under its own desired properties, as the operator computes it.
+    let names: Vec<String> = status.configurations.iter().map(|c| c.name.clone()).collect();
+    let configurations: Api<DeviceConfiguration> = target.api();
+    let mut patches = Vec::with_capacity(names.len());
+    for configuration in &names {
+        let found = configurations
+            .get_opt(configuration)
+            .await
+            .with_context(|| format!("reading DeviceConfiguration {configuration}"))?;
+        if let Some(patch) = found.and_then(|c| c.spec.desired) {
+            patches.push(patch);
+        }
+    }
+    let desired = merge_desired(device.spec.desired.as_ref(), names.len(), &patches);
     let reported = Map::from_iter(status.reported.clone().unwrap_or_default());
     let rows = side_by_side(&desired, &reported);
     if output != Format::Table {
@@ -114,6 +131,8 @@ pub async fn get(target: &Connected, name: &str, output: Format) -> anyhow::Resu
             output,
             &json!({
                 "device": device,
+                "effectiveDesired": desired,
+                "configurations": names,
                 "differingProperties": differing,
                 "lastRequests": requests,
             }),
@@ -139,6 +158,12 @@ pub async fn get(target: &Connected, name: &str, output: Format) -> anyhow::Resu
             device.metadata.generation.unwrap_or_default()
         )),
     ));
+    if !names.is_empty() {
+        out.push_str(&format!(
+            "configured   by {} (the last wins; own desired on top)\n",
+            names.join(", ")
+        ));
+    }
     out.push_str(&format!(
         "firmware     {}{}{}\n",
         or_dash(firmware.current.as_ref()),

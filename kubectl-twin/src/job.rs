@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{MultiProgress, ProgressBar};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api,
@@ -17,11 +16,9 @@ use serde_json::json;
 use crate::{
     Outcome,
     client::Connected,
-    output::{Format, JOB_BAR, TEXT_LINE, bar, or_dash, print_data, style, table},
+    output::{Format, or_dash, print_data, table},
+    progress::{self, POLL, Snapshot, count},
 };
-
-/// How often a followed job is read again.
-const POLL: Duration = Duration::from_millis(500);
 /// Longest wait for the operator to fill a preview's plan.
 const PLAN_WAIT: Duration = Duration::from_secs(60);
 
@@ -39,8 +36,20 @@ fn rate(status: &DeviceJobStatus, now: Timestamp) -> Option<f64> {
     (minutes > 0.0).then(|| f64::from(finished(status)) / minutes)
 }
 
-fn count(value: i32) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+/// The job as the plugin shows it.
+pub fn snapshot(job: &DeviceJob, now: Timestamp) -> Snapshot {
+    let status = job.status.clone().unwrap_or_default();
+    Snapshot {
+        header: header(job, now),
+        phase: status.phase.map_or("Pending", JobPhase::as_str).to_string(),
+        done: count(finished(&status)),
+        total: count(status.counts.targeted),
+        waves: status.waves.iter().map(|w| (w.wave, count(w.finished), count(w.size))).collect(),
+        counts: counts_line(&status),
+        message: status.message.clone(),
+        failed: status.failed_devices.clone(),
+        outcome: outcome_of(job),
+    }
 }
 
 /// The header line: name, phase, method, wave, rate.
@@ -72,36 +81,7 @@ pub fn counts_line(status: &DeviceJobStatus) -> String {
 
 /// The whole status as text: header, overall and per-wave bars, counts, failed devices.
 pub fn render(job: &DeviceJob, now: Timestamp) -> String {
-    let status = job.status.clone().unwrap_or_default();
-    let mut out = header(job, now);
-    out.push('\n');
-    let targeted = status.counts.targeted;
-    out.push_str(&format!("overall   {}\n", bar(count(finished(&status)), count(targeted), 30)));
-    for wave in &status.waves {
-        out.push_str(&format!(
-            "wave {:<4} {}\n",
-            wave.wave,
-            bar(count(wave.finished), count(wave.size), 30)
-        ));
-    }
-    out.push_str(&counts_line(&status));
-    out.push('\n');
-    if let Some(message) = status.message.as_deref() {
-        out.push_str(message);
-        out.push('\n');
-    }
-    if !status.failed_devices.is_empty() {
-        let rows: Vec<Vec<String>> = status
-            .failed_devices
-            .iter()
-            .map(|f| {
-                vec![f.device.clone(), f.phase.clone(), f.reason.clone(), f.attempts.to_string()]
-            })
-            .collect();
-        out.push('\n');
-        out.push_str(&table(&["device", "phase", "reason", "attempts"], &rows));
-    }
-    out
+    progress::render(&snapshot(job, now))
 }
 
 /// Shows a job's status once, or follows it until it ends (`watch`).
@@ -121,11 +101,11 @@ pub async fn status(
         print!("{}", render(&job, Timestamp::now()));
         return Ok(Outcome::Done);
     }
-    if target.interactive {
-        follow_with_bars(&api, name).await
-    } else {
-        follow_lines(&api, name).await
-    }
+    let read = || async {
+        let job = api.get(name).await.with_context(|| format!("reading DeviceJob {name}"))?;
+        Ok(snapshot(&job, Timestamp::now()))
+    };
+    progress::follow(read, target.interactive).await
 }
 
 /// How a job that ended went (`None`: not ended).
@@ -135,88 +115,6 @@ fn outcome_of(job: &DeviceJob) -> Option<Outcome> {
         JobPhase::Failed | JobPhase::Aborted => Some(Outcome::Failed),
         _ => None,
     }
-}
-
-/// Follows a job in a terminal: a header, an overall bar, a bar per wave, the counts.
-async fn follow_with_bars(api: &Api<DeviceJob>, name: &str) -> anyhow::Result<Outcome> {
-    let bars = MultiProgress::new();
-    let bar_style = style(JOB_BAR);
-    let text = style(TEXT_LINE);
-    let head = bars.add(ProgressBar::new(1).with_style(text.clone()));
-    let overall =
-        bars.add(ProgressBar::new(0).with_style(bar_style.clone()).with_prefix("overall"));
-    let counts = bars.add(ProgressBar::new(1).with_style(text));
-    let mut waves: Vec<ProgressBar> = Vec::new();
-    loop {
-        let job = api.get(name).await.with_context(|| format!("reading DeviceJob {name}"))?;
-        let status = job.status.clone().unwrap_or_default();
-        head.set_message(header(&job, Timestamp::now()));
-        overall.set_length(count(status.counts.targeted));
-        overall.set_position(count(finished(&status)));
-        for wave in &status.waves {
-            let index = usize::try_from(wave.wave.max(1) - 1).unwrap_or(0);
-            while waves.len() <= index {
-                let prefix = format!("wave {}", waves.len() + 1);
-                let bar = ProgressBar::new(0).with_style(bar_style.clone()).with_prefix(prefix);
-                waves.push(bars.insert_before(&counts, bar));
-            }
-            if let Some(bar) = waves.get(index) {
-                bar.set_length(count(wave.size));
-                bar.set_position(count(wave.finished));
-            }
-        }
-        counts.set_message(counts_line(&status));
-        if let Some(outcome) = outcome_of(&job) {
-            for bar in std::iter::once(&overall).chain(&waves) {
-                bar.finish();
-            }
-            head.finish();
-            counts.finish();
-            print_failures(&status);
-            return Ok(outcome);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Follows a job without a terminal: one line per change.
-async fn follow_lines(api: &Api<DeviceJob>, name: &str) -> anyhow::Result<Outcome> {
-    let mut last = String::new();
-    loop {
-        let job = api.get(name).await.with_context(|| format!("reading DeviceJob {name}"))?;
-        let status = job.status.clone().unwrap_or_default();
-        let line = format!(
-            "{} {}/{} finished; {}",
-            status.phase.map_or("Pending", JobPhase::as_str),
-            finished(&status),
-            status.counts.targeted,
-            counts_line(&status)
-        );
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        if let Some(outcome) = outcome_of(&job) {
-            print_failures(&status);
-            return Ok(outcome);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn print_failures(status: &DeviceJobStatus) {
-    if let Some(message) = status.message.as_deref() {
-        println!("{message}");
-    }
-    if status.failed_devices.is_empty() {
-        return;
-    }
-    let rows: Vec<Vec<String>> = status
-        .failed_devices
-        .iter()
-        .map(|f| vec![f.device.clone(), f.phase.clone(), f.reason.clone(), f.attempts.to_string()])
-        .collect();
-    print!("{}", table(&["device", "phase", "reason", "attempts"], &rows));
 }
 
 /// Lets a paused job go past the wave it paused after.

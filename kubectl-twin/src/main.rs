@@ -1,15 +1,17 @@
 //! `kubectl twin`: a kubectl plugin for kubetwin. Calls device methods and follows them to the
-//! end, follows and steers fleet jobs, shows one device's twin side by side, and queries and
+//! end, follows and steers fleet jobs and configuration rollouts, shows one device's twin side by side, and queries and
 //! summarises the fleet.
 //!
 //! Exit codes: 0 done (the call or job succeeded), 1 the call or job failed (the reason is
 //! printed), 2 bad usage, 3 `--timeout` passed before the end.
 
 mod client;
+mod config;
 mod device;
 mod follow;
 mod job;
 mod output;
+mod progress;
 mod query;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -96,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Follows DeviceConfigurations: counts, custom metrics and the firmware rollout.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Prints a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         /// The shell.
@@ -141,6 +148,29 @@ enum JobCommand {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
+    },
+}
+
+/// `kubectl twin config …`.
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Targeted and applied counts, custom metrics, and the firmware rollout: phase, bars
+    /// (overall and per wave), counts and failed devices.
+    Status {
+        /// The DeviceConfiguration's name.
+        name: String,
+        /// Keep showing changes until the rollout is over (or stopped by its failure
+        /// threshold: exit 1).
+        #[arg(short, long)]
+        watch: bool,
+        /// Output format (json and yaml print the object once).
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Lets a rollout paused after a wave go on (sets spec.continueAfterWave).
+    Continue {
+        /// The DeviceConfiguration's name.
+        name: String,
     },
 }
 
@@ -247,6 +277,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             JobCommand::Preview { filename, output } => {
                 job::preview(&target, &filename, output).await
             }
+        },
+        Command::Config { command } => match command {
+            ConfigCommand::Status { name, watch, output } => {
+                config::status(&target, &name, watch, output).await
+            }
+            ConfigCommand::Continue { name } => config::continue_rollout(&target, &name).await,
         },
         Command::Completions { .. } => Ok(Outcome::Done),
     }

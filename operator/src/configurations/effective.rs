@@ -13,7 +13,8 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kubetwin_api::{
-    Device, DeviceConfiguration, FirmwareTarget, RolloutPhase, device::AppliedConfiguration,
+    Device, DeviceConfiguration, FirmwareTarget, RolloutPhase, configuration::merge_desired,
+    device::AppliedConfiguration,
 };
 use serde_json::{Map, Value};
 
@@ -83,25 +84,18 @@ pub fn effective_twin(
     selecting: &[Arc<DeviceConfiguration>],
     admission: Admission,
 ) -> EffectiveTwin {
-    let own = device.spec.desired.clone().unwrap_or_default();
     if selecting.is_empty() {
         return EffectiveTwin {
-            desired: Map::from_iter(own),
+            desired: merge_desired(device.spec.desired.as_ref(), 0, []),
             firmware: device.spec.firmware.clone(),
             configurations: Vec::new(),
         };
     }
-    let mut document = Value::Object(Map::new());
-    for configuration in selecting {
-        if let Some(patch) = &configuration.spec.desired {
-            json_patch::merge(&mut document, &Value::Object(Map::from_iter(patch.clone())));
-        }
-    }
-    json_patch::merge(&mut document, &Value::Object(Map::from_iter(own)));
-    let desired = match document {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
+    let desired = merge_desired(
+        device.spec.desired.as_ref(),
+        selecting.len(),
+        selecting.iter().filter_map(|c| c.spec.desired.as_ref()),
+    );
 
     let source = firmware_source(device, selecting);
     let mut firmware = device.spec.firmware.clone();
