@@ -429,6 +429,31 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     let followed = twin(&s, &["config", "status", "fleet-fw", "--watch"]);
     assert_eq!(followed.status.code(), Some(1), "{}", String::from_utf8_lossy(&followed.stdout));
 
+    // Each stop of the rollout was announced once, as a Warning Event on the configuration.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let warnings: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("fleet-fw"))
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        if warnings.contains(&"RolledBack".to_string()) {
+            assert_eq!(
+                warnings.iter().filter(|r| *r == "FailureThresholdReached").count(),
+                1,
+                "{warnings:?}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no RolledBack event: {warnings:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     let (in_flight, per_rack, busiest) = worst.lock().unwrap().clone();
     assert!(in_flight <= 3, "at most maxInFlight updating at once, saw {in_flight}: {busiest}");
     assert_eq!(per_rack, 1, "the per-rack budget allows one device per rack at a time: {busiest}");

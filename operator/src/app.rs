@@ -265,6 +265,7 @@ pub async fn run(
         configurations: configurations.store(),
         devices: device_trigger.clone(),
         retries: Retries::default(),
+        announced: Default::default(),
     });
     let configurations = configurations
         .run(

@@ -10,6 +10,7 @@ use kube::{
     core::SelectorExt,
     runtime::{
         controller::Action,
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
 };
@@ -17,7 +18,7 @@ use kubetwin_api::{
     Device, DeviceConfiguration, RolloutPhase, condition::ConfigurationReason,
     expression::DeviceExpression,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{
     effective::{firmware_source, merge_order},
@@ -51,6 +52,9 @@ pub struct ConfigurationController {
     pub devices: UnboundedSender<ObjectRef<Device>>,
     /// Failed reconciles per configuration.
     pub retries: Retries,
+    /// The rollout phase and reason last announced with an Event, per configuration uid (the
+    /// cache may still show the old status on the next reconcile: announce once).
+    pub announced: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Requeue after an error, later with each failure in a row.
@@ -60,6 +64,38 @@ pub fn error_policy(
     this: Arc<ConfigurationController>,
 ) -> Action {
     reconcile_failed(&*configuration, error, &this.ctx.metrics, &this.retries)
+}
+
+/// Publishes an Event when the rollout enters a new phase (or stops for another reason).
+fn announce(
+    this: &ConfigurationController,
+    configuration: &DeviceConfiguration,
+    rollout: Option<&kubetwin_api::configuration::ConfigurationRolloutStatus>,
+) {
+    let (Some(rollout), Some(uid)) = (rollout, configuration.metadata.uid.as_ref()) else {
+        return;
+    };
+    let reason = rollout.reason.clone().unwrap_or_default();
+    let said = format!("{:?}/{reason}", rollout.phase);
+    let persisted = configuration
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .map(|r| format!("{:?}/{}", r.phase, r.reason.clone().unwrap_or_default()));
+    {
+        let mut announced = this.announced.lock().unwrap_or_else(|p| p.into_inner());
+        let last = announced.get(uid).cloned().or(persisted);
+        if last.as_deref() == Some(said.as_str()) {
+            return;
+        }
+        announced.insert(uid.clone(), said);
+    }
+    let warning = matches!(rollout.phase, RolloutPhase::Failed | RolloutPhase::RolledBack)
+        || reason == ConfigurationReason::FailureThresholdReached.as_str();
+    let type_ = if warning { EventType::Warning } else { EventType::Normal };
+    let message = rollout.message.clone().unwrap_or_default();
+    info!(configuration = %configuration.name_any(), phase = ?rollout.phase, %message, "rollout progressed");
+    this.ctx.event(configuration, None::<&DeviceConfiguration>, type_, &reason, message);
 }
 
 /// Computes the configuration's status and advances its rollout.
@@ -181,6 +217,7 @@ pub async fn reconcile(
         Priority::Routine
     };
     ctx.writer.offer(key, &status, configuration.status.as_ref(), priority)?;
+    announce(&this, &configuration, status.rollout.as_ref());
     this.retries.succeeded(&*configuration);
     let recheck = match phase {
         Some(RolloutPhase::Progressing) => ROLLING_RECHECK,
