@@ -414,7 +414,10 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     })
     .await;
     let rollout = rolled.status.unwrap().rollout.unwrap();
-    assert!(rollout.rolled_back <= 10, "only devices of the first two waves: {rollout:?}");
+    assert!(
+        rollout.rolled_back <= 10,
+        "only the devices that started before the stop: {rollout:?}"
+    );
     // `kubectl twin config status` shows it; followed, a rolled-back rollout exits 1.
     let shown = twin(&s, &["config", "status", "fleet-fw"]);
     let text = String::from_utf8_lossy(&shown.stdout);

@@ -143,7 +143,10 @@ pub async fn reconcile(
     let targeted_devices: Vec<&Device> = targeted.iter().map(|d| &*d.device).collect();
 
     // The rollout's members: targeted devices whose firmware comes from this configuration.
-    let rollout = if invalid.is_none() && configuration.spec.firmware.is_some() {
+    // An unusable selector targets nothing: the rollout stays as it was (a rollback stays
+    // rolled back) until it is fixed. A bad custom metric does not stop it.
+    let frozen = || configuration.status.as_ref().and_then(|s| s.rollout.clone());
+    let rollout = if selector.is_some() && configuration.spec.firmware.is_some() {
         let others: Vec<(Arc<DeviceConfiguration>, kube::core::Selector)> = this
             .configurations
             .state()
@@ -198,7 +201,11 @@ pub async fn reconcile(
     if let Some(failure) = failure {
         warn!(configuration = %name, %namespace, %failure, "a custom metric cannot be evaluated on some device; it counts as false there");
     }
-    let rollout_status = rollout.map(|r| r.status);
+    let rollout_status = match rollout {
+        Some(plan) => Some(plan.status),
+        None if configuration.spec.firmware.is_some() => frozen(),
+        None => None,
+    };
     let phase = rollout_status.as_ref().map(|r| r.phase);
     let status = status_of(ConfigurationFacts {
         configuration: &configuration,

@@ -44,8 +44,10 @@ fn count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn same_image(a: &FirmwareTarget, b: &FirmwareTarget) -> bool {
-    a.version == b.version && a.sha256 == b.sha256 && a.url == b.url
+/// One rollout per firmware version (admissions, rollbacks and the devices' records all go
+/// by version): a new URL or checksum for the same version continues the same rollout.
+fn same_version(a: &FirmwareTarget, b: &FirmwareTarget) -> bool {
+    a.version == b.version
 }
 
 /// Where one member's update of `target` stands.
@@ -83,11 +85,13 @@ pub fn plan_rollout(
     let target = configuration.spec.firmware.as_ref()?;
     let name = configuration.name_any();
     let current = configuration.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let same_target = current.is_some_and(|c| same_image(&c.firmware, target));
+    let same_target = current.is_some_and(|c| same_version(&c.firmware, target));
     // A new target starts a new rollout; what the configuration had before is what a rollback
-    // installs.
+    // installs. After a rollback, the devices run what that rollback installed: it stays the
+    // way back (never the firmware that was just rolled back).
     let previous = match current {
         Some(c) if same_target => c.previous.clone(),
+        Some(c) if c.phase == RolloutPhase::RolledBack => c.previous.clone(),
         Some(c) => Some(c.firmware.clone()),
         None => None,
     };
@@ -444,5 +448,17 @@ mod tests {
         assert_eq!(plan.status.firmware.version, "2.0");
         assert_eq!(plan.status.previous.map(|p| p.version), Some("1.0".into()));
         assert_eq!(plan.starts, ["d1"], "admitted to 1.0 is not admitted to 2.0");
+
+        // After 2.0 was rolled back to 1.0, a new 2.1 rolls back to 1.0 too, never to 2.0.
+        let mut after_rollback = c.clone();
+        after_rollback.spec.firmware = Some(firmware("2.1"));
+        if let Some(rollout) = after_rollback.status.as_mut().and_then(|s| s.rollout.as_mut()) {
+            rollout.phase = RolloutPhase::RolledBack;
+            rollout.firmware = firmware("2.0");
+            rollout.previous = Some(firmware("1.0"));
+        }
+        let plan = run(&after_rollback, &[device("d1", Some(("1.0", true)), None)]);
+        assert_eq!(plan.status.previous.map(|p| p.version), Some("1.0".into()));
+        assert_eq!(plan.status.phase, RolloutPhase::Progressing, "a new rollout");
     }
 }

@@ -95,6 +95,20 @@ pub fn status_of(facts: ConfigurationFacts<'_>) -> DeviceConfigurationStatus {
         },
     };
     let complete = match &facts.rollout {
+        // Firmware, but no rollout computed yet (an unusable selector): not complete.
+        None if configuration.spec.firmware.is_some() => ConditionUpdate {
+            type_: ConfigurationCondition::RolloutComplete.as_str(),
+            status: False,
+            reason: facts
+                .invalid
+                .as_ref()
+                .map_or(ConfigurationReason::Updating, |(reason, _)| *reason)
+                .as_str(),
+            message: facts
+                .invalid
+                .as_ref()
+                .map_or_else(|| "The rollout has not started".to_string(), |(_, m)| m.clone()),
+        },
         None => ConditionUpdate {
             type_: ConfigurationCondition::RolloutComplete.as_str(),
             status: True,
@@ -128,5 +142,91 @@ pub fn status_of(facts: ConfigurationFacts<'_>) -> DeviceConfigurationStatus {
         metrics: facts.metrics,
         rollout: facts.rollout,
         conditions: merge(existing, vec![ready, complete], generation, facts.now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetwin_api::{
+        DeviceConfigurationSpec, DeviceSpec, DeviceStatus, FirmwareTarget,
+        device::AppliedConfiguration,
+    };
+
+    use super::*;
+
+    fn configuration(firmware: bool) -> DeviceConfiguration {
+        let mut c = DeviceConfiguration::new(
+            "edge",
+            DeviceConfigurationSpec {
+                firmware: firmware.then(|| FirmwareTarget {
+                    version: "2.0".into(),
+                    url: "http://fw/2.bin".into(),
+                    sha256: "a".repeat(64),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        c.metadata.generation = Some(3);
+        c
+    }
+
+    fn device(name: &str, generation: i64, in_sync: bool) -> Device {
+        let mut d = Device::new(name, DeviceSpec::default());
+        d.status = Some(DeviceStatus {
+            in_sync: Some(in_sync),
+            configurations: vec![AppliedConfiguration {
+                name: "edge".into(),
+                generation,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        d
+    }
+
+    fn condition<'a>(status: &'a DeviceConfigurationStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).expect("condition");
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn applied_counts_in_sync_devices_listing_the_current_generation() {
+        let devices = [device("a", 3, true), device("b", 2, true), device("c", 3, false)];
+        let targeted: Vec<&Device> = devices.iter().collect();
+        let c = configuration(false);
+        let status = status_of(ConfigurationFacts {
+            configuration: &c,
+            targeted: &targeted,
+            metrics: BTreeMap::new(),
+            rollout: None,
+            invalid: None,
+            now: Timestamp::UNIX_EPOCH,
+        });
+        assert_eq!(
+            (status.targeted, status.applied),
+            (3, 1),
+            "b has an older generation, c is not in sync"
+        );
+        assert_eq!(condition(&status, "Ready"), ("True", "Valid"));
+        assert_eq!(condition(&status, "RolloutComplete"), ("True", "NoFirmware"));
+    }
+
+    #[test]
+    fn firmware_without_a_rollout_yet_is_not_complete_and_says_why() {
+        let c = configuration(true);
+        let status = status_of(ConfigurationFacts {
+            configuration: &c,
+            targeted: &[],
+            metrics: BTreeMap::new(),
+            rollout: None,
+            invalid: Some((
+                ConfigurationReason::InvalidSelector,
+                "spec.selector cannot be used".into(),
+            )),
+            now: Timestamp::UNIX_EPOCH,
+        });
+        assert_eq!(condition(&status, "Ready"), ("False", "InvalidSelector"));
+        assert_eq!(condition(&status, "RolloutComplete"), ("False", "InvalidSelector"));
     }
 }

@@ -156,7 +156,7 @@ pub fn desired_status(
             False,
             DeviceReason::DesiredTooLarge,
             format!(
-                "spec.desired is {size} bytes as JSON; at most {} bytes are sent to a device",
+                "the desired document (spec.desired with the DeviceConfigurations that apply) is {size} bytes as JSON; at most {} bytes are sent to a device",
                 kubetwin_api::device::MAX_DESIRED_BYTES
             ),
         ),
