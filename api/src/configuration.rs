@@ -183,9 +183,10 @@ pub struct CustomMetric {
 }
 
 /// Where a firmware rollout stands.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum RolloutPhase {
     /// Updates are under way or waiting for their turn.
+    #[default]
     Progressing,
     /// Waiting for spec.rollout.continueAfterWave, or stopped by the failure threshold.
     Paused,
@@ -225,7 +226,7 @@ pub struct DeviceConfigurationStatus {
 }
 
 /// Progress of a configuration's firmware rollout.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigurationRolloutStatus {
     /// Where the rollout stands.

@@ -154,9 +154,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kubetwin_api::{
         DeviceConfigurationSpec, DeviceConfigurationStatus, DeviceSpec, DeviceStatus,
-        configuration::ConfigurationRolloutStatus,
     };
     use serde_json::json;
+
+    use crate::configurations::fixtures::{firmware, rollout};
 
     fn object(value: Value) -> Option<std::collections::BTreeMap<String, Value>> {
         serde_json::from_value(value).expect("an object")
@@ -176,15 +177,6 @@ mod tests {
         c.metadata.creation_timestamp =
             Some(Time(Timestamp::from_second(1_700_000_000 + created).expect("valid")));
         Arc::new(c)
-    }
-
-    fn firmware(version: &str) -> FirmwareTarget {
-        FirmwareTarget {
-            version: version.into(),
-            url: format!("http://fw/{version}.bin"),
-            sha256: "a".repeat(64),
-            ..Default::default()
-        }
     }
 
     fn device(desired: Value) -> Device {
@@ -274,21 +266,11 @@ mod tests {
     ) -> Arc<DeviceConfiguration> {
         let mut c = configuration.clone();
         c.status = Some(DeviceConfigurationStatus {
-            rollout: Some(ConfigurationRolloutStatus {
-                phase: RolloutPhase::RolledBack,
-                firmware: c.spec.firmware.clone().expect("firmware"),
-                previous: Some(firmware(previous)),
-                current_wave: None,
-                waves: vec![],
-                members: 0,
-                updating: 0,
-                succeeded: 0,
-                failed: 0,
-                rolled_back: 0,
-                failed_devices: vec![],
-                reason: None,
-                message: None,
-            }),
+            rollout: Some(rollout(
+                RolloutPhase::RolledBack,
+                &c.spec.firmware.as_ref().expect("firmware").version,
+                Some(previous),
+            )),
             ..Default::default()
         });
         Arc::new(c)

@@ -50,3 +50,33 @@ pub fn selecting(
     effective::merge_order(&mut found);
     found
 }
+
+/// What the tests of this folder share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use kubetwin_api::{FirmwareTarget, RolloutPhase, configuration::ConfigurationRolloutStatus};
+
+    /// An image of `version` (its URL and checksum made up).
+    pub fn firmware(version: &str) -> FirmwareTarget {
+        FirmwareTarget {
+            version: version.into(),
+            url: format!("http://fw/{version}.bin"),
+            sha256: "a".repeat(64),
+            ..Default::default()
+        }
+    }
+
+    /// A rollout of `target` in `phase` whose rollback installs `previous`.
+    pub fn rollout(
+        phase: RolloutPhase,
+        target: &str,
+        previous: Option<&str>,
+    ) -> ConfigurationRolloutStatus {
+        ConfigurationRolloutStatus {
+            phase,
+            firmware: firmware(target),
+            previous: previous.map(firmware),
+            ..Default::default()
+        }
+    }
+}

@@ -11,7 +11,7 @@ use kubetwin_api::{
     Device, DeviceConfiguration, FirmwarePhase, FirmwareTarget, RolloutPhase,
     condition::ConfigurationReason,
     configuration::{ConfigurationRolloutStatus, FailureAction},
-    job::{FailedDevice, MAX_LISTED_FAILURES, WaveStatus},
+    job::{FailedDevice, MAX_LISTED_FAILURES},
 };
 
 use super::effective::recorded;
@@ -40,9 +40,7 @@ pub struct RolloutPlan {
     pub wake_after: Option<Duration>,
 }
 
-fn count(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
+use crate::rollout::api_count as count;
 
 /// One rollout per firmware version (admissions, rollbacks and the devices' records all go
 /// by version): a new URL or checksum for the same version continues the same rollout.
@@ -233,18 +231,7 @@ pub fn plan_rollout(
         firmware: target.clone(),
         previous,
         current_wave: decision.current_wave.map(count),
-        waves: decision
-            .waves
-            .iter()
-            .enumerate()
-            .map(|(index, w)| WaveStatus {
-                wave: count(u32::try_from(index + 1).unwrap_or(u32::MAX)),
-                size: count(w.size),
-                started: count(w.started),
-                finished: count(w.finished),
-                succeeded: count(w.succeeded),
-            })
-            .collect(),
+        waves: crate::rollout::wave_statuses(&decision),
         members: count(c.targeted),
         updating: count(c.in_flight),
         succeeded: count(c.succeeded),
@@ -273,18 +260,10 @@ mod tests {
     };
 
     use super::*;
+    use crate::configurations::fixtures::{firmware, rollout};
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).expect("valid")
-    }
-
-    fn firmware(version: &str) -> FirmwareTarget {
-        FirmwareTarget {
-            version: version.into(),
-            url: format!("http://fw/{version}.bin"),
-            sha256: "a".repeat(64),
-            ..Default::default()
-        }
     }
 
     fn configuration(action: FailureAction) -> DeviceConfiguration {
@@ -381,19 +360,9 @@ mod tests {
         c.spec.continue_after_wave = 1;
         c.status = Some(DeviceConfigurationStatus {
             rollout: Some(ConfigurationRolloutStatus {
-                phase: RolloutPhase::Progressing,
-                firmware: firmware("2.0"),
-                previous: Some(firmware("1.0")),
                 current_wave: Some(2),
-                waves: vec![],
                 members: 3,
-                updating: 0,
-                succeeded: 0,
-                failed: 0,
-                rolled_back: 0,
-                failed_devices: vec![],
-                reason: None,
-                message: None,
+                ..rollout(RolloutPhase::Progressing, "2.0", Some("1.0"))
             }),
             ..Default::default()
         });
@@ -428,19 +397,9 @@ mod tests {
         let mut c = configuration(FailureAction::Rollback);
         c.status = Some(DeviceConfigurationStatus {
             rollout: Some(ConfigurationRolloutStatus {
-                phase: RolloutPhase::Succeeded,
-                firmware: firmware("1.0"),
-                previous: None,
-                current_wave: None,
-                waves: vec![],
                 members: 1,
-                updating: 0,
                 succeeded: 1,
-                failed: 0,
-                rolled_back: 0,
-                failed_devices: vec![],
-                reason: None,
-                message: None,
+                ..rollout(RolloutPhase::Succeeded, "1.0", None)
             }),
             ..Default::default()
         });

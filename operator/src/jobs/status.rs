@@ -7,7 +7,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kubetwin_api::{
     DeviceJobSpec, DeviceJobStatus, JobPhase,
     condition::{ConditionStatus, JobCondition, JobReason},
-    job::{FailedDevice, FailureType, JobCounts, JobPlan, MAX_LISTED_FAILURES, WaveStatus},
+    job::{FailedDevice, FailureType, JobCounts, JobPlan, MAX_LISTED_FAILURES},
 };
 use kubetwin_protocol::{FACTORY_RESET_METHOD, REBOOT_METHOD};
 
@@ -90,9 +90,7 @@ pub struct JobFacts<'a> {
     pub now: Timestamp,
 }
 
-fn count(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
+use crate::rollout::api_count as count;
 
 /// The status that shows `decision`.
 pub fn status_of(decision: &Decision, facts: &JobFacts<'_>) -> DeviceJobStatus {
@@ -171,18 +169,7 @@ pub fn status_of(decision: &Decision, facts: &JobFacts<'_>) -> DeviceJobStatus {
             retried: count(counts.retried),
         },
         current_wave: decision.current_wave.map(count),
-        waves: decision
-            .waves
-            .iter()
-            .enumerate()
-            .map(|(index, w)| WaveStatus {
-                wave: count(u32::try_from(index + 1).unwrap_or(u32::MAX)),
-                size: count(w.size),
-                started: count(w.started),
-                finished: count(w.finished),
-                succeeded: count(w.succeeded),
-            })
-            .collect(),
+        waves: crate::rollout::wave_statuses(decision),
         failed_devices,
         plan,
         reason: Some(reason.as_str().to_string()),

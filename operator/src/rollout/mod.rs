@@ -6,9 +6,9 @@
 
 pub mod planner;
 
-use kubetwin_api::job::RolloutStrategy;
+use kubetwin_api::job::{RolloutStrategy, WaveStatus};
 
-use planner::{Ramp, RetryPolicy, Size, Strategy, WaveSpec};
+use planner::{Decision, Ramp, RetryPolicy, Size, Strategy, WaveSpec};
 
 /// Default of `spec.rollout.maxInFlight`.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10;
@@ -47,4 +47,25 @@ pub fn strategy_of(rollout: &RolloutStrategy, continue_after_wave: i32) -> Strat
         disruptive: false,
         suspended: false,
     }
+}
+
+/// A count as the API holds it.
+pub fn api_count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Each wave's progress in a decision, as a rollout's status shows it (waves count from 1).
+pub fn wave_statuses(decision: &Decision) -> Vec<WaveStatus> {
+    decision
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(index, w)| WaveStatus {
+            wave: api_count(u32::try_from(index + 1).unwrap_or(u32::MAX)),
+            size: api_count(w.size),
+            started: api_count(w.started),
+            finished: api_count(w.finished),
+            succeeded: api_count(w.succeeded),
+        })
+        .collect()
 }
