@@ -2,11 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
+use kube::Api;
 use kubetwin_api::{Device, RebootPhase, RebootRequest};
 use serde_json::json;
 
@@ -134,6 +130,23 @@ impl FanOut {
     }
 }
 
+/// Creates a RebootRequest named `names[i]` for device `ids[i]`, `CONCURRENCY` at a time;
+/// returns how long it took.
+async fn create_all(
+    what: &str,
+    requests: &Api<RebootRequest>,
+    names: &[String],
+    ids: &[String],
+    spec: &serde_json::Value,
+) -> anyhow::Result<Duration> {
+    cluster::run_all(what, names.iter().zip(ids).collect(), CONCURRENCY, |(name, id)| {
+        let requests = requests.clone();
+        let spec = spec.clone();
+        async move { cluster::create_reboot(&requests, name, id, &spec).await }
+    })
+    .await
+}
+
 async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let scope = bench.scope("b1", n).await?;
     let devices: Api<Device> = Api::namespaced(bench.client.clone(), &scope.namespace);
@@ -160,17 +173,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let names: Vec<String> = (0..n).map(|i| format!("reboot-{i}")).collect();
     let spec = request_spec();
     let started = Instant::now();
-    let create = cluster::run_all(
-        "creating RebootRequests",
-        names.iter().zip(&ids).collect(),
-        CONCURRENCY,
-        |(name, id)| {
-            let requests = requests.clone();
-            let spec = spec.clone();
-            async move { cluster::create_reboot(&requests, name, id, &spec).await }
-        },
-    )
-    .await?;
+    let create = create_all("creating RebootRequests", &requests, &names, &ids, &spec).await?;
     let succeeded = |p: &Option<RebootPhase>| *p == Some(RebootPhase::Succeeded);
     let failed =
         |p: &Option<RebootPhase>| p.is_some_and(|p| p.is_terminal() && p != RebootPhase::Succeeded);
@@ -215,31 +218,9 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
 
     let floor_names: Vec<String> = (0..n).map(|i| format!("floor-{i}")).collect();
     progress(format!("B1 N={n}: floor (a): {n} RebootRequest creates"));
-    let creates = cluster::run_all(
-        "floor creates",
-        floor_names.iter().zip(&ids).collect(),
-        CONCURRENCY,
-        |(name, id)| {
-            let requests = requests.clone();
-            let spec = spec.clone();
-            async move { cluster::create_reboot(&requests, name, id, &spec).await }
-        },
-    )
-    .await?;
+    let creates = create_all("floor creates", &requests, &floor_names, &ids, &spec).await?;
     progress(format!("B1 N={n}: floor (b): {n} terminal status patches"));
-    let patches = cluster::run_all("status patches", floor_names, CONCURRENCY, |name| {
-        let requests = requests.clone();
-        async move {
-            let patch =
-                json!({"status": {"phase": "Succeeded", "message": "kubetwin-bench floor"}});
-            requests
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .with_context(|| format!("patching the status of RebootRequest {name}"))?;
-            Ok(())
-        }
-    })
-    .await?;
+    let patches = ops::mark_all_succeeded(&requests, floor_names).await?;
     progress(format!("B1 N={n}: floor (c): {n} MQTT round trips"));
     let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {

@@ -3,10 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use kube::{
-    Api, Resource as _, ResourceExt as _,
-    api::{Patch, PatchParams, PostParams},
-};
+use kube::{Api, Resource as _, ResourceExt as _, api::PostParams};
 use kubetwin_api::{
     Device, DeviceDisruptionBudget, DeviceJob, JobPhase, MethodRequest, job::JobCounts,
 };
@@ -253,19 +250,7 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
         })
         .await?;
     progress(format!("B7 N={n}: floor (b): {n} terminal status patches"));
-    let patches = cluster::run_all("status patches", names, CONCURRENCY, |name| {
-        let requests = requests.clone();
-        async move {
-            let patch =
-                json!({"status": {"phase": "Succeeded", "message": "kubetwin-bench floor"}});
-            requests
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .with_context(|| format!("patching the status of MethodRequest {name}"))?;
-            Ok(())
-        }
-    })
-    .await?;
+    let patches = ops::mark_all_succeeded(&requests, names).await?;
     progress(format!("B7 N={n}: floor (c): {n} MQTT round trips"));
     let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {

@@ -233,3 +233,29 @@ pub fn each_executed_once(simulator: &Simulator, ids: &[String]) -> anyhow::Resu
     );
     Ok(())
 }
+
+/// Floor step shared by the scenarios: a minimal client writes a terminal status (phase
+/// Succeeded) to each of `names` of `api`, `CONCURRENCY` at a time; returns how long it took.
+pub async fn mark_all_succeeded<K>(api: &Api<K>, names: Vec<String>) -> anyhow::Result<Duration>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_string();
+    cluster::run_all("status patches", names, CONCURRENCY, |name| {
+        let api = api.clone();
+        let kind = kind.clone();
+        async move {
+            let patch =
+                serde_json::json!({"status": {"phase": "Succeeded", "message": "kubetwin-bench floor"}});
+            api.patch_status(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("patching the status of {kind} {name}"))?;
+            Ok(())
+        }
+    })
+    .await
+}
