@@ -515,6 +515,15 @@ impl Rig {
         }
         self.supervising.store(false, Ordering::SeqCst);
         let line = self.account(test, &compared, mismatched.len(), &ledgers).await?;
+        if !line.is_clean() {
+            // What each replica did last is what tells a lost leader from a slow one.
+            for (i, replica) in self.replicas.iter().enumerate() {
+                let log = replica.log_text().unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                progress(format!("  replica {i} log, last lines:\n{}", tail.join("\n")));
+            }
+        }
         println!("{line}");
         Ok(line)
     }
