@@ -258,10 +258,11 @@ pub async fn reconcile<R: RequestResource>(
                 }
                 publish(ctx, &this.state, device_id, &request_id, call, now).await?;
             }
-            Effect::OfferStatus { progress, priority } => {
+            Effect::OfferStatus { progress, priority, hold } => {
                 let status = R::status_of(&progress)?;
                 if newest.as_ref() != Some(&status) {
-                    ctx.writer.offer(key.clone(), &status, request.current_status(), priority)?;
+                    let current = request.current_status();
+                    ctx.writer.offer_held(key.clone(), &status, current, priority, hold)?;
                     this.state.latest.record(key.clone(), status);
                 }
                 if let Some(phase) = progress.phase.filter(|p| Some(*p) != current_phase) {

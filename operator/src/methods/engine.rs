@@ -28,6 +28,13 @@ use crate::{
 /// How often a request without an answer is published again (devices ignore repeats).
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long the status `Sent` waits before it is written. The request is published first
+/// and a device usually answers well within this, so one write carries the answer instead
+/// of two writes in a row (the second waiting for the first). Safe without the record: the
+/// request id is the object's uid, so a successor that finds no `Sent` publishes the same
+/// request again and the device deduplicates it.
+pub const SENT_STATUS_HOLD: Duration = Duration::from_secs(1);
+
 /// Where a request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -228,6 +235,8 @@ pub enum Effect {
         progress: Box<Progress>,
         /// How urgent the write is.
         priority: Priority,
+        /// Write it only after this long unless a newer urgent status replaces it first.
+        hold: Option<Duration>,
     },
     /// Record a Kubernetes Event.
     Event {
@@ -354,7 +363,8 @@ pub fn step(
     } else {
         Priority::Routine
     };
-    effects.push(Effect::OfferStatus { progress: Box::new(next), priority });
+    let hold = (transition && outcome.phase == Phase::Sent).then_some(SENT_STATUS_HOLD);
+    effects.push(Effect::OfferStatus { progress: Box::new(next), priority, hold });
     if transition {
         let type_ = match outcome.phase {
             Phase::Failed | Phase::TimedOut | Phase::Rejected => EventType::Warning,

@@ -3,7 +3,7 @@
 //! the oldest change goes next. Memory is one entry per object with a pending change.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     hash::Hash,
     time::{Duration, Instant},
 };
@@ -114,6 +114,9 @@ pub struct WriteQueue<K, V> {
     /// they are not in `order`, so they never stand in front of others.
     held: BTreeSet<(Instant, u64, K)>,
     held_keys: HashMap<K, (Instant, u64)>,
+    /// Held changes that wait for a deferral ([`WriteQueue::offer_deferred`]), not for a
+    /// retry: an urgent change of the same object releases them at once.
+    deferred: HashSet<K>,
     /// Failed writes in a row, per object.
     failures: HashMap<K, u32>,
     written: HashMap<K, (u64, Instant)>,
@@ -131,6 +134,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             order: BTreeSet::new(),
             held: BTreeSet::new(),
             held_keys: HashMap::new(),
+            deferred: HashSet::new(),
             failures: HashMap::new(),
             written: HashMap::new(),
             in_flight: HashMap::new(),
@@ -155,8 +159,18 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         let back_to_written = fingerprint == self.written_fingerprint(&key, current, now)
             && !self.in_flight.contains_key(&key);
         if let Some(pending) = self.pending.get_mut(&key) {
+            if self.deferred.contains(&key) && priority == Priority::Urgent {
+                // What the deferral waited for came: one write carries both.
+                pending.value = value;
+                pending.priority = priority;
+                let since = pending.since;
+                let seq = pending.seq;
+                self.release(&key, since, seq, priority);
+                return Offer::Merged;
+            }
             if self.held_keys.contains_key(&key) {
-                // Held back after a failure: the newer value waits for the same retry.
+                // Held back after a failure (or deferred): the newer value waits for the same
+                // retry.
                 pending.value = value;
                 pending.priority = pending.priority.max(priority);
                 return Offer::Merged;
@@ -195,6 +209,43 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         self.order.insert((std::cmp::Reverse(priority), now, seq, key.clone()));
         self.pending.insert(key, Pending { value, priority, since: now, seq });
         Offer::Queued
+    }
+
+    /// Like [`WriteQueue::offer`], but a new change waits `until` before it may be written,
+    /// unless an urgent change of the same object comes first, which then replaces it: one
+    /// write instead of two when the next change usually follows soon (a request's `Sent`
+    /// before the device's answer). A change already pending or in flight is offered as usual.
+    pub fn offer_deferred(
+        &mut self,
+        key: K,
+        value: V,
+        priority: Priority,
+        current: Option<u64>,
+        now: Instant,
+        until: Instant,
+    ) -> Offer {
+        if self.pending.contains_key(&key) || self.in_flight.contains_key(&key) {
+            return self.offer(key, value, priority, current, now);
+        }
+        if fingerprint(&value) == self.written_fingerprint(&key, current, now) {
+            return Offer::Unchanged;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(key.clone(), Pending { value, priority, since: now, seq });
+        self.held.insert((until, seq, key.clone()));
+        self.held_keys.insert(key.clone(), (until, seq));
+        self.deferred.insert(key);
+        Offer::Queued
+    }
+
+    /// Moves a held (deferred) change of `key` into the order now.
+    fn release(&mut self, key: &K, since: Instant, seq: u64, priority: Priority) {
+        if let Some((due, held_seq)) = self.held_keys.remove(key) {
+            self.held.remove(&(due, held_seq, key.clone()));
+        }
+        self.deferred.remove(key);
+        self.order.insert((std::cmp::Reverse(priority), since, seq, key.clone()));
     }
 
     /// What the API server holds for `key`, as far as the queue can tell: what it wrote last,
@@ -248,6 +299,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             }
             self.held.remove(&(due, seq, key.clone()));
             self.held_keys.remove(&key);
+            self.deferred.remove(&key);
             if let Some(pending) = self.pending.get(&key) {
                 self.order.insert((
                     std::cmp::Reverse(pending.priority),
@@ -316,6 +368,13 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
     /// (at shutdown: what is not written before the process ends is lost).
     pub fn drain(&mut self) {
         self.min_interval = Duration::ZERO;
+        let deferred: Vec<K> = self.deferred.iter().cloned().collect();
+        for key in deferred {
+            if let Some(p) = self.pending.get(&key) {
+                let (since, seq, priority) = (p.since, p.seq, p.priority);
+                self.release(&key, since, seq, priority);
+            }
+        }
     }
 
     /// Forgets an object that no longer exists.
@@ -326,6 +385,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         if let Some((due, seq)) = self.held_keys.remove(key) {
             self.held.remove(&(due, seq, key.clone()));
         }
+        self.deferred.remove(key);
         self.failures.remove(key);
         self.written.remove(key);
     }
@@ -400,6 +460,50 @@ mod tests {
             Offer::Unchanged
         );
         assert!(q.take(t0, SCAN).is_none());
+    }
+
+    #[test]
+    fn a_deferred_change_waits_and_an_urgent_one_replaces_it_in_one_write() {
+        // (the urgent change comes at ms, written value, written at or after ms)
+        let cases = [(Some(300), "accepted", 300), (None, "sent", 1000)];
+        for (urgent_at, written, from) in cases {
+            let (mut q, t0) = queue();
+            let until = at(t0, 1000);
+            let offer = q.offer_deferred(1, "sent".into(), Priority::Urgent, None, t0, until);
+            assert_eq!(offer, Offer::Queued);
+            assert!(q.take(at(t0, 200), SCAN).is_none(), "held until the deferral ends");
+            assert_eq!(q.next_due(at(t0, 200), SCAN), Some(until), "the writer wakes for it");
+            if let Some(ms) = urgent_at {
+                let offer = q.offer(1, "accepted".into(), Priority::Urgent, None, at(t0, ms));
+                assert_eq!(offer, Offer::Merged);
+            }
+            let flush = q.take(at(t0, from), SCAN).expect("due");
+            assert_eq!(flush.value, written, "{urgent_at:?}");
+            q.written(&1, at(t0, from + 1));
+            assert!(q.take(at(t0, 5000), SCAN).is_none(), "one write, {urgent_at:?}");
+        }
+    }
+
+    #[test]
+    fn a_routine_change_does_not_end_a_deferral_and_a_drain_does() {
+        let (mut q, t0) = queue();
+        q.offer_deferred(1, "sent".into(), Priority::Urgent, None, t0, at(t0, 1000));
+        assert_eq!(
+            q.offer(1, "sent 10%".into(), Priority::Routine, None, at(t0, 10)),
+            Offer::Merged
+        );
+        assert!(q.take(at(t0, 20), SCAN).is_none());
+        q.drain();
+        assert_eq!(q.take(at(t0, 30), SCAN).expect("drained").value, "sent 10%");
+    }
+
+    #[test]
+    fn a_deferral_does_not_hold_back_an_object_already_pending() {
+        let (mut q, t0) = queue();
+        q.offer(1, "a".into(), Priority::Routine, None, t0);
+        let offer = q.offer_deferred(1, "b".into(), Priority::Urgent, None, t0, at(t0, 1000));
+        assert_eq!(offer, Offer::Merged);
+        assert_eq!(q.take(at(t0, 1), SCAN).expect("due").value, "b");
     }
 
     #[test]

@@ -219,6 +219,20 @@ impl StatusWriter {
         current: Option<&S>,
         priority: Priority,
     ) -> Result<Offer, Error> {
+        self.offer_held(key, wanted, current, priority, None)
+    }
+
+    /// Like [`StatusWriter::offer`], but `hold` (if any) defers a new change that long unless
+    /// an urgent change of the same object replaces it first
+    /// ([`WriteQueue::offer_deferred`]).
+    pub fn offer_held<S: Serialize>(
+        &self,
+        key: StatusKey,
+        wanted: &S,
+        current: Option<&S>,
+        priority: Priority,
+        hold: Option<Duration>,
+    ) -> Result<Offer, Error> {
         let json = canonical(serde_json::to_value(wanted)?);
         let current = match current {
             Some(current) => {
@@ -229,7 +243,11 @@ impl StatusWriter {
             None => None,
         };
         let mut state = self.lock();
-        let offer = state.queue.offer(key, json, priority, current, Instant::now());
+        let now = Instant::now();
+        let offer = match hold {
+            Some(hold) => state.queue.offer_deferred(key, json, priority, current, now, now + hold),
+            None => state.queue.offer(key, json, priority, current, now),
+        };
         let depth = state.queue.depth();
         drop(state);
         self.metrics.set_queue_depth(depth);

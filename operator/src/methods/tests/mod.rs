@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kubetwin_api::{RebootRequest, RebootRequestStatus};
 
-pub(super) use super::engine::{DeviceView, RESEND_INTERVAL, human_duration};
+pub(super) use super::engine::{DeviceView, RESEND_INTERVAL, SENT_STATUS_HOLD, human_duration};
 pub(super) use crate::fleet::Answer;
 pub(super) use kubetwin_protocol::{Cursor, RequestId, ResponseStatus};
 
@@ -37,6 +37,8 @@ pub(super) struct RebootStep {
     pub delete: bool,
     /// The phase changed (an Event was recorded on the request).
     pub transition: bool,
+    /// How long the offered status waits before it is written (`None`: no wait).
+    pub hold: Option<Duration>,
 }
 
 /// Runs the engine on a RebootRequest, converting status in and out exactly as the
@@ -83,12 +85,14 @@ pub(super) fn step_with(
         requeue_after: None,
         delete: false,
         transition: false,
+        hold: None,
     };
     for effect in super::engine::step(&view, device, now, &settings) {
         match effect {
             Effect::Publish(_) => result.send = true,
-            Effect::OfferStatus { progress, .. } => {
+            Effect::OfferStatus { progress, hold, .. } => {
                 result.status = RebootRequest::status_of(&progress).expect("status converts");
+                result.hold = hold;
             }
             Effect::Event { subject: Subject::Request, .. } => result.transition = true,
             Effect::Event { subject: Subject::Device, .. } => {}

@@ -285,6 +285,8 @@ fn a_new_request_for_an_online_device_is_sent_at_once() {
     assert!(result.transition);
     assert!(!result.delete);
     assert_eq!(result.requeue_after, Some(RESEND_INTERVAL));
+    // Published first; `Sent` waits for the device's answer to share its write.
+    assert_eq!(result.hold, Some(SENT_STATUS_HOLD));
     let status = &result.status;
     assert_eq!(status.request_id.as_deref(), Some("uid-1"));
     assert_eq!(status.observed_generation, Some(1));
@@ -319,6 +321,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert!(!pending.send);
     assert!(pending.transition, "no status → Pending is the first phase");
     assert_eq!(pending.requeue_after, Some(Duration::from_secs(58)));
+    assert_eq!(pending.hold, None, "only Sent waits for the answer");
     assert_eq!(pending.status.request_id.as_deref(), Some("uid-1"));
     assert_eq!(pending.status.observed_generation, Some(1));
     assert_eq!(pending.status.sent_at, None);
@@ -332,6 +335,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert!(sent.send);
     assert!(sent.transition);
     assert_eq!(sent.requeue_after, Some(RESEND_INTERVAL));
+    assert_eq!(sent.hold, Some(SENT_STATUS_HOLD));
     assert_eq!(sent.status.sent_at, time(10));
     assert_eq!(sent.status.boot_before, Some(BOOT));
     assert_eq!(sent.status.accepted_at, None);
@@ -349,6 +353,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert!(!accepted.send);
     assert!(accepted.transition);
     assert_eq!(accepted.requeue_after, Some(settings.return_timeout));
+    assert_eq!(accepted.hold, None, "the answer is written at once, carrying Sent's fields");
     assert_eq!(accepted.status.sent_at, time(10));
     assert_eq!(accepted.status.accepted_at, time(12));
     assert_eq!(
@@ -409,6 +414,7 @@ fn happy_path_goes_through_every_phase_with_its_timestamps() {
     assert!(!later.send);
     assert!(!later.delete);
     assert_eq!(later.requeue_after, Some(Duration::from_secs(300)));
+    assert_eq!(later.hold, None);
     let due = advance(&mut request, &device, at(733), settings);
     assert!(due.delete);
     assert_eq!(due.status, *status);
