@@ -296,7 +296,8 @@ pub struct ConnectionStatus {
     /// When the device entered this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
-    /// When the operator last heard from the device.
+    /// When the operator last took in a change from the device (a report, or a change of
+    /// connection); a reconnect that changes nothing shown does not move it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
     /// Why the device is in this state (for example the reason of its last presence message).

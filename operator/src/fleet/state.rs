@@ -259,6 +259,15 @@ impl DeviceState {
             if replay {
                 return admission;
             }
+            if self.connection.state == state
+                && self.connection.since.is_some()
+                && self.connection.reason == message.reason
+            {
+                // A new connection in the state already shown (the device reconnected after
+                // a broker restart, and the broker could not publish its will): nothing shown
+                // changes, and moving lastSeen alone would cost a write per device.
+                return admission;
+            }
             if self.connection.state != state || self.connection.since.is_none() {
                 self.connection.since = Some(Time(now));
             }
@@ -531,6 +540,24 @@ mod tests {
         let later = Timestamp::from_second(1_700_000_600).expect("valid");
         assert_eq!(state.apply_presence(&online, later), Admission::Duplicate);
         assert_eq!(state, before, "lastSeen did not move");
+    }
+
+    #[test]
+    fn a_reconnect_in_the_state_already_shown_does_not_move_last_seen() {
+        let mut state = DeviceState::default();
+        assert!(
+            state.apply_presence(&Presence::new(PresenceState::Online, 3, 1), now()).is_accept()
+        );
+        let shown = state.connection.clone();
+        let later = Timestamp::from_second(1_700_000_600).expect("valid");
+        let reconnect = Presence::new(PresenceState::Online, 3, 2);
+        assert!(state.apply_presence(&reconnect, later).is_accept(), "a newer connection");
+        assert_eq!(state.connection, shown, "nothing shown changes, not even lastSeen");
+        // Its will, of the new connection, is a real change.
+        let will = Presence::new(PresenceState::Offline, 3, 2);
+        assert!(state.apply_presence(&will, later).is_accept());
+        assert_eq!(state.connection.state, ConnectionState::Disconnected);
+        assert_eq!(state.connection.last_seen, Some(Time(later)));
     }
 
     proptest::proptest! {
