@@ -1,11 +1,11 @@
-//! Benchmark scenarios B1–B7 of `kubetwin-bench`.
+//! Benchmark scenarios B1–B8 of `kubetwin-bench`.
 //!
 //! Each scenario runs in its own namespace and topic root on one [`TestEnv`] (real control
 //! plane, mosquitto, operator and simulator binaries) and measures its floor in the same run,
 //! so results are ratios. Time never fails a run; correctness problems do.
 //!
 //! - [`b1_fanout`], [`b2_ingestion`], [`b3_memory`], [`b4_restart`], [`b5_latency`],
-//!   [`b6_identity`], [`b7_job`]: the scenarios, one function each.
+//!   [`b6_identity`], [`b7_job`], [`b8_quiet`]: the scenarios, one function each.
 //! - [`cluster`]: creating objects fast, status patches, a recording watch.
 //! - [`ping`]: raw MQTT request/response round trips.
 //! - [`ops`]: operator processes, metrics and waits.
@@ -19,6 +19,7 @@ pub mod b4_restart;
 pub mod b5_latency;
 pub mod b6_identity;
 pub mod b7_job;
+pub mod b8_quiet;
 /// Bulk object operations and the recording watch, shared with the fault tests.
 pub use kubetwin_e2e::bulk as cluster;
 pub mod ops;
@@ -60,15 +61,17 @@ pub enum ScenarioId {
     B6,
     /// Fleet job.
     B7,
+    /// Quiet at rest.
+    B8,
 }
 
 impl ScenarioId {
     /// Every scenario, in the order they run: B3 last, so that its 100,000 objects do not
     /// weigh on the API server during the others.
-    pub const RUN_ORDER: [ScenarioId; 7] =
-        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B7, Self::B3];
+    pub const RUN_ORDER: [ScenarioId; 8] =
+        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B7, Self::B8, Self::B3];
 
-    /// Parses `B1` … `B7` (any case).
+    /// Parses `B1` … `B8` (any case).
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_uppercase().as_str() {
             "B1" => Some(Self::B1),
@@ -78,6 +81,7 @@ impl ScenarioId {
             "B5" => Some(Self::B5),
             "B6" => Some(Self::B6),
             "B7" => Some(Self::B7),
+            "B8" => Some(Self::B8),
             _ => None,
         }
     }
@@ -92,6 +96,7 @@ impl ScenarioId {
             Self::B5 => b5_latency::TITLE,
             Self::B6 => b6_identity::TITLE,
             Self::B7 => b7_job::TITLE,
+            Self::B8 => b8_quiet::TITLE,
         }
     }
 
@@ -105,6 +110,7 @@ impl ScenarioId {
             Self::B5 => b5_latency::WHAT,
             Self::B6 => b6_identity::WHAT,
             Self::B7 => b7_job::WHAT,
+            Self::B8 => b8_quiet::WHAT,
         }
     }
 }
@@ -138,6 +144,10 @@ pub struct Sizes {
     pub b6_devices: usize,
     /// B7: devices the fleet job reboots.
     pub b7_devices: usize,
+    /// B8: idle connected devices.
+    pub b8_devices: usize,
+    /// B8: how long they stay idle (the broker restarts halfway).
+    pub b8_idle: Duration,
 }
 
 impl Sizes {
@@ -154,6 +164,8 @@ impl Sizes {
             b5_runs: 100,
             b6_devices: 10_000,
             b7_devices: 10_000,
+            b8_devices: 10_000,
+            b8_idle: Duration::from_secs(600),
         }
     }
 
@@ -170,6 +182,8 @@ impl Sizes {
             b5_runs: 5,
             b6_devices: 20,
             b7_devices: 30,
+            b8_devices: 50,
+            b8_idle: Duration::from_secs(20),
         }
     }
 }
@@ -238,6 +252,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             ScenarioId::B5 => b5_latency::run(&bench).await,
             ScenarioId::B6 => b6_identity::run(&bench).await,
             ScenarioId::B7 => b7_job::run(&bench).await,
+            ScenarioId::B8 => b8_quiet::run(&bench).await,
         };
         let report = result.unwrap_or_else(|error| {
             ScenarioReport::failed(&id.to_string(), id.title(), id.what(), &error)
@@ -308,11 +323,12 @@ mod tests {
         assert_eq!(ScenarioId::parse(" B5 "), Some(ScenarioId::B5));
         assert_eq!(ScenarioId::parse("b6"), Some(ScenarioId::B6));
         assert_eq!(ScenarioId::parse("B7"), Some(ScenarioId::B7));
-        assert_eq!(ScenarioId::parse("B8"), None);
+        assert_eq!(ScenarioId::parse("B8"), Some(ScenarioId::B8));
+        assert_eq!(ScenarioId::parse("B9"), None);
         assert_eq!(ScenarioId::RUN_ORDER.last(), Some(&ScenarioId::B3));
         let mut all = ScenarioId::RUN_ORDER.to_vec();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 7, "every scenario runs once");
+        assert_eq!(all.len(), 8, "every scenario runs once");
     }
 }

@@ -66,9 +66,22 @@ pub fn queue_depth(scrape: &Scrape) -> f64 {
     scrape.sum(QUEUE_DEPTH)
 }
 
-/// The staleness histogram (empty when the operator has none).
+/// The staleness histogram over every priority (empty when the operator has none).
 pub fn staleness(scrape: &Scrape) -> Histogram {
-    scrape.histogram(STALENESS).unwrap_or(Histogram { buckets: Vec::new(), sum: 0.0, count: 0.0 })
+    staleness_of(scrape, &[])
+}
+
+/// The staleness histogram of the writes of one priority (`routine` or `urgent`).
+pub fn staleness_at(scrape: &Scrape, priority: &str) -> Histogram {
+    staleness_of(scrape, &[("priority", priority)])
+}
+
+fn staleness_of(scrape: &Scrape, labels: &[(&str, &str)]) -> Histogram {
+    scrape.histogram_with(STALENESS, labels).unwrap_or(Histogram {
+        buckets: Vec::new(),
+        sum: 0.0,
+        count: 0.0,
+    })
 }
 
 /// The processes a wait depends on; a wait fails as soon as one of them has exited.

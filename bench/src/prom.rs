@@ -57,9 +57,15 @@ impl Scrape {
     /// The histogram `name` (samples `{name}_bucket`, `_sum`, `_count`), summed over any
     /// labels other than `le`; `None` when it has no bucket.
     pub fn histogram(&self, name: &str) -> Option<Histogram> {
+        self.histogram_with(name, &[])
+    }
+
+    /// Like [`Scrape::histogram`], over the series that carry all of `labels` only.
+    pub fn histogram_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<Histogram> {
         let bucket_name = format!("{name}_bucket");
         let mut buckets: Vec<(f64, f64)> = Vec::new();
-        for sample in self.samples.iter().filter(|s| s.name == bucket_name) {
+        for sample in self.samples.iter().filter(|s| s.name == bucket_name && s.has_labels(labels))
+        {
             let Some(le) = sample.label("le").and_then(parse_value) else {
                 continue;
             };
@@ -73,9 +79,10 @@ impl Scrape {
         }
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         let count = self
-            .value(&format!("{name}_count"), &[])
+            .value(&format!("{name}_count"), labels)
             .unwrap_or_else(|| buckets.last().map_or(0.0, |b| b.1));
-        Some(Histogram { buckets, sum: self.sum(&format!("{name}_sum")), count })
+        let sum = self.value(&format!("{name}_sum"), labels).unwrap_or(0.0);
+        Some(Histogram { buckets, sum, count })
     }
 }
 

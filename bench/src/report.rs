@@ -95,6 +95,17 @@ impl Goal {
         }
     }
 
+    /// Ratio value / reference at least `target`, read as a share of the reference (the
+    /// write budget a writer uses).
+    pub fn share_at_least(target: f64) -> Self {
+        Self {
+            on: GoalOn::Ratio,
+            bound: Bound::AtLeast,
+            target,
+            text: format!("≥ {}% of the budget", trim_float(target * 100.0)),
+        }
+    }
+
     /// Ratio reference / value at least `target` ("`target`× fewer").
     pub fn fewer_at_least(target: f64) -> Self {
         Self {

@@ -279,6 +279,12 @@ where
         Ok(())
     }
 
+    /// How many state changes the watch delivered after `at`, over every object (an object's
+    /// first state, when it appeared after `at`, counts as one).
+    pub fn changes_after(&self, at: Instant) -> usize {
+        lock(&self.shared).history.values().flatten().filter(|(_, seen)| *seen > at).count()
+    }
+
     /// How many objects are currently in a state matching `matches`.
     pub fn count(&self, matches: impl Fn(&S) -> bool) -> usize {
         lock(&self.shared)

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::k8s::status::Priority;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -15,6 +17,18 @@ use prometheus_client::{
 pub struct KindLabel {
     /// Message kind, resource kind, drop reason or refusal kind.
     pub kind: &'static str,
+}
+
+/// Label set of a status write's priority (`routine` or `urgent`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabel {
+    /// The write budget's priority of the change.
+    pub priority: &'static str,
+}
+
+/// Buckets of the staleness histogram, in seconds.
+fn staleness_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
 }
 
 /// Labels of a failed status write.
@@ -114,7 +128,8 @@ pub struct Metrics {
     mqtt_connected: Gauge,
     status_merged: Counter,
     status_queue_depth: Gauge,
-    status_staleness: Histogram,
+    /// By priority: routine changes wait their turn by design, urgent ones should not.
+    status_staleness: Family<PriorityLabel, Histogram, fn() -> Histogram>,
     events_published: Counter,
     events_dropped: Counter,
     inbound_queue_depth: Gauge,
@@ -163,9 +178,7 @@ impl Default for Metrics {
             devices_by_sync: Family::default(),
             devices_by_firmware: Family::default(),
             open_requests: Family::default(),
-            status_staleness: Histogram::new([
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-            ]),
+            status_staleness: Family::new_with_constructor(staleness_histogram),
         }
     }
 }
@@ -360,6 +373,10 @@ impl Metrics {
             "TimedOut",
             "Rejected",
         ];
+        for priority in [Priority::Routine, Priority::Urgent] {
+            let _ =
+                self.status_staleness.get_or_create(&PriorityLabel { priority: priority.as_str() });
+        }
         for kind in ["reported", "presence", "response", "get"] {
             let _ = self.messages_in.get_or_create(&label(kind));
         }
@@ -473,8 +490,9 @@ impl Metrics {
         self.inbound_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
     /// Records how stale a written status was.
-    pub fn observe_staleness(&self, staleness: std::time::Duration) {
-        self.status_staleness.observe(staleness.as_secs_f64());
+    pub fn observe_staleness(&self, priority: Priority, staleness: std::time::Duration) {
+        let labels = PriorityLabel { priority: priority.as_str() };
+        self.status_staleness.get_or_create(&labels).observe(staleness.as_secs_f64());
     }
     /// Counts a published Event.
     pub fn event_published(&self) {
@@ -516,7 +534,7 @@ mod tests {
             method: "reboot",
             phase: "Sent",
         });
-        metrics.observe_staleness(std::time::Duration::from_millis(300));
+        metrics.observe_staleness(Priority::Urgent, std::time::Duration::from_millis(300));
         let text = metrics.render().expect("renders");
         for name in [
             "kubetwin_mqtt_messages_dropped_total{kind=\"malformed\"} 1",
@@ -527,7 +545,8 @@ mod tests {
             "kubetwin_status_queue_depth 3",
             "kubetwin_mqtt_refusals_total{kind=\"subscribe\"} 1",
             "kubetwin_request_transitions_total{kind=\"rebootrequest\",method=\"reboot\",phase=\"Sent\"} 1",
-            "kubetwin_status_staleness_seconds_count 1",
+            "kubetwin_status_staleness_seconds_count{priority=\"urgent\"} 1",
+            "kubetwin_status_staleness_seconds_count{priority=\"routine\"} 0",
             "kubetwin_mqtt_connected 0",
         ] {
             assert!(text.lines().any(|l| l == name), "{name} missing in:\n{text}");

@@ -66,6 +66,16 @@ pub enum Priority {
     Urgent,
 }
 
+impl Priority {
+    /// The priority's name, as in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Routine => "routine",
+            Self::Urgent => "urgent",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending<V> {
     value: V,
