@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::k8s::status::Priority;
-
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -373,9 +371,8 @@ impl Metrics {
             "TimedOut",
             "Rejected",
         ];
-        for priority in [Priority::Routine, Priority::Urgent] {
-            let _ =
-                self.status_staleness.get_or_create(&PriorityLabel { priority: priority.as_str() });
+        for priority in ["routine", "urgent"] {
+            let _ = self.status_staleness.get_or_create(&PriorityLabel { priority });
         }
         for kind in ["reported", "presence", "response", "get"] {
             let _ = self.messages_in.get_or_create(&label(kind));
@@ -490,8 +487,9 @@ impl Metrics {
         self.inbound_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
     /// Records how stale a written status was.
-    pub fn observe_staleness(&self, priority: Priority, staleness: std::time::Duration) {
-        let labels = PriorityLabel { priority: priority.as_str() };
+    /// `priority` is a write priority's `as_str()` (`routine`, `urgent`).
+    pub fn observe_staleness(&self, priority: &'static str, staleness: std::time::Duration) {
+        let labels = PriorityLabel { priority };
         self.status_staleness.get_or_create(&labels).observe(staleness.as_secs_f64());
     }
     /// Counts a published Event.
@@ -534,7 +532,7 @@ mod tests {
             method: "reboot",
             phase: "Sent",
         });
-        metrics.observe_staleness(Priority::Urgent, std::time::Duration::from_millis(300));
+        metrics.observe_staleness("urgent", std::time::Duration::from_millis(300));
         let text = metrics.render().expect("renders");
         for name in [
             "kubetwin_mqtt_messages_dropped_total{kind=\"malformed\"} 1",

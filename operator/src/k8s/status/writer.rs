@@ -363,7 +363,7 @@ impl StatusWriter {
                     state.problems.remove(&key)
                 };
                 self.metrics.status_written(key.kind.label());
-                self.metrics.observe_staleness(flush.priority, flush.staleness);
+                self.metrics.observe_staleness(flush.priority.as_str(), flush.staleness);
                 if had_problem {
                     self.clear_problem(&key).await;
                 }
