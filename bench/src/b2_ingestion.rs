@@ -252,7 +252,10 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         Row::new("(c) urgent: create → Accepted seen, p99", accepted_p99 / 1000.0, Unit::Seconds)
             .goal(Goal::value_at_most(2.0, Unit::Seconds))
             .note(format!("{} RebootRequests during the window", made.len())),
-        quantile_row("(c) urgent staleness p99 in the window", urgent_staleness, None),
+        quantile_row("(c) urgent staleness p99 in the window", urgent_staleness, None).note(
+            "counted from an object's oldest pending change, also when a later urgent change \
+             made it urgent: not the latency of the urgent change itself",
+        ),
         Row::new("(d) Devices showing their final counter", present as f64, Unit::Count)
             .note(format!("of {}; every urgent request Succeeded", thousands(n as f64))),
         Row::new("status writes to Devices during the load", load_writes, Unit::Count)

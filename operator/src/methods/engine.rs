@@ -32,7 +32,8 @@ pub const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 /// and a device usually answers well within this, so one write carries the answer instead
 /// of two writes in a row (the second waiting for the first). Safe without the record: the
 /// request id is the object's uid, so a successor that finds no `Sent` publishes the same
-/// request again and the device deduplicates it.
+/// request again and the device deduplicates it (and a restart is judged from the boot of the
+/// device's first answer, which the repeat carries).
 pub const SENT_STATUS_HOLD: Duration = Duration::from_secs(1);
 
 /// Where a request stands.
@@ -561,8 +562,18 @@ fn in_flight(
     let accepted_at = request.anchor(current.accepted_at.unwrap_or(now));
     match request.kind.confirmation() {
         Confirmation::Restart { extra_away } => {
+            // The boot the restart started from: the one recorded when sent, or the boot of
+            // the device's answer if older. A successor that found no `Sent` record (it is
+            // written after the answer) sends again and records the boot of that moment,
+            // possibly already the new one; the device repeats its answer unchanged, with the
+            // boot it first answered in.
+            let answered_in = device.answer.as_ref().map(|a| a.cursor.boot);
+            let before = match (current.boot_before, answered_in) {
+                (Some(sent), Some(answered)) => Some(sent.min(answered)),
+                (sent, answered) => sent.or(answered),
+            };
             let came_back = matches!(
-                (device.online, device.boot, current.boot_before),
+                (device.online, device.boot, before),
                 (Some(true), Some(boot), Some(before)) if boot > before
             );
             if came_back {

@@ -93,7 +93,8 @@ fn missing() -> DeviceView {
 fn answer(kind: ResponseStatus, code: i32, message: &str) -> Option<Answer> {
     Some(Answer {
         request_id: RequestId::new("uid-1").expect("valid"),
-        cursor: Cursor::default(),
+        // Answered in the boot the request was sent in.
+        cursor: Cursor { boot: boot(BOOT), seq: 1 },
         status: kind,
         code: u16::try_from(code).expect("an HTTP-like code"),
         message: message.into(),
@@ -587,6 +588,26 @@ fn a_higher_boot_without_any_answer_while_sent_is_not_a_success() {
     assert_eq!(phase(&result), RebootPhase::Sent);
     assert!(!result.transition);
     assert_eq!(result.status.boot_after, None);
+}
+
+#[test]
+fn a_successor_without_the_sent_record_judges_the_restart_from_the_answer_s_boot() {
+    // The leader published, the device accepted and rebooted, and the leader died before
+    // any status was written: its successor finds no status and the device back with a new
+    // boot. It sends again and records the new boot; the device repeats its answer unchanged,
+    // from the boot it first answered in, so the restart is still seen.
+    let request = request();
+    let resent = run(&request, &online(BOOT + 1), at(20));
+    assert_eq!(phase(&resent), RebootPhase::Sent);
+    assert!(resent.send);
+    assert_eq!(resent.status.boot_before, Some(BOOT + 1));
+    let request = with_status(request, resent.status);
+    let device = DeviceView {
+        last_sent: Some(at(20)),
+        ..answered(online(BOOT + 1), ResponseStatus::Accepted, 202, "")
+    };
+    let result = run(&request, &device, at(21));
+    assert_eq!(phase(&result), RebootPhase::Succeeded, "{}", message(&result));
 }
 
 #[test]
