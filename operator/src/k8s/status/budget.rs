@@ -234,19 +234,20 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         now: Instant,
         until: Instant,
     ) -> Offer {
-        if self.pending.contains_key(&key) || self.in_flight.contains_key(&key) {
-            return self.offer(key, value, priority, current, now);
+        let fresh = !self.pending.contains_key(&key) && !self.in_flight.contains_key(&key);
+        let offer = self.offer(key.clone(), value, priority, current, now);
+        if fresh
+            && offer == Offer::Queued
+            && let Some(pending) = self.pending.get(&key)
+        {
+            // Queued as usual: move it from the order to the held changes until `until`.
+            let (since, seq) = (pending.since, pending.seq);
+            self.order.remove(&(std::cmp::Reverse(pending.priority), since, seq, key.clone()));
+            self.held.insert((until, seq, key.clone()));
+            self.held_keys.insert(key.clone(), (until, seq));
+            self.deferred.insert(key);
         }
-        if fingerprint(&value) == self.written_fingerprint(&key, current, now) {
-            return Offer::Unchanged;
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending.insert(key.clone(), Pending { value, priority, since: now, seq });
-        self.held.insert((until, seq, key.clone()));
-        self.held_keys.insert(key.clone(), (until, seq));
-        self.deferred.insert(key);
-        Offer::Queued
+        offer
     }
 
     /// Moves a held (deferred) change of `key` into the order now.
