@@ -225,6 +225,8 @@ pub struct Options {
     pub only: Vec<ScenarioId>,
     /// The command line, as it is recorded in the report.
     pub command: String,
+    /// B3's Device counts instead of the default sizes (to look at one size alone).
+    pub b3_devices: Option<Vec<usize>>,
 }
 
 /// Starts an environment, runs the selected scenarios and returns the report. A scenario that
@@ -238,7 +240,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let bench = Bench {
         env: &env,
         client,
-        sizes: if options.quick { Sizes::quick() } else { Sizes::full() },
+        sizes: {
+            let mut sizes = if options.quick { Sizes::quick() } else { Sizes::full() };
+            if let Some(b3_devices) = &options.b3_devices {
+                sizes.b3_devices.clone_from(b3_devices);
+            }
+            sizes
+        },
     };
     let mut scenarios = Vec::new();
     for id in ScenarioId::RUN_ORDER.into_iter().filter(|id| options.only.contains(id)) {

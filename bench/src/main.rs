@@ -28,6 +28,9 @@ struct Args {
     /// target/bench-quick/, both in the repository).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// B3's Device counts instead of the default sizes, e.g. `10000` (to look at one size).
+    #[arg(long, value_delimiter = ',')]
+    b3_devices: Option<Vec<usize>>,
 }
 
 fn main() -> ExitCode {
@@ -52,7 +55,12 @@ fn main() -> ExitCode {
         Ok(limit) => progress(format!("open files limit: {limit}")),
         Err(error) => progress(format!("cannot raise the open files limit: {error}")),
     }
-    let options = Options { quick: args.quick, only, command: bench::command_line() };
+    let options = Options {
+        quick: args.quick,
+        only,
+        command: bench::command_line(),
+        b3_devices: args.b3_devices,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

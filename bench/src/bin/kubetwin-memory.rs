@@ -1,0 +1,162 @@
+//! `kubetwin-memory`: what each of the operator's per-Device structures costs, measured by
+//! counting the bytes the allocator hands out while N realistic Devices go into each one.
+//!
+//!     target/release/kubetwin-memory --devices 100000
+//!
+//! No cluster: the Devices are built as the watch would deliver them (a JSON object with a
+//! realistic status: four conditions, connection, a reported map of ten keys, firmware,
+//! document and applied versions) and fed, one watch event each, to the very structures the
+//! operator feeds (the reflector cache, the fleet index, the disruption-budget index). B3
+//! prints the result next to the operator's measured RSS; the difference is what this count
+//! cannot see (allocator overhead, the runtime, queues).
+
+use std::{alloc::System, sync::Mutex};
+
+use cap::Cap;
+use clap::Parser;
+use kube::runtime::{reflector, watcher};
+use kubetwin_api::Device;
+use kubetwin_operator::{
+    budgets,
+    fleet::{DeviceState, FleetIndex},
+    k8s::strip_metadata,
+};
+use serde_json::json;
+
+/// Counts the bytes currently allocated (requested sizes, not the allocator's rounding).
+#[global_allocator]
+static COUNTING: Cap<System> = Cap::new(System, usize::MAX);
+
+fn allocated() -> isize {
+    isize::try_from(COUNTING.allocated()).unwrap_or(isize::MAX)
+}
+
+/// Command line of `kubetwin-memory`.
+#[derive(Parser, Debug)]
+#[command(version, about = "Bytes per Device in each of the operator's per-Device structures")]
+struct Args {
+    /// Devices to build.
+    #[arg(long, default_value_t = 100_000)]
+    devices: usize,
+    /// Namespace of the Devices.
+    #[arg(long, default_value = "fleet")]
+    namespace: String,
+}
+
+/// A Device as the watch delivers it once its device has connected, reported and applied
+/// its desired document (managedFields are stripped before the cache, as in the operator).
+fn realistic_device(namespace: &str, i: usize) -> serde_json::Value {
+    let name = format!("{namespace}.d{i:06}");
+    let at = "2026-12-01T10:00:00Z";
+    let condition = |type_: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": "True", "reason": reason, "message": message,
+               "lastTransitionTime": at, "observedGeneration": 1})
+    };
+    json!({
+        "apiVersion": "kubetwin.io/v1alpha1",
+        "kind": "Device",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": format!("6f1c2a9e-0b7d-4c53-9a1e-{i:012}"),
+            "resourceVersion": format!("{}", 1_000_000 + i),
+            "generation": 1,
+            "creationTimestamp": at,
+            "labels": {"site": format!("plant-{}", i % 4), "line": format!("line-{}", i % 40)},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "kubetwin.io/v1alpha1",
+                               "time": at, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:desired": {}}}}],
+        },
+        "spec": {"desired": {"telemetryIntervalSeconds": 30, "mode": "normal", "led": {"color": "green"}}},
+        "status": {
+            "observedGeneration": 1,
+            "deviceId": name,
+            "connection": {"state": "Connected", "since": at, "lastSeen": at},
+            "reported": {
+                "firmwareVersion": "1.4.2", "telemetryIntervalSeconds": 30, "mode": "normal",
+                "led": {"color": "green"}, "temperature": 21.5 + (i % 10) as f64,
+                "humidity": 40 + i % 20, "uptimeSeconds": 3600 + i, "battery": 97,
+                "rssi": -61, "location": "hall-3",
+            },
+            "reportedAt": at,
+            "lastReported": {"boot": 1_764_583_200, "seq": 42},
+            "applied": {"epoch": "0e3f5c1a", "version": 1},
+            "document": {"version": 1, "revision": 0, "digest": "9b74c9897bac770ffc029102a200c5de"},
+            "firmware": {"current": "1.4.2"},
+            "inSync": true,
+            "conditions": [
+                condition("Ready", "Ready", "the device is connected and runs its desired state"),
+                condition("Connected", "Online", "connected since 2026-12-01T10:00:00Z"),
+                condition("InSync", "Applied", "the device applied desired version 1"),
+                condition("FirmwareCurrent", "Current", "runs 1.4.2"),
+            ],
+        },
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let n = args.devices;
+    let per_device = |bytes: isize| bytes as f64 / n as f64;
+
+    // The Devices as deserialized watch objects (counted separately: they are the events,
+    // which the operator drops once every structure has taken what it keeps).
+    let before = allocated();
+    let mut devices = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut device: Device = serde_json::from_value(realistic_device(&args.namespace, i))?;
+        strip_metadata(&mut device);
+        devices.push(device);
+    }
+    let one_device = per_device(allocated() - before);
+
+    let before = allocated();
+    let (cache, mut writer) = reflector::store::<Device>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for device in &devices {
+        writer.apply_watcher_event(&watcher::Event::InitApply(device.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let cache_bytes = allocated() - before;
+
+    let before = allocated();
+    let mut fleet = FleetIndex::default();
+    let now = kubetwin_operator::clock::now();
+    fleet.device_event(&watcher::Event::Init, now);
+    for device in &devices {
+        fleet.device_event(&watcher::Event::InitApply(device.clone()), now);
+    }
+    fleet.device_event(&watcher::Event::InitDone, now);
+    let fleet_bytes = allocated() - before;
+
+    // The part of the fleet index that is the device state (what the device reported, merged).
+    let before = allocated();
+    let states: Vec<DeviceState> =
+        devices.iter().map(|d| DeviceState::from_status(d.status.as_ref(), now)).collect();
+    let state_bytes = allocated() - before;
+    drop(states);
+
+    let before = allocated();
+    let budget_index = Mutex::new(budgets::index::BudgetIndex::default());
+    for device in &devices {
+        budgets::controller::observe_device(
+            &watcher::Event::InitApply(device.clone()),
+            &budget_index,
+        );
+    }
+    let budget_bytes = allocated() - before;
+
+    anyhow::ensure!(cache.state().len() == n, "the cache holds {} of {n}", cache.state().len());
+    let result = json!({
+        "devices": n,
+        "bytes_per_device": {
+            "deserialized Device (the watch event)": one_device,
+            "reflector cache (Arc<Device> by object reference)": per_device(cache_bytes),
+            "fleet index (claims, device state, reported copy)": per_device(fleet_bytes),
+            "of which device state (in a Vec)": per_device(state_bytes),
+            "disruption-budget index (labels)": per_device(budget_bytes),
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    drop((fleet, budget_index, cache, writer, devices));
+    Ok(())
+}
