@@ -1,6 +1,6 @@
 //! B4 restart: a new operator process taking over an in-sync fleet.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Api;
 use kubetwin_api::Device;
@@ -8,12 +8,12 @@ use serde_json::json;
 
 use super::{
     Bench, CONCURRENCY, cluster,
-    ops::{self, Check, LARGE_BUDGET, OPERATOR_LOG, READY_LIMIT, Watchdog},
+    ops::{self, Check, LARGE_BUDGET, Watchdog},
     progress,
     report::{Goal, Row, ScenarioReport, Unit, thousands},
 };
 use kubetwin_e2e::broker::Login;
-use kubetwin_e2e::fleet::{Operator, Simulator};
+use kubetwin_e2e::fleet::Simulator;
 
 /// Title of the scenario.
 pub const TITLE: &str = "restart";
@@ -68,33 +68,16 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     drop(first);
 
     progress("B4: restarting the operator".to_string());
-    let started = Instant::now();
-    let second = Operator::spawn_with_log(bench.env, &scope, &LARGE_BUDGET, OPERATOR_LOG)?;
-    let dog = Watchdog::both(&second, &simulator);
-    ops::wait_until(
-        "the new operator to be ready",
-        READY_LIMIT,
-        Duration::from_millis(50),
-        dog,
-        async || {
-            Ok(match second.readyz().await {
-                Ok((200, _)) => Check::Done,
-                Ok((code, body)) => Check::Waiting(format!("/readyz {code}: {}", body.trim())),
-                Err(error) => Check::Waiting(format!("/readyz: {error}")),
-            })
-        },
-    )
-    .await?;
-    let ready = started.elapsed();
-    let at_ready = ops::scrape(&second).await?;
-    progress(format!("B4: ready after {ready:.2?}; watching writes for {window:?}"));
-    ops::sleep_watching(window, dog).await?;
-    let at_end = ops::scrape(&second).await?;
-    let before_ready = ops::all_writes(&at_ready);
-    let after_ready = ops::all_writes(&at_end) - before_ready;
-    let desired = at_end
-        .value("kubetwin_mqtt_messages_published_total", &[("kind", "desired")])
-        .unwrap_or(0.0);
+    let restart =
+        ops::restart_measured(bench.env, &scope, &LARGE_BUDGET, window, Some(&simulator)).await?;
+    // The new operator stays up until the figures are taken (dropping it stops it).
+    let ops::Restart {
+        operator: _second,
+        ready,
+        writes_before_ready: before_ready,
+        writes_after_ready: after_ready,
+        desired_published: desired,
+    } = restart;
 
     let window_s = window.as_secs();
     Ok(ScenarioReport {

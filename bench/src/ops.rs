@@ -272,3 +272,57 @@ where
     })
     .await
 }
+
+/// What a measured restart found (B3 and B4).
+pub struct Restart {
+    /// The new operator, running.
+    pub operator: Operator,
+    /// Time from starting the process to `/readyz` answering 200.
+    pub ready: Duration,
+    /// Status writes (all kinds) before ready.
+    pub writes_before_ready: f64,
+    /// Status writes (all kinds) in the window after ready.
+    pub writes_after_ready: f64,
+    /// Desired documents the new process published by the end of the window.
+    pub desired_published: f64,
+}
+
+/// Starts a new operator for `scope` with `flags` (the old one must be gone), measures the time
+/// until its `/readyz` answers 200 (polled every 50 ms), then watches its status writes for
+/// `window`. `simulator`, when given, must stay up throughout.
+pub async fn restart_measured(
+    env: &TestEnv,
+    scope: &Scope,
+    flags: &[&str],
+    window: Duration,
+    simulator: Option<&Simulator>,
+) -> anyhow::Result<Restart> {
+    let started = Instant::now();
+    let operator = Operator::spawn_with_log(env, scope, flags, OPERATOR_LOG)?;
+    let dog = Watchdog { operator: Some(&operator), simulator };
+    wait_until(
+        "the new operator to be ready",
+        READY_LIMIT,
+        Duration::from_millis(50),
+        dog,
+        async || {
+            Ok(match operator.readyz().await {
+                Ok((200, _)) => Check::Done,
+                Ok((code, body)) => Check::Waiting(format!("/readyz {code}: {}", body.trim())),
+                Err(error) => Check::Waiting(format!("/readyz: {error}")),
+            })
+        },
+    )
+    .await?;
+    let ready = started.elapsed();
+    let at_ready = scrape(&operator).await?;
+    progress(format!("  ready after {ready:.2?}; watching writes for {window:?}"));
+    sleep_watching(window, dog).await?;
+    let at_end = scrape(&operator).await?;
+    let writes_before_ready = all_writes(&at_ready);
+    let writes_after_ready = all_writes(&at_end) - writes_before_ready;
+    let desired_published = at_end
+        .value("kubetwin_mqtt_messages_published_total", &[("kind", "desired")])
+        .unwrap_or(0.0);
+    Ok(Restart { operator, ready, writes_before_ready, writes_after_ready, desired_published })
+}

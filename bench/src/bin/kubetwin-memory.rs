@@ -16,6 +16,7 @@ use cap::Cap;
 use clap::Parser;
 use kube::runtime::{reflector, watcher};
 use kubetwin_api::Device;
+use kubetwin_bench::b3_memory::realistic_reported;
 use kubetwin_operator::{
     budgets,
     fleet::{DeviceState, FleetIndex},
@@ -71,12 +72,7 @@ fn realistic_device(namespace: &str, i: usize) -> serde_json::Value {
             "observedGeneration": 1,
             "deviceId": name,
             "connection": {"state": "Connected", "since": at, "lastSeen": at},
-            "reported": {
-                "firmwareVersion": "1.4.2", "telemetryIntervalSeconds": 30, "mode": "normal",
-                "led": {"color": "green"}, "temperature": 21.5 + (i % 10) as f64,
-                "humidity": 40 + i % 20, "uptimeSeconds": 3600 + i, "battery": 97,
-                "rssi": -61, "location": "hall-3",
-            },
+            "reported": realistic_reported(i),
             "reportedAt": at,
             "lastReported": {"boot": 1_764_583_200, "seq": 42},
             "applied": {"epoch": "0e3f5c1a", "version": 1},
@@ -149,10 +145,10 @@ fn main() -> anyhow::Result<()> {
     let result = json!({
         "devices": n,
         "bytes_per_device": {
-            "deserialized Device (the watch event)": one_device,
+            "one Device as the watch delivers it (not held; for scale)": one_device,
             "reflector cache (Arc<Device> by object reference)": per_device(cache_bytes),
             "fleet index (claims, device state, reported copy)": per_device(fleet_bytes),
-            "of which device state (in a Vec)": per_device(state_bytes),
+            "of which the device state (its reported copy included)": per_device(state_bytes),
             "disruption-budget index (labels)": per_device(budget_bytes),
         },
     });
