@@ -51,7 +51,7 @@ image:
 	hack/image.sh kubetwin/operator:dev
 	hack/image.sh --check kubetwin/operator:dev
 
-## bench: the benchmark suite B1-B8 at full size (release build); rewrites docs/benchmarks.md.
+## bench: the benchmark suite B1-B9 at full size (release build); rewrites docs/benchmarks.md.
 bench: tools rust
 	$(CARGO) build --locked --release --workspace --bins
 	KUBETWIN_BIN_PROFILE=release target/release/kubetwin-bench

@@ -155,7 +155,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let ids = cluster::device_ids(&prefix, 0..n);
 
     progress(format!("B1 N={n}: {n} Devices, operator, simulator"));
-    let (operator, simulator) = ops::connected_fleet(
+    let ops::ConnectedFleet { operator, simulator, .. } = ops::connected_fleet(
         bench.env,
         &scope,
         &devices,

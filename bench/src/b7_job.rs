@@ -15,6 +15,7 @@ use super::{
     ping::Pinger,
     progress,
     report::{Row, ScenarioReport, Unit, thousands},
+    stats::rss_kib,
 };
 use kubetwin_e2e::fleet::Simulator;
 
@@ -33,23 +34,24 @@ pub const WHAT: &str = "N simulated devices are Connected and the operator is id
     Ratio = wall / (a + b + c). Correctness: the job ends Succeeded with N succeeded, exactly \
     one child per device, and every device's ledger shows exactly one executed reboot.";
 
-/// Operator flags of B7: a write budget that is never the limit.
-const OPERATOR_FLAGS: [&str; 3] = [LARGE_BUDGET[0], LARGE_BUDGET[1], "--concurrency=64"];
-/// Simulator flags of B7.
-const SIM_FLAGS: [&str; 2] = ["--boot-seconds=0.5", "--connect-rate=2000"];
+/// Operator flags of B7 and B9: a write budget that is never the limit.
+pub const OPERATOR_FLAGS: [&str; 3] = [LARGE_BUDGET[0], LARGE_BUDGET[1], "--concurrency=64"];
+/// Simulator flags of B7 and B9.
+pub const SIM_FLAGS: [&str; 2] = ["--boot-seconds=0.5", "--connect-rate=2000"];
 /// The job's maxInFlight.
 const MAX_IN_FLIGHT: &str = "10%";
 /// The budget's maxUnavailable: more than the job ever has in flight.
 const MAX_UNAVAILABLE: &str = "20%";
 /// Upper bound of each wait (a hang guard).
-const LIMIT: Duration = Duration::from_secs(45 * 60);
+const LIMIT: Duration = Duration::from_secs(90 * 60);
 /// Name of the job.
 const JOB: &str = "reboot-all";
 
 /// Runs B7.
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let n = bench.sizes.b7_devices;
-    let result = fleet_job(bench, n).await?;
+    let result =
+        fleet_job(bench, &JobRun { label: "B7", n, floor: true, extra_hosts: vec![] }).await?;
     Ok(ScenarioReport {
         id: "B7".into(),
         title: TITLE.into(),
@@ -69,7 +71,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
 }
 
 /// The job: reboot every Device of the namespace, 10 % at a time, generous timeouts.
-fn job_spec() -> Value {
+pub fn job_spec() -> Value {
     json!({
         "selector": {},
         "method": "reboot",
@@ -80,56 +82,102 @@ fn job_spec() -> Value {
 }
 
 /// The budget: every Device, 20 % may be unavailable.
-fn budget_spec() -> Value {
+pub fn budget_spec() -> Value {
     json!({"selector": {}, "maxUnavailable": MAX_UNAVAILABLE})
 }
 
+/// How a fleet-job run is set up.
+pub struct JobRun {
+    /// Scenario id, for progress lines and the namespace.
+    pub label: &'static str,
+    /// Devices (and Devices objects) the job reboots.
+    pub n: usize,
+    /// Whether the same-run floor is measured after the job.
+    pub floor: bool,
+    /// Loopback addresses, besides 127.0.0.1, the devices' connections are spread over.
+    pub extra_hosts: Vec<String>,
+}
+
 /// Measurements of one run.
-struct FleetJob {
-    wall: Duration,
+pub struct FleetJob {
+    /// Job created → job Succeeded, as the watch saw it.
+    pub wall: Duration,
+    /// The same-run floor, when measured.
+    pub floor: Option<Floor>,
+    /// Status writes of the operator (every kind) from the job's creation to its end.
+    pub writes: f64,
+    /// From starting the simulator to every Device shown Connected.
+    pub connect_time: Duration,
+    /// Resident memory of each process once the fleet was connected and the operator idle.
+    pub rss: FleetRss,
+}
+
+/// What a minimal client needs for the same work (see [`WHAT`]).
+pub struct Floor {
     creates: Duration,
     patches: Duration,
     pings: Duration,
-    /// Status writes of the operator (every kind) from the job's creation to its end.
-    writes: f64,
+}
+
+/// Resident set sizes in KiB.
+pub struct FleetRss {
+    /// The operator.
+    pub operator: f64,
+    /// The simulator (every device in one process).
+    pub simulator: f64,
+    /// mosquitto.
+    pub broker: f64,
 }
 
 impl FleetJob {
     fn floor(&self) -> Duration {
-        self.creates + self.patches + self.pings
+        self.floor.as_ref().map_or(Duration::ZERO, |f| f.creates + f.patches + f.pings)
     }
 
-    fn per_minute(&self, n: usize) -> f64 {
+    /// Devices per minute.
+    pub fn per_minute(&self, n: usize) -> f64 {
         n as f64 / (self.wall.as_secs_f64() / 60.0)
     }
 
     fn rows(&self, n: usize) -> Vec<Row> {
         let size = thousands(n as f64);
+        let (creates, patches, pings) =
+            self.floor.as_ref().map_or(Default::default(), |f| (f.creates, f.patches, f.pings));
         vec![
             Row::seconds(format!("wall time, job created → job Succeeded, N = {size}"), self.wall)
                 .floor(self.floor().as_secs_f64()),
             Row::new("devices per minute", self.per_minute(n), Unit::Count)
                 .note("AWS IoT Jobs: at most 1,000 per minute"),
-            Row::seconds(format!("floor (a): {size} MethodRequest creates"), self.creates),
-            Row::seconds(format!("floor (b): {size} terminal status patches"), self.patches),
-            Row::seconds(format!("floor (c): {size} MQTT round trips"), self.pings),
+            Row::seconds(format!("floor (a): {size} MethodRequest creates"), creates),
+            Row::seconds(format!("floor (b): {size} terminal status patches"), patches),
+            Row::seconds(format!("floor (c): {size} MQTT round trips"), pings),
             Row::new("operator status writes per device", self.writes / n as f64, Unit::Decimal)
                 .note("every kind: children, the job, Devices going offline and back"),
         ]
     }
 
-    fn json(&self, n: usize) -> Value {
-        json!({
+    /// The raw numbers.
+    pub fn json(&self, n: usize) -> Value {
+        let mut raw = json!({
             "n": n,
             "wall_seconds": self.wall.as_secs_f64(),
             "devices_per_minute": self.per_minute(n),
-            "floor_creates_seconds": self.creates.as_secs_f64(),
-            "floor_status_patches_seconds": self.patches.as_secs_f64(),
-            "floor_mqtt_round_trips_seconds": self.pings.as_secs_f64(),
-            "floor_seconds": self.floor().as_secs_f64(),
-            "ratio": self.wall.as_secs_f64() / self.floor().as_secs_f64(),
             "status_writes": self.writes,
-        })
+            "connect_seconds": self.connect_time.as_secs_f64(),
+            "rss_kib": {
+                "operator": self.rss.operator,
+                "simulator": self.rss.simulator,
+                "broker": self.rss.broker,
+            },
+        });
+        if let Some(floor) = &self.floor {
+            raw["floor_creates_seconds"] = json!(floor.creates.as_secs_f64());
+            raw["floor_status_patches_seconds"] = json!(floor.patches.as_secs_f64());
+            raw["floor_mqtt_round_trips_seconds"] = json!(floor.pings.as_secs_f64());
+            raw["floor_seconds"] = json!(self.floor().as_secs_f64());
+            raw["ratio"] = json!(self.wall.as_secs_f64() / self.floor().as_secs_f64());
+        }
+        raw
     }
 }
 
@@ -145,8 +193,11 @@ fn job_state(job: &DeviceJob) -> JobState {
     JobState { phase: status.phase, counts: status.counts }
 }
 
-async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
-    let scope = bench.scope("b7", n).await?;
+/// Connects `run.n` simulated devices, reboots them all with one DeviceJob, checks the
+/// outcome, and (with `run.floor`) measures the same-run floor.
+pub async fn fleet_job(bench: &Bench<'_>, run: &JobRun) -> anyhow::Result<FleetJob> {
+    let (label, n) = (run.label, run.n);
+    let scope = bench.scope_spread(&label.to_ascii_lowercase(), n, &run.extra_hosts).await?;
     let client = bench.client.clone();
     let devices: Api<Device> = Api::namespaced(client.clone(), &scope.namespace);
     let jobs: Api<DeviceJob> = Api::namespaced(client.clone(), &scope.namespace);
@@ -155,7 +206,7 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
     let prefix = format!("{}.d", scope.namespace);
     let ids = cluster::device_ids(&prefix, 0..n);
 
-    progress(format!("B7 N={n}: a budget, {n} Devices, operator, simulator"));
+    progress(format!("{label} N={n}: a budget, {n} Devices, operator, simulator"));
     let budget: DeviceDisruptionBudget = serde_json::from_value(json!({
         "apiVersion": DeviceDisruptionBudget::api_version(&()),
         "kind": DeviceDisruptionBudget::kind(&()),
@@ -163,7 +214,7 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
         "spec": budget_spec(),
     }))?;
     budgets.create(&PostParams::default(), &budget).await.context("creating the budget")?;
-    let (operator, simulator) = ops::connected_fleet(
+    let ops::ConnectedFleet { operator, simulator, connect_time } = ops::connected_fleet(
         bench.env,
         &scope,
         &devices,
@@ -174,8 +225,20 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
     )
     .await?;
     let dog = Watchdog::both(&operator, &simulator);
+    let rss = FleetRss {
+        operator: rss_kib(operator.pid())? as f64,
+        simulator: rss_kib(simulator.pid())? as f64,
+        broker: rss_kib(scope.broker.pid())? as f64,
+    };
+    progress(format!(
+        "{label} N={n}: every Device Connected {connect_time:.1?} after the simulator started; \
+         RSS operator {:.0} MiB, simulator {:.0} MiB, mosquitto {:.0} MiB",
+        rss.operator / 1024.0,
+        rss.simulator / 1024.0,
+        rss.broker / 1024.0
+    ));
 
-    progress(format!("B7 N={n}: one DeviceJob rebooting every device"));
+    progress(format!("{label} N={n}: one DeviceJob rebooting every device"));
     let states = cluster::Tracker::start(jobs.clone(), job_state);
     states.wait_synced(Duration::from_secs(60)).await?;
     let job: DeviceJob = serde_json::from_value(json!({
@@ -207,15 +270,18 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
     let wall = finished.saturating_duration_since(started);
     drop(states);
     let writes = ops::all_writes(&ops::scrape(&operator).await?) - writes_before;
-    progress(format!("B7 N={n}: the job ended after {wall:.2?}"));
+    progress(format!("{label} N={n}: the job ended after {wall:.2?}"));
 
     check_outcome(&jobs, &requests, &simulator, &ids, n).await?;
     operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
     // The floor is what a minimal client needs alone: stop the operator first.
     operator.kill();
+    if !run.floor {
+        return Ok(FleetJob { wall, floor: None, writes, connect_time, rss });
+    }
 
     let names: Vec<String> = (0..n).map(|i| format!("floor-{i}")).collect();
-    progress(format!("B7 N={n}: floor (a): {n} MethodRequest creates"));
+    progress(format!("{label} N={n}: floor (a): {n} MethodRequest creates"));
     let owner = job.controller_owner_ref(&()).context("the job has no uid")?;
     let creates =
         cluster::run_all("MethodRequest creates", names.iter().zip(&ids).collect(), CONCURRENCY, {
@@ -249,9 +315,9 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
             }
         })
         .await?;
-    progress(format!("B7 N={n}: floor (b): {n} terminal status patches"));
+    progress(format!("{label} N={n}: floor (b): {n} terminal status patches"));
     let patches = ops::mark_all_succeeded(&requests, names).await?;
-    progress(format!("B7 N={n}: floor (c): {n} MQTT round trips"));
+    progress(format!("{label} N={n}: floor (c): {n} MQTT round trips"));
     let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {
         let pinger = &pinger;
@@ -259,7 +325,8 @@ async fn fleet_job(bench: &Bench<'_>, n: usize) -> anyhow::Result<FleetJob> {
     })
     .await?;
     simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
-    Ok(FleetJob { wall, creates, patches, pings, writes })
+    let floor = Some(Floor { creates, patches, pings });
+    Ok(FleetJob { wall, floor, writes, connect_time, rss })
 }
 
 /// The job Succeeded with every device counted, one child per device, and every device

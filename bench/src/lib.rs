@@ -1,11 +1,11 @@
-//! Benchmark scenarios B1–B8 of `kubetwin-bench`.
+//! Benchmark scenarios B1–B9 of `kubetwin-bench`.
 //!
 //! Each scenario runs in its own namespace and topic root on one [`TestEnv`] (real control
 //! plane, mosquitto, operator and simulator binaries) and measures its floor in the same run,
 //! so results are ratios. Time never fails a run; correctness problems do.
 //!
 //! - [`b1_fanout`], [`b2_ingestion`], [`b3_memory`], [`b4_restart`], [`b5_latency`],
-//!   [`b6_identity`], [`b7_job`], [`b8_quiet`]: the scenarios, one function each.
+//!   [`b6_identity`], [`b7_job`], [`b8_quiet`], [`b9_scale`]: the scenarios, one function each.
 //! - [`cluster`]: creating objects fast, status patches, a recording watch.
 //! - [`ping`]: raw MQTT request/response round trips.
 //! - [`ops`]: operator processes, metrics and waits.
@@ -20,6 +20,7 @@ pub mod b5_latency;
 pub mod b6_identity;
 pub mod b7_job;
 pub mod b8_quiet;
+pub mod b9_scale;
 /// Bulk object operations and the recording watch, shared with the fault tests.
 pub use kubetwin_e2e::bulk as cluster;
 pub mod ops;
@@ -63,15 +64,17 @@ pub enum ScenarioId {
     B7,
     /// Quiet at rest.
     B8,
+    /// 100,000 devices on one machine.
+    B9,
 }
 
 impl ScenarioId {
-    /// Every scenario, in the order they run: B3 last, so that its 100,000 objects do not
-    /// weigh on the API server during the others.
-    pub const RUN_ORDER: [ScenarioId; 8] =
-        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B7, Self::B8, Self::B3];
+    /// Every scenario, in the order they run: B3 and B9 last, so that their 100,000 objects do
+    /// not weigh on the API server during the others.
+    pub const RUN_ORDER: [ScenarioId; 9] =
+        [Self::B1, Self::B2, Self::B4, Self::B5, Self::B6, Self::B7, Self::B8, Self::B3, Self::B9];
 
-    /// Parses `B1` … `B8` (any case).
+    /// Parses `B1` … `B9` (any case).
     pub fn parse(text: &str) -> Option<Self> {
         match text.trim().to_ascii_uppercase().as_str() {
             "B1" => Some(Self::B1),
@@ -82,6 +85,7 @@ impl ScenarioId {
             "B6" => Some(Self::B6),
             "B7" => Some(Self::B7),
             "B8" => Some(Self::B8),
+            "B9" => Some(Self::B9),
             _ => None,
         }
     }
@@ -97,6 +101,7 @@ impl ScenarioId {
             Self::B6 => b6_identity::TITLE,
             Self::B7 => b7_job::TITLE,
             Self::B8 => b8_quiet::TITLE,
+            Self::B9 => b9_scale::TITLE,
         }
     }
 
@@ -111,6 +116,7 @@ impl ScenarioId {
             Self::B6 => b6_identity::WHAT,
             Self::B7 => b7_job::WHAT,
             Self::B8 => b8_quiet::WHAT,
+            Self::B9 => b9_scale::WHAT,
         }
     }
 }
@@ -148,6 +154,10 @@ pub struct Sizes {
     pub b8_devices: usize,
     /// B8: how long they stay idle (the broker restarts halfway).
     pub b8_idle: Duration,
+    /// B9: simulated devices in one simulator process, all rebooted by one DeviceJob.
+    pub b9_devices: usize,
+    /// B9: loopback addresses the connections are spread over (one reaches ~28,000 ports).
+    pub b9_hosts: usize,
 }
 
 impl Sizes {
@@ -166,6 +176,8 @@ impl Sizes {
             b7_devices: 10_000,
             b8_devices: 10_000,
             b8_idle: Duration::from_secs(600),
+            b9_devices: 100_000,
+            b9_hosts: 4,
         }
     }
 
@@ -184,6 +196,8 @@ impl Sizes {
             b7_devices: 30,
             b8_devices: 50,
             b8_idle: Duration::from_secs(20),
+            b9_devices: 40,
+            b9_hosts: 2,
         }
     }
 }
@@ -204,12 +218,24 @@ impl Bench<'_> {
     /// [`cluster::device_ids`] gives for the prefix `{namespace}.d`) and the benchmark's own
     /// client ([`ping::BENCH_CLIENT`]).
     pub async fn scope(&self, prefix: &str, devices: usize) -> anyhow::Result<Scope> {
+        self.scope_spread(prefix, devices, &[]).await
+    }
+
+    /// Like [`Bench::scope`], with the broker also listening on `extra_hosts` (loopback
+    /// addresses the simulator spreads its connections over).
+    pub async fn scope_spread(
+        &self,
+        prefix: &str,
+        devices: usize,
+        extra_hosts: &[String],
+    ) -> anyhow::Result<Scope> {
         let namespace =
             self.env.namespace(&self.client, prefix).await.context("creating a namespace")?;
         let ids = cluster::device_ids(&format!("{}.d", namespace.name), 0..devices);
         let scope = Scope::with_broker(self.env, &namespace.name, |setup, _| {
             setup.password_devices = ids;
             setup.extra_operators = vec![ping::BENCH_CLIENT.to_string()];
+            setup.extra_loopback_hosts = extra_hosts.to_vec();
         })
         .await?;
         Ok(scope)
@@ -261,6 +287,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             ScenarioId::B6 => b6_identity::run(&bench).await,
             ScenarioId::B7 => b7_job::run(&bench).await,
             ScenarioId::B8 => b8_quiet::run(&bench).await,
+            ScenarioId::B9 => b9_scale::run(&bench).await,
         };
         let report = result.unwrap_or_else(|error| {
             ScenarioReport::failed(&id.to_string(), id.title(), id.what(), &error)
@@ -303,8 +330,14 @@ pub fn command_line() -> String {
     parts.join(" ")
 }
 
-/// Raises the soft limit of open files to the hard limit (mosquitto and the simulator, started
-/// from this process, inherit it: 10,000 devices are 10,000 connections). Returns the limit.
+/// Open files B9 needs: 100,000 connections in the simulator and as many in mosquitto, which
+/// inherit the limit from this process.
+const OPEN_FILES_WANTED: u64 = 262_144;
+
+/// Raises the limit of open files (mosquitto and the simulator, started from this process,
+/// inherit it: every simulated device is a connection in both). The hard limit is raised to
+/// [`OPEN_FILES_WANTED`] where the process may (as root); otherwise the soft limit goes up to
+/// the hard one. Returns the limit.
 #[allow(unsafe_code)]
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -312,6 +345,12 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_max < OPEN_FILES_WANTED {
+            let raised = libc::rlimit { rlim_cur: OPEN_FILES_WANTED, rlim_max: OPEN_FILES_WANTED };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Ok(OPEN_FILES_WANTED);
+            }
         }
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
@@ -326,17 +365,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scenario_ids_parse_and_run_b3_last() {
+    fn scenario_ids_parse_and_the_100k_scenarios_run_last() {
         assert_eq!(ScenarioId::parse("b2"), Some(ScenarioId::B2));
         assert_eq!(ScenarioId::parse(" B5 "), Some(ScenarioId::B5));
         assert_eq!(ScenarioId::parse("b6"), Some(ScenarioId::B6));
         assert_eq!(ScenarioId::parse("B7"), Some(ScenarioId::B7));
         assert_eq!(ScenarioId::parse("B8"), Some(ScenarioId::B8));
-        assert_eq!(ScenarioId::parse("B9"), None);
-        assert_eq!(ScenarioId::RUN_ORDER.last(), Some(&ScenarioId::B3));
+        assert_eq!(ScenarioId::parse("B9"), Some(ScenarioId::B9));
+        assert_eq!(ScenarioId::parse("B10"), None);
+        assert_eq!(ScenarioId::RUN_ORDER[7..], [ScenarioId::B3, ScenarioId::B9]);
         let mut all = ScenarioId::RUN_ORDER.to_vec();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 8, "every scenario runs once");
+        assert_eq!(all.len(), 9, "every scenario runs once");
     }
 }

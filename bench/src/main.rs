@@ -1,4 +1,4 @@
-//! Runs the kubetwin benchmark suite (B1–B8) on a fresh local environment and writes
+//! Runs the kubetwin benchmark suite (B1–B9) on a fresh local environment and writes
 //! `docs/benchmarks.md` and `docs/benchmarks.json` (with `--quick`: tiny sizes, written to
 //! `target/bench-quick/`).
 //!
@@ -16,7 +16,7 @@ use kubetwin_e2e::tools::repo_root;
 
 /// Command line of `kubetwin-bench`.
 #[derive(Parser, Debug)]
-#[command(version, about = "Runs the kubetwin benchmarks B1–B8 and writes the report")]
+#[command(version, about = "Runs the kubetwin benchmarks B1–B9 and writes the report")]
 struct Args {
     /// Tiny sizes: a smoke test of correctness, written to target/bench-quick/.
     #[arg(long)]
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         match ScenarioId::parse(name) {
             Some(id) => only.push(id),
             None => {
-                eprintln!("kubetwin-bench: unknown scenario {name:?} (use B1 … B8)");
+                eprintln!("kubetwin-bench: unknown scenario {name:?} (use B1 … B9)");
                 return ExitCode::from(2);
             }
         }

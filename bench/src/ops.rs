@@ -196,6 +196,16 @@ pub async fn sleep_watching(duration: Duration, dog: Watchdog<'_>) -> anyhow::Re
     }
 }
 
+/// A fleet whose Devices are all Connected, with the operator idle.
+pub struct ConnectedFleet {
+    /// The operator.
+    pub operator: Operator,
+    /// The simulator of every device.
+    pub simulator: Simulator,
+    /// From starting the simulator to every Device shown Connected.
+    pub connect_time: Duration,
+}
+
 /// Applies the Devices `ids` (named `{prefix}-{i}`), starts an operator with `operator_flags`
 /// and a simulator of those devices (password logins) with `sim_flags`, and waits until every
 /// Device is Connected and the operator is idle.
@@ -207,13 +217,14 @@ pub async fn connected_fleet(
     prefix: &str,
     (operator_flags, sim_flags): (&[&str], &[&str]),
     limit: Duration,
-) -> anyhow::Result<(Operator, Simulator)> {
+) -> anyhow::Result<ConnectedFleet> {
     let n = ids.len();
     cluster::apply_devices(devices, ids.to_vec(), CONCURRENCY).await?;
     let connected = cluster::Tracker::start(devices.clone(), cluster::is_connected);
     let operator = start_operator(env, scope, operator_flags).await?;
+    let started = Instant::now();
     let simulator = Simulator::start_fleet(env, scope, n, prefix, Login::Passwords, sim_flags)?;
-    {
+    let connect_time = {
         let dog = Watchdog::both(&operator, &simulator);
         wait_until("every Device Connected", limit, Duration::from_millis(500), dog, async || {
             let count = connected.count(|c| *c);
@@ -224,9 +235,12 @@ pub async fn connected_fleet(
             })
         })
         .await?;
+        // The watch saw the last one first; the probe above only polls it.
+        let all_connected = connected.last_arrival(|c| *c).unwrap_or_else(Instant::now);
         wait_idle(&operator, dog, Duration::from_secs(3), limit).await?;
-    }
-    Ok((operator, simulator))
+        all_connected.saturating_duration_since(started)
+    };
+    Ok(ConnectedFleet { operator, simulator, connect_time })
 }
 
 /// Every device executed exactly one request (its ledger lists one request id).

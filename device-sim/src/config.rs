@@ -52,6 +52,13 @@ pub struct Cli {
     #[arg(long, env = "KUBETWIN_SIM_BROKER_CA_FILE")]
     pub broker_ca_file: Option<PathBuf>,
 
+    /// More hosts of the same broker (same scheme and port) to spread the connections over,
+    /// device i using host i mod (1 + count) with the URL's host first. One client address
+    /// reaches one broker address on ~28,000 local ports only, so 100,000 devices on one
+    /// machine need several (for example 127.0.0.2,127.0.0.3,127.0.0.4).
+    #[arg(long, env = "KUBETWIN_SIM_BROKER_HOSTS", value_delimiter = ',')]
+    pub broker_hosts: Vec<String>,
+
     /// Per-device passwords: every device logs in as its device id with a password derived
     /// from the secret in this file (see `kubetwin_device_sim::credentials`).
     #[arg(
@@ -218,6 +225,8 @@ pub struct Faults {
 pub struct Config {
     /// Broker.
     pub broker: BrokerUrl,
+    /// The same broker on the other hosts the connections are spread over (--broker-hosts).
+    pub other_brokers: Vec<BrokerUrl>,
     /// CA bundle (PEM) that signs the broker's certificate, for mqtts://.
     pub broker_ca_file: Option<PathBuf>,
     /// How every device proves who it is.
@@ -320,8 +329,15 @@ impl Config {
             }
             _ => IdentityFiles::Anonymous,
         };
+        let scheme = if broker.tls { "mqtts" } else { "mqtt" };
+        let other_brokers = cli
+            .broker_hosts
+            .iter()
+            .map(|host| BrokerUrl::parse(&format!("{scheme}://{host}:{}", broker.port)))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             broker,
+            other_brokers,
             broker_ca_file: cli.broker_ca_file.clone(),
             identity,
             topic_root: cli.topic_root.clone(),
@@ -466,6 +482,21 @@ mod tests {
             Config::from_cli(&cli).map_err(|e| e.to_string()),
             Err("broker security: mqtts:// needs --broker-ca-file".into())
         );
+    }
+
+    #[test]
+    fn extra_broker_hosts_keep_the_scheme_and_port_and_must_be_hosts() {
+        let config = Config::from_cli(&parse(&[
+            "--broker-url",
+            "mqtt://127.0.0.1:11883",
+            "--broker-hosts",
+            "127.0.0.2,127.0.0.3",
+        ]))
+        .unwrap();
+        let urls: Vec<String> = config.other_brokers.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["mqtt://127.0.0.2:11883", "mqtt://127.0.0.3:11883"]);
+        let bad = Config::from_cli(&parse(&["--broker-hosts", "a/b"]));
+        assert!(bad.is_err(), "{bad:?}");
     }
 
     #[test]

@@ -51,7 +51,6 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         None => None,
     };
     let ctx = Arc::new(RunContext {
-        broker: config.broker.clone(),
         identity,
         broker_ca,
         version: config.mqtt_version,
@@ -69,12 +68,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     });
     let count = devices.len();
     let mut tasks = JoinSet::new();
-    for device in devices {
-        tasks.spawn(run_device(device, Arc::clone(&ctx), shutdown.clone()));
+    // Round-robin over the broker's hosts (one host alone gives ~28,000 local ports).
+    let brokers = std::iter::once(&config.broker).chain(&config.other_brokers).cycle();
+    for (device, broker) in devices.into_iter().zip(brokers) {
+        tasks.spawn(run_device(device, broker.clone(), Arc::clone(&ctx), shutdown.clone()));
     }
     info!(
         count,
         broker = %config.broker,
+        other_hosts = config.other_brokers.len(),
         mqtt = ?config.mqtt_version,
         "fleet started"
     );

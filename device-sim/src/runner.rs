@@ -23,8 +23,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Settings and shared resources of the device tasks.
 #[derive(Debug)]
 pub struct RunContext {
-    /// Broker.
-    pub broker: BrokerUrl,
     /// How every device proves who it is.
     pub identity: crate::credentials::SharedIdentity,
     /// The broker's CA bundle (PEM), for mqtts://.
@@ -156,6 +154,7 @@ async fn go_offline(device: &mut Device, link: &mut Link, connected: bool) -> Ou
 /// Runs one device until shutdown: boots it, keeps it connected and executes its effects.
 pub async fn run_device(
     mut device: Device,
+    broker: BrokerUrl,
     ctx: Arc<RunContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -167,7 +166,7 @@ pub async fn run_device(
         }
     };
     let spec = LinkSpec {
-        broker: ctx.broker.clone(),
+        broker,
         client_id: device.id().to_owned(),
         version: ctx.version,
         keep_alive: ctx.keep_alive,

@@ -149,6 +149,7 @@ fn response(seen: &Seen, id: &str, request: &str) -> Option<(MethodResponse, Opt
 fn config(port: u16, id: &str, state_dir: PathBuf, mqtt: MqttVersion) -> Config {
     Config {
         broker: BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        other_brokers: vec![],
         broker_ca_file: None,
         identity: Default::default(),
         topic_root: "kubetwin/v1".into(),
