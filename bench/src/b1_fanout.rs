@@ -63,6 +63,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         rows,
         raw: json!(raw),
         error: None,
+        measured_by: None,
     })
 }
 

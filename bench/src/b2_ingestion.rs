@@ -326,6 +326,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             "final_values_present": present,
         }),
         error: None,
+        measured_by: None,
     })
 }
 

@@ -31,7 +31,7 @@ pub const WHAT: &str = "One operator starts in an empty namespace; its resident 
     its view of every status (conditions, observed generation) and goes idle (status queue empty, \
     no write for 5 s): its RSS is read. Per Device = (RSS − base) / N. That operator is killed \
     (SIGKILL) and a new one started: the time until its /readyz answers 200 and its status \
-    writes in the 30 s after (a restart should write nothing) are B4's goals at this size. The \
+    writes in the window after (30 s; a restart should write nothing) are B4's goals at this size. The \
     breakdown counts the bytes each per-Device structure allocates (`kubetwin-memory`, the same \
     structures fed the same kind of Device by the same code, no cluster); what it does not \
     count is allocator overhead, the runtime, and queues.";
@@ -40,8 +40,6 @@ pub const WHAT: &str = "One operator starts in an empty namespace; its resident 
 const CREATE_CONCURRENCY: usize = 128;
 /// Upper bound of each wait (a hang guard).
 const LIMIT: Duration = Duration::from_secs(60 * 60);
-/// How long the restarted operator's writes are watched.
-const RESTART_WINDOW: Duration = Duration::from_secs(30);
 /// Field manager of the seeded statuses.
 const SEED_MANAGER: &str = "kubetwin-bench-seed";
 
@@ -107,11 +105,11 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         drop(operator);
 
         progress(format!("B3: restarting the operator at {size} Devices"));
-        let restart =
-            ops::restart_measured(bench.env, &scope, &LARGE_BUDGET, RESTART_WINDOW, None).await?;
+        let window = bench.sizes.b4_window;
+        let restart = ops::restart_measured(bench.env, &scope, &LARGE_BUDGET, window, None).await?;
         let restarted_rss = rss_kib(restart.operator.pid())? as f64;
         restart.operator.kill();
-        let window = RESTART_WINDOW.as_secs();
+        let window = window.as_secs();
         rows.extend([
             Row::new(format!("RSS with {size} Devices"), rss / 1024.0, Unit::MiB),
             Row::new(format!("per Device above base, N = {size}"), per_device, Unit::KiB)
@@ -176,6 +174,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         rows,
         raw: json!({"base_rss_kib": base, "steps": raw, "breakdown": breakdown}),
         error: None,
+        measured_by: None,
     })
 }
 

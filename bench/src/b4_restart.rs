@@ -111,5 +111,6 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             "desired_published": desired,
         }),
         error: None,
+        measured_by: None,
     })
 }

@@ -168,6 +168,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             "floor_status_patch_ms": patches_ms,
         }),
         error: None,
+        measured_by: None,
     })
 }
 

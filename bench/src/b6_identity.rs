@@ -102,6 +102,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             "connect_certificate_seconds": secs(certificate),
         }),
         error: None,
+        measured_by: None,
     })
 }
 

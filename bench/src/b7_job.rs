@@ -67,6 +67,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         rows: result.rows(n),
         raw: result.json(n),
         error: None,
+        measured_by: None,
     })
 }
 

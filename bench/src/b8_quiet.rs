@@ -100,6 +100,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             "connection_changes": changes,
         }),
         error: None,
+        measured_by: None,
     })
 }
 

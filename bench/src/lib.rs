@@ -360,6 +360,17 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// The limit of open files of this process (and of what it starts), and its hard limit.
+#[allow(unsafe_code)]
+pub fn open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,11 @@ struct Args {
     /// target/bench-quick/, both in the repository).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Runs nothing: takes the scenarios of this report (the `benchmarks.json` of a separate
+    /// run, e.g. `--only B9 --out-dir target/bench-b9`) into the report in the output folder,
+    /// replacing those with the same id; each is marked with the run it comes from.
+    #[arg(long, conflicts_with_all = ["only", "quick", "b3_devices"])]
+    merge: Option<PathBuf>,
     /// B3's Device counts instead of the default sizes, e.g. `10000` (to look at one size).
     #[arg(long, value_delimiter = ',')]
     b3_devices: Option<Vec<usize>>,
@@ -35,6 +40,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(separate) = &args.merge {
+        let out_dir = args.out_dir.clone().unwrap_or_else(|| repo_root().join("docs"));
+        return match merge(separate, &out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("kubetwin-bench: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut only = Vec::new();
     for name in &args.only {
         match ScenarioId::parse(name) {
@@ -97,4 +112,26 @@ fn main() -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+/// Takes the scenarios of the report at `separate` into the report in `out_dir`.
+fn merge(separate: &std::path::Path, out_dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut report = bench::report::Report::read(&out_dir.join("benchmarks.json"))?;
+    let other = bench::report::Report::read(separate)?;
+    anyhow::ensure!(
+        other.quick == report.quick,
+        "{} and the report in {} differ in --quick",
+        separate.display(),
+        out_dir.display()
+    );
+    let ids: Vec<String> = other.scenarios.iter().map(|s| s.id.clone()).collect();
+    report.merge(other);
+    let (markdown, json) = report.write(out_dir)?;
+    progress(format!(
+        "merged {} into {} and {}",
+        ids.join(", "),
+        markdown.display(),
+        json.display()
+    ));
+    Ok(())
 }

@@ -3,10 +3,10 @@
 use std::{fmt::Write as _, path::Path, process::Command};
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a value is printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// Seconds.
@@ -42,7 +42,7 @@ impl Unit {
 }
 
 /// What a goal bounds: the measured value or the ratio.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GoalOn {
     /// The measured value.
@@ -52,7 +52,7 @@ pub enum GoalOn {
 }
 
 /// Direction of a goal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bound {
     /// At most the target.
@@ -62,7 +62,7 @@ pub enum Bound {
 }
 
 /// A goal from the benchmark issue.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Goal {
     /// What it bounds.
     pub on: GoalOn,
@@ -129,8 +129,29 @@ impl Goal {
     }
 }
 
+/// Whether a goal is met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Met.
+    #[serde(rename = "PASS")]
+    Pass,
+    /// Not met.
+    #[serde(rename = "MISS")]
+    Miss,
+}
+
+impl Verdict {
+    /// `PASS` or `MISS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Miss => "MISS",
+        }
+    }
+}
+
 /// One line of a results table.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// What was measured.
     pub metric: String,
@@ -145,7 +166,7 @@ pub struct Row {
     /// The goal, if the issue sets one.
     pub goal: Option<Goal>,
     /// PASS or MISS against the goal.
-    pub result: Option<&'static str>,
+    pub result: Option<Verdict>,
     /// A remark shown after the metric.
     pub note: Option<String>,
 }
@@ -201,13 +222,13 @@ impl Row {
             .goal
             .as_ref()
             .and_then(|g| g.met(self.value, self.ratio))
-            .map(|ok| if ok { "PASS" } else { "MISS" });
+            .map(|ok| if ok { Verdict::Pass } else { Verdict::Miss });
         self
     }
 }
 
 /// The results of one scenario.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioReport {
     /// `B1` … `B5`.
     pub id: String,
@@ -223,6 +244,9 @@ pub struct ScenarioReport {
     pub raw: serde_json::Value,
     /// Set when the scenario failed a correctness check or could not run.
     pub error: Option<String>,
+    /// Set when the scenario comes from another run than the report's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_by: Option<MeasuredBy>,
 }
 
 impl ScenarioReport {
@@ -236,6 +260,7 @@ impl ScenarioReport {
             rows: Vec::new(),
             raw: serde_json::Value::Null,
             error: Some(format!("{error:#}")),
+            measured_by: None,
         }
     }
 
@@ -256,15 +281,26 @@ impl ScenarioReport {
                 row.floor.map_or("—".into(), |f| row.unit.format(f)),
                 row.ratio.map_or("—".into(), format_ratio),
                 row.goal.as_ref().map_or("—", |g| g.text.as_str()),
-                row.result.unwrap_or("—"),
+                row.result.map_or("—", Verdict::as_str),
             );
         }
         out
     }
 }
 
+/// The run a scenario merged into a report came from (`kubetwin-bench --merge`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MeasuredBy {
+    /// The command of that run.
+    pub command: String,
+    /// Its start, UTC.
+    pub date: String,
+    /// The operator's version line in that run.
+    pub kubetwin: String,
+}
+
 /// The machine the run happened on.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     /// CPUs available to the process.
     pub cores: usize,
@@ -304,7 +340,7 @@ impl Machine {
 }
 
 /// Versions of what ran.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Versions {
     /// `kubetwin-operator --version`.
     pub kubetwin: String,
@@ -351,7 +387,7 @@ fn first_line(command: &mut Command) -> Option<String> {
 }
 
 /// A whole run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// The exact command that produced it.
     pub command: String,
@@ -441,12 +477,20 @@ impl Report {
                     row.unit.format(row.value),
                     row.ratio.map_or("—".into(), format_ratio),
                     row.goal.as_ref().map_or("—", |g| g.text.as_str()),
-                    row.result.unwrap_or("—"),
+                    row.result.map_or("—", Verdict::as_str),
                 );
             }
         }
         for scenario in &self.scenarios {
             let _ = writeln!(out, "\n## {} — {}\n", scenario.id, scenario.title);
+            if let Some(run) = &scenario.measured_by {
+                let _ = writeln!(
+                    out,
+                    "*Measured in a separate run: `{}` on {} ({}); the rest of this page comes \
+                     from the run described above.*\n",
+                    run.command, run.date, run.kubetwin
+                );
+            }
             let _ = writeln!(out, "**What is measured.** {}\n", scenario.what);
             if !scenario.setup.is_empty() {
                 out.push_str("**Setup.**\n\n");
@@ -463,6 +507,29 @@ impl Report {
             }
         }
         out
+    }
+
+    /// Reads a report from its `benchmarks.json`.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Takes the scenarios of `other` (a separate run) into this report, replacing those with
+    /// the same id; each keeps a note of the run it comes from.
+    pub fn merge(&mut self, other: Report) {
+        let from = MeasuredBy {
+            command: other.command.clone(),
+            date: other.date.clone(),
+            kubetwin: other.versions.kubetwin.clone(),
+        };
+        for mut scenario in other.scenarios {
+            scenario.measured_by.get_or_insert_with(|| from.clone());
+            self.scenarios.retain(|s| s.id != scenario.id);
+            self.scenarios.push(scenario);
+        }
+        self.scenarios.sort_by(|a, b| a.id.cmp(&b.id));
     }
 
     /// Writes `benchmarks.md` and `benchmarks.json` into `dir` and returns their paths.
@@ -538,14 +605,14 @@ mod tests {
     fn rows_compute_ratios_and_verdicts() {
         let row = Row::new("wall", 12.0, Unit::Seconds).floor(10.0).goal(Goal::ratio_at_most(1.25));
         assert_eq!(row.ratio, Some(1.2));
-        assert_eq!(row.result, Some("PASS"));
+        assert_eq!(row.result, Some(Verdict::Pass));
         let row = Row::new("writes", 20_000.0, Unit::Count)
             .reference(600_000.0)
             .goal(Goal::fewer_at_least(50.0));
         assert_eq!(row.ratio, Some(30.0));
-        assert_eq!(row.result, Some("MISS"));
+        assert_eq!(row.result, Some(Verdict::Miss));
         let row = Row::new("writes", 0.0, Unit::Count).goal(Goal::value_at_most(0.0, Unit::Count));
-        assert_eq!(row.result, Some("PASS"));
+        assert_eq!(row.result, Some(Verdict::Pass));
         assert_eq!(Row::new("info", 1.0, Unit::Count).result, None);
     }
 
@@ -564,5 +631,52 @@ mod tests {
         assert_eq!(Goal::ratio_at_most(1.25).text, "≤ 1.25× floor");
         assert_eq!(Goal::fewer_at_least(50.0).text, "≥ 50× fewer");
         assert_eq!(Goal::value_at_most(30.0, Unit::Seconds).text, "≤ 30.0 s");
+    }
+
+    fn report(command: &str, ids: &[&str]) -> Report {
+        Report {
+            command: command.into(),
+            date: "2026-12-01T00:00:00Z".into(),
+            quick: false,
+            machine: Machine { cores: 2, cpu: None, memory_kib: None },
+            versions: Versions {
+                kubetwin: format!("kubetwin ({command})"),
+                kubernetes: "v1".into(),
+                mosquitto: "m".into(),
+                rustc: "r".into(),
+            },
+            binary_profile: "release".into(),
+            bench_profile: "release".into(),
+            scenarios: ids
+                .iter()
+                .map(|id| ScenarioReport {
+                    id: (*id).into(),
+                    title: command.into(),
+                    what: String::new(),
+                    setup: vec![],
+                    rows: vec![
+                        Row::new("x", 1.0, Unit::Count).goal(Goal::value_at_most(2.0, Unit::Count)),
+                    ],
+                    raw: serde_json::Value::Null,
+                    error: None,
+                    measured_by: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_merged_scenario_replaces_its_namesake_and_says_which_run_it_comes_from() {
+        let mut page = report("full", &["B1", "B9"]);
+        let text = serde_json::to_string(&report("separate", &["B9"])).expect("encodes");
+        let separate: Report = serde_json::from_str(&text).expect("the JSON report reads back");
+        page.merge(separate);
+        let titles: Vec<(&str, &str)> =
+            page.scenarios.iter().map(|s| (s.id.as_str(), s.title.as_str())).collect();
+        assert_eq!(titles, [("B1", "full"), ("B9", "separate")]);
+        assert_eq!(page.scenarios[1].rows[0].result, Some(Verdict::Pass));
+        let markdown = page.markdown();
+        assert!(markdown.contains("*Measured in a separate run: `separate`"), "{markdown}");
+        assert!(page.scenarios[0].measured_by.is_none());
     }
 }

@@ -144,6 +144,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(cache.state().len() == n, "the cache holds {} of {n}", cache.state().len());
     let result = json!({
         "devices": n,
+        "inline_bytes": {
+            "Device": size_of::<Device>(),
+            "DeviceState": size_of::<DeviceState>(),
+        },
         "bytes_per_device": {
             "one Device as the watch delivers it (not held; for scale)": one_device,
             "reflector cache (Arc<Device> by object reference)": per_device(cache_bytes),

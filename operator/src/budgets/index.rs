@@ -10,7 +10,10 @@
 //! moment it is sent until it is terminal or deleted. The request watch replays every
 //! request on a restart, so a restarted operator neither loses nor double-counts a slot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
 use kube::core::{Selector, SelectorExt};
 use kubetwin_api::DeviceDisruptionBudget;
@@ -141,8 +144,39 @@ struct TrackedBudget {
 /// What the index knows of one Device.
 #[derive(Debug)]
 struct TrackedDevice {
-    labels: BTreeMap<String, String>,
+    labels: Arc<Labels>,
     online: bool,
+}
+
+/// A Device's labels.
+type Labels = BTreeMap<String, String>;
+
+/// Label sets shared by the Devices that carry the same labels. Fleets label by site, line or
+/// model, so a few sets serve many Devices; a copy per Device cost ~650 bytes each
+/// (`kubetwin-memory`).
+#[derive(Debug, Default)]
+struct LabelSets {
+    sets: HashSet<Arc<Labels>>,
+}
+
+impl LabelSets {
+    /// The shared set equal to `labels`.
+    fn share(&mut self, labels: &Labels) -> Arc<Labels> {
+        if let Some(shared) = self.sets.get(labels) {
+            return shared.clone();
+        }
+        let shared = Arc::new(labels.clone());
+        self.sets.insert(shared.clone());
+        shared
+    }
+
+    /// A Device let go of `set`: the pool forgets it once no Device uses it.
+    fn release(&mut self, set: Arc<Labels>) {
+        // The pool's own reference and `set` are the last two.
+        if Arc::strong_count(&set) <= 2 {
+            self.sets.remove(&*set);
+        }
+    }
 }
 
 /// The budgets, Devices and holds of one namespace.
@@ -150,6 +184,7 @@ struct TrackedDevice {
 struct Namespace {
     budgets: BTreeMap<String, TrackedBudget>,
     devices: HashMap<String, TrackedDevice>,
+    label_sets: LabelSets,
     /// Device → what disrupts it now (a device may be held before the index knows it).
     held: HashMap<String, HashSet<HolderKey>>,
 }
@@ -251,12 +286,16 @@ impl BudgetIndex {
     /// Records a Device's labels (from the Device watch); a new one starts offline.
     pub fn set_labels(&mut self, namespace: &str, name: &str, labels: &BTreeMap<String, String>) {
         let space = self.namespace(namespace);
-        if space.devices.get(name).is_some_and(|d| d.labels == *labels) {
+        if space.devices.get(name).is_some_and(|d| *d.labels == *labels) {
             return;
         }
         let online = space.devices.get(name).is_some_and(|d| d.online);
         space.count(name, false);
-        space.devices.insert(name.to_string(), TrackedDevice { labels: labels.clone(), online });
+        let labels = space.label_sets.share(labels);
+        if let Some(old) = space.devices.insert(name.to_string(), TrackedDevice { labels, online })
+        {
+            space.label_sets.release(old.labels);
+        }
         space.count(name, true);
     }
 
@@ -279,7 +318,9 @@ impl BudgetIndex {
     pub fn remove_device(&mut self, namespace: &str, name: &str) {
         if let Some(space) = self.namespaces.get_mut(namespace) {
             space.count(name, false);
-            space.devices.remove(name);
+            if let Some(old) = space.devices.remove(name) {
+                space.label_sets.release(old.labels);
+            }
         }
     }
 
@@ -415,6 +456,26 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn devices_with_the_same_labels_share_one_set_and_the_last_one_out_frees_it() {
+        let mut index = BudgetIndex::default();
+        let site = |s: &str| BTreeMap::from([("site".to_string(), s.to_string())]);
+        let sets = |index: &BudgetIndex| index.namespaces["ns"].label_sets.sets.len();
+        index.set_labels("ns", "d1", &site("a"));
+        index.set_labels("ns", "d2", &site("a"));
+        index.set_labels("ns", "d3", &site("b"));
+        assert_eq!(sets(&index), 2);
+        let devices = &index.namespaces["ns"].devices;
+        assert!(Arc::ptr_eq(&devices["d1"].labels, &devices["d2"].labels));
+        index.set_labels("ns", "d3", &site("a"));
+        assert_eq!(sets(&index), 1, "no Device carries site=b any more");
+        index.remove_device("ns", "d1");
+        index.remove_device("ns", "d2");
+        assert_eq!(sets(&index), 1, "d3 still carries site=a");
+        index.remove_device("ns", "d3");
+        assert_eq!(sets(&index), 0);
+    }
 
     fn budget(
         name: &str,
@@ -632,7 +693,7 @@ mod tests {
                 }
                 let kept = index.evaluate("ns", "per-line");
                 let mut fresh = BudgetIndex::default();
-                let space = index.namespaces.get("ns").map(|s| (s.devices.iter().map(|(n, d)| (n.clone(), d.labels.clone(), d.online)).collect::<Vec<_>>(), s.held.clone())).unwrap_or_default();
+                let space = index.namespaces.get("ns").map(|s| (s.devices.iter().map(|(n, d)| (n.clone(), (*d.labels).clone(), d.online)).collect::<Vec<_>>(), s.held.clone())).unwrap_or_default();
                 for (device, labels, online) in &space.0 {
                     fresh.set_labels("ns", device, labels);
                     fresh.set_online("ns", device, *online);

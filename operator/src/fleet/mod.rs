@@ -8,6 +8,7 @@
 //! - [`unknown`]: bounded, expiring state for ids no Device claims, and a bounded log limiter;
 //! - [`followers`]: active requests per Device.
 
+pub mod compact;
 pub mod followers;
 pub mod ownership;
 pub mod state;

@@ -16,6 +16,8 @@ use kubetwin_protocol::{
 };
 use serde_json::{Map, Value};
 
+use super::compact::CompactObject;
+
 /// How many method answers are remembered per device.
 const REMEMBERED_ANSWERS: usize = 16;
 
@@ -83,8 +85,8 @@ pub struct DeviceState {
     /// Position of the newest full report that only repeated what was known (a resync): it
     /// changed nothing shown, but anything older is stale from now on.
     pub repeated: Option<Cursor>,
-    /// Reported properties, merged.
-    pub reported: Map<String, Value>,
+    /// Reported properties, merged (compact: one per device is kept; see [`CompactObject`]).
+    pub reported: CompactObject,
     /// When the last reported message was accepted.
     pub reported_at: Option<Timestamp>,
     /// Desired version the device applied.
@@ -166,7 +168,7 @@ impl DeviceState {
                 .and_then(|c| Cursor::try_from(c).ok())
                 .filter(|c| plausible_boot(c.boot, unix_secs(now))),
             repeated: None,
-            reported: status.reported.clone().map(|r| r.into_iter().collect()).unwrap_or_default(),
+            reported: status.reported.as_ref().map(CompactObject::new).unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
             presence: None,
@@ -188,9 +190,10 @@ impl DeviceState {
         }
         let admission = admit(self.position(), message.cursor());
         if admission.is_accept() {
-            let mut merged = self.reported.clone();
+            let mut merged = self.reported.to_map();
             apply_reported(&mut merged, message);
             let size = Value::Object(merged.clone()).to_string().len();
+            let merged = CompactObject::new(&merged);
             if size > MAX_REPORTED_BYTES {
                 self.reported_too_large = Some(size);
                 return Admission::TooLarge;
@@ -222,7 +225,7 @@ impl DeviceState {
     /// Whether `message` is a full report of the current boot whose result (`merged`) and
     /// applied version are exactly what is held. A new boot always counts (reboots are seen
     /// through it).
-    fn repeats_known_state(&self, message: &ReportedMessage, merged: &Map<String, Value>) -> bool {
+    fn repeats_known_state(&self, message: &ReportedMessage, merged: &CompactObject) -> bool {
         let applied = message.applied.as_ref().map(AppliedVersion::from);
         message.full
             && self.cursor.is_some_and(|c| c.boot == message.boot)
@@ -300,6 +303,11 @@ impl DeviceState {
         admission
     }
 
+    /// The reported properties, merged.
+    pub fn reported(&self) -> Map<String, Value> {
+        self.reported.to_map()
+    }
+
     /// The latest answer to `request_id`.
     pub fn answer(&self, request_id: &str) -> Option<&Answer> {
         self.answers.iter().find(|a| a.request_id == *request_id)
@@ -318,7 +326,7 @@ impl DeviceState {
     /// Status fields that come from the device.
     pub fn write_into(&self, status: &mut DeviceStatus) -> Result<(), CursorOutOfRange> {
         status.connection = Some(self.connection.clone());
-        status.reported = Some(self.reported.clone().into_iter().collect());
+        status.reported = Some(self.reported.to_map().into_iter().collect());
         status.reported_at = self.reported_at.map(Time);
         status.last_reported = self.cursor.map(ReportCursor::try_from).transpose()?;
         status.applied = self.applied.clone();
@@ -402,13 +410,13 @@ mod tests {
             state.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()),
             Admission::Duplicate
         );
-        assert_eq!(state.reported.get("a"), Some(&json!(3)));
+        assert_eq!(state.reported().get("a"), Some(&json!(3)));
         assert!(
             state.apply_reported(&reported(1, 4, false, json!({"b": null})), now()).is_accept()
         );
-        assert_eq!(state.reported.get("b"), None, "null deletes a key");
+        assert_eq!(state.reported().get("b"), None, "null deletes a key");
         assert!(state.apply_reported(&reported(2, 1, true, json!({"c": 1})), now()).is_accept());
-        assert_eq!(state.reported, json!({"c": 1}).as_object().cloned().unwrap_or_default());
+        assert_eq!(state.reported(), json!({"c": 1}).as_object().cloned().unwrap_or_default());
         assert_eq!(
             state.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()),
             Admission::Stale
@@ -431,7 +439,7 @@ mod tests {
             state.apply_reported(&reported(2, 9, false, json!({"x": 0})), now()),
             Admission::Stale
         );
-        assert_eq!(state.reported.get("x"), Some(&json!(1)));
+        assert_eq!(state.reported().get("x"), Some(&json!(1)));
     }
 
     #[test]
@@ -523,7 +531,7 @@ mod tests {
         );
         let too_much = reported(1, 2, false, json!({"b": "y".repeat(20_000)}));
         assert_eq!(state.apply_reported(&too_much, now()), Admission::TooLarge);
-        assert_eq!(state.reported.get("b"), None, "nothing of it applied");
+        assert_eq!(state.reported().get("b"), None, "nothing of it applied");
         assert_eq!(state.cursor, Some(Cursor { boot: 1, seq: 1 }), "the position did not move");
         assert!(state.reported_too_large.is_some_and(|size| size > MAX_REPORTED_BYTES));
         let smaller = reported(1, 3, false, json!({"a": null, "b": "y".repeat(20_000)}));
@@ -618,7 +626,7 @@ mod tests {
             for i in &accepted {
                 apply_reported(&mut expected, &messages[*i]);
             }
-            proptest::prop_assert_eq!(&state.reported, &expected);
+            proptest::prop_assert_eq!(&state.reported(), &expected);
             // The shown position is the newest accepted message's; the position that decides
             // staleness is the newest delivered one (a newer full report repeating the state
             // held is not shown, but counts).
@@ -630,7 +638,7 @@ mod tests {
                 for message in &messages {
                     apply_reported(&mut all, message);
                 }
-                proptest::prop_assert_eq!(&state.reported, &all);
+                proptest::prop_assert_eq!(&state.reported(), &all);
             }
         }
     }
