@@ -24,17 +24,19 @@ pub const TITLE: &str = "memory";
 /// What the scenario measures.
 pub const WHAT: &str = "One operator starts in an empty namespace; its resident set size \
     (VmRSS from /proc) once it reports ready is the base; it is then stopped. At each size the \
-    Devices (server-side apply, 128 at a time, no simulator) get a realistic status before an \
-    operator sees them, as a fleet that ran for a while has: connection (Disconnected, with \
+    Devices are applied (server-side, 128 at a time, no simulator) with two labels (site and \
+    line) and three desired properties, and each gets a realistic status before an operator sees \
+    it, as a fleet that ran for a while and went offline has: connection (Disconnected, with \
     since and lastSeen), a reported map of ten keys (firmware version, settings, readings), the \
     reported position, the applied desired version and firmware. An operator then starts, writes \
-    its view of every status (conditions, observed generation) and goes idle (status queue empty, \
-    no write for 5 s): its RSS is read. Per Device = (RSS − base) / N. That operator is killed \
-    (SIGKILL) and a new one started: the time until its /readyz answers 200 and its status \
-    writes in the window after (30 s; a restart should write nothing) are B4's goals at this size. The \
-    breakdown counts the bytes each per-Device structure allocates (`kubetwin-memory`, the same \
-    structures fed the same kind of Device by the same code, no cluster); what it does not \
-    count is allocator overhead, the runtime, and queues.";
+    its view of every status (conditions, observed generation, document version) and goes idle \
+    (status queue empty, no write for 5 s): its RSS is read. Per Device = (RSS − base) / N. \
+    That operator is killed (SIGKILL) and a new one started: the time until its /readyz answers \
+    200 and its status writes in the window after (30 s; a restart should write nothing) are \
+    B4's goals at this size. The breakdown counts the bytes each per-Device structure allocates \
+    (`kubetwin-memory`: the same structures, fed by the operator's own code the same Devices \
+    with the status an operator writes for them, no cluster); RSS holds more than their sum: \
+    allocator overhead, the runtime, the watch machinery and queues.";
 
 /// Concurrency of the creates and status patches (the API server is the limit, not the client).
 const CREATE_CONCURRENCY: usize = 128;
@@ -43,8 +45,18 @@ const LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Field manager of the seeded statuses.
 const SEED_MANAGER: &str = "kubetwin-bench-seed";
 
-/// The reported properties of simulated device `i` after it ran for a while: ten keys, one of
-/// them an object, as `kubetwin-memory` uses too.
+/// The labels of Device `i`: a site and a line, as fleets are labelled (40 distinct sets).
+pub fn realistic_labels(i: usize) -> Value {
+    json!({"site": format!("plant-{}", i % 4), "line": format!("line-{}", i % 40)})
+}
+
+/// The desired properties of every Device: three keys, one of them an object.
+pub fn realistic_desired() -> Value {
+    json!({"telemetryIntervalSeconds": 30, "mode": "normal", "led": {"color": "green"}})
+}
+
+/// The reported properties of device `i` after it ran for a while: ten keys, one of them an
+/// object.
 pub fn realistic_reported(i: usize) -> Value {
     json!({
         "firmwareVersion": "1.4.2", "telemetryIntervalSeconds": 30, "mode": "normal",
@@ -54,16 +66,28 @@ pub fn realistic_reported(i: usize) -> Value {
     })
 }
 
-/// A realistic status for Device `i` as a device that went offline leaves it (written by an
-/// earlier operator; no conditions, so the next operator's own write is visible).
-fn seeded_status(i: usize, at: &str, boot: i64) -> Value {
-    json!({"status": {
+/// Device `i` named `name`, as a user applies it: labels, device id, desired properties.
+pub fn realistic_manifest(name: &str, i: usize) -> Value {
+    json!({
+        "apiVersion": "kubetwin.io/v1alpha1",
+        "kind": "Device",
+        "metadata": {"name": name, "labels": realistic_labels(i)},
+        "spec": {"deviceId": name, "desired": realistic_desired()},
+    })
+}
+
+/// The status a device that ran for a while and then went offline leaves (what an earlier
+/// operator wrote from its messages), for Device `i` with uid `epoch` at `generation`. No
+/// conditions: the next operator writes its own, so its write shows.
+pub fn realistic_status(i: usize, at: &str, boot: i64, epoch: &str, generation: i64) -> Value {
+    json!({
         "connection": {"state": "Disconnected", "since": at, "lastSeen": at},
         "reported": realistic_reported(i),
         "reportedAt": at,
         "lastReported": {"boot": boot, "seq": 42},
+        "applied": {"epoch": epoch, "version": generation},
         "firmware": {"current": "1.4.2"},
-    }})
+    })
 }
 
 /// Runs B3.
@@ -88,8 +112,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         let size = thousands(n as f64);
         progress(format!("B3: {size} Devices with realistic statuses"));
         let ids = cluster::device_ids(&prefix, created..n.max(created));
-        cluster::apply_devices(&devices, ids.clone(), CREATE_CONCURRENCY).await?;
-        seed_statuses(&devices, ids, created).await?;
+        seed_devices(&devices, ids, created).await?;
         created = created.max(n);
 
         let operator = ops::start_operator(bench.env, &scope, &LARGE_BUDGET).await?;
@@ -146,14 +169,16 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     }
     let largest = bench.sizes.b3_devices.iter().copied().max().unwrap_or(0);
     let breakdown = structure_breakdown(largest)?;
-    if let Some(structures) = breakdown["bytes_per_device"].as_object() {
-        for (structure, bytes) in structures {
-            rows.push(Row::new(
-                format!("breakdown at N = {}: {structure}", thousands(largest as f64)),
-                bytes.as_f64().unwrap_or_default() / 1024.0,
-                Unit::KiB,
-            ));
-        }
+    let structures = breakdown["bytes_per_device"]
+        .as_object()
+        .context("kubetwin-memory printed no breakdown")?;
+    for (structure, bytes) in structures {
+        let bytes = bytes.as_f64().with_context(|| format!("{structure}: {bytes} is no number"))?;
+        rows.push(Row::new(
+            format!("breakdown at N = {}: {structure}", thousands(largest as f64)),
+            bytes / 1024.0,
+            Unit::KiB,
+        ));
     }
     Ok(ScenarioReport {
         id: "B3".into(),
@@ -169,7 +194,11 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
             ),
             ("operator flags".into(), format!("`{}`", LARGE_BUDGET.join(" "))),
             ("create concurrency".into(), CREATE_CONCURRENCY.to_string()),
-            ("reported properties per Device".into(), realistic_reported(0).to_string()),
+            ("Device (first one)".into(), format!("`{}`", realistic_manifest("NAME", 0))),
+            (
+                "seeded status (first one)".into(),
+                format!("`{}`", realistic_status(0, "AT", 0, "UID", 1)),
+            ),
         ],
         rows,
         raw: json!({"base_rss_kib": base, "steps": raw, "breakdown": breakdown}),
@@ -178,27 +207,29 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     })
 }
 
-/// Gives Devices `ids` (the `first`-th onwards) a realistic status, as an earlier operator
-/// would have left it.
-async fn seed_statuses(
-    devices: &Api<Device>,
-    ids: Vec<String>,
-    first: usize,
-) -> anyhow::Result<()> {
+/// Applies Devices `ids` (the `first`-th onwards) with labels and desired properties and gives
+/// each a realistic status, as a fleet that ran for a while has.
+async fn seed_devices(devices: &Api<Device>, ids: Vec<String>, first: usize) -> anyhow::Result<()> {
     let at = kubetwin_protocol::timestamp::now_rfc3339();
     // A boot a few minutes ago: the operator only trusts positions of plausible boots.
     let boot = i64::try_from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
     )? - 300;
-    let params = PatchParams::apply(SEED_MANAGER);
     let numbered: Vec<(usize, String)> = (first..).zip(ids).collect();
-    cluster::run_all("seeding statuses", numbered, CREATE_CONCURRENCY, |(i, id)| {
+    cluster::run_all("applying Devices with statuses", numbered, CREATE_CONCURRENCY, |(i, id)| {
         let devices = devices.clone();
-        let params = params.clone();
-        let patch = seeded_status(i, &at, boot);
+        let at = at.clone();
         async move {
+            let params = PatchParams::apply(SEED_MANAGER).force();
+            let applied = devices
+                .patch(&id, &params, &Patch::Apply(&realistic_manifest(&id, i)))
+                .await
+                .with_context(|| format!("applying Device {id}"))?;
+            let epoch = applied.metadata.uid.context("an applied Device has a uid")?;
+            let generation = applied.metadata.generation.unwrap_or(1);
+            let status = json!({"status": realistic_status(i, &at, boot, &epoch, generation)});
             devices
-                .patch_status(&id, &params, &Patch::Merge(&patch))
+                .patch_status(&id, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .with_context(|| format!("seeding the status of {id}"))?;
             Ok(())

@@ -236,7 +236,9 @@ pub async fn connected_fleet(
         })
         .await?;
         // The watch saw the last one first; the probe above only polls it.
-        let all_connected = connected.last_arrival(|c| *c).unwrap_or_else(Instant::now);
+        let all_connected = connected
+            .last_arrival(|c| *c)
+            .context("the watch saw every Device Connected but recorded no time")?;
         wait_idle(&operator, dog, Duration::from_secs(3), limit).await?;
         all_connected.saturating_duration_since(started)
     };
@@ -330,7 +332,10 @@ pub async fn restart_measured(
     .await?;
     let ready = started.elapsed();
     let at_ready = scrape(&operator).await?;
-    progress(format!("  ready after {ready:.2?}; watching writes for {window:?}"));
+    progress(format!(
+        "{}: the restarted operator is ready after {ready:.2?}; watching writes for {window:?}",
+        scope.namespace
+    ));
     sleep_watching(window, dog).await?;
     let at_end = scrape(&operator).await?;
     let writes_before_ready = all_writes(&at_ready);

@@ -328,7 +328,8 @@ impl Machine {
         Self { cores: std::thread::available_parallelism().map_or(1, usize::from), cpu, memory_kib }
     }
 
-    fn describe(&self) -> String {
+    /// Cores, CPU model and memory, for people.
+    pub fn describe(&self) -> String {
         let memory = self.memory_kib.map_or("unknown memory".into(), |kib| {
             format!("{:.1} GiB memory", kib as f64 / 1024.0 / 1024.0)
         });

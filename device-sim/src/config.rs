@@ -55,7 +55,8 @@ pub struct Cli {
     /// More hosts of the same broker (same scheme and port) to spread the connections over,
     /// device i using host i mod (1 + count) with the URL's host first. One client address
     /// reaches one broker address on ~28,000 local ports only, so 100,000 devices on one
-    /// machine need several (for example 127.0.0.2,127.0.0.3,127.0.0.4).
+    /// machine need several (for example 127.0.0.2,127.0.0.3,127.0.0.4). IPv6 hosts in
+    /// brackets; with mqtts:// the broker's certificate must name each.
     #[arg(long, env = "KUBETWIN_SIM_BROKER_HOSTS", value_delimiter = ',')]
     pub broker_hosts: Vec<String>,
 

@@ -20,10 +20,12 @@ pub const MAX_PACKET_SIZE: usize = 256 * 1024;
 pub const SESSION_EXPIRY_SECS: u32 = 3600;
 /// Capacity of the request channel into the client and of the event channel out of it.
 const CHANNEL_CAPACITY: usize = 64;
-/// Outgoing in-flight limit. A device has a few QoS 1 messages outstanding at most (a report,
-/// an answer, its presence), and the client keeps a slot per possible one: at 100 slots that
-/// was ~19 KB of each simulated device's ~66 KB (measured with 5,000 devices).
-const INFLIGHT: u16 = 10;
+/// Outgoing in-flight limit. The client keeps a slot per possible unacknowledged QoS 1 message:
+/// at 100 slots that was ~19 KB of each simulated device's ~66 KB (measured with 5,000
+/// devices). A device's largest burst, a resync (presence, a full report and up to
+/// `RESYNC_ANSWERS` answers), fills these; anything beyond waits in the request channel
+/// (`CHANNEL_CAPACITY`) until acknowledgements come back, delayed, not lost.
+const INFLIGHT: u16 = 2 + crate::device::RESYNC_ANSWERS as u16;
 
 /// What the connection reports.
 #[derive(Debug)]

@@ -102,7 +102,12 @@ impl RebootState {
 
     /// Reads the `reboot` key of reported properties, if present and well-formed.
     pub fn from_reported(reported: &Map<String, Value>) -> Option<Self> {
-        reported.get(KEY_REBOOT).and_then(|value| Self::deserialize(value).ok())
+        reported.get(KEY_REBOOT).and_then(Self::from_value)
+    }
+
+    /// Reads the value of the `reboot` reported key, if well-formed.
+    pub fn from_value(value: &Value) -> Option<Self> {
+        Self::deserialize(value).ok()
     }
 
     /// The state as a JSON value, to put under the `reboot` key.

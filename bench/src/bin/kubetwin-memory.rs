@@ -3,12 +3,12 @@
 //!
 //!     target/release/kubetwin-memory --devices 100000
 //!
-//! No cluster: the Devices are built as the watch would deliver them (a JSON object with a
-//! realistic status: four conditions, connection, a reported map of ten keys, firmware,
-//! document and applied versions) and fed, one watch event each, to the very structures the
-//! operator feeds (the reflector cache, the fleet index, the disruption-budget index). B3
-//! prints the result next to the operator's measured RSS; the difference is what this count
-//! cannot see (allocator overhead, the runtime, queues).
+//! No cluster: the Devices are B3's (labels, desired properties, a realistic status: four
+//! conditions, connection, a reported map of ten keys, firmware, document and applied
+//! versions), built as the watch would deliver them and fed, one watch event each, to the very
+//! structures the operator feeds (the reflector cache, the fleet index, the disruption-budget
+//! index). B3 prints the result next to the operator's measured RSS; the difference is what
+//! this count cannot see (allocator overhead, the runtime, the watch machinery, queues).
 
 use std::{alloc::System, sync::Mutex};
 
@@ -16,7 +16,7 @@ use cap::Cap;
 use clap::Parser;
 use kube::runtime::{reflector, watcher};
 use kubetwin_api::Device;
-use kubetwin_bench::b3_memory::realistic_reported;
+use kubetwin_bench::b3_memory;
 use kubetwin_operator::{
     budgets,
     fleet::{DeviceState, FleetIndex},
@@ -28,8 +28,9 @@ use serde_json::json;
 #[global_allocator]
 static COUNTING: Cap<System> = Cap::new(System, usize::MAX);
 
-fn allocated() -> isize {
-    isize::try_from(COUNTING.allocated()).unwrap_or(isize::MAX)
+/// Bytes allocated now (as a float: only differences of them are used).
+fn allocated() -> f64 {
+    COUNTING.allocated() as f64
 }
 
 /// Command line of `kubetwin-memory`.
@@ -44,55 +45,52 @@ struct Args {
     namespace: String,
 }
 
-/// A Device as the watch delivers it once its device has connected, reported and applied
-/// its desired document (managedFields are stripped before the cache, as in the operator).
+/// Device `i` as the watch delivers it in B3: the same manifest and seeded status, plus what
+/// the API server adds (uid, resourceVersion, managedFields, which the cache strips) and what
+/// the operator writes (observed generation, device id, document version, conditions).
 fn realistic_device(namespace: &str, i: usize) -> serde_json::Value {
-    let name = format!("{namespace}.d{i:06}");
+    let name = format!("{namespace}.d-{i}");
     let at = "2026-12-01T10:00:00Z";
-    let condition = |type_: &str, reason: &str, message: &str| {
-        json!({"type": type_, "status": "True", "reason": reason, "message": message,
+    let uid = format!("6f1c2a9e-0b7d-4c53-9a1e-{i:012}");
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
                "lastTransitionTime": at, "observedGeneration": 1})
     };
-    json!({
-        "apiVersion": "kubetwin.io/v1alpha1",
-        "kind": "Device",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": format!("6f1c2a9e-0b7d-4c53-9a1e-{i:012}"),
-            "resourceVersion": format!("{}", 1_000_000 + i),
-            "generation": 1,
-            "creationTimestamp": at,
-            "labels": {"site": format!("plant-{}", i % 4), "line": format!("line-{}", i % 40)},
-            "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "kubetwin.io/v1alpha1",
-                               "time": at, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:desired": {}}}}],
-        },
-        "spec": {"desired": {"telemetryIntervalSeconds": 30, "mode": "normal", "led": {"color": "green"}}},
-        "status": {
-            "observedGeneration": 1,
-            "deviceId": name,
-            "connection": {"state": "Connected", "since": at, "lastSeen": at},
-            "reported": realistic_reported(i),
-            "reportedAt": at,
-            "lastReported": {"boot": 1_764_583_200, "seq": 42},
-            "applied": {"epoch": "0e3f5c1a", "version": 1},
-            "document": {"version": 1, "revision": 0, "digest": "9b74c9897bac770ffc029102a200c5de"},
-            "firmware": {"current": "1.4.2"},
-            "inSync": true,
-            "conditions": [
-                condition("Ready", "Ready", "the device is connected and runs its desired state"),
-                condition("Connected", "Online", "connected since 2026-12-01T10:00:00Z"),
-                condition("InSync", "Applied", "the device applied desired version 1"),
-                condition("FirmwareCurrent", "Current", "runs 1.4.2"),
-            ],
-        },
-    })
+    let mut device = b3_memory::realistic_manifest(&name, i);
+    device["metadata"]["namespace"] = json!(namespace);
+    device["metadata"]["uid"] = json!(uid);
+    device["metadata"]["resourceVersion"] = json!(format!("{}", 1_000_000 + i));
+    device["metadata"]["generation"] = json!(1);
+    device["metadata"]["creationTimestamp"] = json!(at);
+    device["metadata"]["managedFields"] = json!([{
+        "manager": "kubectl", "operation": "Apply", "apiVersion": "kubetwin.io/v1alpha1",
+        "time": at, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:desired": {}}},
+    }]);
+    let mut status = b3_memory::realistic_status(i, at, 1_764_583_200, &uid, 1);
+    status["observedGeneration"] = json!(1);
+    status["deviceId"] = json!(name);
+    status["document"] =
+        json!({"version": 1, "revision": 0, "digest": "9b74c9897bac770ffc029102a200c5de"});
+    status["inSync"] = json!(true);
+    status["conditions"] = json!([
+        condition("Ready", "False", "Disconnected", "The device is not connected"),
+        condition(
+            "Connected",
+            "False",
+            "Disconnected",
+            "The device went offline at 2026-12-01T10:00:00Z"
+        ),
+        condition("InSync", "True", "Applied", "The device applied desired version 1"),
+        condition("ReportedComplete", "True", "Complete", "Every report of the device is shown"),
+    ]);
+    device["status"] = status;
+    device
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let n = args.devices;
-    let per_device = |bytes: isize| bytes as f64 / n as f64;
+    let per_device = |bytes: f64| bytes / n as f64;
 
     // The Devices as deserialized watch objects (counted separately: they are the events,
     // which the operator drops once every structure has taken what it keeps).

@@ -30,10 +30,15 @@ pub enum CompactValue {
 pub struct CompactObject(Box<[(Box<str>, CompactValue)]>);
 
 impl CompactObject {
-    /// The object of `entries` (a `Map` or a `BTreeMap`: both iterate in key order, so equal
-    /// objects give equal slices), compacted.
+    /// The object of `entries` (a `Map` or a `BTreeMap`), compacted.
     pub fn new<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Value)>) -> Self {
-        Self(entries.into_iter().map(|(k, v)| (k.as_str().into(), CompactValue::new(v))).collect())
+        let mut entries: Vec<(Box<str>, CompactValue)> =
+            entries.into_iter().map(|(k, v)| (k.as_str().into(), CompactValue::new(v))).collect();
+        // Key order, whatever order the source iterates in (serde_json's `preserve_order`
+        // feature, if a dependency turned it on, would make it insertion order): equal objects
+        // then give equal slices, and `get` can search.
+        entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+        Self(entries.into_boxed_slice())
     }
 
     /// The object as a `serde_json` map.
@@ -105,6 +110,17 @@ mod tests {
         assert_eq!(compact.get("led").map(CompactValue::to_value), Some(json!({"color": "green"})));
         assert_eq!(compact.get("missing"), None);
         assert!(CompactObject::new(&Map::new()).is_empty());
+    }
+
+    #[test]
+    fn entries_are_kept_in_key_order_whatever_order_they_come_in() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        let (one, two) = (json!(1), json!(2));
+        let backwards = CompactObject::new([(&b, &two), (&a, &one)]);
+        let forwards = CompactObject::new([(&a, &one), (&b, &two)]);
+        assert_eq!(backwards, forwards);
+        assert_eq!(backwards.get("a").map(CompactValue::to_value), Some(json!(1)));
+        assert_eq!(backwards.get("b").map(CompactValue::to_value), Some(json!(2)));
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -365,7 +365,8 @@ fn device_view<R: RequestResource>(
     let device_state = fleet.state(&id);
     let answer = device_state.and_then(|s| s.answer(request_id)).cloned();
     let reported_rebooting = device_state
-        .and_then(|s| RebootState::from_reported(&s.reported()))
+        .and_then(|s| s.reported.get(kubetwin_protocol::KEY_REBOOT))
+        .and_then(|value| RebootState::from_value(&value.to_value()))
         .is_some_and(|s| s.request_id == request_id && s.status == RebootStatus::Rebooting);
     let view = DeviceView {
         exists: true,
