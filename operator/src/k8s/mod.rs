@@ -75,10 +75,7 @@ where
 {
     let api: Api<K> = scoped_api(client, config);
     let (reader, writer) = reflector::store();
-    // The first list is served from the API server's watch cache, as client-go's informers do,
-    // not by paging through etcd: a restart at 100,000 Devices spent ~40 s in that list. The
-    // watch that follows brings anything newer.
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(strip_metadata)
         .reflect(writer)
