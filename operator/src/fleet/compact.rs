@@ -6,7 +6,7 @@
 //! key order, and strings are boxed: the same properties take about a third. Conversions both
 //! ways cannot fail.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 /// A JSON value stored compactly.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,8 +41,9 @@ impl CompactObject {
         Self(entries.into_boxed_slice())
     }
 
-    /// The object as a `serde_json` map.
-    pub fn to_map(&self) -> Map<String, Value> {
+    /// The object as a map of `serde_json` values (a `serde_json::Map`, or the API's `BTreeMap`, built
+    /// directly rather than through one another).
+    pub fn to_map<M: FromIterator<(String, Value)>>(&self) -> M {
         self.0.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect()
     }
 
@@ -53,11 +54,6 @@ impl CompactObject {
             .ok()
             .and_then(|i| self.0.get(i))
             .map(|(_, v)| v)
-    }
-
-    /// Whether the object has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -90,7 +86,7 @@ impl CompactValue {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     use super::*;
 
@@ -105,11 +101,11 @@ mod tests {
             "uptimeSeconds": 3600, "rssi": -61, "flags": [true, null, "x"], "empty": {},
         }));
         let compact = CompactObject::new(&reported);
-        assert_eq!(compact.to_map(), reported);
+        assert_eq!(compact.to_map::<Map<_, _>>(), reported);
         assert_eq!(compact.get("rssi").map(CompactValue::to_value), Some(json!(-61)));
         assert_eq!(compact.get("led").map(CompactValue::to_value), Some(json!({"color": "green"})));
         assert_eq!(compact.get("missing"), None);
-        assert!(CompactObject::new(&Map::new()).is_empty());
+        assert_eq!(CompactObject::new(&Map::new()), CompactObject::default());
     }
 
     #[test]

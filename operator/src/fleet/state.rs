@@ -326,7 +326,7 @@ impl DeviceState {
     /// Status fields that come from the device.
     pub fn write_into(&self, status: &mut DeviceStatus) -> Result<(), CursorOutOfRange> {
         status.connection = Some(self.connection.clone());
-        status.reported = Some(self.reported.to_map().into_iter().collect());
+        status.reported = Some(self.reported.to_map());
         status.reported_at = self.reported_at.map(Time);
         status.last_reported = self.cursor.map(ReportCursor::try_from).transpose()?;
         status.applied = self.applied.clone();
