@@ -337,7 +337,12 @@ impl Operator {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(self.process.startup_error(format!("not idle after {timeout:?}")));
+                // Which gauge kept it busy says where to look.
+                let busy: Vec<String> =
+                    gauges.iter().map(|g| format!("{g}={:?}", metric_value(&text, g))).collect();
+                return Err(self
+                    .process
+                    .startup_error(format!("not idle after {timeout:?} ({})", busy.join(", "))));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
