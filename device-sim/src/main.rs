@@ -14,7 +14,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 fn init_tracing(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a log file stays plain text that tools can search.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter);
     if json {
         builder.json().init();
     } else {

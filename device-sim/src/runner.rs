@@ -249,6 +249,12 @@ pub async fn run_device(
 }
 
 /// Executes effects in order; `Err` if the link is gone.
+///
+/// A publication that fails means the connection is gone: the publications after it are
+/// skipped (what they carried comes back by the resync of the next connection, as answers
+/// and reports are in the ledger), but every other effect still runs. A reboot accepted just
+/// before the broker went away must still be scheduled, or the device would hold an accepted
+/// reboot it never carries out.
 async fn apply(
     effects: Vec<Effect>,
     device: &Device,
@@ -257,6 +263,7 @@ async fn apply(
     timers: &mut Timers,
     mut response_delay: Duration,
 ) -> Result<(), ()> {
+    let mut link_lost = false;
     for effect in effects {
         match effect {
             Effect::Persist => {
@@ -266,14 +273,17 @@ async fn apply(
                 }
             }
             Effect::Publish(publication) => {
+                if link_lost {
+                    continue;
+                }
                 if publication.kind == PubKind::Response && !response_delay.is_zero() {
                     tokio::time::sleep(response_delay).await;
                     response_delay = Duration::ZERO;
                 }
                 debug!(device = %device.id(), topic = %publication.topic, kind = ?publication.kind, "publish");
                 if let Err(e) = link.publish(&publication).await {
-                    warn!(device = %device.id(), error = %e, "publish failed");
-                    return Err(());
+                    warn!(device = %device.id(), error = %e, kind = ?publication.kind, "publish failed: the connection is gone");
+                    link_lost = true;
                 }
             }
             Effect::Unpublishable(error) => {
@@ -290,7 +300,7 @@ async fn apply(
             Effect::Download { url } => timers.download = Some(url),
         }
     }
-    Ok(())
+    if link_lost { Err(()) } else { Ok(()) }
 }
 
 /// Serves one connection until it ends.
@@ -404,6 +414,66 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A context for one device on `broker` with its ledger in `state_dir`.
+    fn context(state_dir: PathBuf) -> RunContext {
+        RunContext {
+            identity: Arc::new(crate::credentials::DeviceIdentity::Anonymous),
+            broker_ca: None,
+            version: MqttVersion::V5,
+            keep_alive: Duration::from_secs(30),
+            state_dir,
+            boot_time: Duration::from_secs(1),
+            response_delay: Duration::ZERO,
+            report_interval: None,
+            offline_after: None,
+            offline_for: Duration::ZERO,
+            crash_during_reboot: false,
+            pacer: Pacer::new(1000.0),
+            close_timeout: Duration::from_secs(1),
+            shutdown_close_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reboot_accepted_as_the_connection_dies_is_still_scheduled() {
+        // A port nothing listens on: the connection fails, as when the broker is killed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ctx = context(dir.path().to_path_buf());
+        let shared = Arc::new(crate::device::Shared {
+            topics: kubetwin_protocol::Topics::default(),
+            codec: kubetwin_protocol::Codec::default(),
+            firmware: "1.0.0".into(),
+            mqtt: MqttVersion::V5,
+            faults: crate::config::Faults::default(),
+        });
+        let mut device = Device::new("dev-1", shared, crate::ledger::Ledger::default());
+        device.start_boot(now_unix_millis());
+        let spec = LinkSpec {
+            broker: BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).expect("a broker URL"),
+            client_id: device.id().to_owned(),
+            version: MqttVersion::V5,
+            keep_alive: Duration::from_secs(30),
+            subscriptions: device.subscriptions(),
+            security: ctx.identity.security(device.id(), None).expect("anonymous security"),
+        };
+        let mut link = Link::open(&spec, &device.will().expect("a will"));
+        while !matches!(link.next().await, Some(LinkEvent::Down(_) | LinkEvent::Closed) | None) {}
+
+        // What accepting a reboot asks for: the answer, then the reboot's timer.
+        let answer = device.offline("reboot").expect("a publication");
+        let effects =
+            vec![Effect::Publish(answer), Effect::ScheduleReboot { delay: Duration::from_secs(5) }];
+        let mut timers = Timers::default();
+        let result = apply(effects, &device, &link, &ctx, &mut timers, Duration::ZERO).await;
+
+        assert_eq!(result, Err(()), "the lost connection is reported");
+        assert!(timers.reboot_at.is_some(), "the reboot is scheduled although the answer was lost");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -641,6 +641,14 @@ impl Rig {
                     object.map(bulk::describe_request).unwrap_or_default(),
                     seen.phases.get(name),
                 ));
+                match self.simulator.log_lines_about(&request.device, 30) {
+                    Ok(lines) => progress(format!(
+                        "  simulator log about {}:\n{}",
+                        request.device,
+                        lines.join("\n")
+                    )),
+                    Err(error) => progress(format!("  no simulator log: {error}")),
+                }
             }
         }
         let phase_regressions = seen.phases.values().map(|p| phase_regressions(p)).sum::<usize>()

@@ -450,6 +450,21 @@ impl Simulator {
         Ok(ledger.map(|l| l.executed).unwrap_or_default())
     }
 
+    /// The last `max` lines of the simulator's log about `device_id` (its `device=` field):
+    /// what a test prints when that device's outcome is wrong.
+    pub fn log_lines_about(&self, device_id: &str, max: usize) -> Result<Vec<String>> {
+        let path = self.process.log();
+        let text = std::fs::read_to_string(path)
+            .map_err(io_context(format!("reading {}", path.display())))?;
+        let field = format!("device={device_id}");
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|line| line.split_whitespace().any(|word| word == field))
+            .map(str::to_owned)
+            .collect();
+        Ok(lines[lines.len().saturating_sub(max)..].to_vec())
+    }
+
     /// Process id of the simulator.
     pub fn pid(&self) -> u32 {
         self.process.pid()
