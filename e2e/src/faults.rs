@@ -277,13 +277,14 @@ impl Rig {
         let mut simulator_flags =
             vec!["--report-interval-ms=1000", "--boot-seconds=2", "--connect-rate=1000"];
         simulator_flags.extend(options.simulator_flags.iter().map(String::as_str));
-        let simulator = Simulator::start_fleet(
+        let simulator = Simulator::start_fleet_logging(
             env.get(),
             &scope,
             options.devices,
             &prefix,
             Login::Certificates,
             &simulator_flags,
+            "info",
         )?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let watches = vec![

@@ -486,9 +486,24 @@ impl Simulator {
         login: Login,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_fleet_logging(env, scope, count, id_prefix, login, extra, "warn")
+    }
+
+    /// Like [`Simulator::start_fleet`], logging with the `RUST_LOG` filter `rust_log` (`info`
+    /// names every request a device accepts and every reboot: what a fault test prints for a
+    /// device whose request ended wrong).
+    pub fn start_fleet_logging(
+        env: &TestEnv,
+        scope: &Scope,
+        count: usize,
+        id_prefix: &str,
+        login: Login,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Result<Self> {
         let mut devices = vec![format!("--count={count}"), format!("--id-prefix={id_prefix}")];
         devices.extend(scope.broker.simulator_flags(login));
-        Self::spawn(env, scope, devices, extra, "warn")
+        Self::spawn(env, scope, devices, extra, rust_log)
     }
 
     /// The simulator's exit, if it has exited (with the end of its log), else `Ok`.

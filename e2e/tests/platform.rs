@@ -364,6 +364,51 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
 }
 
 #[tokio::test]
+async fn a_terminated_leader_stops_every_controller_and_hands_over_the_lease() {
+    let s = setup("leader-term").await;
+    let ns = s.scope.namespace.clone();
+    // A Lease far longer than the test waits: the standby can only lead this soon because
+    // the terminated leader released it, not because it expired.
+    let lease = [
+        "--leader-election".to_string(),
+        format!("--leader-election-namespace={ns}"),
+        "--lease-duration-seconds=600".to_string(),
+    ];
+    let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
+    let first =
+        Operator::start_as(&s.scope, s.env.kubeconfig(), &lease).await.expect("first operator");
+    first.wait_leading(Duration::from_secs(60)).await.expect("the first operator takes the Lease");
+    let second = Operator::spawn(&s.scope, s.env.kubeconfig(), &lease).expect("second operator");
+    second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
+    create_device(&s.devices, "sensor-1", json!({})).await;
+
+    first.terminate().expect("SIGTERM");
+    second.wait_leading(Duration::from_secs(120)).await.expect("the standby took over the Lease");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while first.exit_status().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = first.exit_status().expect("the terminated leader exited");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let log = first.log_text().expect("log");
+    for kind in [
+        "Device",
+        "RebootRequest",
+        "MethodRequest",
+        "DeviceJob",
+        "DeviceDisruptionBudget",
+        "DeviceConfiguration",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("controller stopped") && l.contains(&format!("kind={kind}"))),
+            "the {kind} controller said it stopped:\n{log}"
+        );
+    }
+    assert!(!log.contains("did not stop"), "every controller stopped within its grace:\n{log}");
+}
+
+#[tokio::test]
 async fn reapplying_the_same_manifests_never_reboots_twice() {
     let s = setup("gitops").await;
     let operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");

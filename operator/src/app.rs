@@ -211,15 +211,13 @@ pub async fn run(
 
     let _ = ready.send(Readiness::NotReady("caches syncing".into()));
     let (refusals, refused) = watch::channel(None);
-    tokio::spawn(readiness(
-        device_store,
-        reboot_store.clone(),
-        method_store.clone(),
-        link,
-        refused,
-        metrics.clone(),
-        ready,
-    ));
+    let (stopping, stopping_seen) = watch::channel(false);
+    let caches = RequiredCaches {
+        devices: device_store,
+        reboots: reboot_store.clone(),
+        methods: method_store.clone(),
+    };
+    tokio::spawn(readiness(caches, link, refused, stopping_seen, metrics.clone(), ready));
     tokio::spawn(crate::telemetry::fleet::run(
         devices.store(),
         reboot_store.clone(),
@@ -267,47 +265,167 @@ pub async fn run(
         retries: Retries::default(),
         announced: Default::default(),
     });
-    let configurations = configurations
-        .run(
+    let running = RunningControllers::default();
+    let configurations = running.track(
+        "DeviceConfiguration",
+        configurations.run(
             configuration_controller::reconcile,
             configuration_controller::error_policy,
             configuration_controller,
-        )
-        .for_each(|_| async {});
-    let devices = devices
-        .reconcile_on(device_triggers)
-        .run(device_controller::reconcile, device_controller::error_policy, device_controller)
-        .for_each(|_| async {});
-    let reboots = reboots
-        .reconcile_on(reboot_triggers)
-        .run(
+        ),
+    );
+    let devices = running.track(
+        "Device",
+        devices.reconcile_on(device_triggers).run(
+            device_controller::reconcile,
+            device_controller::error_policy,
+            device_controller,
+        ),
+    );
+    let reboots = running.track(
+        "RebootRequest",
+        reboots.reconcile_on(reboot_triggers).run(
             method_controller::reconcile::<RebootRequest>,
             method_controller::error_policy::<RebootRequest>,
             reboot_controller,
-        )
-        .for_each(|_| async {});
-    let methods = method_requests
-        .reconcile_on(method_triggers)
-        .run(
+        ),
+    );
+    let methods = running.track(
+        "MethodRequest",
+        method_requests.reconcile_on(method_triggers).run(
             method_controller::reconcile::<MethodRequest>,
             method_controller::error_policy::<MethodRequest>,
             named_controller,
-        )
-        .for_each(|_| async {});
-    let jobs = jobs
-        .reconcile_on(job_triggers)
-        .run(job_controller::reconcile, job_controller::error_policy, job_controller)
-        .for_each(|_| async {});
-    let budgets = budgets
-        .run(budget_controller::reconcile, budget_controller::error_policy, budget_controller)
-        .for_each(|_| async {});
-    futures::future::join(
+        ),
+    );
+    let jobs = running.track(
+        "DeviceJob",
+        jobs.reconcile_on(job_triggers).run(
+            job_controller::reconcile,
+            job_controller::error_policy,
+            job_controller,
+        ),
+    );
+    let budgets = running.track(
+        "DeviceDisruptionBudget",
+        budgets.run(
+            budget_controller::reconcile,
+            budget_controller::error_policy,
+            budget_controller,
+        ),
+    );
+    let controllers = futures::future::join(
         futures::future::join3(devices, reboots, methods),
         futures::future::join3(jobs, budgets, configurations),
-    )
-    .await;
-    shut_down(&ctx, Duration::from_secs(config.shutdown_grace_seconds)).await;
+    );
+    // Each controller stops on SIGTERM once its reconciles in flight finish. One stuck on
+    // I/O must not keep a terminating leader holding the Lease while it no longer acts (the
+    // standby could never take over): after a grace the operator leaves anyway.
+    let on_signal = || {
+        let _ = stopping.send(true);
+    };
+    let stop = stop_within(controllers, shutdown_signal(), on_signal, RECONCILES_STOP_GRACE).await;
+    if stop.outcome == StopOutcome::GraceEnded {
+        warn!(still_running = ?running.names(), grace = ?RECONCILES_STOP_GRACE, "controllers did not stop within the grace after the shutdown signal; leaving anyway");
+    }
+    let _ = stopping.send(true);
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    shut_down(&ctx, grace.saturating_sub(stop.since_signal)).await;
     Ok(())
+}
+
+/// How the controllers ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopOutcome {
+    /// Every controller stopped (after the signal, or on its own).
+    Stopped,
+    /// The grace after the signal ended first.
+    GraceEnded,
+}
+
+/// What [`stop_within`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stop {
+    outcome: StopOutcome,
+    /// Time from the signal to the end (zero without a signal).
+    since_signal: Duration,
+}
+
+/// Runs `controllers` until they end, or until `grace` after `signal` (which calls
+/// `on_signal` once it resolves).
+async fn stop_within(
+    controllers: impl Future,
+    signal: impl Future<Output = ()>,
+    on_signal: impl FnOnce(),
+    grace: Duration,
+) -> Stop {
+    let signalled = std::sync::OnceLock::new();
+    let grace_after_signal = async {
+        signal.await;
+        let _ = signalled.set(tokio::time::Instant::now());
+        on_signal();
+        tokio::time::sleep(grace).await;
+    };
+    let outcome = tokio::select! {
+        _ = controllers => StopOutcome::Stopped,
+        () = grace_after_signal => StopOutcome::GraceEnded,
+    };
+    let since_signal = signalled.get().map_or(Duration::ZERO, |at| at.elapsed());
+    Stop { outcome, since_signal }
+}
+
+/// Longest wait, after a shutdown signal, for the reconciles in flight to finish. A reconcile
+/// takes milliseconds; this bounds one stuck on I/O.
+const RECONCILES_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends a pod it stops).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// The controllers still running, by kind: what a shutdown that hangs names.
+#[derive(Clone, Default)]
+struct RunningControllers(Arc<Mutex<Vec<&'static str>>>);
+
+impl RunningControllers {
+    /// Runs a controller's stream to its end and then drops `kind` from the running ones.
+    fn track<S: futures::Stream>(
+        &self,
+        kind: &'static str,
+        controller: S,
+    ) -> impl Future<Output = ()> + use<S> {
+        self.lock().push(kind);
+        let running = self.clone();
+        async move {
+            controller.for_each(|_| async {}).await;
+            running.lock().retain(|k| *k != kind);
+            info!(%kind, "controller stopped");
+        }
+    }
+
+    /// The kinds whose controller has not stopped.
+    fn names(&self) -> Vec<&'static str> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<&'static str>> {
+        // A panic while holding it leaves a plain list: still usable.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// After a shutdown signal stopped the controllers: leave the broker, so that it queues what
@@ -407,23 +525,35 @@ pub fn readiness_of(
     }
 }
 
-/// Ready once every cache is synced and while MQTT is connected with every subscription the
-/// operator needs granted; otherwise `/readyz` says why.
-async fn readiness(
+/// The caches readiness waits for.
+struct RequiredCaches {
     devices: Store<Device>,
     reboots: Store<RebootRequest>,
     methods: Store<MethodRequest>,
+}
+
+/// Ready once every cache is synced and while MQTT is connected with every subscription the
+/// operator needs granted, until a shutdown starts (`stopping`); otherwise `/readyz` says why.
+async fn readiness(
+    caches: RequiredCaches,
     mut link: watch::Receiver<LinkState>,
     mut refused: watch::Receiver<Option<PublishRefusal>>,
+    mut stopping: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
 ) {
+    let RequiredCaches { devices, reboots, methods } = caches;
     if !wait_synced(&devices).await || !wait_synced(&reboots).await || !wait_synced(&methods).await
     {
         return;
     }
     tracing::debug!("caches synced");
     loop {
+        if *stopping.borrow_and_update() {
+            // A terminating operator no longer acts: it is not the one to send traffic to.
+            let _ = ready.send(Readiness::NotReady("shutting down".into()));
+            return;
+        }
         let state = link.borrow_and_update().clone();
         let refusal = refused.borrow_and_update().clone();
         metrics.set_mqtt_connected(matches!(state, LinkState::Up { .. }));
@@ -437,6 +567,7 @@ async fn readiness(
         tokio::select! {
             changed = link.changed() => if changed.is_err() { return },
             changed = refused.changed() => if changed.is_err() { return },
+            changed = stopping.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(expiry) => {}
         }
     }
@@ -446,6 +577,50 @@ async fn readiness(
 mod tests {
     use super::*;
     use kubetwin_mqtt::Refusal;
+
+    #[tokio::test(start_paused = true)]
+    async fn controllers_stuck_after_the_signal_are_left_after_the_grace() {
+        let mut told = false;
+        let stop = stop_within(
+            std::future::pending::<()>(),
+            tokio::time::sleep(Duration::from_secs(2)),
+            || told = true,
+            RECONCILES_STOP_GRACE,
+        )
+        .await;
+        assert_eq!(
+            stop,
+            Stop { outcome: StopOutcome::GraceEnded, since_signal: RECONCILES_STOP_GRACE }
+        );
+        assert!(told, "readiness learns of the shutdown at the signal");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn controllers_that_stop_after_the_signal_end_it_at_once() {
+        let stop = stop_within(
+            tokio::time::sleep(Duration::from_secs(3)),
+            tokio::time::sleep(Duration::from_secs(2)),
+            || {},
+            RECONCILES_STOP_GRACE,
+        )
+        .await;
+        assert_eq!(
+            stop,
+            Stop { outcome: StopOutcome::Stopped, since_signal: Duration::from_secs(1) }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_signal_the_controllers_run_until_they_end() {
+        let stop = stop_within(
+            tokio::time::sleep(Duration::from_secs(3600)),
+            std::future::pending(),
+            || panic!("no signal came"),
+            RECONCILES_STOP_GRACE,
+        )
+        .await;
+        assert_eq!(stop, Stop { outcome: StopOutcome::Stopped, since_signal: Duration::ZERO });
+    }
 
     #[test]
     fn a_refused_subscription_makes_the_operator_not_ready_and_says_which() {

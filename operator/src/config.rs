@@ -120,8 +120,9 @@ pub struct OperatorConfig {
     #[arg(long, env = "KUBETWIN_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
 
-    /// Seconds a graceful shutdown (SIGTERM) may spend writing the statuses still queued,
-    /// before it releases the Lease; keep it below the pod's termination grace period.
+    /// Seconds a graceful shutdown (SIGTERM) may take before it releases the Lease: the
+    /// reconciles in flight finish (at most 5 s of it), then the statuses still queued are
+    /// written; keep it below the pod's termination grace period.
     #[arg(long, env = "KUBETWIN_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
 

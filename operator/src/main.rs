@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
         let acquired = tokio::select! {
             acquired = leader::acquire(client.clone(), &config, &identity) => acquired,
-            () = shutdown_signal() => return ExitCode::SUCCESS,
+            () = app::shutdown_signal() => return ExitCode::SUCCESS,
         };
         match acquired {
             Ok(leadership) => Some(leadership),
@@ -84,25 +84,6 @@ async fn main() -> ExitCode {
             tracing::error!(%error, "operator stopped");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM (what Kubernetes sends a pod it stops).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 
