@@ -15,6 +15,13 @@ pub enum Error {
     /// An MQTT publish could not be handed to the connection.
     #[error("MQTT publish: {0}")]
     Publish(#[from] kubetwin_mqtt::ClientError),
+    /// The MQTT connection took no new request for this long: its outgoing side is stalled
+    /// (the reconcile fails and is retried, rather than waiting without end).
+    #[error(
+        "MQTT publish: the connection took no new request within {}s; its outgoing side is stalled",
+        .0.as_secs()
+    )]
+    PublishStalled(std::time::Duration),
     /// A device position cannot be shown in the API.
     #[error("device position: {0}")]
     Cursor(#[from] kubetwin_api::CursorOutOfRange),

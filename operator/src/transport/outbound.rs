@@ -2,7 +2,7 @@
 //! request properties). Encoding failures are errors, never an empty payload: on a retained
 //! topic an empty payload would delete the device's desired document.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use kubetwin_mqtt::{Client, Publication, RequestProperties};
@@ -12,6 +12,11 @@ use kubetwin_protocol::{
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::{error::Error, telemetry::metrics::Metrics};
+
+/// Longest wait for the connection to take a publication into its request queue. The queue
+/// drains as fast as the broker acknowledges, so a wait this long means the outgoing side is
+/// stalled; a reconcile (or a shutdown waiting for it) must not wait without end.
+const QUEUE_STALL: Duration = Duration::from_secs(30);
 
 /// Publishes the operator's messages; cheap to clone.
 #[derive(Clone)]
@@ -33,6 +38,17 @@ impl Publisher {
         &self.topics
     }
 
+    /// Hands `message` to the connection within [`QUEUE_STALL`].
+    async fn send(&self, message: Publication) -> Result<(), Error> {
+        match tokio::time::timeout(QUEUE_STALL, self.client.publish(message)).await {
+            Ok(queued) => Ok(queued?),
+            Err(_) => {
+                tracing::error!(waited = ?QUEUE_STALL, "the MQTT connection took no new publication; its outgoing side is stalled");
+                Err(Error::PublishStalled(QUEUE_STALL))
+            }
+        }
+    }
+
     /// Publishes the retained desired document of `device`.
     pub async fn desired(
         &self,
@@ -41,7 +57,7 @@ impl Publisher {
     ) -> Result<(), Error> {
         let payload = self.codec.encode(document)?;
         let message = Publication::new(self.topics.desired(device.as_str()), payload, true);
-        self.client.publish(message).await?;
+        self.send(message).await?;
         self.metrics.published("desired");
         Ok(())
     }
@@ -49,7 +65,7 @@ impl Publisher {
     /// Clears the retained desired document of `device` (an empty retained payload).
     pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), Error> {
         let message = Publication::new(self.topics.desired(device.as_str()), Vec::new(), true);
-        self.client.publish(message).await?;
+        self.send(message).await?;
         self.metrics.published("desired-clear");
         Ok(())
     }
@@ -63,7 +79,7 @@ impl Publisher {
         announcement.resync_within_ms = Some(resync_spread_ms(devices));
         let payload = self.codec.encode(&announcement)?;
         let message = Publication::new(self.topics.operator_session(), payload, true);
-        self.client.publish(message).await?;
+        self.send(message).await?;
         self.metrics.published("session");
         Ok(session)
     }
@@ -94,7 +110,7 @@ impl Publisher {
             correlation_data: Some(Bytes::copy_from_slice(request_id.as_str().as_bytes())),
             message_expiry_seconds: Some(expiry_seconds.max(1)),
         });
-        self.client.publish(publication).await?;
+        self.send(publication).await?;
         self.metrics.published("request");
         Ok(())
     }
