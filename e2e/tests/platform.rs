@@ -308,14 +308,13 @@ async fn the_chart_installs_and_its_service_account_is_enough_and_no_more() {
     assert_eq!(sim.executed(&id).expect("ledger").len(), 1);
 }
 
-#[tokio::test]
-async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
-    let s = setup("leader").await;
-    let ns = s.scope.namespace.clone();
+/// Two operators with leader election and a Lease of `lease_seconds`: the first leads, the
+/// second is a healthy standby.
+async fn leader_and_standby(s: &Setup, lease_seconds: u32) -> (Operator, Operator) {
     let lease = [
         "--leader-election".to_string(),
-        format!("--leader-election-namespace={ns}"),
-        "--lease-duration-seconds=6".to_string(),
+        format!("--leader-election-namespace={}", s.scope.namespace),
+        format!("--lease-duration-seconds={lease_seconds}"),
     ];
     let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
     let first =
@@ -323,6 +322,13 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
     first.wait_leading(Duration::from_secs(60)).await.expect("the first operator takes the Lease");
     let second = Operator::spawn(&s.scope, s.env.kubeconfig(), &lease).expect("second operator");
     second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
+    (first, second)
+}
+
+#[tokio::test]
+async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
+    let s = setup("leader").await;
+    let (first, second) = leader_and_standby(&s, 6).await;
     let (_, body) = second.readyz().await.expect("readyz");
     assert!(body.contains("standby"), "the second operator waits: {body}");
 
@@ -366,20 +372,9 @@ async fn only_the_leader_acts_and_a_standby_finishes_when_it_dies() {
 #[tokio::test]
 async fn a_terminated_leader_stops_every_controller_and_hands_over_the_lease() {
     let s = setup("leader-term").await;
-    let ns = s.scope.namespace.clone();
     // A Lease far longer than the test waits: the standby can only lead this soon because
     // the terminated leader released it, not because it expired.
-    let lease = [
-        "--leader-election".to_string(),
-        format!("--leader-election-namespace={ns}"),
-        "--lease-duration-seconds=600".to_string(),
-    ];
-    let lease: Vec<&str> = lease.iter().map(String::as_str).collect();
-    let first =
-        Operator::start_as(&s.scope, s.env.kubeconfig(), &lease).await.expect("first operator");
-    first.wait_leading(Duration::from_secs(60)).await.expect("the first operator takes the Lease");
-    let second = Operator::spawn(&s.scope, s.env.kubeconfig(), &lease).expect("second operator");
-    second.wait_ready(Duration::from_secs(60)).await.expect("standby is healthy");
+    let (first, second) = leader_and_standby(&s, 600).await;
     create_device(&s.devices, "sensor-1", json!({})).await;
 
     first.terminate().expect("SIGTERM");

@@ -216,6 +216,9 @@ pub async fn run(
         devices: device_store,
         reboots: reboot_store.clone(),
         methods: method_store.clone(),
+        jobs: jobs.store(),
+        budgets: budgets.store(),
+        configurations: configurations.store(),
     };
     tokio::spawn(readiness(caches, link, refused, stopping_seen, metrics.clone(), ready));
     tokio::spawn(crate::telemetry::fleet::run(
@@ -318,9 +321,11 @@ pub async fn run(
         futures::future::join3(devices, reboots, methods),
         futures::future::join3(jobs, budgets, configurations),
     );
-    // Each controller stops on SIGTERM once its reconciles in flight finish. One stuck on
-    // I/O must not keep a terminating leader holding the Lease while it no longer acts (the
-    // standby could never take over): after a grace the operator leaves anyway.
+    // Each controller stops on SIGTERM once its reconciles in flight finish. One that cannot
+    // (a reconcile stuck on I/O, or a controller signalled before its cache was complete:
+    // kube-runtime then waits for a readiness its stopped watch never brings) must not keep
+    // a terminating leader holding the Lease while it no longer acts, where the standby could
+    // never take over: after a grace the operator leaves anyway.
     let on_signal = || {
         let _ = stopping.send(true);
     };
@@ -374,8 +379,8 @@ async fn stop_within(
     Stop { outcome, since_signal }
 }
 
-/// Longest wait, after a shutdown signal, for the reconciles in flight to finish. A reconcile
-/// takes milliseconds; this bounds one stuck on I/O.
+/// Longest wait, after a shutdown signal, for the controllers to stop. A reconcile takes
+/// milliseconds; this bounds the ones that cannot stop.
 const RECONCILES_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Resolves on SIGINT or SIGTERM (what Kubernetes sends a pod it stops).
@@ -525,11 +530,29 @@ pub fn readiness_of(
     }
 }
 
-/// The caches readiness waits for.
+/// The caches readiness waits for: every controller's. A controller whose cache is not
+/// complete yet cannot stop gracefully (kube-runtime holds its runner until the cache is
+/// ready, and a shutdown stops the watch that would make it ready), so an operator is ready
+/// — and may be sent SIGTERM as a rolling update goes on — only once all of them are.
 struct RequiredCaches {
     devices: Store<Device>,
     reboots: Store<RebootRequest>,
     methods: Store<MethodRequest>,
+    jobs: Store<DeviceJob>,
+    budgets: Store<DeviceDisruptionBudget>,
+    configurations: Store<DeviceConfiguration>,
+}
+
+impl RequiredCaches {
+    /// Waits until every cache holds its first complete list; false when a writer is gone.
+    async fn synced(&self) -> bool {
+        wait_synced(&self.devices).await
+            && wait_synced(&self.reboots).await
+            && wait_synced(&self.methods).await
+            && wait_synced(&self.jobs).await
+            && wait_synced(&self.budgets).await
+            && wait_synced(&self.configurations).await
+    }
 }
 
 /// Ready once every cache is synced and while MQTT is connected with every subscription the
@@ -542,9 +565,7 @@ async fn readiness(
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
 ) {
-    let RequiredCaches { devices, reboots, methods } = caches;
-    if !wait_synced(&devices).await || !wait_synced(&reboots).await || !wait_synced(&methods).await
-    {
+    if !caches.synced().await {
         return;
     }
     tracing::debug!("caches synced");
@@ -593,6 +614,45 @@ mod tests {
             Stop { outcome: StopOutcome::GraceEnded, since_signal: RECONCILES_STOP_GRACE }
         );
         assert!(told, "readiness learns of the shutdown at the signal");
+    }
+
+    /// Why the grace exists: kube-runtime holds a controller's runner until its cache is
+    /// ready, and a graceful shutdown stops the watch that would make it ready, so a
+    /// controller signalled before its first list completes never ends by itself.
+    #[tokio::test(start_paused = true)]
+    async fn a_controller_signalled_before_its_cache_is_complete_is_left_after_the_grace() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::{Controller, controller::Action, reflector, watcher};
+
+        // A controller told to stop at once, over a watch that has listed or not. The cache's
+        // writer stays alive, as it does inside the operator's watch stream.
+        let stopped_at_once = |listed: bool| {
+            let (cache, mut writer) = reflector::store::<ConfigMap>();
+            if listed {
+                writer.apply_watcher_event(&watcher::Event::Init);
+                writer.apply_watcher_event(&watcher::Event::InitDone);
+            }
+            let watch = futures::stream::pending::<Result<ConfigMap, watcher::Error>>();
+            let controller = Controller::for_stream(watch, cache)
+                .graceful_shutdown_on(async {})
+                .run(
+                    |_, _| async { Ok::<_, crate::error::Error>(Action::await_change()) },
+                    |_, _, _| Action::await_change(),
+                    Arc::new(()),
+                )
+                .for_each(|_| async {});
+            (controller, writer)
+        };
+        let (controller, _writer) = stopped_at_once(false);
+        let not_listed = stop_within(controller, async {}, || {}, RECONCILES_STOP_GRACE).await;
+        assert_eq!(
+            not_listed,
+            Stop { outcome: StopOutcome::GraceEnded, since_signal: RECONCILES_STOP_GRACE }
+        );
+        // The control: the same controller with its cache complete stops by itself.
+        let (controller, _writer) = stopped_at_once(true);
+        let listed = stop_within(controller, async {}, || {}, RECONCILES_STOP_GRACE).await;
+        assert_eq!(listed, Stop { outcome: StopOutcome::Stopped, since_signal: Duration::ZERO });
     }
 
     #[tokio::test(start_paused = true)]
