@@ -33,8 +33,8 @@ pub const WHAT: &str = "One operator starts in an empty namespace; its resident 
     (status queue empty, no write for 5 s): its RSS is read. Per Device = (RSS − base) / N. \
     That operator is killed (SIGKILL); a minimal client lists every Device (pages of 500, \
     decoded into typed Devices: the floor of a restart), and a new operator is started: the \
-    time until its /readyz answers 200 and its status writes in the window after (30 s; a restart should write nothing) are \
-    B4's goals at this size. The breakdown counts the bytes each per-Device structure allocates \
+    time until its /readyz answers 200 and its status writes in the window after (30 s; a \
+    restart should write nothing) are B4's goals at this size. The breakdown counts the bytes each per-Device structure allocates \
     (`kubetwin-memory`: the same structures, fed by the operator's own code the same Devices \
     with the status an operator writes for them, no cluster); RSS holds more than their sum: \
     allocator overhead, the runtime, the watch machinery and queues.";

@@ -464,10 +464,13 @@ mod tests {
         let mut link = Link::open(&spec, &device.will().expect("a will"));
         while !matches!(link.next().await, Some(LinkEvent::Down(_) | LinkEvent::Closed) | None) {}
 
-        // What accepting a reboot asks for: the answer, then the reboot's timer.
-        let answer = device.offline("reboot").expect("a publication");
-        let effects =
-            vec![Effect::Publish(answer), Effect::ScheduleReboot { delay: Duration::from_secs(5) }];
+        // What accepting a reboot asks for: a publication (the answer; any other fails the
+        // same way on a dead link), then the reboot's timer.
+        let publication = device.offline("reboot").expect("a publication");
+        let effects = vec![
+            Effect::Publish(publication),
+            Effect::ScheduleReboot { delay: Duration::from_secs(5) },
+        ];
         let mut timers = Timers::default();
         let result = apply(effects, &device, &link, &ctx, &mut timers, Duration::ZERO).await;
 

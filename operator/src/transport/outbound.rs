@@ -40,13 +40,7 @@ impl Publisher {
 
     /// Hands `message` to the connection within [`QUEUE_STALL`].
     async fn send(&self, message: Publication) -> Result<(), Error> {
-        match tokio::time::timeout(QUEUE_STALL, self.client.publish(message)).await {
-            Ok(queued) => Ok(queued?),
-            Err(_) => {
-                tracing::error!(waited = ?QUEUE_STALL, "the MQTT connection took no new publication; its outgoing side is stalled");
-                Err(Error::PublishStalled(QUEUE_STALL))
-            }
-        }
+        within_stall(self.client.publish(message)).await
     }
 
     /// Publishes the retained desired document of `device`.
@@ -84,10 +78,11 @@ impl Publisher {
         Ok(session)
     }
 
-    /// Leaves the broker with a clean DISCONNECT (at shutdown).
+    /// Leaves the broker with a clean DISCONNECT (at shutdown), queued within
+    /// [`QUEUE_STALL`]: a stalled connection must not keep a stopping leader from releasing
+    /// its Lease.
     pub async fn disconnect(&self) -> Result<(), Error> {
-        self.client.disconnect().await?;
-        Ok(())
+        within_stall(self.client.disconnect()).await
     }
 
     /// Publishes a method request to `device`; on MQTT 5 with the response topic, the request
@@ -113,6 +108,19 @@ impl Publisher {
         self.send(publication).await?;
         self.metrics.published("request");
         Ok(())
+    }
+}
+
+/// Waits for `queued` (a request handed to the connection) at most [`QUEUE_STALL`].
+async fn within_stall(
+    queued: impl Future<Output = Result<(), kubetwin_mqtt::ClientError>>,
+) -> Result<(), Error> {
+    match tokio::time::timeout(QUEUE_STALL, queued).await {
+        Ok(queued) => Ok(queued?),
+        Err(_) => {
+            tracing::error!(waited = ?QUEUE_STALL, "the MQTT connection took no new request; its outgoing side is stalled");
+            Err(Error::PublishStalled(QUEUE_STALL))
+        }
     }
 }
 
