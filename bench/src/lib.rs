@@ -23,6 +23,7 @@ pub mod b8_quiet;
 pub mod b9_scale;
 /// Bulk object operations and the recording watch, shared with the fault tests.
 pub use kubetwin_e2e::bulk as cluster;
+pub mod hop;
 pub mod ops;
 pub mod ping;
 pub mod prom;

@@ -20,8 +20,16 @@ use kubetwin_e2e::{
 
 /// Operator flags that make the write budget large enough never to be the limit.
 pub const LARGE_BUDGET: [&str; 2] = ["--status-write-rate=5000", "--status-write-burst=5000"];
-/// `RUST_LOG` of the operators the scenarios start (the production default level).
+/// `RUST_LOG` of the operators the scenarios start (the production default level), unless
+/// [`OPERATOR_LOG_VAR`] names another (to look into a scenario; it slows the operator).
 pub const OPERATOR_LOG: &str = "info";
+/// Environment variable that overrides [`OPERATOR_LOG`].
+pub const OPERATOR_LOG_VAR: &str = "KUBETWIN_BENCH_OPERATOR_LOG";
+
+/// The `RUST_LOG` of the operators this run starts.
+pub fn operator_log() -> String {
+    std::env::var(OPERATOR_LOG_VAR).unwrap_or_else(|_| OPERATOR_LOG.to_string())
+}
 /// Upper bound for an operator to become ready (a hang guard).
 pub const READY_LIMIT: Duration = Duration::from_secs(300);
 
@@ -40,7 +48,7 @@ pub async fn start_operator(
     scope: &Scope,
     flags: &[&str],
 ) -> anyhow::Result<Operator> {
-    let operator = Operator::spawn_with_log(env, scope, flags, OPERATOR_LOG)?;
+    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log())?;
     operator.wait_ready(READY_LIMIT).await.context("the operator did not become ready")?;
     Ok(operator)
 }
@@ -314,7 +322,7 @@ pub async fn restart_measured(
     simulator: Option<&Simulator>,
 ) -> anyhow::Result<Restart> {
     let started = Instant::now();
-    let operator = Operator::spawn_with_log(env, scope, flags, OPERATOR_LOG)?;
+    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log())?;
     let dog = Watchdog { operator: Some(&operator), simulator };
     wait_until(
         "the new operator to be ready",
