@@ -464,7 +464,17 @@ fn v5_client(o: &ClientOptions) -> (rumqttc::v5::AsyncClient, rumqttc::v5::Event
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
-    rumqttc::v5::AsyncClient::new(options, o.queue.max(1))
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, o.queue.max(1));
+    unreserve_events(&mut eventloop.state.events);
+    (client, eventloop)
+}
+
+/// Gives back the room rumqttc reserves for 100 pending events per connection (an MQTT 5
+/// event is 392 bytes: 39 KB per connection, most of a simulated device's memory when a
+/// process holds thousands of connections). The loop takes events out as soon as a poll
+/// made them, so the queue holds one or two at a time and grows only if it must.
+fn unreserve_events<T>(events: &mut std::collections::VecDeque<T>) {
+    *events = std::collections::VecDeque::new();
 }
 
 fn v311_client(o: &ClientOptions) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
@@ -490,6 +500,7 @@ fn v311_client(o: &ClientOptions) -> (rumqttc::AsyncClient, rumqttc::EventLoop) 
     }
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, o.queue.max(1));
     eventloop.network_options.set_tcp_nodelay(true);
+    unreserve_events(&mut eventloop.state.events);
     (client, eventloop)
 }
 
@@ -683,6 +694,16 @@ async fn poll_loop<P: Protocol>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_connection_reserves_no_room_for_events() {
+        let broker = BrokerUrl::parse("mqtt://127.0.0.1:1883").expect("a valid URL");
+        let options = ClientOptions::new(broker, "d-1", MqttVersion::V5);
+        let (_client, v5) = v5_client(&options);
+        assert_eq!(v5.state.events.capacity(), 0);
+        let (_client, v311) = v311_client(&options);
+        assert_eq!(v311.state.events.capacity(), 0);
+    }
 
     #[test]
     fn reconnect_delays_double_up_to_the_cap() {
