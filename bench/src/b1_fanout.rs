@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use kube::Api;
 use kubetwin_api::{Device, RebootPhase, RebootRequest};
 use serde_json::json;
@@ -11,7 +13,9 @@ use super::{
     ops::{self, Check, LARGE_BUDGET, Watchdog},
     ping::Pinger,
     progress,
-    report::{Goal, Row, ScenarioReport},
+    prom::Scrape,
+    report::{Goal, Row, ScenarioReport, Unit},
+    stats,
 };
 
 /// Title of the scenario.
@@ -26,8 +30,13 @@ pub const WHAT: &str = "N simulated devices are Connected and the operator is id
     (b) one terminal status patch (phase Succeeded) of each, and (c) N raw MQTT \
     request/response round trips with the same simulated devices (a `ping` request, answered \
     at once with `Rejected` 404). Ratio = wall / (a + b + c). The ratio to the floor of \
-    earlier reports, which left the creates out (b + c), is kept for continuity. Every \
-    device's ledger must show exactly one executed reboot.";
+    earlier reports, which left the creates out (b + c), is kept for continuity. Also shown: \
+    the status writes the operator made per request, from the first create until it was idle \
+    again (to the RebootRequest, and to the Device as its device went offline and came \
+    back), against the floor's one; and the CPU time each process used during the wall time \
+    (from /proc), with kube-apiserver's and etcd's CPU per request against theirs for floor \
+    (a) and (b): on a machine with two cores, where the time goes. Every device's ledger \
+    must show exactly one executed reboot.";
 
 /// Operator flags of B1: a write budget that is never the limit.
 const OPERATOR_FLAGS: [&str; 3] = [LARGE_BUDGET[0], LARGE_BUDGET[1], "--concurrency=64"];
@@ -79,6 +88,93 @@ struct FanOut {
     creates: Duration,
     patches: Duration,
     pings: Duration,
+    /// The operator's status writes from the first create until it was idle again.
+    writes: StatusWrites,
+    /// CPU time each process used during the wall time.
+    cpu: CpuUse,
+    /// CPU time kube-apiserver and etcd used for floor (a) and (b).
+    floor_api_cpu: f64,
+    /// Cores of the machine.
+    cores: usize,
+}
+
+/// The processes whose CPU time B1 shows.
+struct Processes {
+    operator: u32,
+    apiserver: u32,
+    etcd: u32,
+    simulator: u32,
+    broker: u32,
+}
+
+/// CPU seconds each process used between two samples.
+#[derive(Clone, Copy)]
+struct CpuUse {
+    operator: f64,
+    apiserver: f64,
+    etcd: f64,
+    simulator: f64,
+    broker: f64,
+    benchmark: f64,
+}
+
+/// The CPU seconds process `pid` has used so far.
+fn cpu_of(pid: u32) -> anyhow::Result<f64> {
+    stats::cpu_seconds(pid).with_context(|| format!("reading the CPU time of pid {pid}"))
+}
+
+impl Processes {
+    /// The CPU seconds each process has used so far.
+    fn sample(&self) -> anyhow::Result<CpuUse> {
+        Ok(CpuUse {
+            operator: cpu_of(self.operator)?,
+            apiserver: cpu_of(self.apiserver)?,
+            etcd: cpu_of(self.etcd)?,
+            simulator: cpu_of(self.simulator)?,
+            broker: cpu_of(self.broker)?,
+            benchmark: cpu_of(std::process::id())?,
+        })
+    }
+
+    /// The CPU seconds kube-apiserver and etcd have used so far.
+    fn api_server_sample(&self) -> anyhow::Result<f64> {
+        Ok(cpu_of(self.apiserver)? + cpu_of(self.etcd)?)
+    }
+}
+
+impl CpuUse {
+    /// What was used from `self` to `later`.
+    fn until(self, later: CpuUse) -> CpuUse {
+        CpuUse {
+            operator: later.operator - self.operator,
+            apiserver: later.apiserver - self.apiserver,
+            etcd: later.etcd - self.etcd,
+            simulator: later.simulator - self.simulator,
+            broker: later.broker - self.broker,
+            benchmark: later.benchmark - self.benchmark,
+        }
+    }
+}
+
+/// Status writes the operator made, by kind of object.
+struct StatusWrites {
+    /// To the RebootRequests.
+    requests: f64,
+    /// To the Devices (going offline for the reboot and back).
+    devices: f64,
+}
+
+impl StatusWrites {
+    /// The writes counted in `after` and not yet in `before`.
+    fn between(before: &Scrape, after: &Scrape) -> Self {
+        let of = |scrape: &Scrape, kind: &str| {
+            scrape.value(ops::WRITES, &[("kind", kind)]).unwrap_or(0.0)
+        };
+        Self {
+            requests: of(after, "rebootrequest") - of(before, "rebootrequest"),
+            devices: of(after, "device") - of(before, "device"),
+        }
+    }
 }
 
 impl FanOut {
@@ -112,6 +208,47 @@ impl FanOut {
                 format!("creating the {size} RebootRequests (part of the wall time)"),
                 self.create,
             ),
+            Row::new(
+                format!("operator status writes per request, N = {size}: to the RebootRequest"),
+                self.writes.requests / n as f64,
+                Unit::Decimal,
+            )
+            .note("the floor writes 1"),
+            Row::new(
+                format!("operator status writes per request, N = {size}: to the Device"),
+                self.writes.devices / n as f64,
+                Unit::Decimal,
+            )
+            .note("the device going offline for its reboot and back; the floor writes none"),
+            Row::seconds(
+                format!("CPU time during the wall time, N = {size}: operator"),
+                Duration::from_secs_f64(self.cpu.operator),
+            )
+            .note(format!(
+                "the machine had {} cores × the wall time = {:.1} s",
+                self.cores,
+                self.cores as f64 * self.wall.as_secs_f64()
+            )),
+            Row::seconds(
+                format!("CPU time during the wall time, N = {size}: kube-apiserver and etcd"),
+                Duration::from_secs_f64(self.cpu.apiserver + self.cpu.etcd),
+            ),
+            Row::seconds(
+                format!("CPU time during the wall time, N = {size}: simulator and mosquitto"),
+                Duration::from_secs_f64(self.cpu.simulator + self.cpu.broker),
+            ),
+            Row::seconds(
+                format!("CPU time during the wall time, N = {size}: this benchmark"),
+                Duration::from_secs_f64(self.cpu.benchmark),
+            )
+            .note("its creates and its watch"),
+            Row::new(
+                format!("kube-apiserver and etcd CPU per request, N = {size}"),
+                (self.cpu.apiserver + self.cpu.etcd) * 1000.0 / n as f64,
+                Unit::Milliseconds,
+            )
+            .floor(self.floor_api_cpu * 1000.0 / n as f64)
+            .note("floor: the same for floor (a) and (b)"),
         ]
     }
 
@@ -127,6 +264,18 @@ impl FanOut {
             "ratio": self.wall.as_secs_f64() / self.floor().as_secs_f64(),
             "old_floor_seconds": self.old_floor().as_secs_f64(),
             "ratio_to_old_floor": self.wall.as_secs_f64() / self.old_floor().as_secs_f64(),
+            "operator_request_status_writes": self.writes.requests,
+            "operator_device_status_writes": self.writes.devices,
+            "cpu_seconds": {
+                "operator": self.cpu.operator,
+                "kube_apiserver": self.cpu.apiserver,
+                "etcd": self.cpu.etcd,
+                "simulator": self.cpu.simulator,
+                "mosquitto": self.cpu.broker,
+                "benchmark": self.cpu.benchmark,
+            },
+            "floor_api_cpu_seconds": self.floor_api_cpu,
+            "cores": self.cores,
         })
     }
 }
@@ -173,6 +322,16 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     phases.wait_synced(Duration::from_secs(60)).await?;
     let names: Vec<String> = (0..n).map(|i| format!("reboot-{i}")).collect();
     let spec = request_spec();
+    let [etcd, apiserver, _] = bench.env.control_plane.pids();
+    let processes = Processes {
+        operator: operator.pid(),
+        apiserver,
+        etcd,
+        simulator: simulator.pid(),
+        broker: scope.broker.pid(),
+    };
+    let before = ops::scrape(&operator).await?;
+    let cpu_before = processes.sample()?;
     let started = Instant::now();
     let create = create_all("creating RebootRequests", &requests, &names, &ids, &spec).await?;
     let succeeded = |p: &Option<RebootPhase>| *p == Some(RebootPhase::Succeeded);
@@ -209,8 +368,12 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     .await?;
     let last = phases.last_arrival(succeeded).unwrap_or_else(Instant::now);
     let wall = last.saturating_duration_since(started);
+    // Sampled when the wait saw the last request Succeeded (within its 200 ms poll).
+    let cpu = cpu_before.until(processes.sample()?);
     drop(phases);
     progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
+    let after = ops::wait_idle(&operator, dog, Duration::from_secs(2), LIMIT).await?;
+    let writes = StatusWrites::between(&before, &after);
 
     ops::each_executed_once(&simulator, &ids)?;
     operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;
@@ -219,9 +382,12 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
 
     let floor_names: Vec<String> = (0..n).map(|i| format!("floor-{i}")).collect();
     progress(format!("B1 N={n}: floor (a): {n} RebootRequest creates"));
+    // The operator is gone: only the API server's processes are sampled now.
+    let floor_api_before = processes.api_server_sample()?;
     let creates = create_all("floor creates", &requests, &floor_names, &ids, &spec).await?;
     progress(format!("B1 N={n}: floor (b): {n} terminal status patches"));
     let patches = ops::mark_all_succeeded(&requests, floor_names).await?;
+    let floor_api_cpu = processes.api_server_sample()? - floor_api_before;
     progress(format!("B1 N={n}: floor (c): {n} MQTT round trips"));
     let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {
@@ -230,5 +396,6 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     })
     .await?;
     simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
-    Ok(FanOut { wall, create, creates, patches, pings })
+    let cores = std::thread::available_parallelism().context("counting the cores")?.get();
+    Ok(FanOut { wall, create, creates, patches, pings, writes, cpu, floor_api_cpu, cores })
 }

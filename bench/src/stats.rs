@@ -38,9 +38,52 @@ pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
+/// `/proc/PID/stat` text → CPU time used (user + system), in clock ticks.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: count fields after its last
+    // closing parenthesis, where field 3 (the state) comes first.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time process `pid` has used so far (user + system, every thread), in seconds.
+#[allow(unsafe_code)]
+pub fn cpu_seconds(pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_cpu_ticks(&stat)
+        .ok_or_else(|| std::io::Error::other(format!("no CPU times in /proc/{pid}/stat")))?;
+    // SAFETY: sysconf reads a constant of the system; nothing is passed by reference.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if per_second <= 0 {
+        return Err(std::io::Error::other("sysconf(_SC_CLK_TCK) gave no clock rate"));
+    }
+    Ok(ticks as f64 / per_second as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_even_with_a_strange_command_name() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn the_cpu_time_of_a_busy_process_grows() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).expect("our own /proc/PID/stat");
+        let started = std::time::Instant::now();
+        // Reading /proc is itself CPU work: the count must move within one clock tick of it.
+        while cpu_seconds(me).expect("our own /proc/PID/stat") <= before {
+            assert!(started.elapsed() < Duration::from_secs(60), "no CPU time counted");
+        }
+    }
 
     #[test]
     fn percentiles_interpolate_between_ranks() {
