@@ -165,15 +165,18 @@ struct StatusWrites {
 }
 
 impl StatusWrites {
-    /// The writes counted in `after` and not yet in `before`.
-    fn between(before: &Scrape, after: &Scrape) -> Self {
-        let of = |scrape: &Scrape, kind: &str| {
-            scrape.value(ops::WRITES, &[("kind", kind)]).unwrap_or(0.0)
+    /// The writes counted in `after` and not yet in `before` (where a kind not written yet
+    /// has no sample). Every request and Device was written by then: a kind missing from
+    /// `after` means the metric changed, an error.
+    fn between(before: &Scrape, after: &Scrape) -> anyhow::Result<Self> {
+        let of = |scrape: &Scrape, kind: &str| scrape.value(ops::WRITES, &[("kind", kind)]);
+        let written = |kind: &str| -> anyhow::Result<f64> {
+            let after = of(after, kind).with_context(|| {
+                format!("the operator's /metrics has no {}{{kind=\"{kind}\"}}", ops::WRITES)
+            })?;
+            Ok(after - of(before, kind).unwrap_or(0.0))
         };
-        Self {
-            requests: of(after, "rebootrequest") - of(before, "rebootrequest"),
-            devices: of(after, "device") - of(before, "device"),
-        }
+        Ok(Self { requests: written("rebootrequest")?, devices: written("device")? })
     }
 }
 
@@ -373,7 +376,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     drop(phases);
     progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
     let after = ops::wait_idle(&operator, dog, Duration::from_secs(2), LIMIT).await?;
-    let writes = StatusWrites::between(&before, &after);
+    let writes = StatusWrites::between(&before, &after)?;
 
     ops::each_executed_once(&simulator, &ids)?;
     operator.check_running().map_err(|e| anyhow::anyhow!("the operator crashed: {e}"))?;

@@ -8,8 +8,9 @@
 //!   [`b6_identity`], [`b7_job`], [`b8_quiet`], [`b9_scale`]: the scenarios, one function each.
 //! - [`cluster`]: creating objects fast, status patches, a recording watch.
 //! - [`ping`]: raw MQTT request/response round trips.
+//! - [`hop`]: one pass through kube-runtime's controller scheduler, timed in-process.
 //! - [`ops`]: operator processes, metrics and waits.
-//! - [`prom`], [`stats`]: metrics text, histogram quantiles, percentiles, RSS.
+//! - [`prom`], [`stats`]: metrics text, histogram quantiles, percentiles, RSS, CPU time.
 //! - [`report`]: the generated Markdown page and JSON.
 
 pub mod b1_fanout;
@@ -314,12 +315,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The command line of this process as a person would type it: `KUBETWIN_BIN_PROFILE` when
-/// set, the program relative to the repository, then the arguments.
+/// The command line of this process as a person would type it: `KUBETWIN_BIN_PROFILE` and
+/// `KUBETWIN_BENCH_OPERATOR_LOG` when set, the program relative to the repository, then the
+/// arguments.
 pub fn command_line() -> String {
     let mut parts = Vec::new();
     if let Ok(profile) = std::env::var("KUBETWIN_BIN_PROFILE") {
         parts.push(format!("KUBETWIN_BIN_PROFILE={profile}"));
+    }
+    // A run with more operator logging is slower: the report must say so.
+    if let Some(log) = std::env::var_os(ops::OPERATOR_LOG_VAR) {
+        parts.push(format!("{}={}", ops::OPERATOR_LOG_VAR, log.to_string_lossy()));
     }
     let mut args = std::env::args();
     if let Some(program) = args.next() {

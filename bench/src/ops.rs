@@ -26,9 +26,13 @@ pub const OPERATOR_LOG: &str = "info";
 /// Environment variable that overrides [`OPERATOR_LOG`].
 pub const OPERATOR_LOG_VAR: &str = "KUBETWIN_BENCH_OPERATOR_LOG";
 
-/// The `RUST_LOG` of the operators this run starts.
-pub fn operator_log() -> String {
-    std::env::var(OPERATOR_LOG_VAR).unwrap_or_else(|_| OPERATOR_LOG.to_string())
+/// The `RUST_LOG` of the operators this run starts; a value that is not Unicode is an error.
+pub fn operator_log() -> anyhow::Result<String> {
+    match std::env::var(OPERATOR_LOG_VAR) {
+        Ok(log) => Ok(log),
+        Err(std::env::VarError::NotPresent) => Ok(OPERATOR_LOG.to_string()),
+        Err(error) => Err(anyhow::anyhow!("{OPERATOR_LOG_VAR}: {error}")),
+    }
 }
 /// Upper bound for an operator to become ready (a hang guard).
 pub const READY_LIMIT: Duration = Duration::from_secs(300);
@@ -48,7 +52,7 @@ pub async fn start_operator(
     scope: &Scope,
     flags: &[&str],
 ) -> anyhow::Result<Operator> {
-    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log())?;
+    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log()?)?;
     operator.wait_ready(READY_LIMIT).await.context("the operator did not become ready")?;
     Ok(operator)
 }
@@ -322,7 +326,7 @@ pub async fn restart_measured(
     simulator: Option<&Simulator>,
 ) -> anyhow::Result<Restart> {
     let started = Instant::now();
-    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log())?;
+    let operator = Operator::spawn_with_log(env, scope, flags, &operator_log()?)?;
     let dog = Watchdog { operator: Some(&operator), simulator };
     wait_until(
         "the new operator to be ready",
