@@ -245,14 +245,20 @@ fn rollout_phase(c: &DeviceConfiguration) -> Option<RolloutPhase> {
     c.status.as_ref()?.rollout.as_ref().map(|r| r.phase)
 }
 
+/// The racks of the firmware rollout's devices (the budget's groups).
+const RACKS: [&str; 4] = ["a", "b", "c", "d"];
+
 #[tokio::test]
 async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_and_rolls_back() {
     let s = setup("conf-fw").await;
     let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
-    // gw-01 … gw-20, racks a and b alternating; gw-05 … gw-08 boot no new image.
+    // gw-01 … gw-20 in racks a, b, c, d, two neighbours per rack (gw-01 and gw-02 in a, gw-03
+    // and gw-04 in b, …); gw-05 … gw-08 boot no new image. Four racks let the per-rack budget
+    // allow four updates at once, so it does not hide maxInFlight (3); neighbours sharing a
+    // rack make the budget hold back the second device of each pair, the canary's included.
     let names: Vec<String> = (1..=20).map(|i| format!("gw-{i:02}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let rack = if i % 2 == 0 { "a" } else { "b" };
+        let rack = RACKS[(i / 2) % RACKS.len()];
         create_labelled(&s, name, json!({"fleet": "fw", "rack": rack}), json!({})).await;
     }
     let id = |name: &str| s.scope.device_id(name);
@@ -302,7 +308,7 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
                 let rack = device.metadata.labels.as_ref().and_then(|l| l.get("rack")).cloned();
                 now.insert(name, (rack.unwrap_or_default(), updating(&device)));
                 let total = now.values().filter(|(_, u)| *u).count();
-                let per_rack = ["a", "b"]
+                let per_rack = RACKS
                     .iter()
                     .map(|r| now.values().filter(|(rack, u)| *u && rack == r).count())
                     .max()

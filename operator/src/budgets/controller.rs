@@ -71,16 +71,16 @@ pub fn observe_device(
             let name = device.name_any();
             index.set_labels(&namespace, &name, device.labels());
             let holder = firmware_holder(&namespace, &name);
-            match firmware_hold(device) {
+            match firmware_hold(device, index.firmware_order(&namespace, &name)) {
                 FirmwareHold::Hold => index.hold(&namespace, &name, holder),
-                FirmwareHold::Release => index.release(&namespace, &name, &holder),
+                FirmwareHold::Release => index.release_firmware(&namespace, &name, &holder),
                 FirmwareHold::Keep => {}
             }
         }
         watcher::Event::Delete(device) => {
             let namespace = device.namespace().unwrap_or_default();
             let name = device.name_any();
-            index.release(&namespace, &name, &firmware_holder(&namespace, &name));
+            index.release_firmware(&namespace, &name, &firmware_holder(&namespace, &name));
             index.remove_device(&namespace, &name);
         }
         watcher::Event::InitDone => index.kind_synced("device"),

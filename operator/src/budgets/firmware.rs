@@ -21,13 +21,52 @@ pub enum FirmwareHold {
 /// The firmware status reason of an order held back by a budget.
 const HELD_BACK: &str = DeviceReason::DisruptionBudgetExhausted.as_str();
 
+/// Where a desired document stands: the Device's generation, then the revision within it. A
+/// status records the position of the document it was computed with, and positions only grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DocumentPosition {
+    /// The Device's generation.
+    pub generation: i64,
+    /// The revision within the generation.
+    pub revision: i64,
+}
+
+impl DocumentPosition {
+    /// A slot taken whose document is not computed yet: no persisted status is as new.
+    pub const PENDING: Self = Self { generation: i64::MAX, revision: i64::MAX };
+
+    /// The position a persisted Device's status records (`None`: none recorded).
+    pub fn recorded(device: &Device) -> Option<Self> {
+        let document = device.status.as_ref()?.document.as_ref()?;
+        Some(Self { generation: document.version, revision: document.revision })
+    }
+}
+
 /// The key under which a Device's firmware update holds a disruption.
 pub fn firmware_holder(namespace: &str, name: &str) -> HolderKey {
     (FIRMWARE_HOLDER, namespace.to_string(), name.to_string())
 }
 
-/// Decides [`FirmwareHold`] from a Device as persisted (spec and status of one version).
-pub fn firmware_hold(device: &Device) -> FirmwareHold {
+/// Decides [`FirmwareHold`] from a Device as persisted (spec and status of one version) and
+/// `order_sent`, the position of the document that carried the order whose slot this process
+/// took (if any). A status computed from an older document was written before that order
+/// went out (a configuration's order reaches status only after its slot is taken, and a
+/// rollback's after the previous update ended): it cannot end the update, so it never gives
+/// the slot back, or two devices of one group would update at once.
+pub fn firmware_hold(device: &Device, order_sent: Option<DocumentPosition>) -> FirmwareHold {
+    let decided = persisted_hold(device);
+    match (decided, order_sent) {
+        (FirmwareHold::Release, Some(sent))
+            if DocumentPosition::recorded(device).is_none_or(|at| at < sent) =>
+        {
+            FirmwareHold::Keep
+        }
+        _ => decided,
+    }
+}
+
+/// [`firmware_hold`] from the persisted Device alone.
+fn persisted_hold(device: &Device) -> FirmwareHold {
     use FirmwarePhase::{
         Applying, Current, Downloading, Failed, Pending, Rebooting, RolledBack, Succeeded,
         TimedOut, Verifying,
@@ -108,14 +147,72 @@ mod tests {
             (Some("1.2"), Some(("1.1", Downloading, UPDATING)), Keep),
         ];
         for (target, status, expected) in table {
-            assert_eq!(firmware_hold(&device(target, status)), expected, "{target:?} {status:?}");
+            assert_eq!(
+                firmware_hold(&device(target, status), None),
+                expected,
+                "{target:?} {status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_older_than_the_order_sent_never_gives_its_slot_back() {
+        use FirmwareHold::{Hold, Keep, Release};
+        use FirmwarePhase::*;
+        let at = |generation, revision| DocumentPosition { generation, revision };
+        let sent = Some(at(1, 3));
+        let table = [
+            // (spec target, persisted status, its document position, order sent, decision)
+            // Written before a configuration's order reached status: no target in it.
+            (None, None, Some(at(1, 2)), sent, Keep),
+            // Written when the previous update ended, before the rollback's order went out.
+            (Some("1.0"), Some(("1.0", Succeeded, "FirmwareUpToDate")), Some(at(1, 2)), sent, Keep),
+            (Some("1.0"), Some(("1.0", Succeeded, "FirmwareUpToDate")), None, sent, Keep),
+            // A slot taken whose document is not computed yet.
+            (None, None, Some(at(1, 9)), Some(DocumentPosition::PENDING), Keep),
+            // Computed from the order's document or a later one: it describes the update.
+            (
+                Some("1.0"),
+                Some(("1.0", Succeeded, "FirmwareUpToDate")),
+                Some(at(1, 3)),
+                sent,
+                Release,
+            ),
+            (Some("1.0"), Some(("1.0", Failed, "FirmwareFailed")), Some(at(2, 0)), sent, Release),
+            (None, None, Some(at(1, 4)), sent, Release),
+            // Holding is never held back.
+            (Some("1.0"), Some(("1.0", Downloading, UPDATING)), Some(at(1, 1)), sent, Hold),
+            // After a restart nothing was sent by this process: the persisted status decides.
+            (
+                Some("1.0"),
+                Some(("1.0", Succeeded, "FirmwareUpToDate")),
+                Some(at(1, 2)),
+                None,
+                Release,
+            ),
+        ];
+        for (target, status, position, sent, expected) in table {
+            let mut device = device(target, status);
+            if let Some(position) = position {
+                let status = device.status.get_or_insert_with(DeviceStatus::default);
+                status.document = Some(kubetwin_api::device::DocumentVersion {
+                    version: position.generation,
+                    revision: position.revision,
+                    digest: String::new(),
+                });
+            }
+            assert_eq!(
+                firmware_hold(&device, sent),
+                expected,
+                "{target:?} {status:?} at {position:?}, sent {sent:?}"
+            );
         }
     }
 
     #[test]
     fn a_configuration_s_order_recorded_in_status_holds_like_the_device_s_own() {
         let mut device = device(None, Some(("2.0", FirmwarePhase::Downloading, UPDATING)));
-        assert_eq!(firmware_hold(&device), FirmwareHold::Release, "no order anywhere");
+        assert_eq!(firmware_hold(&device, None), FirmwareHold::Release, "no order anywhere");
         if let Some(status) = device.status.as_mut() {
             status.configurations = vec![kubetwin_api::device::AppliedConfiguration {
                 name: "fleet-fw".into(),
@@ -124,6 +221,6 @@ mod tests {
                 rollback: false,
             }];
         }
-        assert_eq!(firmware_hold(&device), FirmwareHold::Hold);
+        assert_eq!(firmware_hold(&device, None), FirmwareHold::Hold);
     }
 }

@@ -18,6 +18,7 @@ use std::{
 use kube::core::{Selector, SelectorExt};
 use kubetwin_api::DeviceDisruptionBudget;
 
+use super::firmware::DocumentPosition;
 use crate::rollout::planner::Size;
 
 /// What holds a disruption: a request (its kind label, namespace and name) or a Device's
@@ -237,6 +238,9 @@ impl Namespace {
 #[derive(Debug, Default)]
 pub struct BudgetIndex {
     namespaces: HashMap<String, Namespace>,
+    /// For each device (namespace, name) whose firmware slot this process took: the position
+    /// of the document that carries the order (see `budgets::firmware::firmware_hold`).
+    orders_sent: HashMap<(String, String), DocumentPosition>,
     /// Which holding kinds have replayed their whole list (holds are complete).
     synced: HashSet<&'static str>,
 }
@@ -333,6 +337,36 @@ impl BudgetIndex {
         space.count(device, false);
         space.held.entry(device.to_string()).or_default().insert(holder);
         space.count(device, true);
+    }
+
+    /// Takes `device`'s firmware slot for an order whose document is not computed yet (see
+    /// [`BudgetIndex::firmware_order_at`]).
+    pub fn hold_firmware(&mut self, namespace: &str, device: &str, holder: HolderKey) {
+        self.hold(namespace, device, holder);
+        self.orders_sent
+            .insert((namespace.to_string(), device.to_string()), DocumentPosition::PENDING);
+    }
+
+    /// Records the position of the document that carries `device`'s firmware order, if this
+    /// process holds a slot for it (the position only moves forward once computed).
+    pub fn firmware_order_at(&mut self, namespace: &str, device: &str, at: DocumentPosition) {
+        if let Some(sent) = self.orders_sent.get_mut(&(namespace.to_string(), device.to_string()))
+            && (*sent == DocumentPosition::PENDING || *sent < at)
+        {
+            *sent = at;
+        }
+    }
+
+    /// The position of the document that carries `device`'s firmware order sent by this
+    /// process, while its slot is held.
+    pub fn firmware_order(&self, namespace: &str, device: &str) -> Option<DocumentPosition> {
+        self.orders_sent.get(&(namespace.to_string(), device.to_string())).copied()
+    }
+
+    /// Gives back `device`'s firmware slot and forgets its order.
+    pub fn release_firmware(&mut self, namespace: &str, device: &str, holder: &HolderKey) {
+        self.release(namespace, device, holder);
+        self.orders_sent.remove(&(namespace.to_string(), device.to_string()));
     }
 
     /// Records that `holder` disrupts nothing any more.

@@ -16,7 +16,7 @@ use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::for
 use super::status::{Problem, Wanted, desired_status};
 use crate::{
     budgets::{
-        firmware::firmware_holder,
+        firmware::{DocumentPosition, firmware_holder},
         index::{FIRMWARE_HOLDER, HOLDING_KINDS},
     },
     configurations::{
@@ -147,6 +147,17 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         document_version(generation, digest(&desired, order.as_ref()), plain, recorded);
     if let FirmwareGate::HeldBack(why) = &gate {
         wanted.firmware_held_back = Some(why);
+    }
+    if order.is_some() {
+        // Only a status computed from this document (or a later one) may end the update.
+        ctx.budgets().firmware_order_at(
+            &namespace,
+            &name,
+            DocumentPosition {
+                generation: document_version.version,
+                revision: document_version.revision,
+            },
+        );
     }
     wanted.document = Some(&document_version);
     let status = {
@@ -297,7 +308,7 @@ fn firmware_gate(
         let mut budgets = ctx.budgets();
         match budgets.check(namespace, name) {
             Ok(()) => {
-                budgets.hold(namespace, name, holder);
+                budgets.hold_firmware(namespace, name, holder);
                 FirmwareGate::Send
             }
             Err(exhausted) => FirmwareGate::HeldBack(exhausted.message()),
