@@ -3,7 +3,7 @@
 
 use kubetwin_api::{Device, FirmwarePhase, condition::DeviceReason};
 
-use super::index::{FIRMWARE_HOLDER, HolderKey};
+use super::index::{DocumentPosition, FIRMWARE_HOLDER, HolderKey};
 
 /// What a persisted Device says about the slot its firmware update holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,27 +20,6 @@ pub enum FirmwareHold {
 
 /// The firmware status reason of an order held back by a budget.
 const HELD_BACK: &str = DeviceReason::DisruptionBudgetExhausted.as_str();
-
-/// Where a desired document stands: the Device's generation, then the revision within it. A
-/// status records the position of the document it was computed with, and positions only grow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DocumentPosition {
-    /// The Device's generation.
-    pub generation: i64,
-    /// The revision within the generation.
-    pub revision: i64,
-}
-
-impl DocumentPosition {
-    /// A slot taken whose document is not computed yet: no persisted status is as new.
-    pub const PENDING: Self = Self { generation: i64::MAX, revision: i64::MAX };
-
-    /// The position a persisted Device's status records (`None`: none recorded).
-    pub fn recorded(device: &Device) -> Option<Self> {
-        let document = device.status.as_ref()?.document.as_ref()?;
-        Some(Self { generation: document.version, revision: document.revision })
-    }
-}
 
 /// The key under which a Device's firmware update holds a disruption.
 pub fn firmware_holder(namespace: &str, name: &str) -> HolderKey {

@@ -16,9 +16,8 @@ use std::{
 };
 
 use kube::core::{Selector, SelectorExt};
-use kubetwin_api::DeviceDisruptionBudget;
+use kubetwin_api::{Device, DeviceDisruptionBudget};
 
-use super::firmware::DocumentPosition;
 use crate::rollout::planner::Size;
 
 /// What holds a disruption: a request (its kind label, namespace and name) or a Device's
@@ -231,6 +230,27 @@ impl Namespace {
             }
         }
         TrackedBudget { budget, groups }
+    }
+}
+
+/// Where a desired document stands: the Device's generation, then the revision within it. A
+/// status records the position of the document it was computed with, and positions only grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DocumentPosition {
+    /// The Device's generation.
+    pub generation: i64,
+    /// The revision within the generation.
+    pub revision: i64,
+}
+
+impl DocumentPosition {
+    /// A slot taken whose document is not computed yet: no persisted status is as new.
+    pub const PENDING: Self = Self { generation: i64::MAX, revision: i64::MAX };
+
+    /// The position a persisted Device's status records (`None`: none recorded).
+    pub fn recorded(device: &Device) -> Option<Self> {
+        let document = device.status.as_ref()?.document.as_ref()?;
+        Some(Self { generation: document.version, revision: document.revision })
     }
 }
 

@@ -16,8 +16,8 @@ use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::for
 use super::status::{Problem, Wanted, desired_status};
 use crate::{
     budgets::{
-        firmware::{DocumentPosition, firmware_holder},
-        index::{FIRMWARE_HOLDER, HOLDING_KINDS},
+        firmware::firmware_holder,
+        index::{DocumentPosition, FIRMWARE_HOLDER, HOLDING_KINDS},
     },
     configurations::{
         self,
