@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and
-# helm from the pinned Go wrapper modules in e2e/tools/, and makes sure mosquitto, libfaketime,
-# promtool and tmux (Debian packages) are installed.
+# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), helm
+# and krew from the pinned Go wrapper modules in e2e/tools/, and makes sure mosquitto,
+# libfaketime, promtool and tmux (Debian packages) are installed.
 #
 # Idempotent: a binary is rebuilt only when its module pin (go.mod/go.sum) changes. Binaries
 # land in $KUBETWIN_TOOLS_DIR (default: .cache/tools/bin, ignored by git).
@@ -62,6 +62,8 @@ etcd_version=$(cat "$etcd_dir/VERSION")
 helm_dir="$root/e2e/tools/helm"
 helm_version=$(cat "$helm_dir/VERSION")
 helm_ld="-X helm.sh/helm/v3/internal/version.version=$helm_version"
+krew_dir="$root/e2e/tools/krew"
+krew_version=$(cat "$krew_dir/VERSION")
 # helm's built-in default Kubernetes version (used by `helm template` and `helm lint` without a
 # cluster) is set by its Makefile; match it to the pinned control plane.
 for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
@@ -73,6 +75,7 @@ build kube-apiserver "$kube_dir" k8s.io/kubernetes/cmd/kube-apiserver "$kube_ld"
 build kube-controller-manager "$kube_dir" k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ld"
 build kubectl "$kube_dir" k8s.io/kubernetes/cmd/kubectl "$kube_ld"
 build helm "$helm_dir" helm.sh/helm/v3/cmd/helm "$helm_ld"
+build krew "$krew_dir" sigs.k8s.io/krew/cmd/krew "-X sigs.k8s.io/krew/internal/version.gitTag=$krew_version"
 
 # Debian packages the tests need. `debian_package NAME PACKAGE` is called when NAME is missing:
 # it notes it (CHECK_ONLY=1), installs PACKAGE (root with apt-get; returns 0 so the caller can
@@ -127,4 +130,4 @@ if [ "${CHECK_ONLY:-0}" = 1 ]; then
   say "all tools present in $bin_dir"
   exit 0
 fi
-say "tools ready in $bin_dir: kubernetes $kube_version, etcd $etcd_version, helm $helm_version"
+say "tools ready in $bin_dir: kubernetes $kube_version, etcd $etcd_version, helm $helm_version, krew $krew_version"

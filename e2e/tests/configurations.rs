@@ -252,13 +252,13 @@ const RACKS: [&str; 4] = ["a", "b", "c", "d"];
 async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_and_rolls_back() {
     let s = setup("conf-fw").await;
     let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
-    // gw-01 … gw-20 in racks a, b, c, d, two neighbours per rack (gw-01 and gw-02 in a, gw-03
-    // and gw-04 in b, …); gw-05 … gw-08 boot no new image. Four racks let the per-rack budget
-    // allow four updates at once, so it does not hide maxInFlight (3); neighbours sharing a
-    // rack make the budget hold back the second device of each pair, the canary's included.
+    // gw-01 … gw-20 in racks a, b, c, d; gw-05 … gw-08 boot no new image. The canary pair
+    // gw-01 and gw-02 share rack a, so the per-rack budget holds the second back; from gw-03 on
+    // the racks go round (b, c, d, a, …), so the second wave's first three devices are in three
+    // racks and only maxInFlight (3) keeps a fourth from starting.
     let names: Vec<String> = (1..=20).map(|i| format!("gw-{i:02}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let rack = RACKS[(i / 2) % RACKS.len()];
+        let rack = if i < 2 { RACKS[0] } else { RACKS[(i - 1) % RACKS.len()] };
         create_labelled(&s, name, json!({"fleet": "fw", "rack": rack}), json!({})).await;
     }
     let id = |name: &str| s.scope.device_id(name);
@@ -467,6 +467,108 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     }
 
     let (in_flight, per_rack, busiest) = worst.lock().unwrap().clone();
-    assert!(in_flight <= 3, "at most maxInFlight updating at once, saw {in_flight}: {busiest}");
+    assert_eq!(in_flight, 3, "maxInFlight bounds the devices updating at once: {busiest}");
     assert_eq!(per_rack, 1, "the per-rack budget allows one device per rack at a time: {busiest}");
+}
+
+#[tokio::test]
+async fn with_rollback_as_its_action_a_rollout_rolls_back_by_itself_at_its_threshold() {
+    let s = setup("conf-fw-rb").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.expect("operator");
+    // rb-1 … rb-6, one at a time; rb-2 and rb-3 boot no new image.
+    let names: Vec<String> = (1..=6).map(|i| format!("rb-{i}")).collect();
+    for name in &names {
+        create_labelled(&s, name, json!({"fleet": "rb"}), json!({})).await;
+    }
+    let id = |name: &str| s.scope.device_id(name);
+    let bad: Vec<String> = names[1..3].to_vec();
+    let good_ids: Vec<String> = names.iter().filter(|n| !bad.contains(n)).map(|n| id(n)).collect();
+    let bad_ids: Vec<String> = bad.iter().map(|n| id(n)).collect();
+    let good = Simulator::start(s.env, &s.scope, &good_ids, &["--boot-seconds=1"]).expect("sim");
+    let failing =
+        Simulator::start(s.env, &s.scope, &bad_ids, &["--boot-seconds=1", "--firmware-bad-image"])
+            .expect("sim with a bad image");
+    for name in &names {
+        wait_for(&s.devices, name, "connected", is_connected).await;
+    }
+    let old = Image::new("1.0.0");
+    let new = Image::new("2.0.0");
+    let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(200))
+        .await
+        .unwrap();
+    let firmware = |image: &Image| {
+        json!({"version": image.version, "url": server.url(image), "sha256": image.sha256,
+            "sizeBytes": image.bytes.len(), "timeoutSeconds": 300})
+    };
+    apply_configuration(
+        &s,
+        "fleet-rb",
+        json!({"selector": {"matchLabels": {"fleet": "rb"}},
+            "firmware": firmware(&old),
+            "rollout": {"maxInFlight": 1, "waves": [{"size": "100%"}]},
+            "failureThreshold": {"percent": 40, "minFinished": 2, "action": "Rollback"}}),
+    )
+    .await;
+    wait_for(&configurations(&s), "fleet-rb", "1.0.0 everywhere", |c| {
+        rollout_phase(c) == Some(RolloutPhase::Succeeded)
+    })
+    .await;
+
+    // 2.0.0, one device at a time in name order: rb-1 updates, rb-2 fails (1 of 2 finished,
+    // 50 % ≥ 40 %), and the rollout rolls back on its own: no spec change, no pause first.
+    patch_configuration(&s, "fleet-rb", json!({"firmware": firmware(&new)})).await;
+    let rolled = wait_for(&configurations(&s), "fleet-rb", "rolled back by itself", |c| {
+        c.status.as_ref().and_then(|st| st.rollout.as_ref()).is_some_and(|r| {
+            r.phase == RolloutPhase::RolledBack
+                && r.firmware.version == "2.0.0"
+                && r.rolled_back >= 1
+        })
+    })
+    .await;
+    let rollout = rolled.status.unwrap().rollout.unwrap();
+    assert_eq!(rollout.reason.as_deref(), Some("RolledBack"), "{rollout:?}");
+    assert_eq!(rollout.previous.as_ref().map(|p| p.version.as_str()), Some("1.0.0"));
+    assert_eq!((rollout.succeeded, rollout.failed), (1, 1), "{rollout:?}");
+    assert_eq!(
+        rollout.failed_devices.iter().map(|f| f.device.as_str()).collect::<Vec<_>>(),
+        ["rb-2"],
+        "{rollout:?}"
+    );
+    // rb-1 is back on 1.0.0, rolled back by the configuration; rb-2 rolled back by itself;
+    // rb-3 … rb-6 never started.
+    let back = wait_for(&s.devices, "rb-1", "back on 1.0.0", |d| {
+        reported(d, "firmwareVersion") == Some(json!("1.0.0")) && !updating(d)
+    })
+    .await;
+    assert!(
+        back.status.as_ref().is_some_and(|st| st.configurations.iter().any(|c| c.rollback)),
+        "rb-1 runs the rollback's firmware: {:?}",
+        back.status.map(|st| st.configurations)
+    );
+    assert_eq!(
+        good.ledger(&id("rb-1")).unwrap().unwrap().firmware_current.as_deref(),
+        Some("1.0.0")
+    );
+    assert_eq!(
+        failing
+            .ledger(&id("rb-2"))
+            .unwrap()
+            .unwrap()
+            .firmware_current
+            .as_deref()
+            .unwrap_or("1.0.0"),
+        "1.0.0"
+    );
+    for name in &names[2..] {
+        let sim = if bad.contains(name) { &failing } else { &good };
+        let ledger = sim.ledger(&id(name)).unwrap().unwrap();
+        assert_eq!(ledger.firmware_current.as_deref().unwrap_or("1.0.0"), "1.0.0", "{name}");
+        let device = s.devices.get(name).await.unwrap();
+        assert!(!updating(&device), "{name} never starts after the rollback");
+    }
+    let counted = wait_for(&configurations(&s), "fleet-rb", "rb-1 counted rolled back", |c| {
+        c.status.as_ref().and_then(|st| st.rollout.as_ref()).is_some_and(|r| r.rolled_back == 2)
+    })
+    .await;
+    assert_eq!(rollout_phase(&counted), Some(RolloutPhase::RolledBack), "it stays rolled back");
 }

@@ -215,3 +215,176 @@ async fn job_status_watch_shows_live_bars_in_a_terminal() {
     let job: DeviceJob = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(job.status.unwrap().phase, Some(JobPhase::Succeeded));
 }
+
+/// `text` with each run of spaces made one, to read table rows whatever their widths.
+fn squeezed(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn job_preview_resume_continue_and_suspend_steer_a_job_through_spec_changes() {
+    let s = setup("plugin-steer").await;
+    let _operator = Operator::start(s.env, &s.scope, &[]).await.unwrap();
+    let names: Vec<String> = (0..4).map(|i| format!("gw-{i}")).collect();
+    let _sim = devices(&s, &names, &["--boot-seconds=0.5"]).await;
+    let jobs: Api<DeviceJob> = Api::namespaced(s.devices.clone().into_client(), &s.scope.namespace);
+    let manifest = s.scope.dir.join("steer.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kubetwin.io/v1alpha1\nkind: DeviceJob\nmetadata:\n  name: steer\nspec:\n  \
+         selector: {}\n  method: reboot\n  rollout:\n    maxInFlight: 2\n    waves:\n      \
+         - {size: 2, pauseAfter: true}\n      - {size: \"100%\"}\n",
+    )
+    .unwrap();
+
+    // Preview: created suspended, the operator's plan printed, nothing sent.
+    let preview = twin(&s, &["job", "preview", "-f", manifest.to_str().unwrap()]);
+    assert!(preview.status.success(), "{}", text(&preview.stderr));
+    let plan = squeezed(&text(&preview.stdout));
+    assert!(plan.contains("\ntargeted 4\n") && plan.contains("\nwaves 2 + 2\n"), "{plan}");
+    assert!(plan.contains("\nmax in flight 2\n"), "{plan}");
+    assert!(text(&preview.stderr).contains("is suspended; nothing was sent"));
+    let job = jobs.get("steer").await.unwrap();
+    assert!(job.spec.suspend, "previewed jobs wait");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = jobs.get("steer").await.unwrap().status.unwrap().counts;
+    assert_eq!((counts.in_flight, counts.succeeded), (0, 0), "nothing sent while suspended");
+
+    // A job that is not paused has nothing to continue: exit 1 and why.
+    let early = twin(&s, &["job", "continue", "steer"]);
+    assert_eq!(early.status.code(), Some(1), "{}", text(&early.stdout));
+    assert!(text(&early.stderr).contains("is not paused"), "{}", text(&early.stderr));
+
+    // Resume: the first wave runs and the job pauses after it.
+    let resumed = twin(&s, &["job", "resume", "steer"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(text(&resumed.stdout), "devicejob.kubetwin.io/steer resumed\n");
+    wait_for(&jobs, "steer", "paused after wave 1", |j| {
+        j.status.as_ref().is_some_and(|st| st.phase == Some(JobPhase::Paused))
+    })
+    .await;
+    let continued = twin(&s, &["job", "continue", "steer"]);
+    assert!(continued.status.success(), "{}", text(&continued.stderr));
+    assert_eq!(text(&continued.stdout), "devicejob.kubetwin.io/steer continued after wave 1\n");
+    assert_eq!(jobs.get("steer").await.unwrap().spec.continue_after_wave, 1);
+    let done = wait_for(&jobs, "steer", "succeeded", |j| {
+        j.status.as_ref().is_some_and(|st| st.phase == Some(JobPhase::Succeeded))
+    })
+    .await;
+    assert_eq!(done.status.unwrap().counts.succeeded, 4);
+
+    // Suspend is a spec change too.
+    let suspended = twin(&s, &["job", "suspend", "steer"]);
+    assert!(suspended.status.success(), "{}", text(&suspended.stderr));
+    assert_eq!(text(&suspended.stdout), "devicejob.kubetwin.io/steer suspended\n");
+    assert!(jobs.get("steer").await.unwrap().spec.suspend);
+
+    // --context picks the kubeconfig context; an unknown one is an error that names it.
+    let named = twin(&s, &["--context", "kubetwin-test", "job", "status", "steer"]);
+    assert!(named.status.success(), "{}", text(&named.stderr));
+    assert!(
+        text(&named.stdout).starts_with("DeviceJob steer   Succeeded"),
+        "{}",
+        text(&named.stdout)
+    );
+    let unknown = twin(&s, &["--context", "no-such-context", "summary"]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no-such-context"), "{}", text(&unknown.stderr));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let binary = workspace_binary("kubectl-twin").unwrap();
+    for (shell, mark) in [("bash", "complete -F"), ("zsh", "#compdef"), ("fish", "complete -c")] {
+        let out = Command::new(&binary).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains(mark) && script.contains("preview"), "{shell}:\n{script}");
+    }
+}
+
+/// `template` (krew-release-bot's template of the krew manifest) rendered for `tag` as the bot
+/// does, each archive's sha256 given by `sha256_of(url)`.
+fn render_krew_template(template: &str, tag: &str, sha256_of: impl Fn(&str) -> String) -> String {
+    let template = template.replace("{{ .TagName }}", tag);
+    let mut out = String::new();
+    for line in template.lines() {
+        let trimmed = line.trim_start();
+        if let Some(call) = trimmed.strip_prefix("{{addURIAndSha \"") {
+            let url = call.split_once('"').map(|(url, _)| url).expect("a quoted URL");
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!("{indent}uri: {url}\n{indent}sha256: \"{}\"\n", sha256_of(url)));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_krew_manifest_installs_the_plugin() {
+    let krew = tools::tool("krew").unwrap();
+    let plugin = workspace_binary("kubectl-twin").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The release archive for this machine's platform: the binary and the licence at its root.
+    let os = std::env::consts::OS;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let stage = dir.path().join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    std::fs::copy(&plugin, stage.join("kubectl-twin")).unwrap();
+    std::fs::copy(tools::repo_root().join("LICENSE"), stage.join("LICENSE")).unwrap();
+    let archive_name = format!("kubectl-twin-{os}-{arch}.tar.gz");
+    let archive = dir.path().join(&archive_name);
+    let packed = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&stage)
+        .args(["kubectl-twin", "LICENSE"])
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(&archive).unwrap());
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+
+    let template =
+        std::fs::read_to_string(tools::repo_root().join("plugins/krew/twin.yaml")).unwrap();
+    // Only this platform's archive exists here; the bot hashes the others at release time.
+    let other = "0".repeat(64);
+    let rendered = render_krew_template(&template, "v0.1.0", |url| {
+        if url.ends_with(&archive_name) { sha256.clone() } else { other.clone() }
+    });
+    assert!(!rendered.contains("{{"), "everything rendered:\n{rendered}");
+    assert_eq!(rendered.matches("\n    uri: https://github.com/kubetwin/kubetwin/releases/download/v0.1.0/kubectl-twin-").count(), 4, "{rendered}");
+    assert!(rendered.contains(&format!("sha256: \"{sha256}\"\n")), "{rendered}");
+    let manifest = dir.path().join("twin.yaml");
+    std::fs::write(&manifest, &rendered).unwrap();
+
+    let root = dir.path().join("krew");
+    let installed = Command::new(&krew)
+        .args(["install", "--manifest"])
+        .arg(&manifest)
+        .arg("--archive")
+        .arg(&archive)
+        .env("KREW_ROOT", &root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "krew install: {}{}",
+        text(&installed.stdout),
+        text(&installed.stderr)
+    );
+    let version = Command::new(root.join("bin/kubectl-twin")).arg("--version").output().unwrap();
+    assert!(version.status.success(), "{}", text(&version.stderr));
+    assert_eq!(text(&version.stdout), format!("kubectl-twin {}\n", env!("CARGO_PKG_VERSION")));
+}

@@ -38,6 +38,20 @@ pub fn document_version(
     DocumentVersion { version: generation, revision, digest }
 }
 
+/// The newer of the document version the persisted status records (as the watch cache shows
+/// it) and the one this process last offered to status (the cache may not show that write
+/// yet): new revisions are counted from it, so that no revision is given to two contents.
+pub fn newest_record<'a>(
+    cached: Option<&'a DocumentVersion>,
+    offered: Option<&'a DocumentVersion>,
+) -> Option<&'a DocumentVersion> {
+    match (cached, offered) {
+        (Some(c), Some(o)) if (o.version, o.revision) > (c.version, c.revision) => Some(o),
+        (None, offered) => offered,
+        (cached, _) => cached,
+    }
+}
+
 /// Whether the document may be published now: its revision is recorded in the persisted
 /// status (or it is revision 0, which any operator computes the same way).
 pub fn publishable(wanted: &DocumentVersion, recorded: Option<&DocumentVersion>) -> bool {
@@ -95,6 +109,38 @@ mod tests {
             let got = document_version(generation, content.into(), plain, recorded.as_ref());
             assert_eq!(got, expected, "{why}");
         }
+    }
+
+    #[test]
+    fn revisions_count_from_the_newest_record_so_none_is_given_twice() {
+        let written = version(3, 3, "b");
+        let stale = version(3, 2, "a");
+        let cases = [
+            (
+                "the cache is behind this process's write",
+                Some(&stale),
+                Some(&written),
+                Some(&written),
+            ),
+            ("the cache caught up", Some(&written), Some(&written), Some(&written)),
+            (
+                "a newer generation in the cache",
+                Some(&version(4, 0, "c")),
+                Some(&written),
+                Some(&version(4, 0, "c")),
+            ),
+            ("nothing offered since the start", Some(&stale), None, Some(&stale)),
+            ("offered, not yet in the cache", None, Some(&written), Some(&written)),
+            ("nothing anywhere", None, None, None),
+        ];
+        for (why, cached, offered, expected) in cases {
+            assert_eq!(newest_record(cached, offered), expected, "{why}");
+        }
+        // The stale cache's content again: a new revision, never revision 2 once more.
+        let again =
+            document_version(3, "a".into(), false, newest_record(Some(&stale), Some(&written)));
+        assert_eq!(again, version(3, 4, "a"));
+        assert!(!publishable(&again, Some(&stale)), "published once the cache shows it");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kubetwin_api::{
     AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, DeviceStatus,
-    RecordedResponse, ReportCursor,
+    DocumentVersion, RecordedResponse, ReportCursor,
 };
 use kubetwin_protocol::{
     Admission, Cursor, MAX_REPORTED_BYTES, MethodResponse, Presence, PresenceCursor, PresenceState,
@@ -99,6 +99,11 @@ pub struct DeviceState {
     pub answers: VecDeque<Answer>,
     /// The desired document published in this MQTT session (`None`: publish again).
     pub published: Option<Published>,
+    /// The newest document version this process offered to the Device's status, with the
+    /// Device's uid. The watch cache can still show an older one (its own write not seen
+    /// yet): a revision computed from the cache alone could be given twice to different
+    /// content, and a device applies only a higher one.
+    pub recorded_document: Option<(String, DocumentVersion)>,
     /// The size a dropped reported message would have made the reported properties (until a
     /// report is accepted again).
     pub reported_too_large: Option<usize>,
@@ -175,6 +180,7 @@ impl DeviceState {
             connection: status.connection.clone().unwrap_or_default(),
             answers: VecDeque::new(),
             published: None,
+            recorded_document: None,
             reported_too_large: None,
             methods: Vec::new(),
         }

@@ -21,7 +21,7 @@ use crate::{
     },
     configurations::{
         self,
-        document::{digest, document_version, publishable},
+        document::{digest, document_version, newest_record, publishable},
         effective::{Admission, effective_twin, firmware_source, recorded},
     },
     context::Context,
@@ -142,9 +142,18 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     // The document's revision grows when its content changes within a generation, and is
     // recorded in status before the document goes out (so it survives a restart).
     let recorded = device.status.as_ref().and_then(|s| s.document.as_ref());
+    let offered = owned_id.as_ref().and_then(|id| {
+        let fleet = ctx.fleet();
+        let (of, version) = fleet.state(id)?.recorded_document.clone()?;
+        (of == uid).then_some(version)
+    });
     let plain = twin.configurations.is_empty() && order.is_none();
-    let document_version =
-        document_version(generation, digest(&desired, order.as_ref()), plain, recorded);
+    let document_version = document_version(
+        generation,
+        digest(&desired, order.as_ref()),
+        plain,
+        newest_record(recorded, offered.as_ref()),
+    );
     if let FirmwareGate::HeldBack(why) = &gate {
         wanted.firmware_held_back = Some(why);
     }
@@ -198,6 +207,12 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
     let priority = priority_of(device.status.as_ref(), &status);
     let offer = ctx.writer.offer(key, &status, device.status.as_ref(), priority)?;
+    if let Some(id) = &owned_id
+        && newest_record(offered.as_ref(), Some(&document_version)) == Some(&document_version)
+        && let Some(state) = ctx.fleet().state_mut(id)
+    {
+        state.recorded_document = Some((uid.clone(), document_version.clone()));
+    }
     if offer != Offer::Unchanged
         && let Some(Problem::DuplicateDeviceId(owner)) = &problem
         && !is_duplicate(device.status.as_ref())
