@@ -186,6 +186,18 @@ pub fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// Two different free TCP ports on 127.0.0.1 (both held while the second is found, so they
+/// differ).
+pub fn two_free_ports() -> Result<(u16, u16)> {
+    let first = TcpListener::bind("127.0.0.1:0").map_err(io_context("finding a free port"))?;
+    let second = TcpListener::bind("127.0.0.1:0").map_err(io_context("finding a free port"))?;
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port());
+    Ok((
+        port(&first).map_err(io_context("finding a free port"))?,
+        port(&second).map_err(io_context("finding a free port"))?,
+    ))
+}
+
 /// A signal the harness sends to its own children.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {

@@ -245,6 +245,22 @@ fn rollout_phase(c: &DeviceConfiguration) -> Option<RolloutPhase> {
     c.status.as_ref()?.rollout.as_ref().map(|r| r.phase)
 }
 
+/// Starts the simulated devices of `names` (booting in a second); those in `bad` boot no new
+/// image. Returns the simulators of the good and the bad ones once all are connected.
+async fn start_simulators(s: &Setup, names: &[String], bad: &[String]) -> (Simulator, Simulator) {
+    let id = |name: &String| s.scope.device_id(name);
+    let good_ids: Vec<String> = names.iter().filter(|n| !bad.contains(n)).map(id).collect();
+    let bad_ids: Vec<String> = bad.iter().map(id).collect();
+    let good = Simulator::start(s.env, &s.scope, &good_ids, &["--boot-seconds=1"]).expect("sim");
+    let failing =
+        Simulator::start(s.env, &s.scope, &bad_ids, &["--boot-seconds=1", "--firmware-bad-image"])
+            .expect("sim with a bad image");
+    for name in names {
+        wait_for(&s.devices, name, "connected", is_connected).await;
+    }
+    (good, failing)
+}
+
 /// The racks of the firmware rollout's devices (the budget's groups).
 const RACKS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -263,15 +279,7 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     }
     let id = |name: &str| s.scope.device_id(name);
     let bad: Vec<String> = names[4..8].to_vec();
-    let good_ids: Vec<String> = names.iter().filter(|n| !bad.contains(n)).map(|n| id(n)).collect();
-    let bad_ids: Vec<String> = bad.iter().map(|n| id(n)).collect();
-    let good = Simulator::start(s.env, &s.scope, &good_ids, &["--boot-seconds=1"]).expect("sim");
-    let failing =
-        Simulator::start(s.env, &s.scope, &bad_ids, &["--boot-seconds=1", "--firmware-bad-image"])
-            .expect("sim with a bad image");
-    for name in &names {
-        wait_for(&s.devices, name, "connected", is_connected).await;
-    }
+    let (good, failing) = start_simulators(&s, &names, &bad).await;
     let budget: DeviceDisruptionBudget = serde_json::from_value(json!({
         "apiVersion": "kubetwin.io/v1alpha1", "kind": "DeviceDisruptionBudget",
         "metadata": {"name": "per-rack"},
@@ -374,7 +382,13 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     }
 
     // Go on: the second wave meets the failing devices and the threshold pauses the rollout.
-    patch_configuration(&s, "fleet-fw", json!({"continueAfterWave": 1})).await;
+    let continued = twin(&s, &["config", "continue", "fleet-fw"]);
+    assert_eq!(
+        String::from_utf8_lossy(&continued.stdout),
+        "deviceconfiguration.kubetwin.io/fleet-fw continued after wave 1\n",
+        "{}",
+        String::from_utf8_lossy(&continued.stderr)
+    );
     let stopped = wait_for(&configurations(&s), "fleet-fw", "stopped by failures", |c| {
         c.status.as_ref().and_then(|st| st.rollout.as_ref()).is_some_and(|r| {
             r.reason.as_deref() == Some("FailureThresholdReached") && r.updating == 0
@@ -482,15 +496,7 @@ async fn with_rollback_as_its_action_a_rollout_rolls_back_by_itself_at_its_thres
     }
     let id = |name: &str| s.scope.device_id(name);
     let bad: Vec<String> = names[1..3].to_vec();
-    let good_ids: Vec<String> = names.iter().filter(|n| !bad.contains(n)).map(|n| id(n)).collect();
-    let bad_ids: Vec<String> = bad.iter().map(|n| id(n)).collect();
-    let good = Simulator::start(s.env, &s.scope, &good_ids, &["--boot-seconds=1"]).expect("sim");
-    let failing =
-        Simulator::start(s.env, &s.scope, &bad_ids, &["--boot-seconds=1", "--firmware-bad-image"])
-            .expect("sim with a bad image");
-    for name in &names {
-        wait_for(&s.devices, name, "connected", is_connected).await;
-    }
+    let (good, failing) = start_simulators(&s, &names, &bad).await;
     let old = Image::new("1.0.0");
     let new = Image::new("2.0.0");
     let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(200))

@@ -207,7 +207,10 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
     let priority = priority_of(device.status.as_ref(), &status);
     let offer = ctx.writer.offer(key, &status, device.status.as_ref(), priority)?;
+    // Revision 0 (the Device's own desired properties alone) is never counted from: nothing
+    // to remember, which keeps plain Devices' memory as it was.
     if let Some(id) = &owned_id
+        && document_version.revision > 0
         && newest_record(offered.as_ref(), Some(&document_version)) == Some(&document_version)
         && let Some(state) = ctx.fleet().state_mut(id)
     {
