@@ -308,6 +308,13 @@ connection_messages true
                         .await;
                 }
             }
+            if started.is_ok() {
+                // mosquitto exits when a listener cannot bind, possibly after another answered
+                // (and another process may be the one answering on the port it could not
+                // take): make sure it is still up.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                started = process.check_running();
+            }
             match started {
                 Ok(()) => break (process, port, tls_port),
                 Err(Error::Startup { tail, .. })

@@ -293,7 +293,8 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
 
     let old = Image::new("1.0.0");
     let new = Image::new("2.0.0");
-    let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(500))
+    // Downloads take 1.5 s, so updates started together overlap even on a loaded machine.
+    let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(1500))
         .await
         .unwrap();
     let firmware = |image: &Image| {
@@ -577,4 +578,9 @@ async fn with_rollback_as_its_action_a_rollout_rolls_back_by_itself_at_its_thres
     })
     .await;
     assert_eq!(rollout_phase(&counted), Some(RolloutPhase::RolledBack), "it stays rolled back");
+    // And nothing more starts later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = configurations(&s).get("fleet-rb").await.unwrap();
+    let rollout = later.status.and_then(|st| st.rollout).unwrap();
+    assert_eq!((rollout.phase, rollout.rolled_back), (RolloutPhase::RolledBack, 2), "{rollout:?}");
 }

@@ -316,7 +316,8 @@ fn render_krew_template(template: &str, tag: &str, sha256_of: impl Fn(&str) -> S
         if let Some(call) = trimmed.strip_prefix("{{addURIAndSha \"") {
             let url = call.split_once('"').map(|(url, _)| url).expect("a quoted URL");
             let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}uri: {url}\n{indent}sha256: \"{}\"\n", sha256_of(url)));
+            // As the bot writes it: the sha256 line always indented by four spaces.
+            out.push_str(&format!("{indent}uri: {url}\n    sha256: {}\n", sha256_of(url)));
         } else {
             out.push_str(line);
             out.push('\n');
@@ -357,14 +358,15 @@ fn the_krew_manifest_installs_the_plugin() {
 
     let template =
         std::fs::read_to_string(tools::repo_root().join("plugins/krew/twin.yaml")).unwrap();
-    // Only this platform's archive exists here; the bot hashes the others at release time.
-    let other = "0".repeat(64);
+    // Only this platform's archive exists here; the bot hashes the others at release time
+    // (any well-formed value lets krew read the manifest).
+    let other = "f".repeat(64);
     let rendered = render_krew_template(&template, "v0.1.0", |url| {
         if url.ends_with(&archive_name) { sha256.clone() } else { other.clone() }
     });
     assert!(!rendered.contains("{{"), "everything rendered:\n{rendered}");
     assert_eq!(rendered.matches("\n    uri: https://github.com/kubetwin/kubetwin/releases/download/v0.1.0/kubectl-twin-").count(), 4, "{rendered}");
-    assert!(rendered.contains(&format!("sha256: \"{sha256}\"\n")), "{rendered}");
+    assert!(rendered.contains(&format!("\n    sha256: {sha256}\n")), "{rendered}");
     let manifest = dir.path().join("twin.yaml");
     std::fs::write(&manifest, &rendered).unwrap();
 
