@@ -245,6 +245,12 @@ fn rollout_phase(c: &DeviceConfiguration) -> Option<RolloutPhase> {
     c.status.as_ref()?.rollout.as_ref().map(|r| r.phase)
 }
 
+/// A configuration's firmware target for `image` as `server` serves it.
+fn firmware_target(server: &FirmwareServer, image: &Image) -> Value {
+    json!({"version": image.version, "url": server.url(image), "sha256": image.sha256,
+        "sizeBytes": image.bytes.len(), "timeoutSeconds": 300})
+}
+
 /// Starts the simulated devices of `names` (booting in a second); those in `bad` boot no new
 /// image. Returns the simulators of the good and the bad ones once all are connected.
 async fn start_simulators(s: &Setup, names: &[String], bad: &[String]) -> (Simulator, Simulator) {
@@ -297,10 +303,7 @@ async fn a_firmware_configuration_rolls_out_canary_first_stops_at_its_threshold_
     let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(1500))
         .await
         .unwrap();
-    let firmware = |image: &Image| {
-        json!({"version": image.version, "url": server.url(image), "sha256": image.sha256,
-            "sizeBytes": image.bytes.len(), "timeoutSeconds": 300})
-    };
+    let firmware = |image: &Image| firmware_target(&server, image);
 
     // Every device's updating state, as a watch saw it: at no moment more than maxInFlight,
     // nor more than one per rack.
@@ -503,10 +506,7 @@ async fn with_rollback_as_its_action_a_rollout_rolls_back_by_itself_at_its_thres
     let server = FirmwareServer::start(&[old.clone(), new.clone()], Duration::from_millis(200))
         .await
         .unwrap();
-    let firmware = |image: &Image| {
-        json!({"version": image.version, "url": server.url(image), "sha256": image.sha256,
-            "sizeBytes": image.bytes.len(), "timeoutSeconds": 300})
-    };
+    let firmware = |image: &Image| firmware_target(&server, image);
     apply_configuration(
         &s,
         "fleet-rb",
