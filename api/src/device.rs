@@ -273,6 +273,21 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+
+    /// Never read from or written to the API: set only on the operator's cached copy, which
+    /// drops what its reconciles do not read (the reported map, which its fleet index holds,
+    /// and condition messages). This fingerprint of the whole stored status stands in for
+    /// them when the operator compares the status it wants with the stored one.
+    // Skipped both ways; `skip_serializing_if` rather than `skip` because KubeSchema's
+    // schema-only copy of this struct would otherwise never read the field (dead code).
+    #[serde(skip_deserializing, skip_serializing_if = "never_serialized")]
+    #[schemars(skip)]
+    pub stored_fingerprint: Option<u64>,
+}
+
+/// `skip_serializing_if` of a field that exists only in memory.
+fn never_serialized<T>(_: &T) -> bool {
+    true
 }
 
 /// Connection state of a device as seen through its presence messages.

@@ -42,7 +42,7 @@ use crate::{
     k8s::{
         Retries, check_crds,
         events::EventSink,
-        lean_controller,
+        lean_controller, lean_controller_keeping,
         status::{StatusWriter, WriteBudget},
         wait_synced,
     },
@@ -57,7 +57,10 @@ use crate::{
         inbound::{Decoder, PublishRefusal, RequestTrigger, ResyncAll, Triggers},
         outbound::Publisher,
     },
-    twin::controller::{self as device_controller, DeviceController},
+    twin::{
+        cache::keep_for_cache,
+        controller::{self as device_controller, DeviceController},
+    },
 };
 
 /// Connects to MQTT and runs every controller until a shutdown signal. Readiness is
@@ -83,7 +86,7 @@ pub async fn run(
         let fleet = fleet.clone();
         let trigger = device_trigger.clone();
         let budget_index = budget_index.clone();
-        lean_controller::<Device>(&client, &config, move |event| {
+        lean_controller_keeping::<Device>(&client, &config, keep_for_cache, move |event| {
             budget_controller::observe_device(event, &budget_index);
             let change = fleet
                 .lock()

@@ -1,9 +1,12 @@
 //! What every controller shares: the services, and nothing that belongs to one kind.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use kube::{
-    Client,
+    Api, Client, ResourceExt,
     runtime::{events::EventType, reflector::Store},
 };
 use kubetwin_api::{Device, DeviceConfiguration};
@@ -13,10 +16,12 @@ use tokio::sync::watch;
 use crate::{
     budgets::index::BudgetIndex,
     configurations::{admissions::Admissions, watch::Seen},
+    error::Error,
     fleet::{Claim, FleetIndex},
     k8s::{events::EventSink, status::StatusWriter},
     telemetry::metrics::Metrics,
     transport::outbound::Publisher,
+    twin::cache,
 };
 
 /// Shared services of the controllers.
@@ -92,6 +97,24 @@ impl Context {
                 DeviceOnline { device, online }
             })
             .collect()
+    }
+
+    /// `device` from the cache as the API stores it, or newer: the reported map the cache
+    /// dropped comes from the fleet index or, for a Device it holds no state for, the API.
+    pub async fn whole_device<'a>(&self, device: &'a Device) -> Result<Cow<'a, Device>, Error> {
+        let reports = {
+            let fleet = self.fleet();
+            match fleet.claim_of(&crate::fleet::bare_ref(device)) {
+                Some(Claim::Owner(id)) => fleet.state(&id).map(|s| s.reported.to_map()),
+                _ => None,
+            }
+        };
+        if let Some(whole) = cache::whole(device, reports) {
+            return Ok(whole);
+        }
+        let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+        let api: Api<Device> = Api::namespaced(self.client.clone(), &namespace);
+        Ok(Cow::Owned(api.get_status(&device.name_any()).await?))
     }
 
     /// Whether the MQTT session is up.

@@ -12,6 +12,7 @@
 
 use std::{alloc::System, sync::Mutex};
 
+use anyhow::Context as _;
 use cap::Cap;
 use clap::Parser;
 use kube::runtime::{reflector, watcher};
@@ -21,6 +22,7 @@ use kubetwin_operator::{
     budgets,
     fleet::{DeviceState, FleetIndex},
     k8s::strip_metadata,
+    twin::cache::keep_for_cache,
 };
 use serde_json::json;
 
@@ -103,11 +105,14 @@ fn main() -> anyhow::Result<()> {
     }
     let one_device = per_device(allocated() - before);
 
+    // The cache keeps each Device as the operator's cache does (no reported map, no messages).
     let before = allocated();
     let (cache, mut writer) = reflector::store::<Device>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for device in &devices {
-        writer.apply_watcher_event(&watcher::Event::InitApply(device.clone()));
+        let mut kept = device.clone();
+        keep_for_cache(&mut kept);
+        writer.apply_watcher_event(&watcher::Event::InitApply(kept));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let cache_bytes = allocated() - before;
@@ -139,6 +144,26 @@ fn main() -> anyhow::Result<()> {
     }
     let budget_bytes = allocated() - before;
 
+    // What one cached Device's parts cost (the first one; every Device has the same shape).
+    let cached = cache.state().first().cloned().context("the cache is empty")?;
+    let cost = |clone: &dyn Fn() -> Box<dyn std::any::Any>| {
+        let before = allocated();
+        let copy = clone();
+        let bytes = allocated() - before;
+        drop(copy);
+        bytes
+    };
+    let parts = json!({
+        "inline (the Device struct itself)": size_of::<Device>(),
+        "metadata (labels, name, namespace, uid, ...)": cost(&|| Box::new(cached.metadata.clone())),
+        "spec (desired properties)": cost(&|| Box::new(cached.spec.desired.clone())),
+        "status (conditions without messages, connection, versions; no reported map)":
+            cost(&|| Box::new(cached.status.clone())),
+        "of which the conditions": cost(&|| {
+            Box::new(cached.status.as_ref().map(|s| s.conditions.clone()))
+        }),
+    });
+
     anyhow::ensure!(cache.state().len() == n, "the cache holds {} of {n}", cache.state().len());
     let result = json!({
         "devices": n,
@@ -153,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             "of which the device state (its reported copy included)": per_device(state_bytes),
             "disruption-budget index (labels)": per_device(budget_bytes),
         },
+        "one_cached_device_bytes": parts,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     drop((fleet, budget_index, cache, writer, devices));

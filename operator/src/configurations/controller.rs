@@ -24,7 +24,7 @@ use super::{
     effective::{firmware_source, merge_order},
     rollout::{RolloutMember, plan_rollout},
     selector_of,
-    status::{ConfigurationFacts, metric_counts, status_of},
+    status::{ConfigurationFacts, MetricCounts, status_of},
 };
 use crate::{
     context::Context,
@@ -197,7 +197,14 @@ pub async fn reconcile(
         ctx.metrics.configuration_admitted(starts.len());
     }
 
-    let (counts, failure) = metric_counts(&metrics, &targeted_devices);
+    // Metrics read the whole status; the cache dropped the reported maps.
+    let mut counts = MetricCounts::new(&metrics);
+    if !metrics.is_empty() {
+        for device in &targeted_devices {
+            counts.add(&*ctx.whole_device(device).await?);
+        }
+    }
+    let (counts, failure) = counts.finish();
     if let Some(failure) = failure {
         warn!(configuration = %name, %namespace, %failure, "a custom metric cannot be evaluated on some device; it counts as false there");
     }

@@ -25,28 +25,42 @@ pub fn applied(device: &Device, configuration: &DeviceConfiguration) -> bool {
     })
 }
 
-/// Custom metric counts over `targeted`; a device on which an expression fails counts as
-/// false (the first such failure is returned, for the log).
-pub fn metric_counts(
-    metrics: &[(String, DeviceExpression)],
-    targeted: &[&Device],
-) -> (BTreeMap<String, i32>, Option<String>) {
-    let mut counts = BTreeMap::new();
-    let mut failure = None;
-    for (name, expression) in metrics {
-        let mut n = 0i32;
-        for device in targeted {
+/// Custom metric counts, fed one targeted Device at a time (so only one of them needs to be
+/// whole in memory at once); a device on which an expression fails counts as false.
+pub struct MetricCounts<'a> {
+    metrics: &'a [(String, DeviceExpression)],
+    counts: BTreeMap<String, i32>,
+    failure: Option<String>,
+}
+
+impl<'a> MetricCounts<'a> {
+    /// Every metric at zero.
+    pub fn new(metrics: &'a [(String, DeviceExpression)]) -> Self {
+        let counts = metrics.iter().map(|(name, _)| (name.clone(), 0)).collect();
+        Self { metrics, counts, failure: None }
+    }
+
+    /// Counts `device` (whole: its status as stored, reported map included).
+    pub fn add(&mut self, device: &Device) {
+        for (name, expression) in self.metrics {
             match expression.matches(device) {
-                Ok(true) => n = n.saturating_add(1),
+                Ok(true) => {
+                    if let Some(n) = self.counts.get_mut(name) {
+                        *n = n.saturating_add(1);
+                    }
+                }
                 Ok(false) => {}
                 Err(error) => {
-                    failure.get_or_insert_with(|| format!("metric {name}: {error}"));
+                    self.failure.get_or_insert_with(|| format!("metric {name}: {error}"));
                 }
             }
         }
-        counts.insert(name.clone(), n);
     }
-    (counts, failure)
+
+    /// The counts, and the first failure (for the log).
+    pub fn finish(self) -> (BTreeMap<String, i32>, Option<String>) {
+        (self.counts, self.failure)
+    }
 }
 
 /// What the status shows besides the counts.
@@ -228,5 +242,39 @@ mod tests {
         });
         assert_eq!(condition(&status, "Ready"), ("False", "InvalidSelector"));
         assert_eq!(condition(&status, "RolloutComplete"), ("False", "InvalidSelector"));
+    }
+
+    #[test]
+    fn custom_metrics_count_the_devices_they_are_true_on_and_a_failure_as_false() {
+        let compile = |name: &str, source: &str| {
+            (name.to_string(), DeviceExpression::compile(source).expect("compiles"))
+        };
+        let metrics = [
+            compile("old", "status.reported.firmwareVersion == '1.0'"),
+            compile("named", "name.startsWith('a')"),
+            // Not a boolean: counts as false everywhere, and the failure is reported.
+            compile("broken", "name"),
+        ];
+        let reporting = |name: &str, version: &str| {
+            let mut d = device(name, 3, true);
+            if let Some(status) = d.status.as_mut() {
+                status.reported =
+                    Some(BTreeMap::from([("firmwareVersion".into(), version.into())]));
+            }
+            d
+        };
+        let mut counts = MetricCounts::new(&metrics);
+        for d in [reporting("a-1", "1.0"), reporting("b-1", "1.0"), reporting("a-2", "1.1")] {
+            counts.add(&d);
+        }
+        let (counts, failure) = counts.finish();
+        assert_eq!(
+            counts,
+            BTreeMap::from([("old".into(), 2), ("named".into(), 2), ("broken".into(), 0)])
+        );
+        assert!(failure.is_some_and(|f| f.starts_with("metric broken:")));
+        let (none, failure) = MetricCounts::new(&metrics).finish();
+        assert_eq!(none.values().sum::<i32>(), 0, "every metric is listed at zero");
+        assert_eq!((none.len(), failure), (3, None));
     }
 }

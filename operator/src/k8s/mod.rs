@@ -81,6 +81,41 @@ where
         .reflect(writer)
         .inspect_ok(move |event| observe(event))
         .applied_objects();
+    controller_for(stream, reader, config)
+}
+
+/// Like [`lean_controller`], but the cache keeps each object as `keep` leaves it, while
+/// `observe` (and so every index) still sees the whole object.
+pub fn lean_controller_keeping<K>(
+    client: &Client,
+    config: &OperatorConfig,
+    keep: impl Fn(&mut K) + Send + 'static,
+    observe: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> Controller<K>
+where
+    K: Watched,
+{
+    let api: Api<K> = scoped_api(client, config);
+    let (reader, mut writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip_metadata)
+        .map_ok(move |event| {
+            // What `reflect` does, with the cache's copy cut down first.
+            writer.apply_watcher_event(&event.clone().modify(&keep));
+            event
+        })
+        .inspect_ok(move |event| observe(event))
+        .applied_objects();
+    controller_for(stream, reader, config)
+}
+
+/// A controller of `K` driven by `stream`, with the configured concurrency.
+fn controller_for<K: Watched>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reader: Store<K>,
+    config: &OperatorConfig,
+) -> Controller<K> {
     Controller::for_stream(stream, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .shutdown_on_signal()

@@ -1,7 +1,7 @@
 //! Device controller: publishes the retained desired document when it changes and keeps each
 //! Device's status (reported state, connection, conditions) current.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use kube::{
     ResourceExt,
@@ -13,7 +13,10 @@ use kubetwin_api::{
 };
 use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::format_rfc3339};
 
-use super::status::{Problem, Wanted, desired_status};
+use super::{
+    cache,
+    status::{Problem, Wanted, desired_status},
+};
 use crate::{
     budgets::{
         firmware::firmware_holder,
@@ -113,6 +116,18 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
             (None, Some(Problem::InvalidDeviceId(why)))
         }
     };
+    // What a device reported is in the fleet index only while its Device owns the id and
+    // the index holds a state for it; the cache keeps none. Otherwise the stored status is
+    // read back whole, as the status is then computed from it (a write would delete them).
+    let indexed = owned_id.as_ref().is_some_and(|id| ctx.fleet().state(id).is_some());
+    let device = if indexed {
+        device
+    } else {
+        match ctx.whole_device(&device).await? {
+            Cow::Borrowed(_) => device,
+            Cow::Owned(whole) => Arc::new(whole),
+        }
+    };
 
     let mut wanted = Wanted {
         firmware: twin.firmware.as_ref(),
@@ -204,9 +219,15 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
         tracing::debug!(device = %name, %namespace, generation, revision, "desired document published");
     }
 
+    if cache::trimmed(device.status.as_ref()) && status.reported.is_none() {
+        // The index dropped this device's state after it was looked at above, so the status
+        // was computed without its reports: compute it again (from the stored status).
+        return Ok(Action::requeue(NOT_SYNCED));
+    }
     let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
     let priority = priority_of(device.status.as_ref(), &status);
-    let offer = ctx.writer.offer(key, &status, device.status.as_ref(), priority)?;
+    let stored = cache::stored_fingerprint(device.status.as_ref())?;
+    let offer = ctx.writer.offer_fingerprinted(key, &status, stored, priority, None)?;
     // Revision 0 (the Device's own desired properties alone) is never counted from: nothing
     // to remember, which keeps plain Devices' memory as it was.
     if let Some(id) = &owned_id

@@ -245,6 +245,8 @@ pub fn desired_status(
         firmware,
         document: document.cloned(),
         configurations: wanted.configurations.to_vec(),
+        // The wanted status is whole, whatever the cache kept of the stored one.
+        stored_fingerprint: None,
         ..existing
     })
 }
