@@ -275,14 +275,14 @@ pub struct DeviceStatus {
     pub conditions: Vec<Condition>,
 
     /// Never read from or written to the API: set only on the operator's cached copy, which
-    /// drops what its reconciles do not read (the reported map, which its fleet index holds,
-    /// and condition messages). This fingerprint of the whole stored status stands in for
-    /// them when the operator compares the status it wants with the stored one.
+    /// drops `reported` (its fleet index holds what each device reported) and keeps this
+    /// digest of it, so the operator can still tell whether a status it wants differs from
+    /// the stored one.
     // Skipped both ways; `skip_serializing_if` rather than `skip` because KubeSchema's
     // schema-only copy of this struct would otherwise never read the field (dead code).
     #[serde(skip_deserializing, skip_serializing_if = "never_serialized")]
     #[schemars(skip)]
-    pub stored_fingerprint: Option<u64>,
+    pub reported_digest: Option<u64>,
 }
 
 /// `skip_serializing_if` of a field that exists only in memory.

@@ -19,6 +19,26 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Copies jemalloc's counts of allocated and resident bytes into the metrics every 5 s, so
+/// memory per Device can be told apart from the allocator's own overhead.
+async fn report_heap(metrics: Arc<Metrics>) {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        // jemalloc's statistics are a snapshot taken when the epoch advances.
+        let counts = epoch::advance()
+            .and_then(|_| Ok((stats::allocated::read()?, stats::resident::read()?)));
+        match counts {
+            Ok((allocated, resident)) => metrics.set_heap(allocated, resident),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the allocator's statistics; heap metrics stop");
+                return;
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     kubetwin_operator::clock::start();
@@ -43,6 +63,7 @@ async fn main() -> ExitCode {
     };
 
     let metrics = Arc::new(Metrics::new());
+    tokio::spawn(report_heap(metrics.clone()));
     let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
     let http_state = HttpState { metrics: metrics.clone(), ready: ready_rx };
     let http_addr = config.http_addr;

@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     }
     let one_device = per_device(allocated() - before);
 
-    // The cache keeps each Device as the operator's cache does (no reported map, no messages).
+    // The cache keeps each Device as the operator's cache does (no reported map).
     let before = allocated();
     let (cache, mut writer) = reflector::store::<Device>();
     writer.apply_watcher_event(&watcher::Event::Init);
@@ -157,9 +157,9 @@ fn main() -> anyhow::Result<()> {
         "inline (the Device struct itself)": size_of::<Device>(),
         "metadata (labels, name, namespace, uid, ...)": cost(&|| Box::new(cached.metadata.clone())),
         "spec (desired properties)": cost(&|| Box::new(cached.spec.desired.clone())),
-        "status (conditions without messages, connection, versions; no reported map)":
+        "status (conditions, connection, versions; no reported map)":
             cost(&|| Box::new(cached.status.clone())),
-        "of which the conditions": cost(&|| {
+        "status, of which the conditions": cost(&|| {
             Box::new(cached.status.as_ref().map(|s| s.conditions.clone()))
         }),
     });

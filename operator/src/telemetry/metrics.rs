@@ -136,6 +136,8 @@ pub struct Metrics {
     events_published: Counter,
     events_dropped: Counter,
     inbound_queue_depth: Gauge,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
     status_in_flight: Gauge,
     desired_overwrites: Counter,
     desired_cleared: Family<KindLabel, Counter>,
@@ -169,6 +171,8 @@ impl Default for Metrics {
             events_published: Counter::default(),
             events_dropped: Counter::default(),
             inbound_queue_depth: Gauge::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
             status_in_flight: Gauge::default(),
             desired_overwrites: Counter::default(),
             desired_cleared: Family::default(),
@@ -323,6 +327,16 @@ impl Metrics {
             "MQTT events received but not yet applied to the fleet index",
             m.inbound_queue_depth.clone(),
         );
+        r.register(
+            "kubetwin_heap_allocated_bytes",
+            "Bytes the operator has allocated and not freed (the allocator's count, refreshed every 5 s)",
+            m.heap_allocated.clone(),
+        );
+        r.register(
+            "kubetwin_heap_resident_bytes",
+            "Bytes of memory the allocator holds in physical pages (refreshed every 5 s)",
+            m.heap_resident.clone(),
+        );
         m
     }
 
@@ -470,6 +484,13 @@ impl Metrics {
     /// Sets the status queue depth.
     pub fn set_queue_depth(&self, depth: usize) {
         self.status_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Sets what the allocator reports: bytes allocated and not freed, and bytes it holds in
+    /// physical pages (their difference is its overhead: size-class rounding, free pages).
+    pub fn set_heap(&self, allocated: usize, resident: usize) {
+        self.heap_allocated.set(i64::try_from(allocated).unwrap_or(i64::MAX));
+        self.heap_resident.set(i64::try_from(resident).unwrap_or(i64::MAX));
     }
     /// Counts a failed status write.
     pub fn status_write_failed(&self, kind: &'static str, reason: &'static str) {

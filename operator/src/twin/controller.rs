@@ -226,8 +226,8 @@ pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Resu
     }
     let key = StatusKey::new(StatusKind::of::<Device>(), &namespace, &name);
     let priority = priority_of(device.status.as_ref(), &status);
-    let stored = cache::stored_fingerprint(device.status.as_ref())?;
-    let offer = ctx.writer.offer_fingerprinted(key, &status, stored, priority, None)?;
+    let stored = cache::stored_status(device.status.as_ref(), &status);
+    let offer = ctx.writer.offer(key, &status, stored.as_deref(), priority)?;
     // Revision 0 (the Device's own desired properties alone) is never counted from: nothing
     // to remember, which keeps plain Devices' memory as it was.
     if let Some(id) = &owned_id

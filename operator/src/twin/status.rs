@@ -246,7 +246,7 @@ pub fn desired_status(
         document: document.cloned(),
         configurations: wanted.configurations.to_vec(),
         // The wanted status is whole, whatever the cache kept of the stored one.
-        stored_fingerprint: None,
+        reported_digest: None,
         ..existing
     })
 }

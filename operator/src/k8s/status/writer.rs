@@ -138,14 +138,6 @@ fn canonical(value: serde_json::Value) -> String {
     value.to_string()
 }
 
-/// The fingerprint the writer compares a wanted status with: that of the stored status as
-/// canonical JSON, without [`PROBLEM_CONDITION`].
-pub fn stored_fingerprint<S: Serialize>(status: &S) -> Result<u64, serde_json::Error> {
-    let mut status = serde_json::to_value(status)?;
-    strip_problem(&mut status);
-    Ok(fingerprint(&canonical(status)))
-}
-
 /// Removes [`PROBLEM_CONDITION`] from a status document (it is not the operator's to write).
 fn strip_problem(status: &mut serde_json::Value) {
     if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
@@ -241,21 +233,15 @@ impl StatusWriter {
         priority: Priority,
         hold: Option<Duration>,
     ) -> Result<Offer, Error> {
-        let current = current.map(stored_fingerprint).transpose()?;
-        self.offer_fingerprinted(key, wanted, current, priority, hold)
-    }
-
-    /// Like [`StatusWriter::offer_held`], with the current status known only by its
-    /// [`stored_fingerprint`] (a cache that keeps less than the whole status).
-    pub fn offer_fingerprinted<S: Serialize>(
-        &self,
-        key: StatusKey,
-        wanted: &S,
-        current: Option<u64>,
-        priority: Priority,
-        hold: Option<Duration>,
-    ) -> Result<Offer, Error> {
         let json = canonical(serde_json::to_value(wanted)?);
+        let current = match current {
+            Some(current) => {
+                let mut current = serde_json::to_value(current)?;
+                strip_problem(&mut current);
+                Some(fingerprint(&canonical(current)))
+            }
+            None => None,
+        };
         let mut state = self.lock();
         let now = Instant::now();
         let offer = match hold {
