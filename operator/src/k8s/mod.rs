@@ -73,11 +73,8 @@ pub fn lean_controller<K>(
 where
     K: Watched,
 {
-    let api: Api<K> = scoped_api(client, config);
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(strip_metadata)
+    let stream = lean_watch(client, config)
         .reflect(writer)
         .inspect_ok(move |event| observe(event))
         .applied_objects();
@@ -98,16 +95,23 @@ pub fn lean_controller_keeping<K>(
 where
     K: Watched,
 {
-    let api: Api<K> = scoped_api(client, config);
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(strip_metadata)
+    let stream = lean_watch(client, config)
         .inspect_ok(move |event| observe(event))
         .modify(keep)
         .reflect(writer)
         .applied_objects();
     controller_for(stream, reader, config)
+}
+
+/// The watch of `K` in the watched namespace (or all), retried with backoff, each object
+/// without what no reconcile reads ([`strip_metadata`]).
+fn lean_watch<K: Watched>(
+    client: &Client,
+    config: &OperatorConfig,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static {
+    let api: Api<K> = scoped_api(client, config);
+    watcher(api, watcher::Config::default()).default_backoff().modify(strip_metadata)
 }
 
 /// A controller of `K` driven by `stream`, with the configured concurrency.
