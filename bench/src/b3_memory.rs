@@ -45,7 +45,8 @@ pub const WHAT: &str = "One operator starts in an empty namespace; its resident 
     record of each write, what the operator records as it publishes); how much each of those \
     holds is not measured.";
 
-/// How often the operator refreshes its heap metrics.
+/// A little longer than the operator's heap-metric refresh (5 s), so a read after this wait
+/// shows counts taken after ready.
 const HEAP_REFRESH: Duration = Duration::from_secs(6);
 
 /// What the operator's allocator holds, in bytes.
@@ -129,7 +130,6 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     let (base, base_heap) = {
         let operator = ops::start_operator(bench.env, &scope, &LARGE_BUDGET).await?;
         let base = rss_kib(operator.pid())? as f64;
-        // The heap counts are refreshed every 5 s: wait for one taken after ready.
         tokio::time::sleep(HEAP_REFRESH).await;
         let base_heap = heap(&operator).await?;
         operator.kill();

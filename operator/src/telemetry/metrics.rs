@@ -492,6 +492,7 @@ impl Metrics {
         self.heap_allocated.set(i64::try_from(allocated).unwrap_or(i64::MAX));
         self.heap_resident.set(i64::try_from(resident).unwrap_or(i64::MAX));
     }
+
     /// Counts a failed status write.
     pub fn status_write_failed(&self, kind: &'static str, reason: &'static str) {
         self.status_write_errors.get_or_create(&WriteFailureLabels { kind, reason }).inc();
