@@ -41,9 +41,10 @@ pub const WHAT: &str = "One operator starts in an empty namespace; its resident 
     structures, fed by the operator's own code the same Devices with the status an operator \
     writes for them, no cluster; the Device cache keeps no reported map, as the operator's \
     does), and what the parts of one cached Device cost. The live heap holds more than their \
-    sum: structures this count does not feed (the controllers' schedulers, the status writer's \
-    record of each write, what the operator records as it publishes); how much each of those \
-    holds is not measured.";
+    sum: the spare room of hash tables as they grow, and structures this count does not feed \
+    (the controllers' schedulers, what the operator records as it publishes); a sampled heap \
+    profile of the operator itself shows what each holds (docs/operations.md, \"Where the live \
+    heap goes\").";
 
 /// A little longer than the operator's heap-metric refresh (5 s), so a read after this wait
 /// shows counts taken after ready.

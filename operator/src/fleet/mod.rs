@@ -139,7 +139,9 @@ pub struct FleetChange {
 #[derive(Debug, Default)]
 pub struct FleetIndex {
     ownership: Ownership,
-    states: HashMap<DeviceId, DeviceState>,
+    /// Boxed: a DeviceState is ~420 bytes, and the table keeps room for up to twice as many
+    /// entries as it holds; boxed, the spare room costs a pointer per slot instead.
+    states: HashMap<DeviceId, Box<DeviceState>>,
     unknown: UnknownDevices,
     followers: Followers,
     /// Devices seen since the current (re)list started; `None` outside a list.
@@ -229,7 +231,7 @@ impl FleetIndex {
                 Some(early) if status.is_none_or(|s| s.last_reported.is_none()) => early,
                 _ => DeviceState::from_status(status, now),
             };
-            self.states.insert(id, state);
+            self.states.insert(id, Box::new(state));
         }
         FleetChange { reconcile, freed: freed.into_iter().collect() }
     }
@@ -253,12 +255,12 @@ impl FleetIndex {
 
     /// The state of the device with `id`, if a Device owns it.
     pub fn state(&self, id: &str) -> Option<&DeviceState> {
-        self.states.get(id)
+        self.states.get(id).map(|state| &**state)
     }
 
     /// The state of the device with `id`, if a Device owns it.
     pub fn state_mut(&mut self, id: &str) -> Option<&mut DeviceState> {
-        self.states.get_mut(id)
+        self.states.get_mut(id).map(|state| &mut **state)
     }
 
     /// A retained desired document was cleared (an empty payload) on the topic of `id`.
