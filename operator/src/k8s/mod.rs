@@ -126,10 +126,17 @@ fn controller_for<K: Watched>(
 }
 
 /// Drops what no reconcile reads from a cached object: managedFields and the kubectl
-/// last-applied annotation.
+/// last-applied annotation. Their room goes too: a cleared list keeps its buffer (a few
+/// hundred bytes per object) and an emptied map its node, so they are replaced, not emptied.
 pub fn strip_metadata<K: kube::ResourceExt>(object: &mut K) {
-    object.managed_fields_mut().clear();
-    object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 /// Waits until `store` holds its first complete list; false when its writer is gone.
@@ -239,6 +246,33 @@ mod tests {
         assert_eq!(delays, [1, 2, 4]);
         retries.succeeded(&device);
         assert_eq!(retries.failed(&device).as_secs(), 1);
+    }
+
+    #[test]
+    fn a_cached_object_keeps_no_managed_fields_nor_last_applied_annotation_nor_their_room() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+        let entry = ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() };
+        // Annotation keys, if any.
+        type Keys<'a> = Option<&'a [&'a str]>;
+        // (annotations as delivered, annotations as cached)
+        let table: [(Keys, Keys); 4] = [
+            (None, None),
+            (Some(&[LAST_APPLIED]), None),
+            (Some(&[LAST_APPLIED, "team"]), Some(&["team"])),
+            (Some(&["team"]), Some(&["team"])),
+        ];
+        for (delivered, cached) in table {
+            let mut device = kubetwin_api::Device::new("d1", Default::default());
+            device.metadata.managed_fields = Some(vec![entry.clone(), entry.clone()]);
+            device.metadata.annotations = delivered
+                .map(|keys| keys.iter().map(|k| (k.to_string(), "x".to_string())).collect());
+            strip_metadata(&mut device);
+            assert_eq!(device.metadata.managed_fields, None, "{delivered:?}");
+            let kept = device.metadata.annotations.map(|a| a.into_keys().collect::<Vec<_>>());
+            let cached = cached.map(|keys| keys.iter().map(|k| k.to_string()).collect());
+            assert_eq!(kept, cached, "{delivered:?}");
+        }
     }
 
     #[test]

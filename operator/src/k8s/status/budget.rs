@@ -134,6 +134,9 @@ pub struct WriteQueue<K, V> {
     min_interval: Duration,
     next_seq: u64,
     writes_since_prune: usize,
+    /// When [`WriteQueue::settle`] may next walk the tables (it walks all of them: at most
+    /// once per [`CACHE_LAG`]).
+    settle_due: Option<Instant>,
 }
 
 impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
@@ -151,6 +154,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             min_interval,
             next_seq: 0,
             writes_since_prune: 0,
+            settle_due: None,
         }
     }
 
@@ -328,20 +332,50 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         if let Some(fingerprint) = self.in_flight.remove(key) {
             self.written.insert(key.clone(), (fingerprint, now));
         }
-        // Now and then forget writes older than the minimum interval: they no longer hold
-        // anything back, and the cache holds what they wrote. Keeps memory flat at idle.
+        // Now and then forget old writes while writing, so a busy queue stays flat too.
         self.writes_since_prune += 1;
         if self.written.len() > 1024 && self.writes_since_prune >= self.written.len() / 2 {
-            self.writes_since_prune = 0;
-            let horizon = self.min_interval.max(Duration::from_secs(5));
-            let pending = &self.pending;
-            let in_flight = &self.in_flight;
-            self.written.retain(|key, (_, at)| {
-                now.saturating_duration_since(*at) < horizon
-                    || pending.contains_key(key)
-                    || in_flight.contains_key(key)
-            });
+            self.forget_old_writes(now);
         }
+    }
+
+    /// Forgets writes older than the minimum interval (and the cache's lag): they no longer
+    /// hold anything back, and the cache holds what they wrote.
+    fn forget_old_writes(&mut self, now: Instant) {
+        self.writes_since_prune = 0;
+        let horizon = self.min_interval.max(CACHE_LAG);
+        let pending = &self.pending;
+        let in_flight = &self.in_flight;
+        self.written.retain(|key, (_, at)| {
+            now.saturating_duration_since(*at) < horizon
+                || pending.contains_key(key)
+                || in_flight.contains_key(key)
+        });
+    }
+
+    /// Called when nothing may be written now: forgets old writes and gives back the room
+    /// the tables grew to at their peak. Without it an operator that went idle right after
+    /// writing every object's status would keep one record per object (and a table sized
+    /// for its busiest moment) for as long as it stays idle.
+    pub fn settle(&mut self, now: Instant) {
+        if self.settle_due.is_some_and(|due| now < due) {
+            return;
+        }
+        self.settle_due = Some(now + CACHE_LAG);
+        if !self.written.is_empty() {
+            self.forget_old_writes(now);
+        }
+        shrink_when_sparse(&mut self.written);
+        shrink_when_sparse(&mut self.pending);
+        shrink_when_sparse(&mut self.in_flight);
+        shrink_when_sparse(&mut self.held_keys);
+        shrink_when_sparse(&mut self.failures);
+    }
+
+    /// Rooms the tables hold, for tests of [`WriteQueue::settle`].
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.written.capacity() + self.pending.capacity() + self.in_flight.capacity()
     }
 
     /// Records that the write of `flush` failed: it is queued again (unless a newer value
@@ -424,6 +458,15 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
             .min();
         let retry = self.held.first().map(|(due, _, _)| *due);
         ordered.into_iter().chain(retry).min()
+    }
+}
+
+/// Gives back a table's room when it uses less than a quarter of it (a small table keeps
+/// its room: shrinking it would only make the next burst grow it again).
+fn shrink_when_sparse<K: Eq + Hash, V>(table: &mut HashMap<K, V>) {
+    const KEEP: usize = 1024;
+    if table.capacity() > KEEP && table.len() < table.capacity() / 4 {
+        table.shrink_to(table.len().max(KEEP));
     }
 }
 
@@ -713,6 +756,40 @@ mod tests {
                 proptest::prop_assert_eq!(store.get(k), Some(v), "key {}", k);
             }
         }
+    }
+
+    #[test]
+    fn an_idle_queue_forgets_old_writes_and_gives_back_its_room() {
+        let (mut q, t0) = queue();
+        // Every one of 10,000 objects written once, all at t0, as after a restart's first pass.
+        for key in 0..10_000u32 {
+            q.offer(key, "v".into(), Priority::Routine, None, t0);
+        }
+        while let Some(flush) = q.take(t0, usize::MAX) {
+            q.written(&flush.key, t0);
+        }
+        assert_eq!(q.depth(), 0);
+        let peak = q.capacity();
+        // Written just now: still remembered, so an equal offer costs nothing.
+        q.settle(at(t0, 100));
+        assert_eq!(q.offer(7, "v".into(), Priority::Routine, None, at(t0, 100)), Offer::Unchanged);
+        // Before the cache's lag has passed, the records stay (the cache may not show them).
+        q.settle(at(t0, 4_900));
+        assert_eq!(q.written.len(), 10_000, "too soon to forget");
+        // Once the cache holds what was written, the records go and so does their room.
+        let later = t0 + CACHE_LAG + Duration::from_secs(1);
+        q.offer(3, "w".into(), Priority::Routine, None, later);
+        q.settle(later);
+        assert_eq!(q.written.len(), 1, "only the object with a pending change is remembered");
+        assert!(q.capacity() * 4 < peak, "room given back: {} of {peak}", q.capacity());
+        // What the queue decides is unchanged: the pending change is written, and an old
+        // value offered again is judged by the cache (`current`) as before.
+        let flush = q.take(later, SCAN).expect("the pending change");
+        assert_eq!((flush.key, flush.value.as_str()), (3, "w"));
+        q.written(&3, later);
+        let cached = Some(fingerprint(&"v".to_string()));
+        assert_eq!(q.offer(9, "v".into(), Priority::Routine, cached, later), Offer::Unchanged);
+        assert_eq!(q.offer(9, "x".into(), Priority::Routine, cached, later), Offer::Queued);
     }
 
     #[test]

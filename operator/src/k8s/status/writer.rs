@@ -327,6 +327,8 @@ impl StatusWriter {
                         self.metrics.set_queue_depth(state.queue.depth());
                         return flush;
                     }
+                    // Nothing may go now: a moment to give back what idle tables hold.
+                    state.queue.settle(now);
                     state
                         .queue
                         .next_due(now, SCAN)
