@@ -42,7 +42,7 @@ use crate::{
     k8s::{
         Retries, check_crds,
         events::EventSink,
-        lean_controller, lean_controller_keeping,
+        lean_controller, lean_controller_caching,
         status::{StatusWriter, WriteBudget},
         wait_synced,
     },
@@ -58,7 +58,7 @@ use crate::{
         outbound::Publisher,
     },
     twin::{
-        cache::keep_for_cache,
+        cache::{CachedDevice, cached_ref},
         controller::{self as device_controller, DeviceController},
     },
 };
@@ -86,14 +86,14 @@ pub async fn run(
         let fleet = fleet.clone();
         let trigger = device_trigger.clone();
         let budget_index = budget_index.clone();
-        lean_controller_keeping::<Device>(&client, &config, keep_for_cache, move |event| {
+        lean_controller_caching::<Device, _>(&client, &config, CachedDevice::new, move |event| {
             budget_controller::observe_device(event, &budget_index);
             let change = fleet
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .device_event(event, crate::clock::now());
             for device in change.reconcile {
-                let _ = trigger.unbounded_send(device);
+                let _ = trigger.unbounded_send(cached_ref(device));
             }
             for id in change.freed {
                 let _ = clear_sender.send(id);
@@ -538,7 +538,7 @@ pub fn readiness_of(
 /// ready, and a shutdown stops the watch that would make it ready), so an operator is ready
 /// — and may be sent SIGTERM as a rolling update goes on — only once all of them are.
 struct RequiredCaches {
-    devices: Store<Device>,
+    devices: Store<CachedDevice>,
     reboots: Store<RebootRequest>,
     methods: Store<MethodRequest>,
     jobs: Store<DeviceJob>,

@@ -21,7 +21,7 @@ use crate::{
     k8s::{events::EventSink, status::StatusWriter},
     telemetry::metrics::Metrics,
     transport::outbound::Publisher,
-    twin::cache,
+    twin::cache::{self, CachedDevice},
 };
 
 /// Shared services of the controllers.
@@ -31,7 +31,7 @@ pub struct Context {
     /// The fleet index, fed by the Device watch and by MQTT messages.
     pub fleet: Arc<Mutex<FleetIndex>>,
     /// Cache of Device objects (every method kind looks its target up here).
-    pub devices: Store<Device>,
+    pub devices: Store<CachedDevice>,
     /// Publishes MQTT messages.
     pub publisher: Publisher,
     /// The broker connection's state.
@@ -54,8 +54,8 @@ pub struct Context {
 
 /// A Device with whether it is online now, for job planning.
 pub struct DeviceOnline {
-    /// The cached Device.
-    pub device: Arc<Device>,
+    /// The cached Device (its metadata typed; [`CachedDevice::device`] reads the rest).
+    pub device: Arc<CachedDevice>,
     /// Online now (from the fleet index).
     pub online: bool,
 }
@@ -78,7 +78,7 @@ impl Context {
 
     /// The Devices of `namespace`, each with whether it is online now.
     pub fn devices_online(&self, namespace: &str) -> Vec<DeviceOnline> {
-        let devices: Vec<Arc<Device>> = self
+        let devices: Vec<Arc<CachedDevice>> = self
             .devices
             .state()
             .into_iter()
@@ -88,7 +88,7 @@ impl Context {
         devices
             .into_iter()
             .map(|device| {
-                let online = match fleet.claim_of(&crate::fleet::bare_ref(&*device)) {
+                let online = match fleet.claim_of(&device.device_ref()) {
                     Some(Claim::Owner(id)) => {
                         fleet.state(&id).and_then(|s| s.online()) == Some(true)
                     }

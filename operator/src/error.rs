@@ -9,6 +9,9 @@ pub enum Error {
     /// A status document could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A cached Device did not read back (a bug: the cache wrote the text it reads).
+    #[error("reading a cached Device back: {0}")]
+    CachedDevice(#[source] serde_json::Error),
     /// An MQTT message could not be encoded.
     #[error("encoding an MQTT message: {0}")]
     Encode(#[from] kubetwin_protocol::EncodeError),

@@ -22,7 +22,7 @@ use kubetwin_operator::{
     budgets,
     fleet::{DeviceState, FleetIndex},
     k8s::strip_metadata,
-    twin::cache::keep_for_cache,
+    twin::cache::CachedDevice,
 };
 use serde_json::json;
 
@@ -105,13 +105,13 @@ fn main() -> anyhow::Result<()> {
     }
     let one_device = per_device(allocated() - before);
 
-    // The cache keeps each Device as the operator's cache does (no reported map).
+    // The cache keeps each Device as the operator's cache does (its cached form: metadata,
+    // spec and status as JSON text, no reported map). The events' copies are freed at once.
     let before = allocated();
-    let (cache, mut writer) = reflector::store::<Device>();
+    let (cache, mut writer) = reflector::store::<CachedDevice>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for device in &devices {
-        let mut kept = device.clone();
-        keep_for_cache(&mut kept);
+        let kept = CachedDevice::new(device.clone())?;
         writer.apply_watcher_event(&watcher::Event::InitApply(kept));
     }
     writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -154,14 +154,10 @@ fn main() -> anyhow::Result<()> {
         bytes
     };
     let parts = json!({
-        "inline (the Device struct itself)": size_of::<Device>(),
+        "inline (the cached Device struct itself)": size_of::<CachedDevice>(),
         "metadata (labels, name, namespace, uid, ...)": cost(&|| Box::new(cached.metadata.clone())),
-        "spec (desired properties)": cost(&|| Box::new(cached.spec.desired.clone())),
-        "status (conditions, connection, versions; no reported map)":
-            cost(&|| Box::new(cached.status.clone())),
-        "status, of which the conditions": cost(&|| {
-            Box::new(cached.status.as_ref().map(|s| s.conditions.clone()))
-        }),
+        "spec and status as JSON text (desired properties, conditions, connection, versions; \
+         no reported map)": cached.text().len(),
     });
 
     anyhow::ensure!(cache.state().len() == n, "the cache holds {} of {n}", cache.state().len());
@@ -169,11 +165,12 @@ fn main() -> anyhow::Result<()> {
         "devices": n,
         "inline_bytes": {
             "Device": size_of::<Device>(),
+            "CachedDevice": size_of::<CachedDevice>(),
             "DeviceState": size_of::<DeviceState>(),
         },
         "bytes_per_device": {
             "one Device as the watch delivers it (not held; for scale)": one_device,
-            "reflector cache (Arc<Device> by object reference)": per_device(cache_bytes),
+            "reflector cache (Arc<CachedDevice> by object reference)": per_device(cache_bytes),
             "fleet index (claims, device state, reported copy)": per_device(fleet_bytes),
             "of which the device state (its reported copy included)": per_device(state_bytes),
             "disruption-budget index (labels)": per_device(budget_bytes),

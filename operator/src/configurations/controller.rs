@@ -33,6 +33,7 @@ use crate::{
         Retries, kind_label, reconcile_failed,
         status::{Priority, StatusKey, StatusKind},
     },
+    twin::cache::CachedDevice,
 };
 
 /// How often a configuration whose rollout is under way looks again.
@@ -49,7 +50,7 @@ pub struct ConfigurationController {
     /// Every DeviceConfiguration (to know which one is each device's firmware source).
     pub configurations: Store<DeviceConfiguration>,
     /// Reconciles a Device (its firmware order follows an admission).
-    pub devices: UnboundedSender<ObjectRef<Device>>,
+    pub devices: UnboundedSender<ObjectRef<CachedDevice>>,
     /// Failed reconciles per configuration.
     pub retries: Retries,
     /// The rollout phase and reason last announced with an Event, per configuration uid (the
@@ -136,11 +137,17 @@ pub async fn reconcile(
     }
 
     let devices = ctx.devices_online(&namespace);
-    let targeted: Vec<_> = match &selector {
-        Some(selector) => devices.iter().filter(|d| selector.matches(d.device.labels())).collect(),
+    // The targeted Devices read back whole, each with whether it is online now.
+    let targeted: Vec<(Device, bool)> = match &selector {
+        Some(selector) => devices
+            .iter()
+            .filter(|d| selector.matches(d.device.labels()))
+            .map(|d| d.device.device().map(|device| (device, d.online)))
+            .collect::<Result<_, _>>()
+            .map_err(Error::CachedDevice)?,
         None => Vec::new(),
     };
-    let targeted_devices: Vec<&Device> = targeted.iter().map(|d| &*d.device).collect();
+    let targeted_devices: Vec<&Device> = targeted.iter().map(|(device, _)| device).collect();
 
     // The rollout's members: targeted devices whose firmware comes from this configuration.
     // An unusable selector targets nothing: the rollout stays as it was (a rollback stays
@@ -159,21 +166,21 @@ pub async fn reconcile(
         let admissions = ctx.admissions();
         let mut members: Vec<RolloutMember<'_>> = targeted
             .iter()
-            .filter(|d| {
+            .filter(|(device, _)| {
                 let mut selecting: Vec<Arc<DeviceConfiguration>> = others
                     .iter()
-                    .filter(|(_, s)| s.matches(d.device.labels()))
+                    .filter(|(_, s)| s.matches(device.labels()))
                     .map(|(c, _)| c.clone())
                     .collect();
                 merge_order(&mut selecting);
-                firmware_source(&d.device, &selecting).is_some_and(|s| s.name_any() == name)
+                firmware_source(device, &selecting).is_some_and(|s| s.name_any() == name)
             })
-            .map(|d| RolloutMember {
-                device: &d.device,
-                online: d.online,
-                admitted_now: version.as_deref().is_some_and(|v| {
-                    admissions.admitted(&namespace, &name, v, &d.device.name_any())
-                }),
+            .map(|(device, online)| RolloutMember {
+                device,
+                online: *online,
+                admitted_now: version
+                    .as_deref()
+                    .is_some_and(|v| admissions.admitted(&namespace, &name, v, &device.name_any())),
             })
             .collect();
         drop(admissions);

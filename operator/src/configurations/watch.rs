@@ -18,9 +18,11 @@ use kube::{
         watcher,
     },
 };
-use kubetwin_api::{Device, DeviceConfiguration};
+use kubetwin_api::DeviceConfiguration;
+use tracing::error;
 
 use super::{admissions::Admissions, effective::rolled_back, selector_of};
+use crate::twin::cache::CachedDevice;
 
 /// What of a configuration changes the devices' effective twin: its generation, whether it
 /// is rolled back, and the previous firmware a rollback installs.
@@ -59,8 +61,8 @@ pub fn observe(
     event: &watcher::Event<DeviceConfiguration>,
     seen: &Seen,
     admissions: &Mutex<Admissions>,
-    devices: &Store<Device>,
-    trigger: &UnboundedSender<ObjectRef<Device>>,
+    devices: &Store<CachedDevice>,
+    trigger: &UnboundedSender<ObjectRef<CachedDevice>>,
 ) {
     let (configuration, deleted) = match event {
         watcher::Event::Apply(c) | watcher::Event::InitApply(c) => (c, false),
@@ -93,9 +95,18 @@ pub fn observe(
             continue;
         }
         let selects = selector.as_ref().is_some_and(|s| s.matches(device.labels()));
-        let lists =
-            device.status.as_ref().is_some_and(|s| s.configurations.iter().any(|c| c.name == name));
-        if selects || lists {
+        // Only a Device the configuration does not select is read back whole.
+        let lists = || match device.device() {
+            Ok(device) => {
+                device.status.is_some_and(|s| s.configurations.iter().any(|c| c.name == name))
+            }
+            Err(failure) => {
+                // Its reconcile fails the same way, where it is counted and retried.
+                error!(device = %device.name_any(), %failure, "a cached Device does not read back");
+                true
+            }
+        };
+        if selects || lists() {
             let _ = trigger.unbounded_send(ObjectRef::new(&device.name_any()).within(&namespace));
         }
     }

@@ -201,8 +201,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         let fleet = ctx.fleet();
         let mut methods = HashMap::new();
         for d in &devices {
-            if let Some(crate::fleet::Claim::Owner(id)) =
-                fleet.claim_of(&crate::fleet::bare_ref(&*d.device))
+            if let Some(crate::fleet::Claim::Owner(id)) = fleet.claim_of(&d.device.device_ref())
                 && let Some(state) = fleet.state(&id)
             {
                 methods.insert(d.device.name_any(), state.methods.clone());

@@ -81,27 +81,47 @@ where
     controller_for(stream, reader, config)
 }
 
-/// Like [`lean_controller`], but the cache keeps each object as `keep` leaves it. `observe`
-/// (and so every index) sees the whole object, before the cache: the object the watch
-/// delivered is cut down in place, so a 100,000-object list makes no extra copy per object.
-/// A reconcile that an index change triggers may then briefly read the older cached object;
-/// the object's own event reconciles it again.
-pub fn lean_controller_keeping<K>(
+/// Like [`lean_controller`], but the cache keeps each object `K` in the form `cache` makes of
+/// it (`C`, which is the same kind to kube-runtime: a [`crate::twin::cache::CachedDevice`] for
+/// a Device). `observe` (and so every index) sees the whole object, before the cache. A
+/// reconcile that an index change triggers may then briefly read the older cached object; the
+/// object's own event reconciles it again. An object `cache` cannot convert is a watch error
+/// (logged by the controller), never an object silently left out.
+pub fn lean_controller_caching<K, C>(
     client: &Client,
     config: &OperatorConfig,
-    keep: impl Fn(&mut K) + Send + 'static,
+    cache: impl Fn(K) -> Result<C, serde_json::Error> + Send + 'static,
     observe: impl Fn(&watcher::Event<K>) + Send + 'static,
-) -> Controller<K>
+) -> Controller<C>
 where
     K: Watched,
+    C: Watched,
 {
     let (reader, writer) = reflector::store();
     let stream = lean_watch(client, config)
         .inspect_ok(move |event| observe(event))
-        .modify(keep)
+        .and_then(move |event| {
+            let converted = cached_event(event, &cache)
+                .map_err(|error| watcher::Error::WatchFailed(kube::Error::SerdeError(error)));
+            futures::future::ready(converted)
+        })
         .reflect(writer)
         .applied_objects();
     controller_for(stream, reader, config)
+}
+
+/// `event` with its object in the form `cache` makes of it.
+fn cached_event<K, C, E>(
+    event: watcher::Event<K>,
+    cache: impl Fn(K) -> Result<C, E>,
+) -> Result<watcher::Event<C>, E> {
+    Ok(match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(cache(object)?),
+        watcher::Event::Delete(object) => watcher::Event::Delete(cache(object)?),
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(cache(object)?),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    })
 }
 
 /// The watch of `K` in the watched namespace (or all), retried with backoff, each object

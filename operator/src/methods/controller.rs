@@ -40,6 +40,7 @@ use crate::{
         status::{LatestStatuses, StatusKey, StatusKind},
     },
     telemetry::metrics::TransitionLabels,
+    twin::cache::{CachedDevice, cached_ref},
 };
 
 /// What one request kind keeps between reconciles.
@@ -203,7 +204,7 @@ pub async fn reconcile<R: RequestResource>(
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     }
     let target = target_of(&*request);
-    let device = ctx.devices.get(&target);
+    let device = ctx.devices.get(&cached_ref(target.clone()));
     let now = crate::clock::now();
 
     // Decide from the newest status: ours may not be in the cache yet.
@@ -329,7 +330,7 @@ fn hold<R: RequestResource>(ctx: &Context, namespace: &str, request: &R) -> bool
 fn device_view<R: RequestResource>(
     ctx: &Context,
     state: &KindState<R>,
-    device: Option<&Device>,
+    device: Option<&CachedDevice>,
     target: &ObjectRef<Device>,
     request_id: &str,
 ) -> (DeviceView, Option<DeviceId>) {

@@ -6,13 +6,16 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kube::runtime::reflector::Store;
-use kubetwin_api::{ConnectionState, Device, MethodRequest, RebootRequest};
+use kubetwin_api::{ConnectionState, MethodRequest, RebootRequest};
+use serde::Deserialize;
+use tracing::error;
 
 pub use super::metrics::FleetCounts;
 use super::metrics::Metrics;
 use crate::{
     k8s::kind_label,
     methods::{engine::Phase, resource::RequestResource},
+    twin::cache::CachedDevice,
 };
 
 /// How often the gauges are recounted.
@@ -32,8 +35,39 @@ fn connection_label(state: ConnectionState) -> &'static str {
     }
 }
 
+/// What the gauges read of a Device: its connection state, sync and firmware version (read
+/// from the cached text without building the whole Device).
+#[derive(Debug, Default, Deserialize)]
+pub struct Gauged {
+    #[serde(default)]
+    status: Option<GaugedStatus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GaugedStatus {
+    #[serde(default)]
+    connection: Option<GaugedConnection>,
+    #[serde(default)]
+    in_sync: Option<bool>,
+    #[serde(default)]
+    firmware: Option<GaugedFirmware>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GaugedConnection {
+    #[serde(default)]
+    state: ConnectionState,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GaugedFirmware {
+    #[serde(default)]
+    current: Option<String>,
+}
+
 /// Counts `devices`.
-pub fn count_devices<'a>(devices: impl Iterator<Item = &'a Device>) -> FleetCounts {
+pub fn count_devices(devices: impl Iterator<Item = Gauged>) -> FleetCounts {
     // Every connection state and sync value, and the unknown version, exist at zero: a gauge
     // that drops to no series would read as "no data", not as 0.
     let mut counts = FleetCounts {
@@ -43,7 +77,8 @@ pub fn count_devices<'a>(devices: impl Iterator<Item = &'a Device>) -> FleetCoun
     };
     let mut versions: BTreeMap<String, i64> = BTreeMap::from([(NO_VERSION.to_string(), 0)]);
     for device in devices {
-        let status = device.status.as_ref();
+        let status = device.status;
+        let status = status.as_ref();
         let state = status.and_then(|s| s.connection.as_ref()).map(|c| c.state).unwrap_or_default();
         *counts.connection.entry(connection_label(state)).or_default() += 1;
         let sync = match status.and_then(|s| s.in_sync) {
@@ -86,14 +121,22 @@ pub fn count_requests<'a, R: RequestResource + 'a>(
 
 /// Recounts the gauges from the caches every [`REFRESH`], forever.
 pub async fn run(
-    devices: Store<Device>,
+    devices: Store<CachedDevice>,
     reboots: Store<RebootRequest>,
     methods: Store<MethodRequest>,
     metrics: Arc<Metrics>,
 ) {
     loop {
         let device_list = devices.state();
-        let mut counts = count_devices(device_list.iter().map(|d| &**d));
+        let mut counts = count_devices(device_list.iter().filter_map(|device| {
+            device
+                .read::<Gauged>()
+                .inspect_err(|failure| {
+                    // Left out of the gauges; its reconcile fails the same way, counted.
+                    error!(device = %kube::ResourceExt::name_any(&**device), %failure, "a cached Device does not read back");
+                })
+                .ok()
+        }));
         drop(device_list);
         count_requests(&mut counts, reboots.state().iter().map(|r| &**r));
         count_requests(&mut counts, methods.state().iter().map(|r| &**r));
@@ -104,7 +147,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use kubetwin_api::{ConnectionStatus, DeviceSpec, DeviceStatus, FirmwareStatus};
+    use kubetwin_api::{ConnectionStatus, Device, DeviceSpec, DeviceStatus, FirmwareStatus};
 
     use super::*;
 
@@ -120,6 +163,11 @@ mod tests {
         device
     }
 
+    /// What the gauges read of `device`, read as the operator reads it: from its cached form.
+    fn gauged(device: Device) -> Gauged {
+        CachedDevice::new(device).and_then(|d| d.read()).expect("a cached Device reads back")
+    }
+
     #[test]
     fn devices_are_counted_by_connection_sync_and_version() {
         use ConnectionState::{Connected, Disconnected};
@@ -129,7 +177,7 @@ mod tests {
             device(Disconnected, None, Some("1.0")),
             Device::new("new", DeviceSpec::default()),
         ];
-        let counts = count_devices(fleet.iter());
+        let counts = count_devices(fleet.into_iter().map(gauged));
         assert_eq!(
             counts.connection,
             BTreeMap::from([("Connected", 2), ("Disconnected", 1), ("Unknown", 1)])
@@ -153,7 +201,7 @@ mod tests {
         fleet.extend(
             (1..25).map(|i| device(ConnectionState::Connected, None, Some(&format!("v{i:02}")))),
         );
-        let counts = count_devices(fleet.iter());
+        let counts = count_devices(fleet.into_iter().map(gauged));
         assert_eq!(counts.firmware.len(), MAX_FIRMWARE_VERSIONS + 1);
         assert_eq!(counts.firmware["v00"], 30);
         assert_eq!(counts.firmware[OTHER_VERSIONS], 5, "v20 … v24");

@@ -16,6 +16,7 @@ use crate::{
     context::Context,
     fleet::{Admitted, ClearReason, Follower, unknown::LogLimiter},
     k8s::wait_synced,
+    twin::cache::{CachedDevice, cached_ref},
 };
 
 /// Wakes the reconcile of a request that follows a Device.
@@ -26,7 +27,7 @@ pub type ResyncAll = Box<dyn Fn() + Send + Sync>;
 /// How inbound messages reach the controllers.
 pub struct Triggers {
     /// Reconciles a Device.
-    pub devices: UnboundedSender<ObjectRef<Device>>,
+    pub devices: UnboundedSender<ObjectRef<CachedDevice>>,
     /// Reconciles a request, by the request's kind label.
     pub requests: HashMap<&'static str, RequestTrigger>,
     /// Reconciles every object of a kind (after a new MQTT session).
@@ -36,7 +37,7 @@ pub struct Triggers {
 impl Triggers {
     fn device(&self, device: ObjectRef<Device>) {
         // A closed channel means the controller stopped: the process is shutting down.
-        let _ = self.devices.unbounded_send(device);
+        let _ = self.devices.unbounded_send(cached_ref(device));
     }
 
     fn follower(&self, follower: &Follower) {

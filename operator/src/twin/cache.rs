@@ -1,14 +1,136 @@
-//! What the Device cache keeps of a Device: all but the reported map, which the fleet index
-//! holds for every device that owns its id (at 100,000 Devices the copies would be a quarter
-//! of the cache). A digest of the map stands in for it, so a reconcile can still tell
-//! whether the status it wants differs from the stored one.
+//! What the Device cache keeps of a Device: a [`CachedDevice`], the metadata typed (selectors
+//! and names are read from every cached Device) and the spec and status as compact JSON text,
+//! turned back into a [`Device`] when a reconcile needs one. The status goes without its
+//! reported map, which the fleet index holds for every device that owns its id (at 100,000
+//! Devices the copies would be a quarter of the cache). A digest of the map stands in for it,
+//! so a reconcile can still tell whether the status it wants differs from the stored one.
+//!
+//! Why text: a Device as typed values costs ~4 KiB in the cache (1 KiB of inline struct, most
+//! of it optional fields never set; a B-tree node of ~600 bytes for a two-key desired map);
+//! its JSON is a few hundred bytes. Parsing one back takes microseconds, and only reconciles
+//! of that Device and the rarer whole-fleet passes do it.
 
 use std::{borrow::Cow, collections::BTreeMap};
 
-use kubetwin_api::{Device, DeviceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, core::NamespaceResourceScope, runtime::reflector::ObjectRef};
+use kubetwin_api::{Device, DeviceSpec, DeviceStatus};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::k8s::status::budget::fingerprint;
+
+/// A Device as the operator's cache keeps it (see the module's doc).
+#[derive(Clone, Debug)]
+pub struct CachedDevice {
+    /// The Device's metadata, as the watch delivered it less what no reconcile reads.
+    pub metadata: ObjectMeta,
+    /// `{"spec": …, "status": …}` of the Device, its status without the reported map.
+    body: Box<str>,
+    /// Digest of the reported map the status went without ([`keep_for_cache`]).
+    reported_digest: Option<u64>,
+}
+
+/// The part of a Device a [`CachedDevice`] keeps as text.
+#[derive(Serialize)]
+struct Body<'a> {
+    spec: &'a DeviceSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a DeviceStatus>,
+}
+
+/// [`Body`], read back.
+#[derive(Deserialize)]
+struct OwnedBody {
+    spec: DeviceSpec,
+    status: Option<DeviceStatus>,
+}
+
+impl CachedDevice {
+    /// The cached form of `device` (its reported map replaced by a digest).
+    pub fn new(mut device: Device) -> Result<Self, serde_json::Error> {
+        keep_for_cache(&mut device);
+        let body =
+            serde_json::to_string(&Body { spec: &device.spec, status: device.status.as_ref() })?;
+        Ok(Self {
+            reported_digest: device.status.as_ref().and_then(|s| s.reported_digest),
+            metadata: device.metadata,
+            body: body.into_boxed_str(),
+        })
+    }
+
+    /// The spec and status as the cache keeps them: JSON text, without the reported map.
+    pub fn text(&self) -> &str {
+        &self.body
+    }
+
+    /// The reference the fleet index knows this Device by.
+    pub fn device_ref(&self) -> ObjectRef<Device> {
+        crate::fleet::bare_ref(self).into_kind_unchecked(())
+    }
+
+    /// A projection of the Device's spec and status (read as `{"spec": …, "status": …}`),
+    /// without building the whole Device: what the projection does not name is skipped.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.body)
+    }
+
+    /// The Device this was made from, as [`keep_for_cache`] left it. An error only if the
+    /// text does not read back, which would be a bug of this module (it wrote the text).
+    pub fn device(&self) -> Result<Device, serde_json::Error> {
+        let OwnedBody { spec, mut status } = serde_json::from_str(&self.body)?;
+        if let Some(status) = status.as_mut() {
+            status.reported_digest = self.reported_digest;
+        }
+        Ok(Device { metadata: self.metadata.clone(), spec, status })
+    }
+}
+
+/// Read from the API as a Device, kept in its cached form (kube-runtime's controller asks
+/// that its kind can be read; the operator's watch reads whole Devices, which the fleet index
+/// sees before the cache converts them).
+impl<'de> Deserialize<'de> for CachedDevice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let device = Device::deserialize(deserializer)?;
+        Self::new(device).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The Device kind's identity: a cached Device is a Device to kube-runtime (its object
+/// references, metric labels and Events).
+impl Resource for CachedDevice {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Device::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        Device::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        Device::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Device::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The cache's reference to the Device `device` refers to (the same name and namespace).
+pub fn cached_ref(device: ObjectRef<Device>) -> ObjectRef<CachedDevice> {
+    device.into_kind_unchecked(())
+}
 
 /// Replaces `status.reported` of a Device bound for the cache with its digest (hashing the
 /// map as it is: no copy, no JSON, as this runs for every object the watch delivers).
@@ -68,6 +190,7 @@ pub fn whole(cached: &Device, reports: Option<BTreeMap<String, Value>>) -> Optio
 
 #[cfg(test)]
 mod tests {
+    use kube::ResourceExt;
     use kubetwin_api::DeviceSpec;
     use serde_json::json;
 
@@ -95,6 +218,77 @@ mod tests {
         let mut device = device(reported);
         keep_for_cache(&mut device);
         device.status.expect("a status")
+    }
+
+    /// A Device with every part a stored one has, as the API serves it.
+    fn stored_device() -> Device {
+        let at = "2026-12-01T10:00:00Z";
+        serde_json::from_value(json!({
+            "apiVersion": "kubetwin.io/v1alpha1",
+            "kind": "Device",
+            "metadata": {
+                "name": "d-1", "namespace": "fleet", "uid": "6f1c2a9e-0b7d-4c53-9a1e-000000000001",
+                "resourceVersion": "1000001", "generation": 3, "creationTimestamp": at,
+                "labels": {"site": "north", "tier": "edge"},
+            },
+            "spec": {
+                "deviceId": "dev-1",
+                "desired": {"rate": 5, "mode": {"eco": true, "levels": [1, 2.5, null]}},
+                "firmware": {"version": "1.5.0", "url": "http://fw/1.5.0.bin", "sha256": "ab".repeat(32)},
+            },
+            "status": {
+                "observedGeneration": 3, "deviceId": "dev-1",
+                "connection": {"state": "Connected", "since": at, "lastSeen": at},
+                "reported": {"rate": 5, "fw": "1.4.2"}, "reportedAt": at,
+                "lastReported": {"boot": 1_764_583_200, "seq": 42},
+                "firmware": {"current": "1.4.2", "target": "1.5.0"},
+                "configurations": [{"name": "edge", "generation": 2}],
+                "inSync": false,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Connected",
+                    "message": "The device is connected", "lastTransitionTime": at,
+                    "observedGeneration": 3}],
+            },
+        }))
+        .expect("a Device")
+    }
+
+    /// A Device's parts, to compare (the Device type itself has no equality).
+    fn parts(device: Device) -> (ObjectMeta, DeviceSpec, Option<DeviceStatus>) {
+        (device.metadata, device.spec, device.status)
+    }
+
+    #[test]
+    fn a_cached_device_reads_back_as_the_device_less_its_reported_map() {
+        let mut bare = Device::new("bare", DeviceSpec::default());
+        bare.metadata.namespace = Some("fleet".into());
+        for device in [stored_device(), bare] {
+            let cached = CachedDevice::new(device.clone()).expect("cached");
+            let mut kept = device.clone();
+            keep_for_cache(&mut kept);
+            assert_eq!(
+                parts(cached.device().expect("reads back")),
+                parts(kept),
+                "{}",
+                device.name_any()
+            );
+            // The fleet index knows it by the same reference; Events name a Device.
+            assert_eq!(cached.device_ref(), crate::fleet::bare_ref(&device));
+            assert_eq!(cached.object_ref(&()), device.object_ref(&()));
+        }
+        // Read from the API, it is the same as cached from a Device.
+        let from_api: CachedDevice =
+            serde_json::from_value(serde_json::to_value(stored_device()).expect("json"))
+                .expect("reads as a cached Device");
+        let mut kept = stored_device();
+        keep_for_cache(&mut kept);
+        assert_eq!(parts(from_api.device().expect("reads back")), parts(kept));
+        // A projection reads what it names and nothing else.
+        #[derive(serde::Deserialize)]
+        struct Firmware {
+            spec: DeviceSpec,
+        }
+        let spec = from_api.read::<Firmware>().expect("a projection").spec;
+        assert_eq!(spec.firmware.map(|f| f.version).as_deref(), Some("1.5.0"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kubetwin_api::{
 use kubetwin_protocol::{DesiredDocument, DeviceId, FirmwareOrder, timestamp::format_rfc3339};
 
 use super::{
-    cache,
+    cache::{self, CachedDevice},
     status::{Problem, Wanted, desired_status},
 };
 use crate::{
@@ -53,13 +53,18 @@ pub struct DeviceController {
 }
 
 /// Requeue after an error, later with each failure in a row.
-pub fn error_policy(device: Arc<Device>, error: &Error, this: Arc<DeviceController>) -> Action {
+pub fn error_policy(
+    device: Arc<CachedDevice>,
+    error: &Error,
+    this: Arc<DeviceController>,
+) -> Action {
     reconcile_failed(&*device, error, &this.ctx.metrics, &this.retries)
 }
 
 /// Publishes desired properties when needed and writes the status computed by
 /// [`desired_status`] when it differs from the current one.
-pub async fn reconcile(device: Arc<Device>, this: Arc<DeviceController>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<CachedDevice>, this: Arc<DeviceController>) -> Result<Action> {
+    let device = Arc::new(cached.device().map_err(Error::CachedDevice)?);
     let ctx = &this.ctx;
     ctx.metrics.reconciled(kind_label::<Device>());
     let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
