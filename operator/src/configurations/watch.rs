@@ -24,6 +24,31 @@ use tracing::error;
 use super::{admissions::Admissions, effective::rolled_back, selector_of};
 use crate::twin::cache::CachedDevice;
 
+/// What the watch reads of a cached Device: the names of the configurations its status lists.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Listed {
+    #[serde(default)]
+    status: Option<ListedStatus>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListedStatus {
+    #[serde(default)]
+    configurations: Vec<ListedConfiguration>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListedConfiguration {
+    name: String,
+}
+
+impl Listed {
+    /// Whether the status lists configuration `name`.
+    fn lists(&self, name: &str) -> bool {
+        self.status.as_ref().is_some_and(|s| s.configurations.iter().any(|c| c.name == name))
+    }
+}
+
 /// What of a configuration changes the devices' effective twin: its generation, whether it
 /// is rolled back, and the previous firmware a rollback installs.
 type TwinKey = (Option<i64>, bool, Option<String>);
@@ -95,11 +120,10 @@ pub fn observe(
             continue;
         }
         let selects = selector.as_ref().is_some_and(|s| s.matches(device.labels()));
-        // Only a Device the configuration does not select is read back whole.
-        let lists = || match device.device() {
-            Ok(device) => {
-                device.status.is_some_and(|s| s.configurations.iter().any(|c| c.name == name))
-            }
+        // Only a Device the configuration does not select is read, and only the names of
+        // the configurations its status lists.
+        let lists = || match device.read::<Listed>() {
+            Ok(listed) => listed.lists(&name),
             Err(failure) => {
                 // Its reconcile fails the same way, where it is counted and retried.
                 error!(device = %device.name_any(), %failure, "a cached Device does not read back");
@@ -108,6 +132,43 @@ pub fn observe(
         };
         if selects || lists() {
             let _ = trigger.unbounded_send(ObjectRef::new(&device.name_any()).within(&namespace));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetwin_api::{Device, DeviceSpec, DeviceStatus, device::AppliedConfiguration};
+
+    use super::*;
+
+    #[test]
+    fn the_watch_reads_the_configurations_a_status_lists_from_the_cached_text() {
+        let cached = |listed: Option<&[&str]>| {
+            let mut device = Device::new("d", DeviceSpec::default());
+            device.status = listed.map(|names| DeviceStatus {
+                configurations: names
+                    .iter()
+                    .map(|n| AppliedConfiguration {
+                        name: n.to_string(),
+                        generation: 1,
+                        ..AppliedConfiguration::default()
+                    })
+                    .collect(),
+                ..DeviceStatus::default()
+            });
+            CachedDevice::new(device).expect("cached")
+        };
+        // (configurations the status lists, none without a status)
+        let table: [(Option<&[&str]>, bool); 4] = [
+            (None, false),
+            (Some(&[]), false),
+            (Some(&["north"]), false),
+            (Some(&["north", "edge"]), true),
+        ];
+        for (listed, lists_edge) in table {
+            let read = cached(listed).read::<Listed>().expect("reads");
+            assert_eq!(read.lists("edge"), lists_edge, "{listed:?}");
         }
     }
 }

@@ -85,8 +85,8 @@ where
 /// it (`C`, which is the same kind to kube-runtime: a [`crate::twin::cache::CachedDevice`] for
 /// a Device). `observe` (and so every index) sees the whole object, before the cache. A
 /// reconcile that an index change triggers may then briefly read the older cached object; the
-/// object's own event reconciles it again. An object `cache` cannot convert is a watch error
-/// (logged by the controller), never an object silently left out.
+/// object's own event reconciles it again. An object `cache` cannot convert is logged as an
+/// error and ends its event as a watch error, never silently.
 pub fn lean_controller_caching<K, C>(
     client: &Client,
     config: &OperatorConfig,
@@ -101,8 +101,10 @@ where
     let stream = lean_watch(client, config)
         .inspect_ok(move |event| observe(event))
         .and_then(move |event| {
-            let converted = cached_event(event, &cache)
-                .map_err(|error| watcher::Error::WatchFailed(kube::Error::SerdeError(error)));
+            let converted = cached_event(event, &cache).map_err(|error| {
+                tracing::error!(kind = kind_label::<K>(), %error, "a watched object cannot be cached");
+                watcher::Error::WatchFailed(kube::Error::SerdeError(error))
+            });
             futures::future::ready(converted)
         })
         .reflect(writer)

@@ -233,7 +233,8 @@ mod tests {
             },
             "spec": {
                 "deviceId": "dev-1",
-                "desired": {"rate": 5, "mode": {"eco": true, "levels": [1, 2.5, null]}},
+                "desired": {"rate": 5, "mode": {"eco": true, "levels": [1, 2.5, null]},
+                    "tiny": 1.0000000000000001e-60, "huge": 6.39e47, "exact": 0.30000000000000004},
                 "firmware": {"version": "1.5.0", "url": "http://fw/1.5.0.bin", "sha256": "ab".repeat(32)},
             },
             "status": {

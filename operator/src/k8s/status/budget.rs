@@ -370,6 +370,9 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         shrink_when_sparse(&mut self.in_flight);
         shrink_when_sparse(&mut self.held_keys);
         shrink_when_sparse(&mut self.failures);
+        if self.deferred.capacity() > 1024 && self.deferred.len() < self.deferred.capacity() / 4 {
+            self.deferred.shrink_to(self.deferred.len().max(1024));
+        }
     }
 
     /// Rooms the tables hold, for tests of [`WriteQueue::settle`].
