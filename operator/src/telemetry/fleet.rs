@@ -77,8 +77,7 @@ pub fn count_devices(devices: impl Iterator<Item = Gauged>) -> FleetCounts {
     };
     let mut versions: BTreeMap<String, i64> = BTreeMap::from([(NO_VERSION.to_string(), 0)]);
     for device in devices {
-        let status = device.status;
-        let status = status.as_ref();
+        let status = device.status.as_ref();
         let state = status.and_then(|s| s.connection.as_ref()).map(|c| c.state).unwrap_or_default();
         *counts.connection.entry(connection_label(state)).or_default() += 1;
         let sync = match status.and_then(|s| s.in_sync) {

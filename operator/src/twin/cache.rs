@@ -78,7 +78,7 @@ impl CachedDevice {
     /// The Device this was made from, as [`keep_for_cache`] left it. An error only if the
     /// text does not read back, which would be a bug of this module (it wrote the text).
     pub fn device(&self) -> Result<Device, serde_json::Error> {
-        let OwnedBody { spec, mut status } = serde_json::from_str(&self.body)?;
+        let OwnedBody { spec, mut status } = self.read()?;
         if let Some(status) = status.as_mut() {
             status.reported_digest = self.reported_digest;
         }

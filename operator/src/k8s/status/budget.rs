@@ -370,8 +370,8 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
         shrink_when_sparse(&mut self.in_flight);
         shrink_when_sparse(&mut self.held_keys);
         shrink_when_sparse(&mut self.failures);
-        if self.deferred.capacity() > 1024 && self.deferred.len() < self.deferred.capacity() / 4 {
-            self.deferred.shrink_to(self.deferred.len().max(1024));
+        if let Some(room) = room_to_keep(self.deferred.len(), self.deferred.capacity()) {
+            self.deferred.shrink_to(room);
         }
     }
 
@@ -464,12 +464,18 @@ impl<K: Clone + Eq + Hash + Ord, V: Hash> WriteQueue<K, V> {
     }
 }
 
-/// Gives back a table's room when it uses less than a quarter of it (a small table keeps
-/// its room: shrinking it would only make the next burst grow it again).
-fn shrink_when_sparse<K: Eq + Hash, V>(table: &mut HashMap<K, V>) {
+/// The room to shrink a table of `len` entries and `capacity` slots to, when it uses less
+/// than a quarter of it (a small table keeps its room: shrinking it would only make the next
+/// burst grow it again).
+fn room_to_keep(len: usize, capacity: usize) -> Option<usize> {
     const KEEP: usize = 1024;
-    if table.capacity() > KEEP && table.len() < table.capacity() / 4 {
-        table.shrink_to(table.len().max(KEEP));
+    (capacity > KEEP && len < capacity / 4).then(|| len.max(KEEP))
+}
+
+/// Gives back a table's room when it is sparse ([`room_to_keep`]).
+fn shrink_when_sparse<K: Eq + Hash, V>(table: &mut HashMap<K, V>) {
+    if let Some(room) = room_to_keep(table.len(), table.capacity()) {
+        table.shrink_to(room);
     }
 }
 
