@@ -1,4 +1,5 @@
-//! One MQTT connection of a simulated device, on the shared client of `kubetwin-mqtt`: a
+//! One MQTT connection of a simulated device, on the compact client of `kubetwin-mqtt` (driven
+//! by the device's own task, a few KiB per connection: 100,000 devices share one process): a
 //! persistent session under the device id, the Last Will, the device's subscriptions (made
 //! on every new session; the session is reported once the SUBACK is in), and no automatic
 //! reconnect (the runner decides when to connect again).
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kubetwin_mqtt::{
-    BrokerUrl, ClientError, ClientOptions, Connection, Event, MqttVersion, Reconnect,
+    BrokerUrl, ClientError, ClientOptions, CompactConnection, Event, MqttVersion,
     RequestProperties, Security, Session,
 };
 use tracing::warn;
@@ -18,13 +19,9 @@ use crate::device::{Incoming, Publication};
 pub const MAX_PACKET_SIZE: usize = 256 * 1024;
 /// Session expiry interval of MQTT 5 persistent sessions, in seconds.
 pub const SESSION_EXPIRY_SECS: u32 = 3600;
-/// Capacity of the request channel into the client and of the event channel out of it.
-const CHANNEL_CAPACITY: usize = 64;
-/// Outgoing in-flight limit. The client keeps a slot per possible unacknowledged QoS 1 message:
-/// at 100 slots that was ~19 KB of each simulated device's ~66 KB (measured with 5,000
-/// devices). A device's largest burst, a resync (presence, a full report and up to
-/// `RESYNC_ANSWERS` answers), fills these; anything beyond waits in the request channel
-/// (`CHANNEL_CAPACITY`) until acknowledgements come back, delayed, not lost.
+/// Outgoing in-flight limit: a device's largest burst, a resync (presence, a full report and
+/// up to `RESYNC_ANSWERS` answers), goes out at once; a publication beyond it waits for an
+/// acknowledgement, delayed, not lost. The broker's Receive Maximum lowers it.
 const INFLIGHT: u16 = 2 + crate::device::RESYNC_ANSWERS as u16;
 
 /// What the connection reports.
@@ -72,7 +69,7 @@ fn publication(p: &Publication) -> kubetwin_mqtt::Publication {
 
 /// One MQTT connection attempt.
 pub struct Link {
-    connection: Connection,
+    connection: CompactConnection,
 }
 
 impl Link {
@@ -84,12 +81,10 @@ impl Link {
         options.session = Session::Persistent { expiry_secs: SESSION_EXPIRY_SECS };
         options.max_packet_bytes = MAX_PACKET_SIZE;
         options.inflight = INFLIGHT;
-        options.queue = CHANNEL_CAPACITY;
         options.subscriptions = spec.subscriptions.clone();
         options.last_will = Some(publication(will));
         options.security = spec.security.clone();
-        options.reconnect = Reconnect::Never;
-        Self { connection: kubetwin_mqtt::connect(options) }
+        Self { connection: CompactConnection::new(options) }
     }
 
     /// The next event; `None` once the connection ended and every event was read.
@@ -122,8 +117,8 @@ impl Link {
     }
 
     /// Publishes with QoS 1 (MQTT 5: with the Correlation Data, if any).
-    pub async fn publish(&self, p: &Publication) -> Result<(), ClientError> {
-        self.connection.client.publish(publication(p)).await
+    pub async fn publish(&mut self, p: &Publication) -> Result<(), ClientError> {
+        self.connection.publish(publication(p)).await
     }
 
     /// Disconnects cleanly (DISCONNECT, so the broker discards the Last Will), waiting at most

@@ -258,7 +258,7 @@ pub async fn run_device(
 async fn apply(
     effects: Vec<Effect>,
     device: &Device,
-    link: &Link,
+    link: &mut Link,
     ctx: &RunContext,
     timers: &mut Timers,
     mut response_delay: Duration,
@@ -472,7 +472,7 @@ mod tests {
             Effect::ScheduleReboot { delay: Duration::from_secs(5) },
         ];
         let mut timers = Timers::default();
-        let result = apply(effects, &device, &link, &ctx, &mut timers, Duration::ZERO).await;
+        let result = apply(effects, &device, &mut link, &ctx, &mut timers, Duration::ZERO).await;
 
         assert_eq!(result, Err(()), "the lost connection is reported");
         assert!(timers.reboot_at.is_some(), "the reboot is scheduled although the answer was lost");

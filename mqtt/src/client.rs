@@ -259,7 +259,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn properties5(properties: Option<RequestProperties>) -> Option<PublishProperties> {
+pub(crate) fn properties5(properties: Option<RequestProperties>) -> Option<PublishProperties> {
     properties.map(|p| PublishProperties {
         response_topic: p.response_topic,
         correlation_data: p.correlation_data,
@@ -606,7 +606,7 @@ impl Protocol for V311 {
 }
 
 /// Pairs a SUBACK's codes with the filters of the SUBSCRIBE it answers.
-fn refusals(filters: &[String], codes: Vec<Option<String>>) -> Vec<Refusal> {
+pub(crate) fn refusals(filters: &[String], codes: Vec<Option<String>>) -> Vec<Refusal> {
     filters
         .iter()
         .zip(codes)

@@ -6,9 +6,12 @@
 //! - [`Security`]: TLS (with a client certificate for mutual TLS) and credentials;
 //! - [`connect`]: one connection with one poll loop serving both protocol versions. It
 //!   subscribes on every new session, reports the session only once the SUBACK is in, and
-//!   surfaces what the broker refused (SUBACK failure codes, MQTT 5 PUBACK reason codes).
+//!   surfaces what the broker refused (SUBACK failure codes, MQTT 5 PUBACK reason codes);
+//! - [`CompactConnection`]: the same contract without a task of its own, for the simulator's
+//!   fleets (a few KiB per connection instead of rumqttc's ~24 KiB of reserved buffers).
 
 mod client;
+mod compact;
 mod security;
 mod url;
 
@@ -16,6 +19,7 @@ pub use client::{
     Client, ClientError, ClientOptions, Connection, Event, LinkState, PollTask, Publication,
     Received, Reconnect, Refusal, RequestProperties, Session, connect,
 };
+pub use compact::CompactConnection;
 pub use kubetwin_protocol::MqttVersion;
 pub use security::{Credentials, Security, SecurityError, tls_config, tls_config_from_pem};
 pub use url::{BrokerUrl, UrlError};
