@@ -2,6 +2,7 @@
 //! fault injection and graceful shutdown. All decisions are the device's; this module does the
 //! I/O and the waiting.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,7 @@ struct Timers {
     method_at: Option<Instant>,
     /// When the firmware update takes its next step.
     firmware_at: Option<Instant>,
-    /// A firmware image to download before anything else.
+    /// A firmware image to download, once connected, before anything else is handled.
     download: Option<String>,
 }
 
@@ -135,13 +136,18 @@ fn persist(ctx: &RunContext, device: &Device) -> bool {
     }
 }
 
-/// Shutdown was requested: publishes the offline presence if connected (best effort: the broker
-/// publishes the Last Will if it is lost).
-async fn go_offline(device: &mut Device, link: &mut Link, connected: bool) -> Outcome {
+/// Shutdown was requested: publishes the offline presence if connected (best effort, within
+/// `timeout`: the broker publishes the Last Will if it is lost).
+async fn go_offline(
+    device: &mut Device,
+    link: &mut Link,
+    connected: bool,
+    timeout: Duration,
+) -> Outcome {
     if connected {
         match device.offline("shutdown") {
             Ok(offline) => {
-                let _ = link.publish(&offline).await;
+                let _ = tokio::time::timeout(timeout, link.publish(&offline)).await;
             }
             Err(error) => {
                 error!(device = %device.id(), %error, "cannot encode the offline presence")
@@ -303,6 +309,38 @@ async fn apply(
     if link_lost { Err(()) } else { Ok(()) }
 }
 
+/// The next event: one deferred while the device was busy first, else the link's next.
+async fn next_event(link: &mut Link, deferred: &mut VecDeque<LinkEvent>) -> Option<LinkEvent> {
+    match deferred.pop_front() {
+        Some(event) => Some(event),
+        None => link.next().await,
+    }
+}
+
+/// Downloads `url` while the link is kept served (keep-alive, acknowledgements): what arrives
+/// meanwhile waits in `deferred`, as the device handles nothing else before its download ends.
+/// `None`: shutdown was requested first.
+async fn download_serving(
+    url: &str,
+    link: &mut Link,
+    deferred: &mut VecDeque<LinkEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Result<Vec<u8>, String>> {
+    // Boxed: only a device that downloads carries the HTTP client's state.
+    let mut fetch = Box::pin(crate::download::fetch(url));
+    let mut link_open = true;
+    loop {
+        tokio::select! {
+            result = &mut fetch => return Some(result),
+            () = stopped(shutdown) => return None,
+            event = link.next(), if link_open => match event {
+                Some(event) => deferred.push_back(event),
+                None => link_open = false,
+            },
+        }
+    }
+}
+
 /// Serves one connection until it ends.
 async fn serve(
     device: &mut Device,
@@ -317,15 +355,18 @@ async fn serve(
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         interval
     });
+    let mut deferred = VecDeque::new();
     loop {
         let reboot_deadline = timers.reboot_at.filter(|_| connected);
         let resync_deadline = timers.resync_at.filter(|_| connected);
         let offline_deadline = timers.offline_at.filter(|_| connected);
         let method_deadline = timers.method_at.filter(|_| connected);
         let firmware_deadline = timers.firmware_at.filter(|_| connected);
-        if let Some(url) = timers.download.take() {
+        if let Some(url) = timers.download.take_if(|_| connected) {
             debug!(device = %device.id(), %url, "downloading firmware");
-            let result = crate::download::fetch(&url).await;
+            let Some(result) = download_serving(&url, link, &mut deferred, shutdown).await else {
+                return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
+            };
             let effects = device.download_finished(result);
             if apply(effects, device, link, ctx, timers, Duration::ZERO).await.is_err() {
                 return Outcome::Lost { connected };
@@ -335,11 +376,13 @@ async fn serve(
         // Shutdown first: a task that wakes late (10,000 devices stop at once) finds its timers
         // due too, and a report sent after the stop may never get out before the disconnect.
         if *shutdown.borrow() {
-            return go_offline(device, link, connected).await;
+            return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
         }
         tokio::select! {
-            () = stopped(shutdown) => return go_offline(device, link, connected).await,
-            event = link.next() => match event {
+            () = stopped(shutdown) => {
+                return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
+            }
+            event = next_event(link, &mut deferred) => match event {
                 Some(LinkEvent::Connected { session_present }) => {
                     debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");
                     connected = true;

@@ -31,10 +31,8 @@ use kubetwin_protocol::MqttVersion;
 
 /// Longest time from starting to connect to the broker's CONNACK (rumqttc's default too).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Room reserved for reading when the input buffer is empty: a device's messages are small.
+/// Room reserved for reading: a device's messages are small (a larger one grows the buffer).
 const READ_ROOM: usize = 512;
-/// A buffer that grew past this for one large message is let go once it is empty again.
-const KEEP_AT_MOST: usize = 4096;
 
 /// A byte stream to the broker: plain TCP or TLS.
 trait Wire: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -50,6 +48,8 @@ struct Handshake {
     receive_max: Option<u16>,
     /// MQTT 5 Server Keep Alive, which replaces the one asked for.
     server_keep_alive: Option<u16>,
+    /// MQTT 5 Maximum Packet Size the broker accepts.
+    max_packet_size: Option<u32>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Handshake, String>> + Send>>;
@@ -74,6 +74,7 @@ enum Inbound {
         refused: Option<String>,
         receive_max: Option<u16>,
         server_keep_alive: Option<u16>,
+        max_packet_size: Option<u32>,
     },
     SubAck {
         pkid: u16,
@@ -119,9 +120,16 @@ pub struct CompactConnection {
     /// QoS 1 publications sent and not yet acknowledged.
     inflight: u16,
     inflight_limit: u16,
+    /// Largest packet sent: ours, or the broker's smaller MQTT 5 Maximum Packet Size.
+    max_outgoing: usize,
     keep_alive: Duration,
+    /// When a packet last went out, and when one last came in: a PINGREQ is due a keep-alive
+    /// after the earlier of the two (a device that only publishes still finds out that the
+    /// broker went silent).
     last_sent: Instant,
-    ping_outstanding: bool,
+    last_received: Instant,
+    /// When the PINGREQ awaiting its PINGRESP went out.
+    ping_sent: Option<Instant>,
 }
 
 impl std::fmt::Debug for CompactConnection {
@@ -139,6 +147,7 @@ impl CompactConnection {
     pub fn new(options: ClientOptions) -> Self {
         let keep_alive = options.keep_alive;
         let inflight_limit = options.inflight.max(1);
+        let max_outgoing = options.max_packet_bytes;
         Self {
             options,
             phase: Phase::Idle,
@@ -150,9 +159,11 @@ impl CompactConnection {
             last_pkid: 0,
             inflight: 0,
             inflight_limit,
+            max_outgoing,
             keep_alive,
             last_sent: Instant::now(),
-            ping_outstanding: false,
+            last_received: Instant::now(),
+            ping_sent: None,
         }
     }
 
@@ -189,7 +200,9 @@ impl CompactConnection {
     }
 
     /// Sends `message` with QoS 1, first waiting for the broker to acknowledge earlier ones if
-    /// as many as it accepts are unacknowledged. `Err(Closed)` when there is no session.
+    /// as many as it accepts are unacknowledged (what arrives meanwhile waits for
+    /// [`Self::next`]). `Err(Closed)` when there is no session. Once encoded, a publication
+    /// goes out even if this call is cancelled while it is being written.
     pub async fn publish(&mut self, message: Publication) -> Result<(), ClientError> {
         while self.inflight >= self.inflight_limit {
             if !matches!(self.phase, Phase::Up(_)) {
@@ -210,7 +223,7 @@ impl CompactConnection {
             return Err(ClientError::Closed);
         }
         let pkid = self.next_pkid();
-        encode_publish(&self.options, pkid, message, &mut self.output)
+        encode_publish(self.options.version, pkid, message, self.max_outgoing, &mut self.output)
             .map_err(ClientError::Refused)?;
         self.inflight += 1;
         if let Err(reason) = self.write_out().await {
@@ -261,8 +274,14 @@ impl CompactConnection {
     /// Takes the session the handshake made; subscribes when `subscribe`. Returns the
     /// Connected event when there is nothing to subscribe to.
     fn start_session(&mut self, handshake: Handshake, subscribe: bool) -> Option<Event> {
-        let Handshake { wire, leftover, session_present, receive_max, server_keep_alive } =
-            handshake;
+        let Handshake {
+            wire,
+            leftover,
+            session_present,
+            receive_max,
+            server_keep_alive,
+            max_packet_size,
+        } = handshake;
         self.phase = Phase::Up(wire);
         self.input = leftover;
         self.session_present = session_present;
@@ -272,7 +291,11 @@ impl CompactConnection {
         if let Some(seconds) = server_keep_alive {
             self.keep_alive = Duration::from_secs(u64::from(seconds));
         }
+        if let Some(max) = max_packet_size.and_then(|max| usize::try_from(max).ok()) {
+            self.max_outgoing = self.max_outgoing.min(max);
+        }
         self.last_sent = Instant::now();
+        self.last_received = self.last_sent;
         if !subscribe {
             return None;
         }
@@ -306,34 +329,45 @@ impl CompactConnection {
                 }
                 continue;
             }
-            let ping_due = self.last_sent + self.keep_alive;
-            if !self.keep_alive.is_zero() && Instant::now() >= ping_due {
-                if self.ping_outstanding {
-                    return Pumped::Event(self.end("no PINGRESP within the keep-alive".into()));
-                }
+            let keep_alive = !self.keep_alive.is_zero();
+            let ping_due = self.last_sent.min(self.last_received) + self.keep_alive;
+            if keep_alive && self.ping_sent.is_none() && Instant::now() >= ping_due {
                 if let Err(reason) =
                     encode(self.options.version, Outbound::PingReq, &mut self.output)
                 {
                     return Pumped::Event(self.end(reason));
                 }
-                self.ping_outstanding = true;
+                self.ping_sent = Some(Instant::now());
                 continue;
             }
-            if self.input.is_empty() && self.input.capacity() > KEEP_AT_MOST {
-                self.input = BytesMut::new();
+            // The PINGRESP is given up on only while this waits for it: an owner that came back
+            // late finds it among what was read first.
+            let wake = match self.ping_sent {
+                Some(sent) => sent + self.keep_alive,
+                None => ping_due,
+            };
+            if self.input.is_empty() {
+                // A fresh buffer each time: the one before may share its allocation with a
+                // large message that was handed out.
+                self.input = BytesMut::with_capacity(READ_ROOM);
+            } else {
+                self.input.reserve(READ_ROOM);
             }
-            self.input.reserve(READ_ROOM);
             let Phase::Up(wire) = &mut self.phase else {
                 return Pumped::Event(self.end("no session".into()));
             };
-            let keep_alive = !self.keep_alive.is_zero();
             tokio::select! {
+                biased;
                 read = wire.read_buf(&mut self.input) => match read {
                     Ok(0) => return Pumped::Event(self.end("the broker closed the connection".into())),
-                    Ok(_) => {}
+                    Ok(_) => self.last_received = Instant::now(),
                     Err(error) => return Pumped::Event(self.end(format!("reading from the broker: {error}"))),
                 },
-                () = tokio::time::sleep_until(ping_due), if keep_alive => {}
+                () = tokio::time::sleep_until(wake), if keep_alive => {
+                    if self.ping_sent.is_some_and(|sent| Instant::now() >= sent + self.keep_alive) {
+                        return Pumped::Event(self.end("no PINGRESP within the keep-alive".into()));
+                    }
+                }
             }
         }
     }
@@ -373,7 +407,7 @@ impl CompactConnection {
                 })
             }
             Inbound::PingResp => {
-                self.ping_outstanding = false;
+                self.ping_sent = None;
                 None
             }
             Inbound::ConnAck { .. } => return Err("a second CONNACK from the broker".into()),
@@ -398,9 +432,9 @@ impl CompactConnection {
         }
         wire.flush().await.map_err(|error| format!("writing to the broker: {error}"))?;
         self.last_sent = Instant::now();
-        if self.output.capacity() > KEEP_AT_MOST {
-            self.output = BytesMut::new();
-        }
+        // Nothing is kept between writes: a device writes seldom, and a buffer kept would hold
+        // the room of the largest message it ever sent.
+        self.output = BytesMut::new();
         Ok(())
     }
 
@@ -448,7 +482,11 @@ async fn handshake(options: ClientOptions, connect: BytesMut) -> Result<Handshak
                     return Err(format!("the broker refused the connection: {code}"));
                 }
                 Some(Inbound::ConnAck {
-                    session_present, receive_max, server_keep_alive, ..
+                    session_present,
+                    receive_max,
+                    server_keep_alive,
+                    max_packet_size,
+                    ..
                 }) => {
                     return Ok(Handshake {
                         wire,
@@ -456,6 +494,7 @@ async fn handshake(options: ClientOptions, connect: BytesMut) -> Result<Handshak
                         session_present,
                         receive_max,
                         server_keep_alive,
+                        max_packet_size,
                     });
                 }
                 Some(other) => return Err(format!("expected CONNACK, the broker sent {other:?}")),
@@ -543,32 +582,30 @@ fn connect_packet(options: &ClientOptions) -> Result<BytesMut, String> {
     Ok(packet)
 }
 
-/// Appends `message` as a QoS 1 PUBLISH with packet id `pkid`.
+/// Appends `message` as a QoS 1 PUBLISH with packet id `pkid`, if it is at most `max` bytes.
 fn encode_publish(
-    options: &ClientOptions,
+    version: MqttVersion,
     pkid: u16,
     message: Publication,
+    max: usize,
     out: &mut BytesMut,
 ) -> Result<(), String> {
     let Publication { topic, payload, retain, properties } = message;
-    let written = match options.version {
+    let written = match version {
         MqttVersion::V5 => {
             use rumqttc::v5::mqttbytes::{QoS, v5};
             let mut publish =
                 v5::Publish::new(topic, QoS::AtLeastOnce, payload, properties5(properties));
             publish.pkid = pkid;
             publish.retain = retain;
-            let max = u32::try_from(options.max_packet_bytes).ok();
+            let max = u32::try_from(max).ok();
             v5::Packet::Publish(publish).write(out, max).map(drop).map_err(|e| e.to_string())
         }
         MqttVersion::V311 => {
             use rumqttc::mqttbytes::{QoS, v4};
             let publish =
                 v4::Publish { dup: false, qos: QoS::AtLeastOnce, retain, topic, pkid, payload };
-            v4::Packet::Publish(publish)
-                .write(out, options.max_packet_bytes)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            v4::Packet::Publish(publish).write(out, max).map(drop).map_err(|e| e.to_string())
         }
     };
     written.map_err(|error| format!("encoding PUBLISH: {error}"))
@@ -622,12 +659,23 @@ fn decode(
     input: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Inbound>, String> {
+    let before = input.len();
     let inbound = match version {
         MqttVersion::V5 => {
             use rumqttc::v5::mqttbytes::{Error, v5};
+            // DISCONNECT with reason 0 and no properties is two bytes, as MQTT 5 allows;
+            // rumqttc's reader wants a reason code.
+            if input.starts_with(&[0xE0, 0x00]) {
+                let _ = input.split_to(2);
+                return Ok(Some(Inbound::Disconnect { reason: "NormalDisconnection".into() }));
+            }
             let packet = match v5::Packet::read(input, u32::try_from(max).ok()) {
                 Ok(packet) => packet,
-                Err(Error::InsufficientBytes(_)) => return Ok(None),
+                // Only a frame not yet whole; one cut short inside is malformed.
+                Err(Error::InsufficientBytes(_)) if input.len() == before => return Ok(None),
+                Err(error @ Error::PayloadSizeLimitExceeded { .. }) => {
+                    return Err(format!("a packet larger than allowed from the broker: {error}"));
+                }
                 Err(error) => return Err(format!("a malformed packet from the broker: {error}")),
             };
             match packet {
@@ -639,6 +687,7 @@ fn decode(
                             .then(|| format!("{:?}", ack.code)),
                         receive_max: properties.and_then(|p| p.receive_max),
                         server_keep_alive: properties.and_then(|p| p.server_keep_alive),
+                        max_packet_size: properties.and_then(|p| p.max_packet_size),
                     }
                 }
                 v5::Packet::SubAck(ack) => Inbound::SubAck {
@@ -687,7 +736,11 @@ fn decode(
             use rumqttc::mqttbytes::{Error, v4};
             let packet = match v4::Packet::read(input, max) {
                 Ok(packet) => packet,
-                Err(Error::InsufficientBytes(_)) => return Ok(None),
+                // Only a frame not yet whole; one cut short inside is malformed.
+                Err(Error::InsufficientBytes(_)) if input.len() == before => return Ok(None),
+                Err(error @ Error::PayloadSizeLimitExceeded(_)) => {
+                    return Err(format!("a packet larger than allowed from the broker: {error}"));
+                }
                 Err(error) => return Err(format!("a malformed packet from the broker: {error}")),
             };
             match packet {
@@ -697,6 +750,7 @@ fn decode(
                         .then(|| format!("{:?}", ack.code)),
                     receive_max: None,
                     server_keep_alive: None,
+                    max_packet_size: None,
                 },
                 v4::Packet::SubAck(ack) => Inbound::SubAck {
                     pkid: ack.pkid,
@@ -939,11 +993,9 @@ mod tests {
                 }],
             })
         );
-        // The delivery is acknowledged by the next turn of the loop.
-        let (acked, _) = tokio::join!(peer.read5(), async {
-            tokio::time::timeout(Duration::from_millis(300), client.next()).await
-        });
-        assert_eq!(acked, v5::Packet::PubAck(v5::PubAck::new(7, None)));
+        // The delivery's PUBACK went out while the client waited for the SUBACK.
+        let acked = tokio::time::timeout(Duration::from_secs(5), peer.read5()).await;
+        assert_eq!(acked.ok(), Some(v5::Packet::PubAck(v5::PubAck::new(7, None))));
     }
 
     #[tokio::test]
@@ -1023,6 +1075,7 @@ mod tests {
             assert_eq!(publish.qos, QoS::AtLeastOnce);
             pkids.push(publish.pkid);
         }
+        assert!(pkids[0] != 0 && pkids[1] != 0 && pkids[0] != pkids[1], "{pkids:?}");
         peer.send5(v5::Packet::PubAck(v5::PubAck::new(pkids[0], None))).await;
         third.await.expect("sent once the first was acknowledged");
         let v5::Packet::Publish(publish) = peer.read5().await else { panic!("the third PUBLISH") };
@@ -1072,37 +1125,136 @@ mod tests {
         assert_eq!(publish, Err(ClientError::Closed));
     }
 
-    #[tokio::test]
-    async fn close_sends_disconnect_and_waits_for_the_broker_to_hang_up() {
-        let (listener, options) = broker(MqttVersion::V5, &[]).await;
+    /// A connected client (no subscriptions) with `receive_max` and `keep_alive`, and the peer.
+    async fn connected5(
+        receive_max: Option<u16>,
+        keep_alive: Duration,
+    ) -> (Peer, CompactConnection) {
+        let (listener, mut options) = broker(MqttVersion::V5, &[]).await;
+        options.keep_alive = keep_alive;
         let mut client = CompactConnection::new(options);
-        let (mut peer, connected) = tokio::join!(
+        let (peer, connected) = tokio::join!(
             async {
                 let mut peer = peer(&listener).await;
-                peer.accept5(v5::ConnectReturnCode::Success, None).await;
+                peer.accept5(v5::ConnectReturnCode::Success, receive_max).await;
                 peer
             },
             client.next()
         );
         assert!(matches!(connected, Some(Event::Connected { .. })), "{connected:?}");
+        (peer, client)
+    }
+
+    #[tokio::test]
+    async fn close_sends_disconnect_and_is_clean_only_once_the_broker_hangs_up() {
+        for hangs_up in [true, false] {
+            let (mut peer, mut client) = connected5(None, Duration::from_secs(30)).await;
+            client
+                .publish(Publication::new("devices/d-1/presence", "offline", true))
+                .await
+                .expect("sent");
+            let broker = async {
+                let v5::Packet::Publish(_) = peer.read5().await else {
+                    panic!("the publication first")
+                };
+                // DISCONNECT with reason 0 (normal) and no properties is two bytes, which
+                // rumqttc's own reader does not take (mosquitto does, as MQTT 5 allows).
+                while peer.input.len() < 2 {
+                    assert!(peer.stream.read_buf(&mut peer.input).await.expect("a read") > 0);
+                }
+                assert_eq!(peer.input.as_ref(), [0xE0, 0x00], "DISCONNECT, normal");
+                peer
+            };
+            let close = async {
+                let (peer, clean) = tokio::join!(
+                    async {
+                        let peer = broker.await;
+                        if hangs_up {
+                            drop(peer);
+                            None
+                        } else {
+                            Some(peer)
+                        }
+                    },
+                    client.close(Duration::from_millis(500))
+                );
+                (peer, clean)
+            };
+            let (_peer, clean) = close.await;
+            assert_eq!(clean, hangs_up, "clean when the broker hung up: {hangs_up}");
+        }
+    }
+
+    #[tokio::test]
+    async fn next_can_be_cancelled_halfway_through_a_packet() {
+        let (mut peer, mut client) = connected5(None, Duration::from_secs(30)).await;
+        let mut whole = BytesMut::new();
+        delivery5(5, b"half").write(&mut whole, None).expect("encodable");
+        let half = whole.len() / 2;
+        peer.stream.write_all(&whole[..half]).await.expect("a write");
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), client.next()).await;
+        assert!(cancelled.is_err(), "half a packet is no event: {cancelled:?}");
+        peer.stream.write_all(&whole[half..]).await.expect("a write");
+        let Some(Event::Message(message)) = client.next().await else { panic!("the delivery") };
+        assert_eq!(message.correlation.as_deref(), Some(b"half".as_ref()));
+    }
+
+    #[tokio::test]
+    async fn a_broker_answering_pings_keeps_the_connection() {
+        let (mut peer, mut client) = connected5(None, Duration::from_secs(1)).await;
+        let broker = async {
+            for _ in 0..2 {
+                assert_eq!(peer.read5().await, v5::Packet::PingReq(v5::PingReq));
+                peer.send5(v5::Packet::PingResp(v5::PingResp)).await;
+            }
+            peer.send5(delivery5(1, b"after-pings")).await;
+            peer
+        };
+        let (_peer, event) = tokio::join!(broker, client.next());
+        let Some(Event::Message(message)) = event else { panic!("still up: {event:?}") };
+        assert_eq!(message.correlation.as_deref(), Some(b"after-pings".as_ref()));
+    }
+
+    #[tokio::test]
+    async fn a_broker_disconnect_or_hang_up_ends_the_connection_with_its_reason() {
+        for (disconnects, expected) in [
+            (true, "the broker disconnected: NormalDisconnection"),
+            (false, "closed the connection"),
+        ] {
+            let (mut peer, mut client) = connected5(None, Duration::from_secs(30)).await;
+            if disconnects {
+                peer.stream.write_all(&[0xE0, 0x00]).await.expect("a write");
+            }
+            drop(peer);
+            let Some(Event::Down { reason }) = client.next().await else { panic!("down") };
+            assert!(reason.contains(expected), "{reason}");
+            assert_eq!(client.next().await, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn what_arrives_while_publish_waits_for_room_comes_out_of_next_in_order() {
+        let (mut peer, mut client) = connected5(Some(1), Duration::from_secs(30)).await;
         client
-            .publish(Publication::new("devices/d-1/presence", "offline", true))
+            .publish(Publication::new("devices/d-1/twin/reported", "1", false))
             .await
             .expect("sent");
         let broker = async {
-            let v5::Packet::Publish(_) = peer.read5().await else {
-                panic!("the publication first")
-            };
-            // DISCONNECT with reason 0 (normal) and no properties is two bytes, which
-            // rumqttc's own reader does not take (mosquitto does, as MQTT 5 allows).
-            while peer.input.len() < 2 {
-                assert!(peer.stream.read_buf(&mut peer.input).await.expect("a read") > 0);
-            }
-            assert_eq!(peer.input.as_ref(), [0xE0, 0x00], "DISCONNECT, normal");
-            drop(peer);
+            let v5::Packet::Publish(first) = peer.read5().await else { panic!("a PUBLISH") };
+            peer.send5(delivery5(11, b"one")).await;
+            peer.send5(delivery5(12, b"two")).await;
+            peer.send5(v5::Packet::PubAck(v5::PubAck::new(first.pkid, None))).await;
+            let v5::Packet::PubAck(ack) = peer.read5().await else { panic!("PUBACK 11") };
+            assert_eq!(ack.pkid, 11);
+            peer
         };
-        let ((), clean) = tokio::join!(broker, client.close(Duration::from_secs(5)));
-        assert!(clean, "closed cleanly once the broker hung up");
+        let second = client.publish(Publication::new("devices/d-1/twin/reported", "2", false));
+        let (_peer, sent) = tokio::join!(broker, second);
+        sent.expect("sent once the first was acknowledged");
+        for expected in [b"one".as_ref(), b"two".as_ref()] {
+            let Some(Event::Message(message)) = client.next().await else { panic!("a delivery") };
+            assert_eq!(message.correlation.as_deref(), Some(expected));
+        }
     }
 
     #[test]
@@ -1127,6 +1279,9 @@ mod tests {
         let mut input = BytesMut::new();
         delivery5(9, b"c").write(&mut input, None).expect("encodable");
         let error = decode(MqttVersion::V5, &mut input, 8).expect_err("too large");
+        assert!(error.contains("larger than allowed"), "{error}");
+        let mut input = BytesMut::from(&[0x30, 0x03, 0x00, 0x09, 0x00][..]);
+        let error = decode(MqttVersion::V311, &mut input, 1024).expect_err("malformed");
         assert!(error.contains("malformed packet"), "{error}");
     }
 }
