@@ -1,9 +1,12 @@
 //! One MQTT connection of a simulated device, on the compact client of `kubetwin-mqtt` (driven
-//! by the device's own task, a few KiB per connection: 100,000 devices share one process): a
+//! by the device's own task, a few KiB per connection, so that a whole fleet fits in one
+//! process; B9 measures it): a
 //! persistent session under the device id, the Last Will, the device's subscriptions (made
 //! on every new session; the session is reported once the SUBACK is in), and no automatic
 //! reconnect (the runner decides when to connect again).
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,6 +73,10 @@ fn publication(p: &Publication) -> kubetwin_mqtt::Publication {
 /// One MQTT connection attempt.
 pub struct Link {
     connection: CompactConnection,
+    /// Events that arrived while the device was busy ([`Link::serve_while`]), for `next`.
+    deferred: VecDeque<LinkEvent>,
+    /// The connection gave its last event.
+    ended: bool,
 }
 
 impl Link {
@@ -84,13 +91,47 @@ impl Link {
         options.subscriptions = spec.subscriptions.clone();
         options.last_will = Some(publication(will));
         options.security = spec.security.clone();
-        Self { connection: CompactConnection::new(options) }
+        Self {
+            connection: CompactConnection::new(options),
+            deferred: VecDeque::new(),
+            ended: false,
+        }
     }
 
-    /// The next event; `None` once the connection ended and every event was read.
+    /// The next event (those deferred first); `None` once the connection ended and every
+    /// event was read. Cancel-safe.
     pub async fn next(&mut self) -> Option<LinkEvent> {
+        match self.deferred.pop_front() {
+            Some(event) => Some(event),
+            None => self.receive().await,
+        }
+    }
+
+    /// Runs `work` while the connection is kept served (keep-alive, acknowledgements): the
+    /// device's task drives its connection, so a long wait (a firmware download, a response
+    /// delay) would otherwise let the broker time the device out. What arrives meanwhile waits
+    /// for [`Link::next`], as the device handles nothing else before `work` ends.
+    pub async fn serve_while<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
         loop {
-            let event = match self.connection.next().await? {
+            tokio::select! {
+                output = &mut work => return output,
+                event = self.receive(), if !self.ended => match event {
+                    Some(event) => self.deferred.push_back(event),
+                    None => self.ended = true,
+                },
+            }
+        }
+    }
+
+    /// The connection's next event for the device.
+    async fn receive(&mut self) -> Option<LinkEvent> {
+        loop {
+            let Some(event) = self.connection.next().await else {
+                self.ended = true;
+                return None;
+            };
+            let event = match event {
                 Event::Connected { session_present, refused } => {
                     for refusal in refused {
                         warn!(filter = %refusal.filter, reason = %refusal.reason, "the broker refused a subscription of the device");
@@ -122,8 +163,8 @@ impl Link {
     }
 
     /// Disconnects cleanly (DISCONNECT, so the broker discards the Last Will), waiting at most
-    /// `timeout` for the requests queued before it to be written. `false`: not within
-    /// `timeout` (what was queued is dropped).
+    /// `timeout` for the broker to hang up. `false`: not within `timeout`, or the connection
+    /// had already ended (the broker may publish the Last Will).
     pub async fn close(self, timeout: Duration) -> bool {
         self.connection.close(timeout).await
     }

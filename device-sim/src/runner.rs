@@ -2,7 +2,6 @@
 //! fault injection and graceful shutdown. All decisions are the device's; this module does the
 //! I/O and the waiting.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +78,15 @@ enum Outcome {
     Offline,
     /// The device goes down for a reboot (offline presence already published).
     Reboot,
-    /// Shutdown was requested (offline presence already published if connected).
-    Shutdown,
+    /// Shutdown was requested at `requested`.
+    Shutdown {
+        /// When: the offline presence and the disconnect share one grace period.
+        requested: Instant,
+        /// The offline presence went out (or there was no session to announce it on). If
+        /// not, the connection is dropped without DISCONNECT so the broker publishes the Last
+        /// Will, which says the same.
+        presence_sent: bool,
+    },
 }
 
 /// Resolves once shutdown is requested (never, if the sender is gone without asking).
@@ -136,25 +142,36 @@ fn persist(ctx: &RunContext, device: &Device) -> bool {
     }
 }
 
-/// Shutdown was requested: publishes the offline presence if connected (best effort, within
-/// `timeout`: the broker publishes the Last Will if it is lost).
+/// Shutdown was requested: publishes the offline presence if connected, within half of
+/// `grace` (the disconnect gets the rest).
 async fn go_offline(
     device: &mut Device,
     link: &mut Link,
     connected: bool,
-    timeout: Duration,
+    grace: Duration,
 ) -> Outcome {
-    if connected {
-        match device.offline("shutdown") {
-            Ok(offline) => {
-                let _ = tokio::time::timeout(timeout, link.publish(&offline)).await;
-            }
-            Err(error) => {
-                error!(device = %device.id(), %error, "cannot encode the offline presence")
-            }
-        }
+    let requested = Instant::now();
+    if !connected {
+        return Outcome::Shutdown { requested, presence_sent: true };
     }
-    Outcome::Shutdown
+    let presence_sent = match device.offline("shutdown") {
+        Ok(offline) => match tokio::time::timeout(grace / 2, link.publish(&offline)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                warn!(device = %device.id(), %error, "the offline presence could not be sent at shutdown; the broker publishes the Last Will");
+                false
+            }
+            Err(_) => {
+                warn!(device = %device.id(), "the offline presence did not go out in time at shutdown; the broker publishes the Last Will");
+                false
+            }
+        },
+        Err(error) => {
+            error!(device = %device.id(), %error, "cannot encode the offline presence; the broker publishes the Last Will");
+            false
+        }
+    };
+    Outcome::Shutdown { requested, presence_sent }
 }
 
 /// Runs one device until shutdown: boots it, keeps it connected and executes its effects.
@@ -202,10 +219,17 @@ pub async fn run_device(
         let mut link = Link::open(&spec, &will);
         let outcome = serve(&mut device, &mut link, &ctx, &mut shutdown, &mut timers).await;
         match outcome {
-            Outcome::Shutdown => {
-                // A whole fleet stops at once: give the disconnect most of the grace period, and
-                // say so when what was queued (the last report, the offline presence) was lost.
-                if !link.close(ctx.shutdown_close_timeout).await {
+            Outcome::Shutdown { presence_sent: false, .. } => {
+                link.drop_ungracefully();
+                persist(&ctx, &device);
+                debug!(device = %device.id(), "stopped without DISCONNECT (the Last Will says offline)");
+                return;
+            }
+            Outcome::Shutdown { requested, presence_sent: true } => {
+                // A whole fleet stops at once: give the disconnect what is left of the grace
+                // period, and say so when the last messages may have been lost.
+                let left = ctx.shutdown_close_timeout.saturating_sub(requested.elapsed());
+                if !link.close(left).await {
                     warn!(device = %device.id(), "no clean disconnect at shutdown: the last messages may be lost (the broker publishes the Last Will)");
                 }
                 persist(&ctx, &device);
@@ -283,7 +307,7 @@ async fn apply(
                     continue;
                 }
                 if publication.kind == PubKind::Response && !response_delay.is_zero() {
-                    tokio::time::sleep(response_delay).await;
+                    link.serve_while(tokio::time::sleep(response_delay)).await;
                     response_delay = Duration::ZERO;
                 }
                 debug!(device = %device.id(), topic = %publication.topic, kind = ?publication.kind, "publish");
@@ -309,38 +333,6 @@ async fn apply(
     if link_lost { Err(()) } else { Ok(()) }
 }
 
-/// The next event: one deferred while the device was busy first, else the link's next.
-async fn next_event(link: &mut Link, deferred: &mut VecDeque<LinkEvent>) -> Option<LinkEvent> {
-    match deferred.pop_front() {
-        Some(event) => Some(event),
-        None => link.next().await,
-    }
-}
-
-/// Downloads `url` while the link is kept served (keep-alive, acknowledgements): what arrives
-/// meanwhile waits in `deferred`, as the device handles nothing else before its download ends.
-/// `None`: shutdown was requested first.
-async fn download_serving(
-    url: &str,
-    link: &mut Link,
-    deferred: &mut VecDeque<LinkEvent>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Result<Vec<u8>, String>> {
-    // Boxed: only a device that downloads carries the HTTP client's state.
-    let mut fetch = Box::pin(crate::download::fetch(url));
-    let mut link_open = true;
-    loop {
-        tokio::select! {
-            result = &mut fetch => return Some(result),
-            () = stopped(shutdown) => return None,
-            event = link.next(), if link_open => match event {
-                Some(event) => deferred.push_back(event),
-                None => link_open = false,
-            },
-        }
-    }
-}
-
 /// Serves one connection until it ends.
 async fn serve(
     device: &mut Device,
@@ -355,16 +347,30 @@ async fn serve(
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         interval
     });
-    let mut deferred = VecDeque::new();
     loop {
         let reboot_deadline = timers.reboot_at.filter(|_| connected);
         let resync_deadline = timers.resync_at.filter(|_| connected);
         let offline_deadline = timers.offline_at.filter(|_| connected);
         let method_deadline = timers.method_at.filter(|_| connected);
         let firmware_deadline = timers.firmware_at.filter(|_| connected);
+        // Shutdown first: a task that wakes late (10,000 devices stop at once) finds its timers
+        // due too, and a report sent after the stop may never get out before the disconnect.
+        if *shutdown.borrow() {
+            return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
+        }
         if let Some(url) = timers.download.take_if(|_| connected) {
             debug!(device = %device.id(), %url, "downloading firmware");
-            let Some(result) = download_serving(&url, link, &mut deferred, shutdown).await else {
+            // Boxed: only a device that downloads carries the HTTP client's state.
+            let download = Box::pin(crate::download::fetch(&url));
+            let finished = link
+                .serve_while(async {
+                    tokio::select! {
+                        result = download => Some(result),
+                        () = stopped(shutdown) => None,
+                    }
+                })
+                .await;
+            let Some(result) = finished else {
                 return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
             };
             let effects = device.download_finished(result);
@@ -373,16 +379,14 @@ async fn serve(
             }
             continue;
         }
-        // Shutdown first: a task that wakes late (10,000 devices stop at once) finds its timers
-        // due too, and a report sent after the stop may never get out before the disconnect.
-        if *shutdown.borrow() {
-            return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
-        }
         tokio::select! {
+            // Biased: shutdown, then what the device was sent (deferred events first), then
+            // its timers; an event that waited behind a timer could be dropped with the link.
+            biased;
             () = stopped(shutdown) => {
                 return go_offline(device, link, connected, ctx.shutdown_close_timeout).await;
             }
-            event = next_event(link, &mut deferred) => match event {
+            event = link.next() => match event {
                 Some(LinkEvent::Connected { session_present }) => {
                     debug!(device = %device.id(), boot = device.boot(), conn = device.conn(), session_present, "connected");
                     connected = true;
