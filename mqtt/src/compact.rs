@@ -92,8 +92,8 @@ enum Inbound {
     Disconnect {
         reason: String,
     },
-    /// A packet a QoS 1 client never receives.
-    Unexpected(&'static str),
+    /// A packet a QoS 1 client never receives (its kind).
+    Unexpected(String),
 }
 
 /// What one turn of reading produced.
@@ -704,14 +704,9 @@ fn decode(
                 }
                 v5::Packet::SubAck(ack) => Inbound::SubAck {
                     pkid: ack.pkid,
-                    refused: ack
-                        .return_codes
-                        .iter()
-                        .map(|code| match code {
-                            v5::SubscribeReasonCode::Success(_) => None,
-                            refused => Some(format!("{refused:?}")),
-                        })
-                        .collect(),
+                    refused: refused_codes(&ack.return_codes, |code| {
+                        matches!(code, v5::SubscribeReasonCode::Success(_))
+                    }),
                 },
                 v5::Packet::Publish(publish) => {
                     let (response_topic, correlation) = publish
@@ -741,7 +736,7 @@ fn decode(
                 v5::Packet::Disconnect(disconnect) => {
                     Inbound::Disconnect { reason: format!("{:?}", disconnect.reason_code) }
                 }
-                other => Inbound::Unexpected(packet_name5(&other)),
+                other => Inbound::Unexpected(packet_kind(&other)),
             }
         }
         MqttVersion::V311 => {
@@ -766,14 +761,9 @@ fn decode(
                 },
                 v4::Packet::SubAck(ack) => Inbound::SubAck {
                     pkid: ack.pkid,
-                    refused: ack
-                        .return_codes
-                        .iter()
-                        .map(|code| match code {
-                            v4::SubscribeReasonCode::Success(_) => None,
-                            v4::SubscribeReasonCode::Failure => Some("Failure".to_owned()),
-                        })
-                        .collect(),
+                    refused: refused_codes(&ack.return_codes, |code| {
+                        matches!(code, v4::SubscribeReasonCode::Success(_))
+                    }),
                 },
                 v4::Packet::Publish(publish) => Inbound::Publish {
                     pkid: publish.pkid,
@@ -789,42 +779,25 @@ fn decode(
                 v4::Packet::PubAck(_) => Inbound::PubAck { refused: None },
                 v4::Packet::PingResp => Inbound::PingResp,
                 v4::Packet::Disconnect => Inbound::Disconnect { reason: "DISCONNECT".into() },
-                other => Inbound::Unexpected(packet_name4(&other)),
+                other => Inbound::Unexpected(packet_kind(&other)),
             }
         }
     };
     Ok(Some(inbound))
 }
 
-fn packet_name5(packet: &rumqttc::v5::mqttbytes::v5::Packet) -> &'static str {
-    use rumqttc::v5::mqttbytes::v5::Packet as P;
-    match packet {
-        P::Auth(_) => "AUTH",
-        P::Connect(..) => "CONNECT",
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
-        P::Subscribe(_) => "SUBSCRIBE",
-        P::Unsubscribe(_) => "UNSUBSCRIBE",
-        P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq(_) => "PINGREQ",
-        _ => "packet",
-    }
+/// Per SUBACK code: `None` when `granted`, else the code's name.
+fn refused_codes<C: std::fmt::Debug>(
+    codes: &[C],
+    granted: impl Fn(&C) -> bool,
+) -> Vec<Option<String>> {
+    codes.iter().map(|code| (!granted(code)).then(|| format!("{code:?}"))).collect()
 }
 
-fn packet_name4(packet: &rumqttc::mqttbytes::v4::Packet) -> &'static str {
-    use rumqttc::mqttbytes::v4::Packet as P;
-    match packet {
-        P::Connect(_) => "CONNECT",
-        P::PubRec(_) => "PUBREC",
-        P::PubRel(_) => "PUBREL",
-        P::PubComp(_) => "PUBCOMP",
-        P::Subscribe(_) => "SUBSCRIBE",
-        P::Unsubscribe(_) => "UNSUBSCRIBE",
-        P::UnsubAck(_) => "UNSUBACK",
-        P::PingReq => "PINGREQ",
-        _ => "packet",
-    }
+/// The kind of `packet` ("PubRec", "Subscribe", ...), for an error message.
+fn packet_kind(packet: &impl std::fmt::Debug) -> String {
+    let text = format!("{packet:?}");
+    text.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
@@ -1054,18 +1027,7 @@ mod tests {
 
     #[tokio::test]
     async fn publications_beyond_the_receive_maximum_wait_for_an_acknowledgement() {
-        let (listener, options) = broker(MqttVersion::V5, &[]).await;
-        let mut client = CompactConnection::new(options);
-        let (mut peer, connected) = tokio::join!(
-            async {
-                let mut peer = peer(&listener).await;
-                peer.accept5(v5::ConnectReturnCode::Success, Some(2)).await;
-                peer
-            },
-            client.next()
-        );
-        assert!(matches!(connected, Some(Event::Connected { .. })), "{connected:?}");
-
+        let (mut peer, mut client) = connected5(Some(2), Duration::from_secs(30)).await;
         let message = |n: u8| {
             let mut m = Publication::new("devices/d-1/twin/reported", vec![n], false);
             m.properties = Some(RequestProperties {
@@ -1100,18 +1062,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_broker_is_pinged_and_then_given_up() {
-        let (listener, mut options) = broker(MqttVersion::V5, &[]).await;
-        options.keep_alive = Duration::from_secs(1);
-        let mut client = CompactConnection::new(options);
-        let (mut peer, connected) = tokio::join!(
-            async {
-                let mut peer = peer(&listener).await;
-                peer.accept5(v5::ConnectReturnCode::Success, None).await;
-                peer
-            },
-            client.next()
-        );
-        assert!(matches!(connected, Some(Event::Connected { .. })), "{connected:?}");
+        let (mut peer, mut client) = connected5(None, Duration::from_secs(1)).await;
         let (ping, down) = tokio::join!(peer.read5(), client.next());
         assert_eq!(ping, v5::Packet::PingReq(v5::PingReq));
         let Some(Event::Down { reason }) = down else { panic!("given up: {down:?}") };
@@ -1121,20 +1072,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_down_with_the_brokers_reason() {
-        let (listener, options) = broker(MqttVersion::V5, &FILTERS).await;
-        let mut client = CompactConnection::new(options);
-        let (_peer, down) = tokio::join!(
-            async {
-                let mut peer = peer(&listener).await;
-                peer.accept5(v5::ConnectReturnCode::NotAuthorized, None).await;
-                peer
-            },
-            client.next()
-        );
+        let (_peer, mut client, down) =
+            started5(v5::ConnectReturnCode::NotAuthorized, None, Duration::from_secs(30)).await;
         let Some(Event::Down { reason }) = down else { panic!("refused: {down:?}") };
         assert!(reason.contains("refused the connection: NotAuthorized"), "{reason}");
         let publish = client.publish(Publication::new("t", "x", false)).await;
         assert_eq!(publish, Err(ClientError::Closed));
+    }
+
+    /// A client (no subscriptions) with `keep_alive`, whose CONNECT the peer answered with
+    /// `code` and `receive_max`: the peer, the client and the client's first event.
+    async fn started5(
+        code: v5::ConnectReturnCode,
+        receive_max: Option<u16>,
+        keep_alive: Duration,
+    ) -> (Peer, CompactConnection, Option<Event>) {
+        let (listener, mut options) = broker(MqttVersion::V5, &[]).await;
+        options.keep_alive = keep_alive;
+        let mut client = CompactConnection::new(options);
+        let (peer, first) = tokio::join!(
+            async {
+                let mut peer = peer(&listener).await;
+                peer.accept5(code, receive_max).await;
+                peer
+            },
+            client.next()
+        );
+        (peer, client, first)
     }
 
     /// A connected client (no subscriptions) with `receive_max` and `keep_alive`, and the peer.
@@ -1142,17 +1106,8 @@ mod tests {
         receive_max: Option<u16>,
         keep_alive: Duration,
     ) -> (Peer, CompactConnection) {
-        let (listener, mut options) = broker(MqttVersion::V5, &[]).await;
-        options.keep_alive = keep_alive;
-        let mut client = CompactConnection::new(options);
-        let (peer, connected) = tokio::join!(
-            async {
-                let mut peer = peer(&listener).await;
-                peer.accept5(v5::ConnectReturnCode::Success, receive_max).await;
-                peer
-            },
-            client.next()
-        );
+        let (peer, client, connected) =
+            started5(v5::ConnectReturnCode::Success, receive_max, keep_alive).await;
         assert!(matches!(connected, Some(Event::Connected { .. })), "{connected:?}");
         (peer, client)
     }
@@ -1298,5 +1253,15 @@ mod tests {
         let mut input = BytesMut::from(&[0x30, 0x03, 0x00, 0x09, 0x00][..]);
         let error = decode(MqttVersion::V311, &mut input, 1024).expect_err("malformed");
         assert!(error.contains("malformed packet"), "{error}");
+    }
+
+    #[test]
+    fn a_packet_a_client_never_receives_is_named_by_its_kind() {
+        let mut input = BytesMut::new();
+        let pubrec = v5::Packet::PubRec(v5::PubRec::new(4, None));
+        pubrec.write(&mut input, None).expect("encodable");
+        let inbound = decode(MqttVersion::V5, &mut input, 1024);
+        assert_eq!(inbound, Ok(Some(Inbound::Unexpected("PubRec".into()))));
+        assert_eq!(packet_kind(&rumqttc::mqttbytes::v4::Packet::PingReq), "PingReq");
     }
 }
