@@ -1,9 +1,8 @@
 //! One MQTT connection of a simulated device, on the compact client of `kubetwin-mqtt` (driven
 //! by the device's own task, a few KiB per connection, so that a whole fleet fits in one
-//! process; B9 measures it): a
-//! persistent session under the device id, the Last Will, the device's subscriptions (made
-//! on every new session; the session is reported once the SUBACK is in), and no automatic
-//! reconnect (the runner decides when to connect again).
+//! process; B9 measures it): a persistent session under the device id, the Last Will, the
+//! device's subscriptions (made on every new session; the session is reported once the SUBACK
+//! is in), and no automatic reconnect (the runner decides when to connect again).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -116,10 +115,12 @@ impl Link {
         loop {
             tokio::select! {
                 output = &mut work => return output,
-                event = self.receive(), if !self.ended => match event {
-                    Some(event) => self.deferred.push_back(event),
-                    None => self.ended = true,
-                },
+                // `receive` marks the link ended when it gives `None`.
+                event = self.receive(), if !self.ended => {
+                    if let Some(event) = event {
+                        self.deferred.push_back(event);
+                    }
+                }
             }
         }
     }

@@ -5,8 +5,8 @@
 //! before a byte is exchanged (two 8 KiB frame buffers, an 8 KiB bit set for QoS 2 packet ids
 //! and the in-flight table), and [`connect`](crate::connect) adds a task and two channels:
 //! ~42 KiB resident per simulated device in all (5,000 devices; B9 measured 42.78 KiB at
-//! 19,000), where the scale goal is ≤ 16 KiB. Packets are still encoded and decoded by rumqttc's codec
-//! (`mqttbytes`), so both clients put the same bytes on the wire.
+//! 19,000), where the scale goal is ≤ 16 KiB. Packets are still encoded and decoded by
+//! rumqttc's codec (`mqttbytes`), so both clients put the same bytes on the wire.
 //!
 //! The owner calls [`CompactConnection::next`] in a loop (it connects, subscribes, answers
 //! QoS 1 deliveries and keeps the connection alive) and [`CompactConnection::publish`] between
