@@ -9,17 +9,22 @@
 //! structures the operator feeds (the reflector cache, the fleet index, the disruption-budget
 //! index). B3 prints the result next to the operator's measured RSS; the difference is what
 //! this count cannot see (allocator overhead, the runtime, the watch machinery, queues).
+//! It also counts what a configuration's look at the Devices it targets holds while it looks
+//! (not kept between looks, so not in B3's RSS): whole Devices, as it read them before, and
+//! what it reads of each now.
 
 use std::{alloc::System, sync::Mutex};
 
 use anyhow::Context as _;
 use cap::Cap;
 use clap::Parser;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::{reflector, watcher};
-use kubetwin_api::Device;
+use kubetwin_api::{Device, FirmwarePhase, FirmwareStatus, device::AppliedConfiguration};
 use kubetwin_bench::b3_memory;
 use kubetwin_operator::{
     budgets,
+    configurations::targeted::TargetedDevice,
     fleet::{DeviceState, FleetIndex},
     k8s::strip_metadata,
     twin::cache::CachedDevice,
@@ -86,6 +91,29 @@ fn realistic_device(namespace: &str, i: usize) -> serde_json::Value {
         condition("ReportedComplete", "True", "Complete", "Every report of the device is shown"),
     ]);
     device["status"] = status;
+    device
+}
+
+/// `device` with what a firmware rollout adds to its status: the configuration's record in
+/// `status.configurations` and an update under way in `status.firmware`.
+fn in_rollout(mut device: Device) -> Device {
+    let at = Time(kubetwin_operator::clock::now());
+    if let Some(status) = device.status.as_mut() {
+        status.configurations = vec![AppliedConfiguration {
+            name: "plant-firmware".into(),
+            generation: 2,
+            firmware: Some("1.5.0".into()),
+            rollback: false,
+        }];
+        status.firmware = Some(FirmwareStatus {
+            current: Some("1.4.2".into()),
+            target: Some("1.5.0".into()),
+            phase: Some(FirmwarePhase::Downloading),
+            started_at: Some(at),
+            progress: Some(40),
+            ..Default::default()
+        });
+    }
     device
 }
 
@@ -160,6 +188,24 @@ fn main() -> anyhow::Result<()> {
          no reported map)": cached.text().len(),
     });
 
+    // A configuration's look at the Devices it targets (every 2 s while its rollout runs,
+    // every 15 s otherwise) holds what it reads of each of them for the whole look. The
+    // Devices are B3's with what a rollout adds to a status: the configuration's record and a
+    // firmware update under way. Read back whole (as the look did before) and as it reads them.
+    let rolling: Vec<CachedDevice> = devices
+        .iter()
+        .map(|device| CachedDevice::new(in_rollout(device.clone())))
+        .collect::<Result<_, _>>()?;
+    let before = allocated();
+    let whole: Vec<Device> = rolling.iter().map(CachedDevice::device).collect::<Result<_, _>>()?;
+    let look_whole_bytes = allocated() - before;
+    drop(whole);
+    let before = allocated();
+    let projected: Vec<TargetedDevice> =
+        rolling.iter().map(TargetedDevice::read).collect::<Result<_, _>>()?;
+    let look_bytes = allocated() - before;
+    drop((projected, rolling));
+
     anyhow::ensure!(cache.state().len() == n, "the cache holds {} of {n}", cache.state().len());
     let result = json!({
         "devices": n,
@@ -174,6 +220,10 @@ fn main() -> anyhow::Result<()> {
             "fleet index (claims, device state, reported copy)": per_device(fleet_bytes),
             "of which the device state (its reported copy included)": per_device(state_bytes),
             "disruption-budget index (labels)": per_device(budget_bytes),
+            "a configuration's look at the Devices it targets, each read back whole (as \
+             before; held for the look)": per_device(look_whole_bytes),
+            "a configuration's look at the Devices it targets, what it reads of each \
+             (held for the look)": per_device(look_bytes),
         },
         "one_cached_device_bytes": parts,
     });

@@ -15,8 +15,7 @@ use kube::{
     },
 };
 use kubetwin_api::{
-    Device, DeviceConfiguration, RolloutPhase, condition::ConfigurationReason,
-    expression::DeviceExpression,
+    DeviceConfiguration, RolloutPhase, condition::ConfigurationReason, expression::DeviceExpression,
 };
 use tracing::{info, warn};
 
@@ -25,9 +24,10 @@ use super::{
     rollout::{RolloutMember, plan_rollout},
     selector_of,
     status::{ConfigurationFacts, MetricCounts, status_of},
+    targeted::TargetedDevice,
 };
 use crate::{
-    context::Context,
+    context::{Context, DeviceOnline},
     error::{Error, Result},
     k8s::{
         Retries, kind_label, reconcile_failed,
@@ -137,17 +137,17 @@ pub async fn reconcile(
     }
 
     let devices = ctx.devices_online(&namespace);
-    // The targeted Devices read back whole, each with whether it is online now.
-    let targeted: Vec<(Device, bool)> = match &selector {
-        Some(selector) => devices
-            .iter()
-            .filter(|d| selector.matches(d.device.labels()))
-            .map(|d| d.device.device().map(|device| (device, d.online)))
-            .collect::<Result<_, _>>()
-            .map_err(Error::CachedDevice)?,
+    // The targeted Devices, each with whether it is online now, and what the status and the
+    // rollout read of each (a projection of the cached text: never the whole Devices at once).
+    let matched: Vec<&DeviceOnline> = match &selector {
+        Some(selector) => devices.iter().filter(|d| selector.matches(d.device.labels())).collect(),
         None => Vec::new(),
     };
-    let targeted_devices: Vec<&Device> = targeted.iter().map(|(device, _)| device).collect();
+    let targeted: Vec<TargetedDevice> = matched
+        .iter()
+        .map(|d| TargetedDevice::read(&d.device))
+        .collect::<Result<_, _>>()
+        .map_err(Error::CachedDevice)?;
 
     // The rollout's members: targeted devices whose firmware comes from this configuration.
     // An unusable selector targets nothing: the rollout stays as it was (a rollback stays
@@ -164,23 +164,25 @@ pub async fn reconcile(
             .collect();
         let version = configuration.spec.firmware.as_ref().map(|f| f.version.clone());
         let admissions = ctx.admissions();
-        let mut members: Vec<RolloutMember<'_>> = targeted
+        let mut members: Vec<RolloutMember<'_>> = matched
             .iter()
-            .filter(|(device, _)| {
+            .zip(&targeted)
+            .filter(|(cached, device)| {
                 let mut selecting: Vec<Arc<DeviceConfiguration>> = others
                     .iter()
-                    .filter(|(_, s)| s.matches(device.labels()))
+                    .filter(|(_, s)| s.matches(cached.device.labels()))
                     .map(|(c, _)| c.clone())
                     .collect();
                 merge_order(&mut selecting);
-                firmware_source(device, &selecting).is_some_and(|s| s.name_any() == name)
+                firmware_source(device.own_firmware, &selecting)
+                    .is_some_and(|s| s.name_any() == name)
             })
-            .map(|(device, online)| RolloutMember {
+            .map(|(cached, device)| RolloutMember {
                 device,
-                online: *online,
+                online: cached.online,
                 admitted_now: version
                     .as_deref()
-                    .is_some_and(|v| admissions.admitted(&namespace, &name, v, &device.name_any())),
+                    .is_some_and(|v| admissions.admitted(&namespace, &name, v, &device.name)),
             })
             .collect();
         drop(admissions);
@@ -207,8 +209,9 @@ pub async fn reconcile(
     // Metrics read the whole status; the cache dropped the reported maps.
     let mut counts = MetricCounts::new(&metrics);
     if !metrics.is_empty() {
-        for device in &targeted_devices {
-            counts.add(&*ctx.whole_device(device).await?);
+        for cached in &matched {
+            let device = cached.device.device().map_err(Error::CachedDevice)?;
+            counts.add(&*ctx.whole_device(&device).await?);
         }
     }
     let (counts, failure) = counts.finish();
@@ -223,7 +226,7 @@ pub async fn reconcile(
     let phase = rollout_status.as_ref().map(|r| r.phase);
     let status = status_of(ConfigurationFacts {
         configuration: &configuration,
-        targeted: &targeted_devices,
+        targeted: &targeted,
         metrics: counts,
         rollout: rollout_status,
         invalid,

@@ -53,12 +53,12 @@ pub fn merge_order(configurations: &mut [Arc<DeviceConfiguration>]) {
 }
 
 /// The configuration whose firmware applies to a device, among `selecting` in merge order:
-/// none when the Device has its own `spec.firmware`.
-pub fn firmware_source<'a>(
-    device: &Device,
-    selecting: &'a [Arc<DeviceConfiguration>],
-) -> Option<&'a DeviceConfiguration> {
-    if device.spec.firmware.is_some() {
+/// none when the Device has its own `spec.firmware` (`own_firmware`).
+pub fn firmware_source(
+    own_firmware: bool,
+    selecting: &[Arc<DeviceConfiguration>],
+) -> Option<&DeviceConfiguration> {
+    if own_firmware {
         return None;
     }
     selecting.iter().rev().find(|c| c.spec.firmware.is_some()).map(|c| &**c)
@@ -97,7 +97,7 @@ pub fn effective_twin(
         selecting.iter().filter_map(|c| c.spec.desired.as_ref()),
     );
 
-    let source = firmware_source(device, selecting);
+    let source = firmware_source(device.spec.firmware.is_some(), selecting);
     let mut firmware = device.spec.firmware.clone();
     let mut configurations = Vec::with_capacity(selecting.len());
     for configuration in selecting {

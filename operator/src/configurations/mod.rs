@@ -7,6 +7,8 @@
 //! - [`rollout`]: the firmware rollout (waves, in-flight limit, failure threshold, rollback)
 //!   on the shared wave planner — pure;
 //! - [`status`]: counts, custom metrics and conditions of a configuration — pure;
+//! - [`targeted`]: what the status and the rollout read of each targeted Device (a projection
+//!   of the cached Device, not the whole of it);
 //! - [`admissions`]: devices admitted by a rollout in this process, until their status
 //!   records it;
 //! - [`controller`]: the configuration controller (counts, metrics, rollout admissions);
@@ -18,6 +20,7 @@ pub mod document;
 pub mod effective;
 pub mod rollout;
 pub mod status;
+pub mod targeted;
 pub mod watch;
 
 use std::sync::Arc;

@@ -8,21 +8,21 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kubetwin_api::{
-    Device, DeviceConfiguration, FirmwarePhase, FirmwareTarget, RolloutPhase,
+    DeviceConfiguration, FirmwarePhase, FirmwareTarget, RolloutPhase,
     condition::ConfigurationReason,
     configuration::{ConfigurationRolloutStatus, FailureAction},
     job::{FailedDevice, MAX_LISTED_FAILURES},
 };
 
-use super::effective::recorded;
+use super::targeted::TargetedDevice;
 use crate::rollout::planner::{
     AbortCriterion, Attempt, Failure, FailureFilter, Member, Observed, Readiness, Room, Stage, plan,
 };
 
 /// A device whose firmware the configuration orders (its firmware source).
 pub struct RolloutMember<'a> {
-    /// The cached Device.
-    pub device: &'a Device,
+    /// What the rollout reads of the Device.
+    pub device: &'a TargetedDevice,
     /// Online now.
     pub online: bool,
     /// Admitted by this process and not yet recorded in its status.
@@ -50,13 +50,13 @@ fn same_version(a: &FirmwareTarget, b: &FirmwareTarget) -> bool {
 
 /// Where one member's update of `target` stands.
 fn attempt_of(member: &RolloutMember<'_>, configuration: &str, target: &FirmwareTarget) -> Attempt {
-    let entry = recorded(member.device, configuration);
+    let entry = member.device.recorded(configuration);
     let admitted = member.admitted_now
         || entry.is_some_and(|e| !e.rollback && e.firmware.as_deref() == Some(&target.version));
     if !admitted {
         return Attempt::None;
     }
-    let Some(firmware) = member.device.status.as_ref().and_then(|s| s.firmware.as_ref()) else {
+    let Some(firmware) = member.device.firmware.as_ref() else {
         return Attempt::InFlight;
     };
     if firmware.target.as_deref() != Some(&target.version) {
@@ -94,7 +94,7 @@ pub fn plan_rollout(
         None => None,
     };
     let rolled_back = same_target && current.is_some_and(|c| c.phase == RolloutPhase::RolledBack);
-    members.sort_by_key(|m| m.device.name_any());
+    members.sort_by(|a, b| a.device.name.cmp(&b.device.name));
 
     let mut strategy = crate::rollout::strategy_of(
         &configuration.spec.rollout,
@@ -116,9 +116,8 @@ pub fn plan_rollout(
             let latest = attempt_of(m, &name, target);
             let started = m
                 .device
-                .status
+                .firmware
                 .as_ref()
-                .and_then(|s| s.firmware.as_ref())
                 .filter(|f| f.target.as_deref() == Some(&target.version))
                 .and_then(|f| f.started_at.as_ref());
             if latest != Attempt::None
@@ -127,7 +126,7 @@ pub fn plan_rollout(
                 started_last_minute += 1;
             }
             Member {
-                name: m.device.name_any(),
+                name: m.device.name.clone(),
                 attempts: u32::from(latest != Attempt::None),
                 latest,
                 readiness: if m.online { Readiness::Ready } else { Readiness::Offline },
@@ -141,7 +140,7 @@ pub fn plan_rollout(
     let decision = plan(&planned, &strategy, &Room::default(), observed, now);
 
     let rolled_back_devices =
-        members.iter().filter(|m| recorded(m.device, &name).is_some_and(|e| e.rollback)).count();
+        members.iter().filter(|m| m.device.recorded(&name).is_some_and(|e| e.rollback)).count();
     let action = threshold.map(|t| t.action);
     let (phase, reason) = match decision.stage {
         Stage::Aborted if action == Some(FailureAction::Rollback) => {
@@ -210,7 +209,7 @@ pub fn plan_rollout(
         .zip(&planned)
         .filter_map(|(m, p)| match p.latest {
             Attempt::Failed { failure, .. } => {
-                let firmware = m.device.status.as_ref().and_then(|s| s.firmware.as_ref());
+                let firmware = m.device.firmware.as_ref();
                 Some(FailedDevice {
                     device: p.name.clone(),
                     phase: match (failure, firmware.and_then(|f| f.phase)) {
@@ -252,7 +251,7 @@ mod tests {
         jiff::Timestamp,
     };
     use kubetwin_api::{
-        DeviceConfigurationSpec, DeviceConfigurationStatus, DeviceSpec, DeviceStatus,
+        Device, DeviceConfigurationSpec, DeviceConfigurationStatus, DeviceSpec, DeviceStatus,
         FirmwareStatus,
         configuration::FailureThreshold,
         device::AppliedConfiguration,
@@ -309,7 +308,8 @@ mod tests {
     }
 
     fn run(c: &DeviceConfiguration, devices: &[Device]) -> RolloutPlan {
-        let mut members: Vec<RolloutMember<'_>> = devices
+        let targeted: Vec<TargetedDevice> = devices.iter().map(TargetedDevice::of).collect();
+        let mut members: Vec<RolloutMember<'_>> = targeted
             .iter()
             .map(|device| RolloutMember { device, online: true, admitted_now: false })
             .collect();

@@ -12,17 +12,16 @@ use kubetwin_api::{
     expression::DeviceExpression,
 };
 
+use super::targeted::TargetedDevice;
 use crate::k8s::conditions::{ConditionUpdate, merge};
 
 /// Whether `device` applied a desired document with `configuration`'s current generation:
 /// its status lists that generation and the device is in sync.
-pub fn applied(device: &Device, configuration: &DeviceConfiguration) -> bool {
+pub fn applied(device: &TargetedDevice, configuration: &DeviceConfiguration) -> bool {
     let name = configuration.name_any();
     let generation = configuration.metadata.generation.unwrap_or_default();
-    device.status.as_ref().is_some_and(|s| {
-        s.in_sync == Some(true)
-            && s.configurations.iter().any(|c| c.name == name && c.generation == generation)
-    })
+    device.in_sync
+        && device.configurations.iter().any(|c| c.name == name && c.generation == generation)
 }
 
 /// Custom metric counts, fed one targeted Device at a time (so only one of them needs to be
@@ -68,7 +67,7 @@ pub struct ConfigurationFacts<'a> {
     /// The configuration.
     pub configuration: &'a DeviceConfiguration,
     /// Devices the selector picks.
-    pub targeted: &'a [&'a Device],
+    pub targeted: &'a [TargetedDevice],
     /// Custom metric counts.
     pub metrics: BTreeMap<String, i32>,
     /// The firmware rollout, if any.
@@ -207,7 +206,7 @@ mod tests {
     #[test]
     fn applied_counts_in_sync_devices_listing_the_current_generation() {
         let devices = [device("a", 3, true), device("b", 2, true), device("c", 3, false)];
-        let targeted: Vec<&Device> = devices.iter().collect();
+        let targeted: Vec<TargetedDevice> = devices.iter().map(TargetedDevice::of).collect();
         let c = configuration(false);
         let status = status_of(ConfigurationFacts {
             configuration: &c,

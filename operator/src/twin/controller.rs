@@ -282,7 +282,9 @@ fn admission_of(
     device: &Device,
     selecting: &[Arc<DeviceConfiguration>],
 ) -> Admission {
-    let Some(source) = firmware_source(device, selecting) else { return Admission::NotAdmitted };
+    let Some(source) = firmware_source(device.spec.firmware.is_some(), selecting) else {
+        return Admission::NotAdmitted;
+    };
     let Some(version) = source.spec.firmware.as_ref().map(|f| f.version.as_str()) else {
         return Admission::NotAdmitted;
     };
