@@ -11,7 +11,7 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     /// A cached Device did not read back (a bug: the cache wrote the text it reads).
     #[error("reading a cached Device back: {0}")]
-    CachedDevice(#[source] serde_json::Error),
+    CachedDevice(#[source] crate::twin::cache::ReadBackError),
     /// An MQTT message could not be encoded.
     #[error("encoding an MQTT message: {0}")]
     Encode(#[from] kubetwin_protocol::EncodeError),

@@ -185,7 +185,9 @@ fn main() -> anyhow::Result<()> {
         "inline (the cached Device struct itself)": size_of::<CachedDevice>(),
         "metadata (labels, name, namespace, uid, ...)": cost(&|| Box::new(cached.metadata.clone())),
         "spec and status as JSON text (desired properties, conditions, connection, versions; \
-         no reported map)": cached.text().len(),
+         no reported map; not kept, for scale)": cached.text()?.len(),
+        "spec and status as kept (that text, compressed against the cache's template)":
+            cached.kept_bytes(),
     });
 
     // A configuration's look at the Devices it targets (every 2 s while its rollout runs,

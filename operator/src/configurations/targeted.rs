@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kubetwin_api::{Device, FirmwareStatus, device::AppliedConfiguration};
 use serde::{Deserialize, de::IgnoredAny};
 
-use crate::twin::cache::CachedDevice;
+use crate::twin::cache::{CachedDevice, ReadBackError};
 
 /// The fields of a targeted Device that a configuration's status and rollout read.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,7 +55,7 @@ struct StatusText {
 
 impl TargetedDevice {
     /// What `cached` says, read from its text without building the whole Device.
-    pub fn read(cached: &CachedDevice) -> Result<Self, serde_json::Error> {
+    pub fn read(cached: &CachedDevice) -> Result<Self, ReadBackError> {
         let Text { spec, status } = cached.read()?;
         let (in_sync, configurations, firmware) = match status {
             Some(s) => (s.in_sync == Some(true), s.configurations, s.firmware),

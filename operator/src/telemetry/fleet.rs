@@ -164,7 +164,7 @@ mod tests {
 
     /// What the gauges read of `device`, read as the operator reads it: from its cached form.
     fn gauged(device: Device) -> Gauged {
-        CachedDevice::new(device).and_then(|d| d.read()).expect("a cached Device reads back")
+        CachedDevice::new(device).expect("cacheable").read().expect("a cached Device reads back")
     }
 
     #[test]
