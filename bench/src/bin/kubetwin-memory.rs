@@ -183,7 +183,8 @@ fn main() -> anyhow::Result<()> {
     };
     let parts = json!({
         "inline (the cached Device struct itself)": size_of::<CachedDevice>(),
-        "metadata (labels, name, namespace, uid, ...)": cost(&|| Box::new(cached.metadata.clone())),
+        "metadata (name, namespace, uid, ...; the labels are shared, not in it)":
+            cost(&|| Box::new(cached.metadata.clone())),
         "spec and status as JSON text (desired properties, conditions, connection, versions; \
          no reported map; not kept, for scale)": cached.text()?.len(),
         "spec and status as kept (that text, compressed against the cache's template)":

@@ -18,7 +18,10 @@ use std::{
 use kube::core::{Selector, SelectorExt};
 use kubetwin_api::{Device, DeviceDisruptionBudget};
 
-use crate::rollout::planner::Size;
+use crate::{
+    k8s::labels::{Labels, shared},
+    rollout::planner::Size,
+};
 
 /// What holds a disruption: a request (its kind label, namespace and name) or a Device's
 /// firmware update ([`FIRMWARE_HOLDER`], namespace and name).
@@ -148,43 +151,11 @@ struct TrackedDevice {
     online: bool,
 }
 
-/// A Device's labels.
-type Labels = BTreeMap<String, String>;
-
-/// Label sets shared by the Devices that carry the same labels. Fleets label by site, line or
-/// model, so a few sets serve many Devices; a copy per Device cost ~650 bytes each
-/// (`kubetwin-memory`).
-#[derive(Debug, Default)]
-struct LabelSets {
-    sets: HashSet<Arc<Labels>>,
-}
-
-impl LabelSets {
-    /// The shared set equal to `labels`.
-    fn share(&mut self, labels: &Labels) -> Arc<Labels> {
-        if let Some(shared) = self.sets.get(labels) {
-            return shared.clone();
-        }
-        let shared = Arc::new(labels.clone());
-        self.sets.insert(shared.clone());
-        shared
-    }
-
-    /// A Device let go of `set`: the pool forgets it once no Device uses it.
-    fn release(&mut self, set: Arc<Labels>) {
-        // The pool's own reference and `set` are the last two.
-        if Arc::strong_count(&set) <= 2 {
-            self.sets.remove(&*set);
-        }
-    }
-}
-
 /// The budgets, Devices and holds of one namespace.
 #[derive(Debug, Default)]
 struct Namespace {
     budgets: BTreeMap<String, TrackedBudget>,
     devices: HashMap<String, TrackedDevice>,
-    label_sets: LabelSets,
     /// Device → what disrupts it now (a device may be held before the index knows it).
     held: HashMap<String, HashSet<HolderKey>>,
 }
@@ -315,11 +286,9 @@ impl BudgetIndex {
         }
         let online = space.devices.get(name).is_some_and(|d| d.online);
         space.count(name, false);
-        let labels = space.label_sets.share(labels);
-        if let Some(old) = space.devices.insert(name.to_string(), TrackedDevice { labels, online })
-        {
-            space.label_sets.release(old.labels);
-        }
+        // One copy of each label set, shared with the Device cache and every Device like it.
+        let labels = shared(labels);
+        space.devices.insert(name.to_string(), TrackedDevice { labels, online });
         space.count(name, true);
     }
 
@@ -342,9 +311,7 @@ impl BudgetIndex {
     pub fn remove_device(&mut self, namespace: &str, name: &str) {
         if let Some(space) = self.namespaces.get_mut(namespace) {
             space.count(name, false);
-            if let Some(old) = space.devices.remove(name) {
-                space.label_sets.release(old.labels);
-            }
+            space.devices.remove(name);
         }
     }
 
@@ -515,20 +482,22 @@ mod tests {
     fn devices_with_the_same_labels_share_one_set_and_the_last_one_out_frees_it() {
         let mut index = BudgetIndex::default();
         let site = |s: &str| BTreeMap::from([("site".to_string(), s.to_string())]);
-        let sets = |index: &BudgetIndex| index.namespaces["ns"].label_sets.sets.len();
-        index.set_labels("ns", "d1", &site("a"));
-        index.set_labels("ns", "d2", &site("a"));
-        index.set_labels("ns", "d3", &site("b"));
-        assert_eq!(sets(&index), 2);
+        // Labels no other test uses: the pool is the process's.
+        let (a, b) = (site("index-test-a"), site("index-test-b"));
+        index.set_labels("ns", "d1", &a);
+        index.set_labels("ns", "d2", &a);
+        index.set_labels("ns", "d3", &b);
         let devices = &index.namespaces["ns"].devices;
         assert!(Arc::ptr_eq(&devices["d1"].labels, &devices["d2"].labels));
-        index.set_labels("ns", "d3", &site("a"));
-        assert_eq!(sets(&index), 1, "no Device carries site=b any more");
+        let (set_a, set_b) =
+            (Arc::downgrade(&devices["d1"].labels), Arc::downgrade(&devices["d3"].labels));
+        index.set_labels("ns", "d3", &a);
+        assert_eq!(set_b.strong_count(), 0, "no Device carries site=b any more");
         index.remove_device("ns", "d1");
         index.remove_device("ns", "d2");
-        assert_eq!(sets(&index), 1, "d3 still carries site=a");
+        assert_eq!(set_a.strong_count(), 1, "d3 still carries site=a");
         index.remove_device("ns", "d3");
-        assert_eq!(sets(&index), 0);
+        assert_eq!(set_a.strong_count(), 0);
     }
 
     fn budget(

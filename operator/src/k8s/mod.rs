@@ -1,9 +1,10 @@
 //! Kubernetes plumbing shared by every controller: API scoping, lean watch caches that feed
 //! the fleet index one event at a time, cache-sync waits, error policy, conditions, Events,
-//! leader election and the budgeted status writer.
+//! leader election, the budgeted status writer and the shared pool of Device label sets.
 
 pub mod conditions;
 pub mod events;
+pub mod labels;
 pub mod leader;
 pub mod status;
 

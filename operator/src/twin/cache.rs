@@ -17,7 +17,7 @@
 //! Device, used as the dictionary: ~1.3 KB of text keeps ~0.2 KB. Nothing compressed leaves
 //! the process, so the template may change with the code.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, core::NamespaceResourceScope, runtime::reflector::ObjectRef};
@@ -28,7 +28,10 @@ use lz4_flex::block::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::k8s::status::budget::fingerprint;
+use crate::k8s::{
+    labels::{Labels, shared},
+    status::budget::fingerprint,
+};
 
 /// The cached text of a typical Device (as [`CachedDevice::new`] writes it: spec and status,
 /// no reported map, a digest in its place): the dictionary every cached text is compressed
@@ -74,8 +77,12 @@ pub enum ReadBackError {
 /// A Device as the operator's cache keeps it (see the module's doc).
 #[derive(Clone, Debug)]
 pub struct CachedDevice {
-    /// The Device's metadata, as the watch delivered it less what no reconcile reads.
+    /// The Device's metadata, as the watch delivered it less what no reconcile reads, and
+    /// without its labels: read them with [`CachedDevice::labels`].
     pub metadata: ObjectMeta,
+    /// The Device's labels: one copy shared by every Device that carries the same ones (and
+    /// by the disruption-budget index); None when the Device has none.
+    labels: Option<Arc<Labels>>,
     /// `{"spec": …, "status": …}` of the Device, its status without the reported map,
     /// compressed against [`TEMPLATE`] (its length first).
     body: Box<[u8]>,
@@ -106,9 +113,17 @@ impl CachedDevice {
             serde_json::to_vec(&Body { spec: &device.spec, status: device.status.as_ref() })?;
         Ok(Self {
             reported_digest: device.status.as_ref().and_then(|s| s.reported_digest),
+            labels: device.metadata.labels.take().map(|labels| shared(&labels)),
             metadata: device.metadata,
             body: compress_prepend_size_with_dict(&text, TEMPLATE.as_bytes()).into_boxed_slice(),
         })
+    }
+
+    /// The Device's labels (its metadata holds none: they are shared, see the field). This,
+    /// not `ResourceExt::labels`, which reads the metadata.
+    pub fn labels(&self) -> &Labels {
+        static NONE: Labels = Labels::new();
+        self.labels.as_deref().unwrap_or(&NONE)
     }
 
     /// Bytes the spec and status take in the cache (compressed).
@@ -141,7 +156,9 @@ impl CachedDevice {
         if let Some(status) = status.as_mut() {
             status.reported_digest = self.reported_digest;
         }
-        Ok(Device { metadata: self.metadata.clone(), spec, status })
+        let mut metadata = self.metadata.clone();
+        metadata.labels = self.labels.as_deref().cloned();
+        Ok(Device { metadata, spec, status })
     }
 }
 
@@ -331,10 +348,19 @@ mod tests {
                 "{}",
                 device.name_any()
             );
+            // Its labels are read from the shared set, not the metadata.
+            assert_eq!(cached.labels(), device.labels());
+            assert_eq!(cached.metadata.labels, None);
             // The fleet index knows it by the same reference; Events name a Device.
             assert_eq!(cached.device_ref(), crate::fleet::bare_ref(&device));
             assert_eq!(cached.object_ref(&()), device.object_ref(&()));
         }
+        // Devices with the same labels share one copy of them.
+        let mut twin = stored_device();
+        twin.metadata.name = Some("d-2".into());
+        let (one, two) = (CachedDevice::new(stored_device()), CachedDevice::new(twin));
+        let (one, two) = (one.expect("cached"), two.expect("cached"));
+        assert!(std::ptr::eq(one.labels(), two.labels()));
         // Read from the API, it is the same as cached from a Device.
         let from_api: CachedDevice =
             serde_json::from_value(serde_json::to_value(stored_device()).expect("json"))
