@@ -11,7 +11,7 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     /// A cached Device did not read back (a bug: the cache wrote the text it reads).
     #[error("reading a cached Device back: {0}")]
-    CachedDevice(#[source] crate::twin::cache::ReadBackError),
+    CachedDevice(#[source] ReadBackError),
     /// An MQTT message could not be encoded.
     #[error("encoding an MQTT message: {0}")]
     Encode(#[from] kubetwin_protocol::EncodeError),
@@ -53,3 +53,18 @@ pub enum Error {
 
 /// Result type of the operator.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a cached Device does not read back (`twin::cache`): a bug of that module, which wrote
+/// what it reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// The compressed text does not decompress.
+    #[error("the cached text does not decompress: {0}")]
+    Decompress(#[from] lz4_flex::block::DecompressError),
+    /// The decompressed text is not UTF-8.
+    #[error("the cached text is not UTF-8: {0}")]
+    NotText(#[from] std::string::FromUtf8Error),
+    /// The text does not parse as what was asked for.
+    #[error("the cached text does not read as asked: {0}")]
+    Parse(#[from] serde_json::Error),
+}

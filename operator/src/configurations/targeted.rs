@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kubetwin_api::{Device, FirmwareStatus, device::AppliedConfiguration};
 use serde::{Deserialize, de::IgnoredAny};
 
-use crate::twin::cache::{CachedDevice, ReadBackError};
+use crate::{error::ReadBackError, twin::cache::CachedDevice};
 
 /// The fields of a targeted Device that a configuration's status and rollout read.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -22,15 +22,16 @@ use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, core::NamespaceResourceScope, runtime::reflector::ObjectRef};
 use kubetwin_api::{Device, DeviceSpec, DeviceStatus};
-use lz4_flex::block::{
-    DecompressError, compress_prepend_size_with_dict, decompress_size_prepended_with_dict,
-};
+use lz4_flex::block::{compress_prepend_size_with_dict, decompress_size_prepended_with_dict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::k8s::{
-    labels::{Labels, shared},
-    status::budget::fingerprint,
+use crate::{
+    error::ReadBackError,
+    k8s::{
+        labels::{Labels, shared},
+        status::budget::fingerprint,
+    },
 };
 
 /// The cached text of a typical Device (as [`CachedDevice::new`] writes it: spec and status,
@@ -59,20 +60,6 @@ pub const TEMPLATE: &str = concat!(
     r#"{"lastTransitionTime":"2026-12-01T10:00:00Z","message":"The device runs 1.5.0, committed after a reboot","#,
     r#""observedGeneration":1,"reason":"FirmwareUpToDate","status":"True","type":"FirmwareCurrent"}]}}"#,
 );
-
-/// Why a cached Device does not read back: a bug of this module, which wrote what it reads.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadBackError {
-    /// The compressed text does not decompress.
-    #[error("the cached text does not decompress: {0}")]
-    Decompress(#[from] DecompressError),
-    /// The decompressed text is not UTF-8.
-    #[error("the cached text is not UTF-8: {0}")]
-    NotText(#[from] std::string::FromUtf8Error),
-    /// The text does not parse as what was asked for.
-    #[error("the cached text does not read as asked: {0}")]
-    Parse(#[from] serde_json::Error),
-}
 
 /// A Device as the operator's cache keeps it (see the module's doc).
 #[derive(Clone, Debug)]
