@@ -17,12 +17,14 @@
 //! Device, used as the dictionary: ~1.3 KB of text keeps ~0.2 KB. Nothing compressed leaves
 //! the process, so the template may change with the code.
 
-use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
+use std::{borrow::Cow, cell::RefCell, collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, core::NamespaceResourceScope, runtime::reflector::ObjectRef};
 use kubetwin_api::{Device, DeviceSpec, DeviceStatus};
-use lz4_flex::block::{compress_prepend_size_with_dict, decompress_size_prepended_with_dict};
+use lz4_flex::block::{
+    compress_prepend_size_with_dict, decompress_into_with_dict, uncompressed_size,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -120,8 +122,7 @@ impl CachedDevice {
 
     /// The spec and status as the cache keeps them, as JSON text (without the reported map).
     pub fn text(&self) -> Result<String, ReadBackError> {
-        let text = decompress_size_prepended_with_dict(&self.body, TEMPLATE.as_bytes())?;
-        Ok(String::from_utf8(text)?)
+        self.with_text(|text| Ok(String::from_utf8(text.to_vec())?))
     }
 
     /// The reference the fleet index knows this Device by.
@@ -132,8 +133,33 @@ impl CachedDevice {
     /// A projection of the Device's spec and status (read as `{"spec": …, "status": …}`),
     /// without building the whole Device: what the projection does not name is skipped.
     pub fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, ReadBackError> {
-        let text = decompress_size_prepended_with_dict(&self.body, TEMPLATE.as_bytes())?;
-        Ok(serde_json::from_slice(&text)?)
+        self.with_text(|text| Ok(serde_json::from_slice(text)?))
+    }
+
+    /// Hands the decompressed text to `read`, in a buffer this thread keeps: whole-fleet passes
+    /// read every cached Device, and a new zeroed buffer for each cost more than decompressing.
+    fn with_text<T>(
+        &self,
+        read: impl FnOnce(&[u8]) -> Result<T, ReadBackError>,
+    ) -> Result<T, ReadBackError> {
+        /// A buffer that grew past this for a large Device is given back after use.
+        const KEPT: usize = 64 * 1024;
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let (size, compressed) = uncompressed_size(&self.body)?;
+        BUFFER.with_borrow_mut(|buffer| {
+            buffer.resize(size, 0);
+            let written = decompress_into_with_dict(compressed, buffer, TEMPLATE.as_bytes());
+            let result = match written {
+                Ok(written) => read(buffer.get(..written).unwrap_or_default()),
+                Err(error) => Err(error.into()),
+            };
+            if buffer.capacity() > KEPT {
+                *buffer = Vec::new();
+            }
+            result
+        })
     }
 
     /// The Device this was made from, as [`keep_for_cache`] left it. An error only if the
@@ -385,6 +411,12 @@ mod tests {
         let mut unusual = stored_device();
         unusual.spec.desired = Some(map(json!({"x": "ü".repeat(500), "y": [1, 2, 3]})));
         let cached = CachedDevice::new(unusual.clone()).expect("cached");
+        assert_eq!(cached.device().expect("reads back").spec.desired, unusual.spec.desired);
+        // One larger than the buffer a thread keeps, then a small one again: each reads whole.
+        let mut large = stored_device();
+        large.spec.desired = Some(map(json!({"blob": "x".repeat(100 * 1024)})));
+        let cached_large = CachedDevice::new(large.clone()).expect("cached");
+        assert_eq!(cached_large.device().expect("reads back").spec.desired, large.spec.desired);
         assert_eq!(cached.device().expect("reads back").spec.desired, unusual.spec.desired);
     }
 
