@@ -196,6 +196,7 @@ pub async fn run(
     });
 
     tokio::spawn(clear_freed_desired(ctx.clone(), clear_requests));
+    tokio::spawn(crate::twin::resync::walk(devices.store(), device_trigger.clone()));
     let device_store = devices.store();
     let reboot_store = reboots.store();
     let method_store = method_requests.store();

@@ -39,8 +39,6 @@ use crate::{
     },
 };
 
-/// Re-check interval when nothing else triggers a reconcile.
-const RESYNC: Duration = Duration::from_secs(600);
 /// Wait before looking again while the fleet index has not seen every Device yet.
 const NOT_SYNCED: Duration = Duration::from_secs(1);
 
@@ -269,8 +267,13 @@ pub async fn reconcile(cached: Arc<CachedDevice>, this: Arc<DeviceController>) -
         });
     // Room frees up without any change to this Device: look again soon.
     let recheck = matches!(gate, FirmwareGate::HeldBack(_)).then_some(BUDGET_RECHECK);
-    let wait = [firmware_deadline, recheck, Some(RESYNC)].into_iter().flatten().min();
-    Ok(Action::requeue(wait.unwrap_or(RESYNC)))
+    // Otherwise the resync walk (`super::resync`) looks again within its period: no timer
+    // per Device.
+    Ok([firmware_deadline, recheck]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Whether the configuration that orders `device`'s firmware admitted it to its rollout (and
