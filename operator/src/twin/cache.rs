@@ -148,17 +148,22 @@ impl CachedDevice {
             static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
         let (size, compressed) = uncompressed_size(&self.body)?;
-        BUFFER.with_borrow_mut(|buffer| {
+        let decompress_then_read = |buffer: &mut Vec<u8>| {
             buffer.resize(size, 0);
-            let written = decompress_into_with_dict(compressed, buffer, TEMPLATE.as_bytes());
-            let result = match written {
-                Ok(written) => read(buffer.get(..written).unwrap_or_default()),
-                Err(error) => Err(error.into()),
-            };
-            if buffer.capacity() > KEPT {
-                *buffer = Vec::new();
+            let written = decompress_into_with_dict(compressed, buffer, TEMPLATE.as_bytes())?;
+            read(buffer.get(..written).unwrap_or_default())
+        };
+        BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => {
+                let result = decompress_then_read(&mut buffer);
+                if buffer.capacity() > KEPT {
+                    *buffer = Vec::new();
+                }
+                result
             }
-            result
+            // Only if a read ever reads another cached Device while it parses: a buffer of
+            // its own, rather than a panic.
+            Err(_) => decompress_then_read(&mut Vec::new()),
         })
     }
 
