@@ -9,7 +9,9 @@ use kubetwin_api::{Device, RebootPhase, RebootRequest};
 use serde_json::json;
 
 use super::{
-    Bench, CONCURRENCY, cluster,
+    Bench, CONCURRENCY,
+    apiserver::{self, Served},
+    cluster,
     ops::{self, Check, LARGE_BUDGET, Watchdog},
     ping::Pinger,
     progress,
@@ -35,8 +37,12 @@ pub const WHAT: &str = "N simulated devices are Connected and the operator is id
     again (to the RebootRequest, and to the Device as its device went offline and came \
     back), against the floor's one; and the CPU time each process used during the wall time \
     (from /proc), with kube-apiserver's and etcd's CPU per request against theirs for floor \
-    (a) and (b): on a machine with two cores, where the time goes. Every device's ledger \
-    must show exactly one executed reboot.";
+    (a) and (b): on a machine with two cores, where the time goes. What kube-apiserver \
+    served per request during the wall time (its own `apiserver_request_total`, and watch \
+    events sent to every watcher, the operator's and the benchmark's) shows what it spent that \
+    time on, next to the floor's count of the same kind and the mean time to serve one (read \
+    from `apiserver_request_duration_seconds`; on a saturated API server mostly waiting). Every \
+    device's ledger must show exactly one executed reboot.";
 
 /// Operator flags of B1: a write budget that is never the limit.
 const OPERATOR_FLAGS: [&str; 3] = [LARGE_BUDGET[0], LARGE_BUDGET[1], "--concurrency=64"];
@@ -94,6 +100,10 @@ struct FanOut {
     cpu: CpuUse,
     /// CPU time kube-apiserver and etcd used for floor (a) and (b).
     floor_api_cpu: f64,
+    /// What kube-apiserver served during the wall time.
+    served: Served,
+    /// What it served for floor (a) and (b).
+    floor_served: Served,
     /// Cores of the machine.
     cores: usize,
 }
@@ -192,7 +202,7 @@ impl FanOut {
 
     fn rows(&self, n: usize) -> Vec<Row> {
         let size = super::report::thousands(n as f64);
-        vec![
+        let mut rows = vec![
             Row::seconds(
                 format!("wall time, first create → last Succeeded, N = {size}"),
                 self.wall,
@@ -252,7 +262,41 @@ impl FanOut {
             )
             .floor(self.floor_api_cpu * 1000.0 / n as f64)
             .note("floor: the same for floor (a) and (b)"),
-        ]
+        ];
+        rows.extend(self.served_rows(n, &size));
+        rows
+    }
+
+    /// What kube-apiserver served per request during the wall time, by verb and resource (kinds
+    /// of at least 0.05 per request), with the floor's count and time where it has that kind.
+    fn served_rows(&self, n: usize, size: &str) -> Vec<Row> {
+        let per = n as f64;
+        self.served
+            .frequent(per, 0.05)
+            .into_iter()
+            .map(|(kind, work)| {
+                let floor = self.floor_served.by_kind.get(kind);
+                let mut row = Row::new(
+                    format!("kube-apiserver served per request, N = {size}: {kind}"),
+                    work.count / per,
+                    Unit::Decimal,
+                );
+                if let Some(floor) = floor {
+                    row = row.floor(floor.count / per);
+                }
+                if work.seconds > 0.0 {
+                    row = row.note(format!(
+                        "{:.1} ms each to serve{}",
+                        work.seconds * 1000.0 / work.count,
+                        floor.filter(|f| f.seconds > 0.0).map_or(String::new(), |f| format!(
+                            "; the floor's: {:.1} ms",
+                            f.seconds * 1000.0 / f.count
+                        ))
+                    ));
+                }
+                row
+            })
+            .collect()
     }
 
     fn json(&self, n: usize) -> serde_json::Value {
@@ -278,6 +322,8 @@ impl FanOut {
                 "benchmark": self.cpu.benchmark,
             },
             "floor_api_cpu_seconds": self.floor_api_cpu,
+            "api_served": self.served.json(),
+            "floor_api_served": self.floor_served.json(),
             "cores": self.cores,
         })
     }
@@ -334,6 +380,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
         broker: scope.broker.pid(),
     };
     let before = ops::scrape(&operator).await?;
+    let api_before = apiserver::scrape(&bench.client).await?;
     let cpu_before = processes.sample()?;
     let started = Instant::now();
     let create = create_all("creating RebootRequests", &requests, &names, &ids, &spec).await?;
@@ -373,6 +420,7 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     let wall = last.saturating_duration_since(started);
     // Sampled when the wait saw the last request Succeeded (within its 200 ms poll).
     let cpu = cpu_before.until(processes.sample()?);
+    let served = Served::between(&api_before, &apiserver::scrape(&bench.client).await?);
     drop(phases);
     progress(format!("B1 N={n}: all Succeeded after {wall:.2?}"));
     let after = ops::wait_idle(&operator, dog, Duration::from_secs(2), LIMIT).await?;
@@ -387,10 +435,13 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     progress(format!("B1 N={n}: floor (a): {n} RebootRequest creates"));
     // The operator is gone: only the API server's processes are sampled now.
     let floor_api_before = processes.api_server_sample()?;
+    let floor_served_before = apiserver::scrape(&bench.client).await?;
     let creates = create_all("floor creates", &requests, &floor_names, &ids, &spec).await?;
     progress(format!("B1 N={n}: floor (b): {n} terminal status patches"));
     let patches = ops::mark_all_succeeded(&requests, floor_names).await?;
     let floor_api_cpu = processes.api_server_sample()? - floor_api_before;
+    let floor_served =
+        Served::between(&floor_served_before, &apiserver::scrape(&bench.client).await?);
     progress(format!("B1 N={n}: floor (c): {n} MQTT round trips"));
     let pinger = Pinger::connect(&scope.broker, &scope.topic_root).await?;
     let pings = cluster::run_all("MQTT round trips", ids, CONCURRENCY, |id| {
@@ -400,5 +451,17 @@ async fn fan_out(bench: &Bench<'_>, n: usize) -> anyhow::Result<FanOut> {
     .await?;
     simulator.check_running().map_err(|e| anyhow::anyhow!("the simulator crashed: {e}"))?;
     let cores = std::thread::available_parallelism().context("counting the cores")?.get();
-    Ok(FanOut { wall, create, creates, patches, pings, writes, cpu, floor_api_cpu, cores })
+    Ok(FanOut {
+        wall,
+        create,
+        creates,
+        patches,
+        pings,
+        writes,
+        cpu,
+        floor_api_cpu,
+        served,
+        floor_served,
+        cores,
+    })
 }

@@ -10,9 +10,11 @@
 //! - [`ping`]: raw MQTT request/response round trips.
 //! - [`hop`]: one pass through kube-runtime's controller scheduler, timed in-process.
 //! - [`ops`]: operator processes, metrics and waits.
+//! - [`apiserver`]: what kube-apiserver served between two scrapes of its metrics.
 //! - [`prom`], [`stats`]: metrics text, histogram quantiles, percentiles, RSS, CPU time.
 //! - [`report`]: the generated Markdown page and JSON.
 
+pub mod apiserver;
 pub mod b1_fanout;
 pub mod b2_ingestion;
 pub mod b3_memory;
@@ -253,6 +255,8 @@ pub struct Options {
     pub only: Vec<ScenarioId>,
     /// The command line, as it is recorded in the report.
     pub command: String,
+    /// B1's sizes instead of the default ones (to look at one size alone).
+    pub b1_devices: Option<Vec<usize>>,
     /// B3's Device counts instead of the default sizes (to look at one size alone).
     pub b3_devices: Option<Vec<usize>>,
 }
@@ -270,6 +274,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         client,
         sizes: {
             let mut sizes = if options.quick { Sizes::quick() } else { Sizes::full() };
+            if let Some(b1_devices) = &options.b1_devices {
+                sizes.b1_devices.clone_from(b1_devices);
+            }
             if let Some(b3_devices) = &options.b3_devices {
                 sizes.b3_devices.clone_from(b3_devices);
             }

@@ -31,8 +31,11 @@ struct Args {
     /// Runs nothing: takes the scenarios of this report (the `benchmarks.json` of a separate
     /// run, e.g. `--only B9 --out-dir target/bench-b9`) into the report in the output folder,
     /// replacing those with the same id; each is marked with the run it comes from.
-    #[arg(long, conflicts_with_all = ["only", "quick", "b3_devices"])]
+    #[arg(long, conflicts_with_all = ["only", "quick", "b1_devices", "b3_devices"])]
     merge: Option<PathBuf>,
+    /// B1's sizes instead of the default ones, e.g. `1000` (to look at one size).
+    #[arg(long, value_delimiter = ',')]
+    b1_devices: Option<Vec<usize>>,
     /// B3's Device counts instead of the default sizes, e.g. `10000` (to look at one size).
     #[arg(long, value_delimiter = ',')]
     b3_devices: Option<Vec<usize>>,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         quick: args.quick,
         only,
         command: bench::command_line(),
+        b1_devices: args.b1_devices,
         b3_devices: args.b3_devices,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -22,6 +22,8 @@ use crate::{
 
 /// How long each component may take to become ready.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Set (to anything) to serve kube-apiserver's `/debug/pprof` (CPU profiles of the API server).
+pub const PROFILING_ENV: &str = "KUBETWIN_APISERVER_PROFILING";
 
 /// A running control plane. Dropping it stops every process (in reverse start order).
 #[derive(Debug)]
@@ -91,7 +93,9 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--allow-privileged=true".into(),
-                "--profiling=false".into(),
+                // `/debug/pprof` only when asked for: a profile of the API server shows where
+                // a benchmark bound by its CPU spends it (docs/operations.md).
+                format!("--profiling={}", std::env::var_os(PROFILING_ENV).is_some()),
                 "--v=1".into(),
             ],
             &dir.join("kube-apiserver.log"),
