@@ -108,7 +108,9 @@ impl Context {
                 Some(Claim::Owner(id)) => fleet.state(&id).map(|s| s.reported.to_map()),
                 _ => None,
             }
-        };
+        }
+        .transpose()
+        .map_err(Error::Reported)?;
         if let Some(whole) = cache::whole(device, reports) {
             return Ok(whole);
         }

@@ -9,6 +9,10 @@ pub enum Error {
     /// A status document could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A device's reported properties, kept as text in the fleet index, did not read back
+    /// (a bug: the index wrote the text it reads).
+    #[error("reading a device's reported properties back: {0}")]
+    Reported(#[source] ReadBackError),
     /// A cached Device did not read back (a bug: the cache wrote the text it reads).
     #[error("reading a cached Device back: {0}")]
     CachedDevice(#[source] ReadBackError),
@@ -54,8 +58,8 @@ pub enum Error {
 /// Result type of the operator.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a cached Device does not read back (`twin::cache`): a bug of that module, which wrote
-/// what it reads.
+/// Why text the operator keeps does not read back (a cached Device in `twin::cache`, a device's
+/// reported properties in `fleet::compact`): a bug of that module, which wrote what it reads.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadBackError {
     /// The compressed text does not decompress.
@@ -65,6 +69,6 @@ pub enum ReadBackError {
     #[error("the cached text is not UTF-8: {0}")]
     NotText(#[from] std::string::FromUtf8Error),
     /// The text does not parse as what was asked for.
-    #[error("the cached text does not read as asked: {0}")]
+    #[error("the kept text does not read as asked: {0}")]
     Parse(#[from] serde_json::Error),
 }

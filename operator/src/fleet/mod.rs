@@ -24,6 +24,8 @@ use kube::runtime::{reflector::ObjectRef, watcher};
 use kubetwin_api::Device;
 use kubetwin_protocol::{Admission, DeviceId, Inbound};
 
+use crate::error::ReadBackError;
+
 pub use followers::Follower;
 pub use ownership::Claim;
 pub use state::{Answer, DeviceState, Published};
@@ -312,13 +314,21 @@ impl FleetIndex {
             _ => {
                 // No Device has this id (yet). Nothing changes in the API; the latest state is
                 // kept (bounded) so that a Device created a moment later starts from it.
-                if let Some(state) = self.unknown.state_mut(id, clock) {
-                    apply(state, inbound, now);
+                if let Some(state) = self.unknown.state_mut(id, clock)
+                    && let Err(error) = apply(state, inbound, now)
+                {
+                    tracing::error!(%error, device = %id, "a message for an unclaimed id was dropped");
                 }
                 return Admitted::Unknown { kind };
             }
         };
-        let admission = apply(state, inbound, now);
+        let admission = match apply(state, inbound, now) {
+            Ok(admission) => admission,
+            Err(error) => {
+                tracing::error!(%error, device = %id, "a message was dropped");
+                return Admitted::Dropped { kind, reason: UNREADABLE_STATE };
+            }
+        };
         match (admission.drop_reason(), owner) {
             (Some(reason), _) => Admitted::Dropped { kind, reason },
             (None, Some(owner)) => {
@@ -354,10 +364,19 @@ impl FleetIndex {
     }
 }
 
-/// Applies a decoded message to a device's state.
-fn apply(state: &mut DeviceState, inbound: &Inbound, now: Timestamp) -> Admission {
-    match inbound {
-        Inbound::Reported { message, .. } => state.apply_reported(message, now),
+/// Metric label of a message dropped because the device's kept state did not read back (a bug
+/// of the index, logged as an error).
+pub const UNREADABLE_STATE: &str = "unreadable-state";
+
+/// Applies a decoded message to a device's state. Fails only when the state's kept reported
+/// properties do not read back (a bug), changing nothing.
+fn apply(
+    state: &mut DeviceState,
+    inbound: &Inbound,
+    now: Timestamp,
+) -> Result<Admission, ReadBackError> {
+    Ok(match inbound {
+        Inbound::Reported { message, .. } => state.apply_reported(message, now)?,
         Inbound::Presence { message, .. } => state.apply_presence(message, now),
         Inbound::Response { request_id, message, .. } => {
             state.apply_response(request_id, message, now)
@@ -368,7 +387,7 @@ fn apply(state: &mut DeviceState, inbound: &Inbound, now: Timestamp) -> Admissio
         }
         // Desired documents are handled before this; requests are not for the operator.
         Inbound::Desired { .. } | Inbound::Request { .. } => Admission::Stale,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kubetwin_api::{
-    AppliedVersion, ConnectionState, ConnectionStatus, CursorOutOfRange, DeviceStatus,
-    DocumentVersion, RecordedResponse, ReportCursor,
+    AppliedVersion, ConnectionState, ConnectionStatus, DeviceStatus, DocumentVersion,
+    RecordedResponse, ReportCursor,
 };
 use kubetwin_protocol::{
     Admission, Cursor, MAX_REPORTED_BYTES, MethodResponse, Presence, PresenceCursor, PresenceState,
@@ -17,6 +17,7 @@ use kubetwin_protocol::{
 use serde_json::{Map, Value};
 
 use super::compact::CompactObject;
+use crate::error::{Error, ReadBackError};
 
 /// How many method answers are remembered per device.
 const REMEMBERED_ANSWERS: usize = 16;
@@ -95,18 +96,22 @@ pub struct DeviceState {
     pub presence: Option<PresenceCursor>,
     /// Connection as shown in status.
     pub connection: ConnectionStatus,
-    /// Latest answers to method requests, newest last.
-    pub answers: VecDeque<Answer>,
+    /// Latest answers to method requests, newest last; `None` until the first. Boxed although
+    /// a `VecDeque` is on the heap already: most devices have none, and its 32 bytes inline
+    /// would be paid by every device (8 here keep the state in a smaller allocation class).
+    #[allow(clippy::box_collection)]
+    answers: Option<Box<VecDeque<Answer>>>,
     /// The desired document published in this MQTT session (`None`: publish again).
     pub published: Option<Published>,
     /// The newest document version this process offered to the Device's status, with the
     /// Device's uid. The watch cache can still show an older one (its own write not seen
     /// yet): a revision computed from the cache alone could be given twice to different
-    /// content, and a device applies only a higher one.
-    pub recorded_document: Option<(String, DocumentVersion)>,
+    /// content, and a device applies only a higher one. Boxed: only Devices with a
+    /// configuration or a firmware order have one.
+    pub recorded_document: Option<Box<(String, DocumentVersion)>>,
     /// The size a dropped reported message would have made the reported properties (until a
-    /// report is accepted again).
-    pub reported_too_large: Option<usize>,
+    /// report is accepted again; `u32::MAX` for any larger size).
+    pub reported_too_large: Option<u32>,
     /// Methods the device listed in its latest online presence (empty: it did not say).
     pub methods: Vec<String>,
 }
@@ -121,8 +126,9 @@ fn unix_secs(now: Timestamp) -> u64 {
 /// and notices one that anything else wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
-    /// The Device's uid.
-    pub epoch: String,
+    /// Fingerprint of the Device's uid ([`epoch_fingerprint`]; a copy of the uid would cost
+    /// ~70 bytes per device).
+    pub epoch: u64,
     /// The Device's generation.
     pub version: i64,
     /// Fingerprint of the desired properties.
@@ -136,7 +142,7 @@ impl Published {
     /// What identifies `document`.
     pub fn of(document: &kubetwin_protocol::DesiredDocument) -> Self {
         Self {
-            epoch: document.epoch.clone(),
+            epoch: epoch_fingerprint(&document.epoch),
             version: document.version,
             fingerprint: desired_fingerprint(&document.desired),
             revision: document.revision,
@@ -145,8 +151,14 @@ impl Published {
 
     /// Whether it describes (epoch, version).
     pub fn is(&self, epoch: &str, version: i64) -> bool {
-        self.epoch == epoch && self.version == version
+        self.epoch == epoch_fingerprint(epoch) && self.version == version
     }
+}
+
+/// A fingerprint of a Device's uid (the epoch of its documents).
+pub fn epoch_fingerprint(epoch: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(epoch)
 }
 
 /// A fingerprint of desired properties (their canonical JSON: keys sorted).
@@ -173,12 +185,12 @@ impl DeviceState {
                 .and_then(|c| Cursor::try_from(c).ok())
                 .filter(|c| plausible_boot(c.boot, unix_secs(now))),
             repeated: None,
-            reported: status.reported.as_ref().map(CompactObject::new).unwrap_or_default(),
+            reported: status.reported.as_ref().map(CompactObject::of).unwrap_or_default(),
             reported_at: status.reported_at.as_ref().map(|t| t.0),
             applied: status.applied.clone(),
             presence: None,
             connection: status.connection.clone().unwrap_or_default(),
-            answers: VecDeque::new(),
+            answers: None,
             published: None,
             recorded_document: None,
             reported_too_large: None,
@@ -189,27 +201,32 @@ impl DeviceState {
     /// Applies a reported message if it is newer than the last accepted one.
     ///
     /// A message whose result would be larger than [`MAX_REPORTED_BYTES`] is dropped
-    /// ([`Admission::TooLarge`]) and remembered, so status can say so.
-    pub fn apply_reported(&mut self, message: &ReportedMessage, now: Timestamp) -> Admission {
+    /// ([`Admission::TooLarge`]) and remembered, so status can say so. Fails only when the
+    /// kept reported properties do not read back (a bug), changing nothing.
+    pub fn apply_reported(
+        &mut self,
+        message: &ReportedMessage,
+        now: Timestamp,
+    ) -> Result<Admission, ReadBackError> {
         if !plausible_boot(message.boot, unix_secs(now)) {
-            return Admission::Implausible;
+            return Ok(Admission::Implausible);
         }
         let admission = admit(self.position(), message.cursor());
         if admission.is_accept() {
-            let mut merged = self.reported.to_map();
+            let mut merged: Map<String, Value> = self.reported.to_map()?;
             apply_reported(&mut merged, message);
-            let size = Value::Object(merged.clone()).to_string().len();
-            let merged = CompactObject::new(&merged);
+            let merged = CompactObject::new(merged);
+            let size = merged.text_len();
             if size > MAX_REPORTED_BYTES {
-                self.reported_too_large = Some(size);
-                return Admission::TooLarge;
+                self.reported_too_large = Some(u32::try_from(size).unwrap_or(u32::MAX));
+                return Ok(Admission::TooLarge);
             }
             if self.repeats_known_state(message, &merged) {
                 // A resync (protocol 5.5) that says what is already known changes nothing
                 // shown, not even the position, so a restarted operator writes no status for
                 // it; older messages are stale from now on all the same.
                 self.repeated = Some(message.cursor());
-                return Admission::Duplicate;
+                return Ok(Admission::Duplicate);
             }
             self.reported = merged;
             self.reported_too_large = None;
@@ -220,7 +237,7 @@ impl DeviceState {
             }
             self.connection.last_seen = Some(Time(now));
         }
-        admission
+        Ok(admission)
     }
 
     /// The newest reported position seen: older messages are stale.
@@ -300,23 +317,24 @@ impl DeviceState {
         let last = self.answer(request_id).map(|a| (a.cursor, a.status));
         let admission = admit_response(last, message);
         if admission.is_accept() {
-            self.answers.retain(|a| &a.request_id != request_id);
-            self.answers.push_back(Answer::from_response(request_id.clone(), message));
-            while self.answers.len() > REMEMBERED_ANSWERS {
-                self.answers.pop_front();
+            let answers = self.answers.get_or_insert_default();
+            answers.retain(|a| &a.request_id != request_id);
+            answers.push_back(Answer::from_response(request_id.clone(), message));
+            while answers.len() > REMEMBERED_ANSWERS {
+                answers.pop_front();
             }
         }
         admission
     }
 
     /// The reported properties, merged.
-    pub fn reported(&self) -> Map<String, Value> {
+    pub fn reported(&self) -> Result<Map<String, Value>, ReadBackError> {
         self.reported.to_map()
     }
 
     /// The latest answer to `request_id`.
     pub fn answer(&self, request_id: &str) -> Option<&Answer> {
-        self.answers.iter().find(|a| a.request_id == *request_id)
+        self.answers.as_ref()?.iter().find(|a| a.request_id == *request_id)
     }
 
     /// Whether the device is online, as far as presence tells (`None`: no presence seen).
@@ -330,9 +348,9 @@ impl DeviceState {
     }
 
     /// Status fields that come from the device.
-    pub fn write_into(&self, status: &mut DeviceStatus) -> Result<(), CursorOutOfRange> {
+    pub fn write_into(&self, status: &mut DeviceStatus) -> Result<(), Error> {
         status.connection = Some(self.connection.clone());
-        status.reported = Some(self.reported.to_map());
+        status.reported = Some(self.reported.to_map().map_err(Error::Reported)?);
         status.reported_at = self.reported_at.map(Time);
         status.last_reported = self.cursor.map(ReportCursor::try_from).transpose()?;
         status.applied = self.applied.clone();
@@ -365,8 +383,18 @@ mod tests {
     #[test]
     fn a_resync_that_repeats_the_known_state_changes_nothing() {
         let mut state = DeviceState::default();
-        assert!(state.apply_reported(&reported(1, 1, true, json!({"a": 1})), now()).is_accept());
-        assert!(state.apply_reported(&reported(1, 2, false, json!({"b": 2})), now()).is_accept());
+        assert!(
+            state
+                .apply_reported(&reported(1, 1, true, json!({"a": 1})), now())
+                .unwrap()
+                .is_accept()
+        );
+        assert!(
+            state
+                .apply_reported(&reported(1, 2, false, json!({"b": 2})), now())
+                .unwrap()
+                .is_accept()
+        );
         let before = state.clone();
         // (message, admission, the position afterwards)
         let table = [
@@ -378,7 +406,7 @@ mod tests {
             (reported(2, 1, true, json!({"a": 1, "b": 3})), Admission::Accept, (2, 1)),
         ];
         for (message, admission, (boot, seq)) in table {
-            assert_eq!(state.apply_reported(&message, now()), admission, "{message:?}");
+            assert_eq!(state.apply_reported(&message, now()).unwrap(), admission, "{message:?}");
             assert_eq!(state.cursor, Some(Cursor { boot, seq }));
         }
         assert_ne!(state, before);
@@ -390,14 +418,19 @@ mod tests {
             state.write_into(&mut status).expect("in range");
             status
         };
-        quiet.apply_reported(&reported(1, 5, true, json!({"a": 1, "b": 2})), now());
+        quiet.apply_reported(&reported(1, 5, true, json!({"a": 1, "b": 2})), now()).unwrap();
         assert_eq!(shown(&quiet), shown(&before), "the status does not change");
         assert_eq!(
-            quiet.apply_reported(&reported(1, 4, false, json!({"a": 9})), now()),
+            quiet.apply_reported(&reported(1, 4, false, json!({"a": 9})), now()).unwrap(),
             Admission::Stale,
             "older than the repeated full report"
         );
-        assert!(quiet.apply_reported(&reported(1, 6, false, json!({"c": 1})), now()).is_accept());
+        assert!(
+            quiet
+                .apply_reported(&reported(1, 6, false, json!({"c": 1})), now())
+                .unwrap()
+                .is_accept()
+        );
         assert_eq!(quiet.cursor, Some(Cursor { boot: 1, seq: 6 }));
     }
 
@@ -405,26 +438,45 @@ mod tests {
     fn duplicates_reordering_and_stale_reports_never_move_state_back() {
         let mut state = DeviceState::default();
         assert!(
-            state.apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now()).is_accept()
+            state
+                .apply_reported(&reported(1, 1, true, json!({"a": 1, "b": 1})), now())
+                .unwrap()
+                .is_accept()
         );
-        assert!(state.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()).is_accept());
+        assert!(
+            state
+                .apply_reported(&reported(1, 3, false, json!({"a": 3})), now())
+                .unwrap()
+                .is_accept()
+        );
         assert_eq!(
-            state.apply_reported(&reported(1, 2, false, json!({"a": 2})), now()),
+            state.apply_reported(&reported(1, 2, false, json!({"a": 2})), now()).unwrap(),
             Admission::Stale
         );
         assert_eq!(
-            state.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()),
+            state.apply_reported(&reported(1, 3, false, json!({"a": 3})), now()).unwrap(),
             Admission::Duplicate
         );
-        assert_eq!(state.reported().get("a"), Some(&json!(3)));
+        assert_eq!(state.reported().unwrap().get("a"), Some(&json!(3)));
         assert!(
-            state.apply_reported(&reported(1, 4, false, json!({"b": null})), now()).is_accept()
+            state
+                .apply_reported(&reported(1, 4, false, json!({"b": null})), now())
+                .unwrap()
+                .is_accept()
         );
-        assert_eq!(state.reported().get("b"), None, "null deletes a key");
-        assert!(state.apply_reported(&reported(2, 1, true, json!({"c": 1})), now()).is_accept());
-        assert_eq!(state.reported(), json!({"c": 1}).as_object().cloned().unwrap_or_default());
+        assert_eq!(state.reported().unwrap().get("b"), None, "null deletes a key");
+        assert!(
+            state
+                .apply_reported(&reported(2, 1, true, json!({"c": 1})), now())
+                .unwrap()
+                .is_accept()
+        );
         assert_eq!(
-            state.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()),
+            state.reported().unwrap(),
+            json!({"c": 1}).as_object().cloned().unwrap_or_default()
+        );
+        assert_eq!(
+            state.apply_reported(&reported(1, 99, false, json!({"a": 9})), now()).unwrap(),
             Admission::Stale
         );
     }
@@ -438,14 +490,14 @@ mod tests {
         };
         let mut state = DeviceState::from_status(Some(&status), now());
         assert_eq!(
-            state.apply_reported(&reported(3, 7, false, json!({"x": 0})), now()),
+            state.apply_reported(&reported(3, 7, false, json!({"x": 0})), now()).unwrap(),
             Admission::Duplicate
         );
         assert_eq!(
-            state.apply_reported(&reported(2, 9, false, json!({"x": 0})), now()),
+            state.apply_reported(&reported(2, 9, false, json!({"x": 0})), now()).unwrap(),
             Admission::Stale
         );
-        assert_eq!(state.reported().get("x"), Some(&json!(1)));
+        assert_eq!(state.reported().unwrap().get("x"), Some(&json!(1)));
     }
 
     #[test]
@@ -507,22 +559,29 @@ mod tests {
                 now(),
             );
         }
-        assert_eq!(state.answers.len(), REMEMBERED_ANSWERS);
+        assert_eq!(state.answers.as_ref().map(|a| a.len()), Some(REMEMBERED_ANSWERS));
     }
 
     #[test]
     fn a_poisoned_boot_is_dropped_and_a_stored_one_is_ignored() {
         let mut state = DeviceState::default();
         let poisoned = reported(u64::MAX >> 11, 1, true, json!({"x": 1}));
-        assert_eq!(state.apply_reported(&poisoned, now()), Admission::Implausible);
-        assert!(state.apply_reported(&reported(5, 1, true, json!({"x": 2})), now()).is_accept());
+        assert_eq!(state.apply_reported(&poisoned, now()).unwrap(), Admission::Implausible);
+        assert!(
+            state
+                .apply_reported(&reported(5, 1, true, json!({"x": 2})), now())
+                .unwrap()
+                .is_accept()
+        );
         let stored = DeviceStatus {
             last_reported: Some(ReportCursor { boot: 1 << 52, seq: 1 }),
             ..Default::default()
         };
         let mut restored = DeviceState::from_status(Some(&stored), now());
         assert_eq!(restored.cursor, None, "a poisoned position from status is ignored");
-        assert!(restored.apply_reported(&reported(6, 1, true, json!({})), now()).is_accept());
+        assert!(
+            restored.apply_reported(&reported(6, 1, true, json!({})), now()).unwrap().is_accept()
+        );
         let will = Presence::new(PresenceState::Offline, u64::MAX >> 11, 1);
         assert_eq!(state.apply_presence(&will, now()), Admission::Implausible);
     }
@@ -533,15 +592,16 @@ mod tests {
         assert!(
             state
                 .apply_reported(&reported(1, 1, true, json!({"a": "x".repeat(20_000)})), now())
+                .unwrap()
                 .is_accept()
         );
         let too_much = reported(1, 2, false, json!({"b": "y".repeat(20_000)}));
-        assert_eq!(state.apply_reported(&too_much, now()), Admission::TooLarge);
-        assert_eq!(state.reported().get("b"), None, "nothing of it applied");
+        assert_eq!(state.apply_reported(&too_much, now()).unwrap(), Admission::TooLarge);
+        assert_eq!(state.reported().unwrap().get("b"), None, "nothing of it applied");
         assert_eq!(state.cursor, Some(Cursor { boot: 1, seq: 1 }), "the position did not move");
-        assert!(state.reported_too_large.is_some_and(|size| size > MAX_REPORTED_BYTES));
+        assert!(state.reported_too_large.is_some_and(|size| size as usize > MAX_REPORTED_BYTES));
         let smaller = reported(1, 3, false, json!({"a": null, "b": "y".repeat(20_000)}));
-        assert!(state.apply_reported(&smaller, now()).is_accept());
+        assert!(state.apply_reported(&smaller, now()).unwrap().is_accept());
         assert_eq!(state.reported_too_large, None);
     }
 
@@ -623,7 +683,7 @@ mod tests {
             let mut state = DeviceState::default();
             let mut accepted = Vec::new();
             for i in &delivery {
-                if state.apply_reported(&messages[*i], now()).is_accept() {
+                if state.apply_reported(&messages[*i], now()).unwrap().is_accept() {
                     accepted.push(*i);
                 }
             }
@@ -632,7 +692,7 @@ mod tests {
             for i in &accepted {
                 apply_reported(&mut expected, &messages[*i]);
             }
-            proptest::prop_assert_eq!(&state.reported(), &expected);
+            proptest::prop_assert_eq!(&state.reported().unwrap(), &expected);
             // The shown position is the newest accepted message's; the position that decides
             // staleness is the newest delivered one (a newer full report repeating the state
             // held is not shown, but counts).
@@ -644,7 +704,7 @@ mod tests {
                 for message in &messages {
                     apply_reported(&mut all, message);
                 }
-                proptest::prop_assert_eq!(&state.reported(), &all);
+                proptest::prop_assert_eq!(&state.reported().unwrap(), &all);
             }
         }
     }
@@ -652,9 +712,9 @@ mod tests {
     #[test]
     fn status_shows_the_position_and_answers_convert_explicitly() {
         let mut state = DeviceState::default();
-        state.apply_reported(&reported(4, 2, true, json!({})), now());
+        state.apply_reported(&reported(4, 2, true, json!({})), now()).unwrap();
         let mut status = DeviceStatus::default();
-        assert_eq!(state.write_into(&mut status), Ok(()));
+        state.write_into(&mut status).unwrap();
         assert_eq!(status.last_reported, Some(ReportCursor { boot: 4, seq: 2 }));
         let mut message = MethodResponse::new("r1", ResponseStatus::Failed, 1, 1);
         message.message = Some("watchdog".into());

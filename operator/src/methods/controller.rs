@@ -222,7 +222,7 @@ pub async fn reconcile<R: RequestResource>(
         // Until every request is replayed, the devices disrupted now are not all known.
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     }
-    let (mut view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid);
+    let (mut view, device_id) = device_view(ctx, &this.state, device.as_deref(), &target, &uid)?;
     let waiting = current_phase.is_none_or(|p| p == Phase::Pending);
     if disruptive && waiting && view.online == Some(true) {
         view.budget_exhausted = budget_check(ctx, &namespace, request.device_name()).err();
@@ -326,21 +326,21 @@ fn hold<R: RequestResource>(ctx: &Context, namespace: &str, request: &R) -> bool
 }
 
 /// What the engine needs to know about the target device, and its device id when this
-/// Device owns one.
+/// Device owns one. Fails only when the device's reported properties do not read back.
 fn device_view<R: RequestResource>(
     ctx: &Context,
     state: &KindState<R>,
     device: Option<&CachedDevice>,
     target: &ObjectRef<Device>,
     request_id: &str,
-) -> (DeviceView, Option<DeviceId>) {
+) -> Result<(DeviceView, Option<DeviceId>)> {
     let mqtt_connected = ctx.mqtt_up();
     let last_sent = state.last_sent().get(request_id).copied();
     if device.is_none() {
-        return (
+        return Ok((
             DeviceView { exists: false, mqtt_connected, last_sent, ..Default::default() },
             None,
-        );
+        ));
     }
     let fleet = ctx.fleet();
     let id = match fleet.claim_of(target) {
@@ -353,21 +353,26 @@ fn device_view<R: RequestResource>(
                 last_sent,
                 ..Default::default()
             };
-            return (view, None);
+            return Ok((view, None));
         }
         // Not indexed yet (or no valid id): the device is not known to be online.
         None => {
-            return (
+            return Ok((
                 DeviceView { exists: true, mqtt_connected, last_sent, ..Default::default() },
                 None,
-            );
+            ));
         }
     };
     let device_state = fleet.state(&id);
     let answer = device_state.and_then(|s| s.answer(request_id)).cloned();
-    let reported_rebooting = device_state
-        .and_then(|s| s.reported.get(kubetwin_protocol::KEY_REBOOT))
-        .and_then(|value| RebootState::from_value(&value.to_value()))
+    let reboot = match device_state {
+        Some(state) => {
+            state.reported.get(kubetwin_protocol::KEY_REBOOT).map_err(Error::Reported)?
+        }
+        None => None,
+    };
+    let reported_rebooting = reboot
+        .and_then(|value| RebootState::from_value(&value))
         .is_some_and(|s| s.request_id == request_id && s.status == RebootStatus::Rebooting);
     let view = DeviceView {
         exists: true,
@@ -381,7 +386,7 @@ fn device_view<R: RequestResource>(
         methods: device_state.map(|s| s.methods.clone()).unwrap_or_default(),
         budget_exhausted: None,
     };
-    (view, Some(id))
+    Ok((view, Some(id)))
 }
 
 /// Publishes the request (MQTT 5: with response topic, correlation data and expiry).

@@ -162,8 +162,8 @@ pub async fn reconcile(cached: Arc<CachedDevice>, this: Arc<DeviceController>) -
     let recorded = device.status.as_ref().and_then(|s| s.document.as_ref());
     let offered = owned_id.as_ref().and_then(|id| {
         let fleet = ctx.fleet();
-        let (of, version) = fleet.state(id)?.recorded_document.clone()?;
-        (of == uid).then_some(version)
+        let (of, version) = fleet.state(id)?.recorded_document.as_deref()?;
+        (*of == uid).then(|| version.clone())
     });
     let plain = twin.configurations.is_empty() && order.is_none();
     let document_version = document_version(
@@ -238,7 +238,7 @@ pub async fn reconcile(cached: Arc<CachedDevice>, this: Arc<DeviceController>) -
         && newest_record(offered.as_ref(), Some(&document_version)) == Some(&document_version)
         && let Some(state) = ctx.fleet().state_mut(id)
     {
-        state.recorded_document = Some((uid.clone(), document_version.clone()));
+        state.recorded_document = Some(Box::new((uid.clone(), document_version.clone())));
     }
     if offer != Offer::Unchanged
         && let Some(Problem::DuplicateDeviceId(owner)) = &problem

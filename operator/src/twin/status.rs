@@ -3,8 +3,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kubetwin_api::{
-    ConnectionState, ConnectionStatus, CursorOutOfRange, Device, DeviceStatus, DocumentVersion,
-    FirmwareTarget,
+    ConnectionState, ConnectionStatus, Device, DeviceStatus, DocumentVersion, FirmwareTarget,
     condition::{ConditionStatus, DeviceCondition, DeviceReason},
     device::AppliedConfiguration,
 };
@@ -67,7 +66,7 @@ pub fn desired_status(
     problem: Option<&Problem>,
     wanted: &Wanted<'_>,
     now: Timestamp,
-) -> Result<DeviceStatus, CursorOutOfRange> {
+) -> Result<DeviceStatus, crate::error::Error> {
     use ConditionStatus::{False, True, Unknown};
     use DeviceCondition::{Connected, InSync, Ready, ReportedComplete};
     let mut existing = device.status.clone().unwrap_or_default();
@@ -356,7 +355,8 @@ mod tests {
 
     #[test]
     fn a_dropped_oversized_report_shows_until_a_report_fits_again() {
-        let mut state = DeviceState { reported_too_large: Some(40_000), ..Default::default() };
+        let mut state = DeviceState::default();
+        state.reported_too_large = Some(40_000);
         let shown = status(&device(), Some(&state), None);
         let complete = find(&shown.conditions, "ReportedComplete").expect("ReportedComplete");
         assert_eq!(
@@ -379,6 +379,9 @@ mod tests {
         let first = status(&device, None, None);
         device.status = Some(first.clone());
         let later = Timestamp::from_second(1_700_000_100).expect("valid");
-        assert_eq!(desired_status(&device, None, None, &Wanted::own(&device), later), Ok(first));
+        assert_eq!(
+            desired_status(&device, None, None, &Wanted::own(&device), later).unwrap(),
+            first
+        );
     }
 }
