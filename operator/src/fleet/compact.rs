@@ -52,6 +52,13 @@ impl CompactObject {
     pub fn text_len(&self) -> usize {
         self.0.len()
     }
+
+    /// A kept object whose text does not read back, as a bug would leave it (for tests of
+    /// what its readers do then).
+    #[cfg(test)]
+    pub(crate) fn unreadable() -> Self {
+        Self("{\"cut\":".into())
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +103,13 @@ mod tests {
             CompactObject::of([(&b, &two), (&a, &one)]),
             CompactObject::of([(&a, &one), (&b, &two)])
         );
+    }
+
+    #[test]
+    fn text_that_does_not_read_back_is_an_error_not_an_empty_object() {
+        let unreadable = CompactObject::unreadable();
+        assert!(unreadable.to_map::<Map<_, _>>().is_err());
+        assert!(unreadable.get("cut").is_err());
     }
 
     #[test]

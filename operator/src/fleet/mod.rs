@@ -432,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn a_state_that_does_not_read_back_drops_the_message_and_changes_nothing() {
+        let mut index = FleetIndex::default();
+        index.device_event(&watcher::Event::Apply(device("plant", "sensor-1", None, 100)), now());
+        index.state_mut("plant.sensor-1").expect("owned").reported =
+            compact::CompactObject::unreadable();
+        let topics = Topics::default();
+        let message = kubetwin_protocol::ReportedMessage::full(1, 1, serde_json::Map::new());
+        let payload = Codec::default().encode(&message).expect("encodes");
+        let inbound = Codec::default()
+            .decode_inbound(&topics, &topics.reported("plant.sensor-1"), &payload)
+            .expect("decodes");
+        assert_eq!(
+            index.admit(&inbound, now(), Instant::now()),
+            Admitted::Dropped { kind: MessageKind::Reported, reason: UNREADABLE_STATE }
+        );
+        let state = index.state("plant.sensor-1").expect("owned");
+        assert_eq!(state.position(), None, "the message changed nothing");
+        assert!(state.reported().is_err());
+    }
+
+    #[test]
     fn a_message_for_an_owned_id_wakes_the_owner_and_its_followers() {
         let mut index = FleetIndex::default();
         let d = device("plant", "sensor-1", None, 100);

@@ -406,6 +406,8 @@ impl Metrics {
             "device",
             "duplicate",
             "stale",
+            "reported-too-large",
+            "unreadable-state",
         ] {
             let _ = self.messages_dropped.get_or_create(&label(reason));
         }
