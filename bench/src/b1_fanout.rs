@@ -275,7 +275,10 @@ impl FanOut {
             .frequent(per, 0.05)
             .into_iter()
             .map(|(kind, work)| {
-                let floor = self.floor_served.by_kind.get(kind);
+                // The floor's count where it did that kind of work too (a handful of watch
+                // events, from watchers starting during the floor, is not a floor).
+                let floor =
+                    self.floor_served.by_kind.get(kind).filter(|floor| floor.count / per >= 0.05);
                 let mut row = Row::new(
                     format!("kube-apiserver served per request, N = {size}: {kind}"),
                     work.count / per,

@@ -190,7 +190,7 @@ impl FleetIndex {
                 // Device the new list did not show.
                 let listed = self.listing.take().unwrap_or_default();
                 let gone: Vec<_> =
-                    self.ownership.objects().filter(|o| !listed.contains(o)).cloned().collect();
+                    self.ownership.objects().filter(|o| !listed.contains(o)).collect();
                 let mut changed = FleetChange::default();
                 for object in gone {
                     let change = self.device_gone(&object);
@@ -225,7 +225,7 @@ impl FleetIndex {
         if let Some(freed) = &freed {
             self.states.remove(freed);
         }
-        if self.ownership.owner(&id) == Some(&object) && !self.states.contains_key(&id) {
+        if self.ownership.owns(&id, &object) && !self.states.contains_key(&id) {
             let status = device.status.as_ref();
             let early = self.unknown.take(&id, Instant::now());
             let state = match early {
@@ -278,7 +278,7 @@ impl FleetIndex {
         document: Option<&kubetwin_protocol::DesiredDocument>,
     ) -> Admitted {
         let kind = MessageKind::Operator;
-        let Some(owner) = self.ownership.owner(id).cloned() else {
+        let Some(owner) = self.ownership.owner(id) else {
             // A document for an id no Device has: left behind by a Device deleted while the
             // operator was not running. Only once every Device is known, and only in scope.
             let in_scope = self.orphan_prefix.as_deref().is_none_or(|p| id.starts_with(p));
@@ -308,7 +308,7 @@ impl FleetIndex {
         if let Inbound::Desired { message, .. } = inbound {
             return self.desired_seen(id, Some(message));
         }
-        let owner = self.ownership.owner(id).cloned();
+        let owner = self.ownership.owner(id);
         let state = match (&owner, self.states.get_mut(id)) {
             (Some(_), Some(state)) => state,
             _ => {
