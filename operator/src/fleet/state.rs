@@ -157,15 +157,18 @@ impl Published {
 
 /// A fingerprint of a Device's uid (the epoch of its documents).
 pub fn epoch_fingerprint(epoch: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(epoch)
+    fingerprint(epoch)
 }
 
 /// A fingerprint of desired properties (their canonical JSON: keys sorted).
 pub fn desired_fingerprint(desired: &Map<String, Value>) -> u64 {
+    fingerprint(Value::Object(desired.clone()).to_string())
+}
+
+/// A 64-bit hash with fixed keys: the same for the same value in every run of the process.
+fn fingerprint(value: impl std::hash::Hash) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default()
-        .hash_one(Value::Object(desired.clone()).to_string())
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
 }
 
 impl DeviceState {

@@ -407,7 +407,7 @@ impl Metrics {
             "duplicate",
             "stale",
             "reported-too-large",
-            "unreadable-state",
+            crate::fleet::UNREADABLE_STATE,
         ] {
             let _ = self.messages_dropped.get_or_create(&label(reason));
         }

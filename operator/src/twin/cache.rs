@@ -14,8 +14,8 @@
 //! Why compressed: the text of one Device is mostly what every other Device's text also says
 //! (field names, the conditions' types, reasons and messages, the shapes of timestamps and
 //! ids), so it is compressed (LZ4's block format) against [`TEMPLATE`], the text of a typical
-//! Device, used as the dictionary: B3's Device keeps 122 of its 1,278 bytes. Nothing compressed leaves
-//! the process, so the template may change with the code.
+//! Device, used as the dictionary: B3's Device keeps 122 of its 1,278 bytes. Nothing
+//! compressed leaves the process, so the template may change with the code.
 
 use std::{borrow::Cow, cell::RefCell, collections::BTreeMap, sync::Arc};
 
@@ -37,7 +37,8 @@ use crate::{
 };
 
 /// The cached text of a typical Device (as [`CachedDevice::new`] writes it: spec and status,
-/// no reported map): the dictionary every cached text is compressed against. A Device that differs from it still compresses, only less.
+/// no reported map): the dictionary every cached text is compressed against. A Device that
+/// differs from it still compresses, only less.
 pub const TEMPLATE: &str = concat!(
     r#"{"spec":{"deviceId":"plant-0.line-0.device-000000","desired":{"led":{"color":"green"},"#,
     r#""mode":"normal","telemetryIntervalSeconds":30}},"status":{"observedGeneration":1,"#,
