@@ -63,6 +63,18 @@ fn check_allocator_settings() {
     }
 }
 
+/// The Kubernetes client, from the kubeconfig or the in-cluster account, without kube's
+/// built-in retries: kube 5 retries 429, 503 and 504 inside the request, up to 15 times with a
+/// backoff that grows to minutes, unseen by its caller. Every caller here retries on its own
+/// terms (the status writer within its write budget and with metrics, controllers through
+/// their error policy, watchers with backoff, the Lease on its renew period), so a failure
+/// has to reach it rather than hold a request open.
+async fn api_client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
+    kube::Client::try_from(config)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     kubetwin_operator::clock::start();
@@ -79,7 +91,7 @@ async fn main() -> ExitCode {
             .init();
     }
     check_allocator_settings();
-    let client = match kube::Client::try_default().await {
+    let client = match api_client().await {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "cannot build a Kubernetes client (set KUBECONFIG or run in a cluster)");

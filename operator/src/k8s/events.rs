@@ -4,7 +4,10 @@
 //! counted (`kubetwin_events_dropped_total`) instead of competing with status writes for the
 //! API server.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -15,6 +18,9 @@ use crate::{k8s::status::budget::TokenBucket, telemetry::metrics::Metrics};
 
 /// How many Events may wait for publishing.
 pub const QUEUE: usize = 1_000;
+/// How long publishing one Event may wait for the API server; one that never answers (a dead
+/// connection) must not stop every later Event.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Hands Events to the publishing task.
 #[derive(Clone)]
@@ -36,9 +42,15 @@ impl EventSink {
                     tokio::time::sleep(wait).await;
                 }
                 bucket.try_take(Instant::now());
-                match recorder.publish(&event, &reference).await {
-                    Ok(()) => task_metrics.event_published(),
-                    Err(error) => warn!(%error, reason = %event.reason, "cannot publish event"),
+                let publish = recorder.publish(&event, &reference);
+                match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+                    Ok(Ok(())) => task_metrics.event_published(),
+                    Ok(Err(error)) => warn!(%error, reason = %event.reason, "cannot publish event"),
+                    Err(_) => warn!(
+                        reason = %event.reason,
+                        timeout = ?PUBLISH_TIMEOUT,
+                        "cannot publish event: no answer from the API server"
+                    ),
                 }
             }
         });

@@ -415,7 +415,7 @@ impl Metrics {
             let _ = self.status_writes.get_or_create(&label(kind));
             let _ = self.reconciles.get_or_create(&label(kind));
             let _ = self.reconcile_errors.get_or_create(&label(kind));
-            for reason in ["invalid", "conflict", "throttled", "unavailable", "other"] {
+            for reason in crate::k8s::status::writer::WRITE_FAILURE_REASONS {
                 let _ =
                     self.status_write_errors.get_or_create(&WriteFailureLabels { kind, reason });
             }

@@ -30,6 +30,15 @@ pub const FIELD_MANAGER: &str = "kubetwin-operator";
 const MAX_IN_FLIGHT: usize = 32;
 /// How many queue entries one scheduling step looks at.
 const SCAN: usize = 1024;
+/// How long one write may wait for its answer. Longer than kube-apiserver's own request
+/// timeout (60 s), so a server that is merely slow answers first; a write still unanswered
+/// after this (a dead connection) is abandoned and retried like any failed write, instead of
+/// holding one of the [`MAX_IN_FLIGHT`] slots for good.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Every reason a status write can fail with (the metric label `reason`).
+pub const WRITE_FAILURE_REASONS: [&str; 6] =
+    ["invalid", "conflict", "throttled", "unavailable", "timeout", "other"];
 
 /// What the writer needs to know about a kind: where its status subresource is, and its
 /// metric label. One per kind for the life of the process (see [`StatusKind::of`]).
@@ -145,17 +154,34 @@ fn strip_problem(status: &mut serde_json::Value) {
     }
 }
 
+/// Why one write did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// The API server (or the connection to it) answered with an error.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// No answer within [`WRITE_TIMEOUT`].
+    #[error("no answer from the API server within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// How a failed write is counted and retried.
 #[derive(Debug, PartialEq, Eq)]
 struct WriteFailure {
-    /// Metric label: invalid, conflict, throttled, unavailable, other.
+    /// Metric label, one of [`WRITE_FAILURE_REASONS`].
     reason: &'static str,
     /// The API server's Retry-After, if it gave one.
     retry_after: Duration,
 }
 
 impl WriteFailure {
-    fn of(error: &kube::Error) -> Self {
+    fn of(error: &WriteError) -> Self {
+        let error = match error {
+            WriteError::Api(error) => error,
+            WriteError::TimedOut(_) => {
+                return Self { reason: "timeout", retry_after: Duration::ZERO };
+            }
+        };
         match error {
             kube::Error::Api(status) => {
                 let retry_after = status
@@ -354,7 +380,7 @@ impl StatusWriter {
         let key = flush.key.clone();
         let result = match serde_json::from_str::<serde_json::Value>(&flush.value) {
             Ok(status) => self.patch(&key, status).await,
-            Err(error) => Err(kube::Error::SerdeError(error)),
+            Err(error) => Err(WriteError::Api(kube::Error::SerdeError(error))),
         };
         let now = Instant::now();
         match result {
@@ -370,7 +396,7 @@ impl StatusWriter {
                     self.clear_problem(&key).await;
                 }
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(WriteError::Api(kube::Error::Api(status))) if status.code == 404 => {
                 debug!(?key, "object gone; status dropped");
                 let mut state = self.lock();
                 state.queue.written(&key, now);
@@ -420,16 +446,17 @@ impl StatusWriter {
         }
     }
 
-    async fn patch(&self, key: &StatusKey, status: serde_json::Value) -> Result<(), kube::Error> {
+    async fn patch(&self, key: &StatusKey, status: serde_json::Value) -> Result<(), WriteError> {
         self.patch_as(key, status, FIELD_MANAGER).await
     }
 
+    /// One server-side apply of `status` by field manager `manager`, within [`WRITE_TIMEOUT`].
     async fn patch_as(
         &self,
         key: &StatusKey,
         status: serde_json::Value,
         manager: &str,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), WriteError> {
         let params = PatchParams::apply(manager).force();
         let resource = &key.kind.resource;
         let api: Api<DynamicObject> =
@@ -439,7 +466,12 @@ impl StatusWriter {
             "kind": resource.kind,
             "status": status,
         });
-        api.patch_status(&key.name, &params, &Patch::Apply(&body)).await.map(drop)
+        let apply = Patch::Apply(&body);
+        let patch = api.patch_status(&key.name, &params, &apply);
+        match tokio::time::timeout(WRITE_TIMEOUT, patch).await {
+            Ok(answer) => answer.map(drop).map_err(WriteError::Api),
+            Err(_) => Err(WriteError::TimedOut(WRITE_TIMEOUT)),
+        }
     }
 }
 
@@ -450,7 +482,7 @@ mod tests {
     #[test]
     fn failures_are_classified_with_the_api_servers_retry_after() {
         let status = |code: u16, retry: u32| {
-            kube::Error::Api(Box::new(kube::core::Status {
+            WriteError::Api(kube::Error::Api(Box::new(kube::core::Status {
                 code,
                 details: Some(kube::core::response::StatusDetails {
                     name: String::new(),
@@ -461,7 +493,7 @@ mod tests {
                     retry_after_seconds: retry,
                 }),
                 ..Default::default()
-            }))
+            })))
         };
         assert_eq!(WriteFailure::of(&status(422, 0)).reason, "invalid");
         assert_eq!(
@@ -470,6 +502,48 @@ mod tests {
         );
         assert_eq!(WriteFailure::of(&status(503, 0)).reason, "unavailable");
         assert_eq!(WriteFailure::of(&status(409, 0)).reason, "conflict");
+        assert_eq!(
+            WriteFailure::of(&WriteError::TimedOut(WRITE_TIMEOUT)),
+            WriteFailure { reason: "timeout", retry_after: Duration::ZERO }
+        );
+        // Every reason a failure can get is one the metrics pre-register.
+        for code in [400, 404, 409, 422, 429, 500, 503, 504] {
+            assert!(WRITE_FAILURE_REASONS.contains(&WriteFailure::of(&status(code, 0)).reason));
+        }
+    }
+
+    /// A connection the API server accepts and never answers on (a dead peer) costs a write
+    /// its timeout, not its slot for good: the write fails as `timeout` and stays queued.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_never_answered_fails_as_a_timeout_and_stays_queued() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        // Only the writer's own timeout may end the write (the paused clock jumps to it).
+        config.connect_timeout = None;
+        config.default_retry = false;
+        let client = Client::try_from(config).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let budget = WriteBudget { rate: 100.0, burst: 10.0, min_interval: Duration::from_secs(1) };
+        let writer = StatusWriter::new(client, metrics.clone(), budget);
+        let key = StatusKey::new(StatusKind::of::<kubetwin_api::Device>(), "fleet", "d-1");
+        let status = serde_json::json!({"connection": "Connected"});
+        writer.offer(key, &status, None, Priority::Urgent).unwrap();
+        tokio::spawn(writer.clone().run());
+
+        tokio::time::sleep(WRITE_TIMEOUT + Duration::from_secs(1)).await;
+
+        let text = metrics.render().unwrap();
+        let timed_out = "kubetwin_status_write_errors_total{kind=\"device\",reason=\"timeout\"} 1";
+        assert!(text.contains(timed_out), "no timeout counted:\n{text}");
+        let waiting = writer.depth() + writer.in_flight.load(Ordering::SeqCst);
+        assert_eq!(waiting, 1, "the status must stay queued (or be written again)");
     }
 
     #[test]
