@@ -39,7 +39,7 @@ fn staleness_histogram() -> Histogram {
 pub struct WriteFailureLabels {
     /// Resource kind.
     pub kind: &'static str,
-    /// Why: invalid, conflict, throttled, unavailable, other.
+    /// Why: invalid, conflict, throttled, unavailable, timeout, other.
     pub reason: &'static str,
 }
 
@@ -304,7 +304,7 @@ impl Metrics {
         );
         r.register(
             "kubetwin_status_write_errors",
-            "Status writes the API server failed or refused, by kind and reason (invalid, conflict, throttled, unavailable, other); each is retried with backoff",
+            "Status writes the API server failed or refused, by kind and reason (invalid, conflict, throttled, unavailable, timeout, other); each is retried with backoff",
             m.status_write_errors.clone(),
         );
         r.register(
