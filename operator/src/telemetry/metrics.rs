@@ -10,6 +10,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// Every reason a status write can fail with (the label `reason` of
+/// `kubetwin_status_write_errors_total`), pre-registered so each series exists from the start.
+pub const WRITE_FAILURE_REASONS: [&str; 6] =
+    ["invalid", "conflict", "throttled", "unavailable", "timeout", "other"];
+
 /// Label set with one `kind` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -415,7 +420,7 @@ impl Metrics {
             let _ = self.status_writes.get_or_create(&label(kind));
             let _ = self.reconciles.get_or_create(&label(kind));
             let _ = self.reconcile_errors.get_or_create(&label(kind));
-            for reason in crate::k8s::status::writer::WRITE_FAILURE_REASONS {
+            for reason in WRITE_FAILURE_REASONS {
                 let _ =
                     self.status_write_errors.get_or_create(&WriteFailureLabels { kind, reason });
             }

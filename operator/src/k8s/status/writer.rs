@@ -36,10 +36,6 @@ const SCAN: usize = 1024;
 /// holding one of the [`MAX_IN_FLIGHT`] slots for good.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(75);
 
-/// Every reason a status write can fail with (the metric label `reason`).
-pub const WRITE_FAILURE_REASONS: [&str; 6] =
-    ["invalid", "conflict", "throttled", "unavailable", "timeout", "other"];
-
 /// What the writer needs to know about a kind: where its status subresource is, and its
 /// metric label. One per kind for the life of the process (see [`StatusKind::of`]).
 #[derive(Debug)]
@@ -168,7 +164,7 @@ enum WriteError {
 /// How a failed write is counted and retried.
 #[derive(Debug, PartialEq, Eq)]
 struct WriteFailure {
-    /// Metric label, one of [`WRITE_FAILURE_REASONS`].
+    /// Metric label, one of [`crate::telemetry::metrics::WRITE_FAILURE_REASONS`].
     reason: &'static str,
     /// The API server's Retry-After, if it gave one.
     retry_after: Duration,
@@ -478,6 +474,7 @@ impl StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::metrics::WRITE_FAILURE_REASONS;
 
     #[test]
     fn failures_are_classified_with_the_api_servers_retry_after() {
