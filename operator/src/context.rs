@@ -116,7 +116,7 @@ impl Context {
         }
         let namespace = device.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api: Api<Device> = Api::namespaced(self.client.clone(), &namespace);
-        Ok(Cow::Owned(api.get_status(&device.name_any()).await?))
+        Ok(Cow::Owned(crate::k8s::answered(api.get_status(&device.name_any())).await??))
     }
 
     /// Whether the MQTT session is up.

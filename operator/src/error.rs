@@ -6,6 +6,10 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A Kubernetes API call got no answer in time (a dead connection; the call is retried
+    /// with the reconcile).
+    #[error("kubernetes API: no answer within {}s", .0.as_secs())]
+    NoAnswer(std::time::Duration),
     /// A status document could not be serialized.
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),

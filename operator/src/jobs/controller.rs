@@ -33,7 +33,7 @@ use crate::{
     context::{Context, DeviceOnline},
     error::{Error, Result},
     k8s::{
-        Retries, kind_label, reconcile_failed,
+        Retries, answered, kind_label, reconcile_failed,
         status::{LatestStatuses, Priority, StatusKey, StatusKind},
     },
     rollout::planner::{Attempt, Member, Observed, Readiness, Room, plan},
@@ -288,11 +288,11 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         futures::stream::iter(children.into_iter().map(|(child, device, attempt)| {
             let api = api.clone();
             async move {
-                match api.create(&PostParams::default(), &child).await {
+                match answered(api.create(&PostParams::default(), &child)).await? {
                     Ok(_) => Ok((device, attempt)),
                     // Created before (by this process or an earlier one): the cache shows it soon.
                     Err(kube::Error::Api(status)) if status.code == 409 => Ok((device, attempt)),
-                    Err(error) => Err(error),
+                    Err(error) => Err(Error::from(error)),
                 }
             }
         }))
@@ -316,7 +316,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
         }
     }
     if let Some(error) = failure {
-        return Err(error.into());
+        return Err(error);
     }
 
     // Status: a phase change is urgent; progress is urgent at most once a second, routine
@@ -414,7 +414,9 @@ async fn patch_finalizers(ctx: &Context, job: &DeviceJob, finalizers: Vec<String
         "finalizers": finalizers,
         "resourceVersion": job.resource_version(),
     }});
-    match api.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match answered(api.patch(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)))
+        .await?
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
@@ -449,7 +451,7 @@ async fn ttl_action(
         preconditions: Some(Preconditions { uid: job.uid(), resource_version: None }),
         ..DeleteParams::background()
     };
-    match api.delete(&job.name_any(), &params).await {
+    match answered(api.delete(&job.name_any(), &params)).await? {
         Ok(_) => info!(job = %job.name_any(), "deleted after ttlSecondsAfterFinished"),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(error) => {

@@ -25,6 +25,18 @@ use tracing::warn;
 
 use crate::{config::OperatorConfig, error::Error, telemetry::metrics::Metrics};
 
+/// How long one API call a reconcile makes may wait for its answer: longer than
+/// kube-apiserver's own request timeout (60 s), so only a connection that died reaches it.
+/// The client sets no read timeout, and a reconcile that never ends is never run again.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The answer to `call`, or [`Error::NoAnswer`] when there is none within [`CALL_TIMEOUT`].
+pub async fn answered<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, Error> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| Error::NoAnswer(CALL_TIMEOUT))
+}
+
 /// A namespaced kind the operator watches through a lean cache.
 pub trait Watched:
     Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -252,6 +264,24 @@ pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_an_answer_fails_after_the_call_timeout_and_an_answer_passes_through() {
+        let started = tokio::time::Instant::now();
+        let silent = answered(futures::future::pending::<Result<(), kube::Error>>()).await;
+        assert!(matches!(silent, Err(Error::NoAnswer(timeout)) if timeout == CALL_TIMEOUT));
+        assert_eq!(started.elapsed(), CALL_TIMEOUT);
+
+        let refused = answered(async {
+            Err::<(), _>(kube::Error::Api(Box::new(kube::core::Status {
+                code: 409,
+                ..Default::default()
+            })))
+        })
+        .await;
+        assert!(matches!(refused, Ok(Err(kube::Error::Api(status))) if status.code == 409));
+        assert!(matches!(answered(async { Ok::<_, kube::Error>(7) }).await, Ok(Ok(7))));
+    }
 
     #[test]
     fn reconcile_retries_back_off_to_five_minutes() {

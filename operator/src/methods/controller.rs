@@ -36,7 +36,7 @@ use crate::{
     error::Result,
     fleet::{Claim, FleetIndex, Follower},
     k8s::{
-        Retries, kind_label, reconcile_failed,
+        Retries, answered, kind_label, reconcile_failed,
         status::{LatestStatuses, StatusKey, StatusKind},
     },
     telemetry::metrics::TransitionLabels,
@@ -428,7 +428,7 @@ async fn delete<R: RequestResource>(
     ctx.writer.forget(key);
     state.latest.forget(key);
     let api: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.delete(name, &params).await {
+    match answered(api.delete(name, &params)).await? {
         Ok(_) => info!(request = %name, %namespace, "deleted after ttlSecondsAfterFinished"),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(error) => return Err(error.into()),

@@ -155,10 +155,10 @@ fn strip_problem(status: &mut serde_json::Value) {
 enum WriteError {
     /// The API server (or the connection to it) answered with an error.
     #[error(transparent)]
-    Api(#[from] kube::Error),
+    Api(kube::Error),
     /// No answer within [`WRITE_TIMEOUT`].
-    #[error("no answer from the API server within {0:?}")]
-    TimedOut(Duration),
+    #[error("no answer from the API server within {}s", WRITE_TIMEOUT.as_secs())]
+    TimedOut,
 }
 
 /// How a failed write is counted and retried.
@@ -172,14 +172,10 @@ struct WriteFailure {
 
 impl WriteFailure {
     fn of(error: &WriteError) -> Self {
-        let error = match error {
-            WriteError::Api(error) => error,
-            WriteError::TimedOut(_) => {
-                return Self { reason: "timeout", retry_after: Duration::ZERO };
-            }
-        };
+        let no_wait = Duration::ZERO;
         match error {
-            kube::Error::Api(status) => {
+            WriteError::TimedOut => Self { reason: "timeout", retry_after: no_wait },
+            WriteError::Api(kube::Error::Api(status)) => {
                 let retry_after = status
                     .details
                     .as_ref()
@@ -194,8 +190,10 @@ impl WriteFailure {
                 };
                 Self { reason, retry_after }
             }
-            kube::Error::SerdeError(_) => Self { reason: "invalid", retry_after: Duration::ZERO },
-            _ => Self { reason: "unavailable", retry_after: Duration::ZERO },
+            WriteError::Api(kube::Error::SerdeError(_)) => {
+                Self { reason: "invalid", retry_after: no_wait }
+            }
+            WriteError::Api(_) => Self { reason: "unavailable", retry_after: no_wait },
         }
     }
 }
@@ -466,7 +464,7 @@ impl StatusWriter {
         let patch = api.patch_status(&key.name, &params, &apply);
         match tokio::time::timeout(WRITE_TIMEOUT, patch).await {
             Ok(answer) => answer.map(drop).map_err(WriteError::Api),
-            Err(_) => Err(WriteError::TimedOut(WRITE_TIMEOUT)),
+            Err(_) => Err(WriteError::TimedOut),
         }
     }
 }
@@ -500,7 +498,7 @@ mod tests {
         assert_eq!(WriteFailure::of(&status(503, 0)).reason, "unavailable");
         assert_eq!(WriteFailure::of(&status(409, 0)).reason, "conflict");
         assert_eq!(
-            WriteFailure::of(&WriteError::TimedOut(WRITE_TIMEOUT)),
+            WriteFailure::of(&WriteError::TimedOut),
             WriteFailure { reason: "timeout", retry_after: Duration::ZERO }
         );
         // Every reason a failure can get is one the metrics pre-register.
