@@ -42,7 +42,7 @@ use crate::{
     k8s::{
         Retries, check_crds,
         events::EventSink,
-        lean_controller, lean_controller_caching,
+        lean_controller, lean_controller_caching, resolve_initial_list,
         status::{StatusWriter, WriteBudget},
         wait_synced,
     },
@@ -72,6 +72,8 @@ pub async fn run(
     ready: watch::Sender<Readiness>,
 ) -> Result<()> {
     check_crds(&client, &config).await?;
+    let config =
+        OperatorConfig { initial_list: resolve_initial_list(&client, &config).await?, ..config };
     let topics = Topics::new(config.topic_root.clone());
     let codec = Codec::new(config.max_payload_bytes);
     let connection = transport::connection::connect(&config, &topics)?;

@@ -407,8 +407,8 @@ async fn remove_finalizer(ctx: &Context, job: &DeviceJob) -> Result<()> {
 }
 
 async fn patch_finalizers(ctx: &Context, job: &DeviceJob, finalizers: Vec<String>) -> Result<()> {
-    let api: Api<DeviceJob> =
-        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let namespace = job.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<DeviceJob> = Api::namespaced(ctx.client.clone(), &namespace);
     // The resourceVersion makes this a compare-and-swap: a list changed meanwhile is retried.
     let patch = json!({"metadata": {
         "finalizers": finalizers,
@@ -445,8 +445,8 @@ async fn ttl_action(
     if !persisted {
         return Ok(Action::requeue(RUNNING_RECHECK));
     }
-    let api: Api<DeviceJob> =
-        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let namespace = job.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<DeviceJob> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions { uid: job.uid(), resource_version: None }),
         ..DeleteParams::background()

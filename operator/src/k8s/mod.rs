@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use futures::TryStreamExt;
 use kube::{
     Api, Client, Resource,
+    api::{WatchEvent, WatchParams},
     core::NamespaceResourceScope,
     runtime::{
         Controller, WatchStreamExt,
@@ -21,9 +22,13 @@ use kube::{
         watcher,
     },
 };
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::{config::OperatorConfig, error::Error, telemetry::metrics::Metrics};
+use crate::{
+    config::{InitialList, OperatorConfig},
+    error::Error,
+    telemetry::metrics::Metrics,
+};
 
 /// How long one API call a reconcile makes may wait for its answer: longer than
 /// kube-apiserver's own request timeout (60 s), so only a connection that died reaches it.
@@ -146,7 +151,13 @@ fn lean_watch<K: Watched>(
     config: &OperatorConfig,
 ) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static {
     let api: Api<K> = scoped_api(client, config);
-    watcher(api, watcher::Config::default()).default_backoff().modify(strip_metadata)
+    let watch = match config.initial_list {
+        InitialList::Streaming => watcher::Config::default().streaming_lists(),
+        // `Auto` is resolved at start ([`resolve_initial_list`]); one left unresolved (a
+        // caller that did not ask the API server) gets what every API server serves.
+        InitialList::Paged | InitialList::Auto => watcher::Config::default(),
+    };
+    watcher(api, watch).default_backoff().modify(strip_metadata)
 }
 
 /// A controller of `K` driven by `stream`, with the configured concurrency.
@@ -252,6 +263,57 @@ pub fn reconcile_failed<K: Resource<DynamicType = ()>>(
     Action::requeue(delay)
 }
 
+/// The annotation of the bookmark that ends a watch's initial events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+/// How long the API server may take to answer whether it streams lists.
+const STREAMING_PROBE_SECONDS: u32 = 10;
+
+/// `config.initial_list` with `auto` decided: streaming when the API server serves streaming
+/// lists, paged otherwise. Asked once, with a watch of Devices that selects none: a server
+/// that streams ends its (empty) initial events with the [`INITIAL_EVENTS_END`] bookmark; one
+/// with the WatchList feature off refuses `sendInitialEvents` (400 or 422), and one that
+/// predates it ignores the parameter and sends no bookmark.
+pub async fn resolve_initial_list(
+    client: &Client,
+    config: &OperatorConfig,
+) -> Result<InitialList, Error> {
+    if config.initial_list != InitialList::Auto {
+        return Ok(config.initial_list);
+    }
+    let devices: Api<kubetwin_api::Device> = scoped_api(client, config);
+    let params = WatchParams::streaming_lists()
+        .labels("kubetwin.io/initial-list-probe=none")
+        .timeout(STREAMING_PROBE_SECONDS);
+    let events = match answered(devices.watch(&params, "0")).await? {
+        Ok(events) => events,
+        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 422 => {
+            info!(reason = %status.message, "the API server does not stream lists; lists are paged");
+            return Ok(InitialList::Paged);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let streams = answered(async {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.try_next().await? {
+            if let WatchEvent::Bookmark(bookmark) = event
+                && bookmark.metadata.annotations.contains_key(INITIAL_EVENTS_END)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await??;
+    if streams {
+        info!("the API server streams lists; watches start with a streaming list");
+        Ok(InitialList::Streaming)
+    } else {
+        info!("the API server sent no end of initial events; lists are paged");
+        Ok(InitialList::Paged)
+    }
+}
+
 /// Checks that the kubetwin CRDs are served.
 pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<(), Error> {
     let devices: Api<kubetwin_api::Device> = scoped_api(client, config);
@@ -263,7 +325,44 @@ pub async fn check_crds(client: &Client, config: &OperatorConfig) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    /// What `auto` becomes against an API server that answers every Device watch with
+    /// `status` and `body` (served on a local port, as an API server would).
+    async fn initial_list_against(status: u16, body: &'static str) -> InitialList {
+        let answer = move || async move {
+            (axum::http::StatusCode::from_u16(status).expect("a status code"), body)
+        };
+        let app = axum::Router::new()
+            .route("/apis/kubetwin.io/v1alpha1/devices", axum::routing::get(answer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let address = listener.local_addr().expect("an address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::try_from(kube::Config::new(
+            format!("http://{address}").parse().expect("a URL"),
+        ))
+        .expect("a client");
+        let config = OperatorConfig::parse_from(["kubetwin-operator"]);
+        assert_eq!(config.initial_list, InitialList::Auto, "auto is the default");
+        resolve_initial_list(&client, &config).await.expect("an answer")
+    }
+
+    #[tokio::test]
+    async fn lists_stream_only_where_the_api_server_ends_its_initial_events() {
+        let streams = r#"{"type":"BOOKMARK","object":{"kind":"Device","apiVersion":"kubetwin.io/v1alpha1","metadata":{"resourceVersion":"7","annotations":{"k8s.io/initial-events-end":"true"}}}}
+"#;
+        assert_eq!(initial_list_against(200, streams).await, InitialList::Streaming);
+        // The WatchList feature off: the parameter is refused.
+        let refused = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled","reason":"Invalid","code":422}"#;
+        assert_eq!(initial_list_against(422, refused).await, InitialList::Paged);
+        // An API server from before the feature: the parameter is ignored, no bookmark ends
+        // the initial events, and the watch ends at its timeout.
+        let ignored = r#"{"type":"BOOKMARK","object":{"kind":"Device","apiVersion":"kubetwin.io/v1alpha1","metadata":{"resourceVersion":"7"}}}
+"#;
+        assert_eq!(initial_list_against(200, ignored).await, InitialList::Paged);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_without_an_answer_fails_after_the_call_timeout_and_an_answer_passes_through() {

@@ -18,7 +18,7 @@ use kube::{
 };
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::budget::{Flush, Offer, Priority, TokenBucket, WriteQueue, fingerprint};
 use crate::{error::Error, telemetry::metrics::Metrics};
@@ -372,6 +372,8 @@ impl StatusWriter {
 
     async fn write_one(&self, flush: Flush<StatusKey, String>) {
         let key = flush.key.clone();
+        let sent = Instant::now();
+        trace!(?key, priority = flush.priority.as_str(), staleness = ?flush.staleness, "status write sent");
         let result = match serde_json::from_str::<serde_json::Value>(&flush.value) {
             Ok(status) => self.patch(&key, status).await,
             Err(error) => Err(WriteError::Api(kube::Error::SerdeError(error))),
@@ -379,6 +381,7 @@ impl StatusWriter {
         let now = Instant::now();
         match result {
             Ok(()) => {
+                trace!(?key, took = ?now.saturating_duration_since(sent), "status written");
                 let had_problem = {
                     let mut state = self.lock();
                     state.queue.written(&key, now);
