@@ -282,36 +282,81 @@ pub async fn resolve_initial_list(
         return Ok(config.initial_list);
     }
     let devices: Api<kubetwin_api::Device> = scoped_api(client, config);
+    let mut attempt = 1;
+    let streams = loop {
+        match probe_streaming(&devices).await? {
+            Ok(streams) => break streams,
+            // The API server is busy (for example its watch cache of Devices is still
+            // initialising just after the CRDs were installed: 429): ask again, a bounded
+            // number of times, then fail like any start-up call.
+            Err(status) if attempt < STREAMING_PROBE_ATTEMPTS => {
+                let wait = Duration::from_secs(u64::from(
+                    status.details.as_ref().map_or(1, |d| d.retry_after_seconds.max(1)),
+                ));
+                info!(reason = %status.message, retry_in = ?wait, "the API server is busy; asking again whether it streams lists");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(status) => return Err(kube::Error::Api(status).into()),
+        }
+    };
+    match streams {
+        Some(true) => {
+            info!("the API server streams lists; watches start with a streaming list");
+            Ok(InitialList::Streaming)
+        }
+        Some(false) => {
+            info!("the API server refuses streaming lists; lists are paged");
+            Ok(InitialList::Paged)
+        }
+        None => {
+            info!("the API server sent no end of initial events; lists are paged");
+            Ok(InitialList::Paged)
+        }
+    }
+}
+
+/// How many times [`resolve_initial_list`] asks an API server that answers "busy".
+const STREAMING_PROBE_ATTEMPTS: u32 = 30;
+
+/// One streaming watch of Devices that selects none: `Ok(Some(true))` when it ends its
+/// initial events with the bookmark, `Ok(Some(false))` when `sendInitialEvents` is refused,
+/// `Ok(None)` when the watch ended without the bookmark, and `Err` with the API server's
+/// answer when it was busy (429 or 5xx, at the start or in the stream).
+async fn probe_streaming(
+    devices: &Api<kubetwin_api::Device>,
+) -> Result<Result<Option<bool>, Box<kube::core::Status>>, Error> {
+    let busy = |code: u16| code == 429 || code >= 500;
     let params = WatchParams::streaming_lists()
         .labels("kubetwin.io/initial-list-probe=none")
         .timeout(STREAMING_PROBE_SECONDS);
     let events = match answered(devices.watch(&params, "0")).await? {
         Ok(events) => events,
         Err(kube::Error::Api(status)) if status.code == 400 || status.code == 422 => {
-            info!(reason = %status.message, "the API server does not stream lists; lists are paged");
-            return Ok(InitialList::Paged);
+            return Ok(Ok(Some(false)));
         }
+        Err(kube::Error::Api(status)) if busy(status.code) => return Ok(Err(status)),
         Err(error) => return Err(error.into()),
     };
-    let streams = answered(async {
+    let answer = answered(async {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.try_next().await? {
-            if let WatchEvent::Bookmark(bookmark) = event
-                && bookmark.metadata.annotations.contains_key(INITIAL_EVENTS_END)
-            {
-                return Ok(true);
+            match event {
+                WatchEvent::Bookmark(bookmark)
+                    if bookmark.metadata.annotations.contains_key(INITIAL_EVENTS_END) =>
+                {
+                    return Ok(Ok(Some(true)));
+                }
+                WatchEvent::Error(status) if busy(status.code) => {
+                    return Ok(Err(status));
+                }
+                _ => {}
             }
         }
-        Ok(false)
+        Ok(Ok(None))
     })
     .await??;
-    if streams {
-        info!("the API server streams lists; watches start with a streaming list");
-        Ok(InitialList::Streaming)
-    } else {
-        info!("the API server sent no end of initial events; lists are paged");
-        Ok(InitialList::Paged)
-    }
+    Ok(answer)
 }
 
 /// Checks that the kubetwin CRDs are served.
@@ -329,11 +374,21 @@ mod tests {
 
     use super::*;
 
-    /// What `auto` becomes against an API server that answers every Device watch with
-    /// `status` and `body` (served on a local port, as an API server would).
+    /// What `auto` becomes against an API server that answers its first Device watch
+    /// "busy" (429) and every one after it with `status` and `body` (served on a local
+    /// port, as an API server would).
     async fn initial_list_against(status: u16, body: &'static str) -> InitialList {
-        let answer = move || async move {
-            (axum::http::StatusCode::from_u16(status).expect("a status code"), body)
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        let answer = move || {
+            let first = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    let busy = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"storage is (re)initializing","reason":"TooManyRequests","details":{"retryAfterSeconds":1},"code":429}"#;
+                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, busy);
+                }
+                (axum::http::StatusCode::from_u16(status).expect("a status code"), body)
+            }
         };
         let app = axum::Router::new()
             .route("/apis/kubetwin.io/v1alpha1/devices", axum::routing::get(answer));
@@ -346,7 +401,9 @@ mod tests {
         .expect("a client");
         let config = OperatorConfig::parse_from(["kubetwin-operator"]);
         assert_eq!(config.initial_list, InitialList::Auto, "auto is the default");
-        resolve_initial_list(&client, &config).await.expect("an answer")
+        let resolved = resolve_initial_list(&client, &config).await.expect("an answer");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2, "asked again after busy");
+        resolved
     }
 
     #[tokio::test]
