@@ -283,13 +283,27 @@ pub async fn resolve_initial_list(
     }
     let devices: Api<kubetwin_api::Device> = scoped_api(client, config);
     let mut attempt = 1;
-    let streams = loop {
+    loop {
         match probe_streaming(&devices).await? {
-            Ok(streams) => break streams,
+            Probe::Streams => {
+                info!("the API server streams lists; watches start with a streaming list");
+                return Ok(InitialList::Streaming);
+            }
+            Probe::Refused => {
+                info!("the API server refuses streaming lists; lists are paged");
+                return Ok(InitialList::Paged);
+            }
+            Probe::NoEnd => {
+                info!("the API server sent no end of initial events; lists are paged");
+                return Ok(InitialList::Paged);
+            }
             // The API server is busy (for example its watch cache of Devices is still
             // initialising just after the CRDs were installed: 429): ask again, a bounded
             // number of times, then fail like any start-up call.
-            Err(status) if attempt < STREAMING_PROBE_ATTEMPTS => {
+            Probe::Busy(status) if attempt >= STREAMING_PROBE_ATTEMPTS => {
+                return Err(kube::Error::Api(status).into());
+            }
+            Probe::Busy(status) => {
                 let wait = Duration::from_secs(u64::from(
                     status.details.as_ref().map_or(1, |d| d.retry_after_seconds.max(1)),
                 ));
@@ -297,21 +311,6 @@ pub async fn resolve_initial_list(
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
-            Err(status) => return Err(kube::Error::Api(status).into()),
-        }
-    };
-    match streams {
-        Some(true) => {
-            info!("the API server streams lists; watches start with a streaming list");
-            Ok(InitialList::Streaming)
-        }
-        Some(false) => {
-            info!("the API server refuses streaming lists; lists are paged");
-            Ok(InitialList::Paged)
-        }
-        None => {
-            info!("the API server sent no end of initial events; lists are paged");
-            Ok(InitialList::Paged)
         }
     }
 }
@@ -319,13 +318,20 @@ pub async fn resolve_initial_list(
 /// How many times [`resolve_initial_list`] asks an API server that answers "busy".
 const STREAMING_PROBE_ATTEMPTS: u32 = 30;
 
-/// One streaming watch of Devices that selects none: `Ok(Some(true))` when it ends its
-/// initial events with the bookmark, `Ok(Some(false))` when `sendInitialEvents` is refused,
-/// `Ok(None)` when the watch ended without the bookmark, and `Err` with the API server's
-/// answer when it was busy (429 or 5xx, at the start or in the stream).
-async fn probe_streaming(
-    devices: &Api<kubetwin_api::Device>,
-) -> Result<Result<Option<bool>, Box<kube::core::Status>>, Error> {
+/// What one probe of [`resolve_initial_list`] learnt.
+enum Probe {
+    /// The initial events ended with the bookmark.
+    Streams,
+    /// `sendInitialEvents` was refused (the WatchList feature is off).
+    Refused,
+    /// The watch ended without the bookmark (the parameter was ignored).
+    NoEnd,
+    /// The API server was busy (429 or 5xx, at the start or in the stream).
+    Busy(Box<kube::core::Status>),
+}
+
+/// One streaming watch of Devices that selects none.
+async fn probe_streaming(devices: &Api<kubetwin_api::Device>) -> Result<Probe, Error> {
     let busy = |code: u16| code == 429 || code >= 500;
     let params = WatchParams::streaming_lists()
         .labels("kubetwin.io/initial-list-probe=none")
@@ -333,30 +339,28 @@ async fn probe_streaming(
     let events = match answered(devices.watch(&params, "0")).await? {
         Ok(events) => events,
         Err(kube::Error::Api(status)) if status.code == 400 || status.code == 422 => {
-            return Ok(Ok(Some(false)));
+            return Ok(Probe::Refused);
         }
-        Err(kube::Error::Api(status)) if busy(status.code) => return Ok(Err(status)),
+        Err(kube::Error::Api(status)) if busy(status.code) => return Ok(Probe::Busy(status)),
         Err(error) => return Err(error.into()),
     };
-    let answer = answered(async {
+    let probe = answered(async {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.try_next().await? {
             match event {
                 WatchEvent::Bookmark(bookmark)
                     if bookmark.metadata.annotations.contains_key(INITIAL_EVENTS_END) =>
                 {
-                    return Ok(Ok(Some(true)));
+                    return Ok(Probe::Streams);
                 }
-                WatchEvent::Error(status) if busy(status.code) => {
-                    return Ok(Err(status));
-                }
+                WatchEvent::Error(status) if busy(status.code) => return Ok(Probe::Busy(status)),
                 _ => {}
             }
         }
-        Ok(Ok(None))
+        Ok(Probe::NoEnd)
     })
     .await??;
-    Ok(answer)
+    Ok(probe)
 }
 
 /// Checks that the kubetwin CRDs are served.
