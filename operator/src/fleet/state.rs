@@ -112,8 +112,10 @@ pub struct DeviceState {
     /// The size a dropped reported message would have made the reported properties (until a
     /// report is accepted again; `u32::MAX` for any larger size).
     pub reported_too_large: Option<u32>,
-    /// Methods the device listed in its latest online presence (empty: it did not say).
-    pub methods: Vec<String>,
+    /// Methods the device listed in its latest online presence (empty: it did not say). A
+    /// boxed slice, not a `Vec`: 8 bytes less inline keep the state in jemalloc's 320-byte
+    /// class rather than its 384-byte one (64 bytes per device).
+    pub methods: Box<[String]>,
 }
 
 /// Unix seconds of `now` (0 before 1970).
@@ -197,7 +199,7 @@ impl DeviceState {
             published: None,
             recorded_document: None,
             reported_too_large: None,
-            methods: Vec::new(),
+            methods: Box::default(),
         }
     }
 
@@ -270,7 +272,7 @@ impl DeviceState {
         let admission = admit_presence(self.presence, message.cursor());
         if admission.is_accept() {
             if message.state == PresenceState::Online {
-                self.methods.clone_from(&message.methods);
+                self.methods = message.methods.as_slice().into();
             }
             let state = match message.state {
                 PresenceState::Online => ConnectionState::Connected,
@@ -381,6 +383,12 @@ mod tests {
 
     fn id(text: &str) -> RequestId {
         RequestId::new(text).expect("valid request id")
+    }
+
+    #[test]
+    fn a_device_state_fits_jemalloc_s_320_byte_class() {
+        // Each device's state is boxed in the fleet index: past 320 bytes it takes 384.
+        assert!(size_of::<DeviceState>() <= 320, "{}", size_of::<DeviceState>());
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn reconcile(job: Arc<DeviceJob>, this: Arc<JobController>) -> Result<
             if let Some(crate::fleet::Claim::Owner(id)) = fleet.claim_of(&d.device.device_ref())
                 && let Some(state) = fleet.state(&id)
             {
-                methods.insert(d.device.name_any(), state.methods.clone());
+                methods.insert(d.device.name_any(), state.methods.to_vec());
             }
         }
         methods

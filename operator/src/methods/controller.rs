@@ -383,7 +383,7 @@ fn device_view<R: RequestResource>(
         reported_rebooting,
         last_sent,
         mqtt_connected,
-        methods: device_state.map(|s| s.methods.clone()).unwrap_or_default(),
+        methods: device_state.map(|s| s.methods.to_vec()).unwrap_or_default(),
         budget_exhausted: None,
     };
     Ok((view, Some(id)))
