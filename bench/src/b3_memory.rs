@@ -265,6 +265,17 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
         let bytes = bytes.as_f64().with_context(|| format!("{part}: {bytes} is no number"))?;
         rows.push(Row::new(format!("one cached Device: {part}"), bytes / 1024.0, Unit::KiB));
     }
+    let reported = breakdown["reported_bytes"]
+        .as_object()
+        .context("kubetwin-memory printed no figures of the reported properties")?;
+    for (what, bytes) in reported {
+        let bytes = bytes.as_f64().with_context(|| format!("{what}: {bytes} is no number"))?;
+        rows.push(Row::new(
+            format!("one device's reported properties in the fleet index: {what}"),
+            bytes / 1024.0,
+            Unit::KiB,
+        ));
+    }
     Ok(ScenarioReport {
         id: "B3".into(),
         title: TITLE.into(),

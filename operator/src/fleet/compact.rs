@@ -5,9 +5,9 @@
 //! still took ~600 bytes for a device's reported properties (ten keys, one nested object):
 //! one allocation per key and string. Here an object is its JSON text (keys in order at every
 //! level, no spaces), one allocation, compressed (LZ4's block format) against a dictionary
-//! shared by the whole process: B3's reported properties keep ~70 of their ~190 bytes. Reading
-//! one decompresses and parses the text, a few microseconds once per accepted reported message
-//! and per status computed.
+//! shared by the whole process: B3's reported properties keep 26 of their 196 bytes (77 when
+//! every value differs from the dictionary's). Reading one decompresses and parses the text, a
+//! few microseconds once per accepted reported message and per status computed.
 //!
 //! Why a dictionary learnt at run time, where the Device cache has a fixed one: what devices
 //! report is the fleet's own vocabulary (its keys and the shapes of its values), which the code
