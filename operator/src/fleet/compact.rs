@@ -28,10 +28,21 @@ use crate::error::ReadBackError;
 /// The shortest text that may become the [`DICTIONARY`] (a shorter one would teach little).
 const DICTIONARY_MIN: usize = 64;
 
-/// The text of the first object of at least [`DICTIONARY_MIN`] bytes that was kept: the
-/// dictionary every later object is compressed against. Set once and never changed, so one
-/// compressed text always decompresses with the dictionary it was compressed with.
+/// The most of that text the dictionary keeps (its start). Every compression reads the whole
+/// dictionary, so a device that reports first with a large object must not make every later
+/// report cost more; a fleet's keys show in its first kilobyte.
+const DICTIONARY_MAX: usize = 1024;
+
+/// The text of the first object of at least [`DICTIONARY_MIN`] bytes that was kept (at most
+/// [`DICTIONARY_MAX`] bytes of it): the dictionary every later object is compressed against.
+/// Set once and never changed, so one compressed text always decompresses with the dictionary
+/// it was compressed with.
 static DICTIONARY: OnceLock<Box<[u8]>> = OnceLock::new();
+
+/// The dictionary `text` makes: its first [`DICTIONARY_MAX`] bytes.
+fn dictionary_of(text: &str) -> Box<[u8]> {
+    text.as_bytes().iter().take(DICTIONARY_MAX).copied().collect()
+}
 
 /// Which dictionary a kept object was compressed against (its first byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +116,7 @@ impl CompactObject {
     /// long enough.
     fn compress(text: &str) -> Self {
         if text.len() >= DICTIONARY_MIN {
-            DICTIONARY.get_or_init(|| text.as_bytes().into());
+            DICTIONARY.get_or_init(|| dictionary_of(text));
         }
         let against =
             if DICTIONARY.get().is_some() { Against::Dictionary } else { Against::Nothing };
@@ -231,6 +242,10 @@ mod tests {
         assert_eq!(before.text_len(), text.len());
         assert_eq!(kept.text_len(), text.len());
         assert!(format!("{kept:?}").contains("firmwareVersion"), "{kept:?}");
+        // However large the object that sets it, the dictionary is its first kilobyte.
+        let large = Value::Object(object(json!({"log": "x".repeat(5000)}))).to_string();
+        assert_eq!(&*dictionary_of(&large), &large.as_bytes()[..DICTIONARY_MAX]);
+        assert_eq!(&*dictionary_of("{}"), b"{}");
     }
 
     #[test]
