@@ -247,34 +247,19 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioReport> {
     }
     let largest = bench.sizes.b3_devices.iter().copied().max().unwrap_or(0);
     let breakdown = structure_breakdown(largest)?;
-    let structures = breakdown["bytes_per_device"]
-        .as_object()
-        .context("kubetwin-memory printed no breakdown")?;
-    for (structure, bytes) in structures {
-        let bytes = bytes.as_f64().with_context(|| format!("{structure}: {bytes} is no number"))?;
-        rows.push(Row::new(
-            format!("breakdown at N = {}: {structure}", thousands(largest as f64)),
-            bytes / 1024.0,
-            Unit::KiB,
-        ));
-    }
-    let parts = breakdown["one_cached_device_bytes"]
-        .as_object()
-        .context("kubetwin-memory printed no parts of a cached Device")?;
-    for (part, bytes) in parts {
-        let bytes = bytes.as_f64().with_context(|| format!("{part}: {bytes} is no number"))?;
-        rows.push(Row::new(format!("one cached Device: {part}"), bytes / 1024.0, Unit::KiB));
-    }
-    let reported = breakdown["reported_bytes"]
-        .as_object()
-        .context("kubetwin-memory printed no figures of the reported properties")?;
-    for (what, bytes) in reported {
-        let bytes = bytes.as_f64().with_context(|| format!("{what}: {bytes} is no number"))?;
-        rows.push(Row::new(
-            format!("one device's reported properties in the fleet index: {what}"),
-            bytes / 1024.0,
-            Unit::KiB,
-        ));
+    let at_largest = format!("breakdown at N = {}: ", thousands(largest as f64));
+    for (section, prefix) in [
+        ("bytes_per_device", at_largest.as_str()),
+        ("one_cached_device_bytes", "one cached Device: "),
+        ("reported_bytes", "one device's reported properties in the fleet index: "),
+    ] {
+        let figures = breakdown[section]
+            .as_object()
+            .with_context(|| format!("kubetwin-memory printed no {section}"))?;
+        for (what, bytes) in figures {
+            let bytes = bytes.as_f64().with_context(|| format!("{what}: {bytes} is no number"))?;
+            rows.push(Row::new(format!("{prefix}{what}"), bytes / 1024.0, Unit::KiB));
+        }
     }
     Ok(ScenarioReport {
         id: "B3".into(),
