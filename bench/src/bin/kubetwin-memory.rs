@@ -197,7 +197,8 @@ fn main() -> anyhow::Result<()> {
     };
     let parts = json!({
         "inline (the cached Device struct itself)": size_of::<CachedDevice>(),
-        "metadata (name, namespace, uid, ...; the labels are shared, not in it)":
+        "metadata (name, namespace, generation, ...; the labels are shared and a UUID uid is \
+         kept as 16 bytes, not in it)":
             cost(&|| Box::new(cached.metadata.clone())),
         "spec and status as JSON text (desired properties, conditions, connection, versions; \
          no reported map; not kept, for scale)": cached.text()?.len(),

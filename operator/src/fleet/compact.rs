@@ -12,9 +12,9 @@
 //! Why a dictionary learnt at run time, where the Device cache has a fixed one: what devices
 //! report is the fleet's own vocabulary (its keys and the shapes of its values), which the code
 //! cannot know. The devices of a fleet mostly report the same keys, so the first object of some
-//! size the process keeps becomes the dictionary of every later one. An unusual first object
-//! (or a hostile device's) only makes later texts compress less; it never changes what they
-//! read back as.
+//! size the process compresses becomes the dictionary of every later one. An unusual first
+//! object (or a hostile device's) only makes later texts compress less; it never changes what
+//! they read back as.
 
 use std::{fmt, sync::OnceLock};
 
@@ -33,8 +33,10 @@ const DICTIONARY_MIN: usize = 64;
 /// report cost more; a fleet's keys show in its first kilobyte.
 const DICTIONARY_MAX: usize = 1024;
 
-/// The text of the first object of at least [`DICTIONARY_MIN`] bytes that was kept (at most
-/// [`DICTIONARY_MAX`] bytes of it): the dictionary every later object is compressed against.
+/// The text of the first object of at least [`DICTIONARY_MIN`] bytes the process compressed
+/// (at most [`DICTIONARY_MAX`] bytes of it; whether or not the object was then kept, as a
+/// merged report found too large is not): the dictionary every later object is compressed
+/// against.
 /// Set once and never changed, so one compressed text always decompresses with the dictionary
 /// it was compressed with.
 static DICTIONARY: OnceLock<Box<[u8]>> = OnceLock::new();
