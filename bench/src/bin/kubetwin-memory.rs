@@ -161,7 +161,7 @@ fn main() -> anyhow::Result<()> {
         devices.iter().map(|d| DeviceState::from_status(d.status.as_ref(), now)).collect();
     let state_bytes = allocated() - before;
     // What the device states keep of the reported properties: compressed against the first
-    // object the process kept (here Device 0's), so it depends on how much devices' values
+    // object the process compressed (here Device 0's), so it depends on how much devices' values
     // differ. B3's differ in three of ten values; the other figure has every value differ.
     let (texts, kept): (usize, usize) = states
         .iter()

@@ -36,9 +36,8 @@ const DICTIONARY_MAX: usize = 1024;
 /// The text of the first object of at least [`DICTIONARY_MIN`] bytes the process compressed
 /// (at most [`DICTIONARY_MAX`] bytes of it; whether or not the object was then kept, as a
 /// merged report found too large is not): the dictionary every later object is compressed
-/// against.
-/// Set once and never changed, so one compressed text always decompresses with the dictionary
-/// it was compressed with.
+/// against. Set once and never changed, so one compressed text always decompresses with the
+/// dictionary it was compressed with.
 static DICTIONARY: OnceLock<Box<[u8]>> = OnceLock::new();
 
 /// The dictionary `text` makes: its first [`DICTIONARY_MAX`] bytes.

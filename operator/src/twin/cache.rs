@@ -197,8 +197,8 @@ impl CachedDevice {
     }
 
     /// The Device this was made from, as [`keep_for_cache`] left it, without its
-    /// resourceVersion. An error only if the
-    /// text does not read back, which would be a bug of this module (it wrote the text).
+    /// resourceVersion. An error only if the text does not read back, which would be a bug of
+    /// this module (it wrote the text).
     pub fn device(&self) -> Result<Device, ReadBackError> {
         let OwnedBody { spec, mut status } = self.read()?;
         if let Some(status) = status.as_mut() {
